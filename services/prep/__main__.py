@@ -1,0 +1,3 @@
+from services.prep.service import main
+
+main()

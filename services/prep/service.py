@@ -1,0 +1,34 @@
+"""The prep service: wiring of its consumer group to its logic."""
+
+from __future__ import annotations
+
+import logging
+
+from streamml.events import DataLanded, DriftDetected, Event
+from streamml.service import EventService, run
+from streamml.settings import ServiceSettings
+
+log = logging.getLogger("streamml.prep")
+
+GROUP = "streamml-prep"
+INPUT_TOPICS = ["data.landed", "drift.detected"]
+
+
+class PrepSettings(ServiceSettings):
+    pass
+
+
+class PrepService(EventService[PrepSettings]):
+    name = "prep"
+    group = GROUP
+    accepts = (DataLanded, DriftDetected,)
+
+    def input_topics(self) -> list[str]:
+        return [self.settings.kafka.topic(name) for name in INPUT_TOPICS]
+
+    def handle_event(self, event: Event, context: dict) -> None:
+        log.info("received", extra=context)
+
+
+def main() -> None:
+    run(PrepService, PrepSettings)

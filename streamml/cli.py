@@ -1,0 +1,230 @@
+"""The ``streamml`` command.
+
+    streamml up                     # embedded Kafka-protocol broker + Ceph + the five services
+    streamml status                 # health of each component
+    streamml topics apply           # create the declared topics
+    streamml datasets validate examples/datasets/transactions.yaml
+    streamml down
+
+Commands that talk to Kafka or S3 read the same STREAMML_* settings as the
+services; after ``streamml up`` they default to the embedded stack's
+``.streamml/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamml.settings import CONFIG_FILE_ENV, ServiceSettings, load_settings_or_exit
+
+app = typer.Typer(
+    help="streamml: Kafka ingest -> Ceph -> Spark datasets -> PyTorch models -> validated "
+    "promotion -> drift monitoring, automated.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topics_app = typer.Typer(help="Topics as code (topics.yaml).", no_args_is_help=True)
+schemas_app = typer.Typer(help="JSON Schemas of the events.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Dataset specs and versions.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(datasets_app, name="datasets")
+
+console = Console()
+err = Console(stderr=True)
+StateDir = Annotated[
+    Path, typer.Option("--state-dir", envvar="STREAMML_STACK_DIR", help="the embedded stack's folder")
+]
+DEFAULT_STATE = Path(".streamml")
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def client_settings(state_dir: Path = DEFAULT_STATE) -> ServiceSettings:
+    """Settings from the environment, or from the embedded stack when one is up."""
+    stack_config = state_dir / "config.yaml"
+    if CONFIG_FILE_ENV not in os.environ and stack_config.is_file():
+        os.environ[CONFIG_FILE_ENV] = str(stack_config)
+    return load_settings_or_exit(ServiceSettings)
+
+
+# ----------------------------------------------------------------- stack
+
+
+@app.command()
+def up(
+    state_dir: StateDir = DEFAULT_STATE,
+    kafka_port: Annotated[int, typer.Option(help="broker port")] = 9092,
+    s3_port: Annotated[int, typer.Option(help="Ceph RADOS Gateway (S3) port")] = 7480,
+    http_base_port: Annotated[int, typer.Option(help="first service health/metrics port")] = 8081,
+    ephemeral: Annotated[bool, typer.Option(help="broker keeps data in memory only")] = False,
+    specs: Annotated[
+        Path | None, typer.Option(help="folder of dataset specs the ingest service serves")
+    ] = None,
+    foreground: Annotated[bool, typer.Option(help="stay attached; Ctrl-C stops the stack")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 120,
+) -> None:
+    """Start the embedded stack: Ceph, the broker, topics and the five services."""
+    from streamml.stack.control import StackError
+    from streamml.stack.control import up as stack_up
+    from streamml.stack.supervisor import StackConfig, Supervisor
+
+    config = StackConfig(
+        state_dir=state_dir.resolve(),
+        kafka_port=kafka_port,
+        s3_port=s3_port,
+        http_base_port=http_base_port,
+        ephemeral=ephemeral,
+        specs_dir=specs.resolve() if specs else None,
+    )
+    if foreground:
+        raise typer.Exit(Supervisor(config).run())
+    try:
+        components = stack_up(config, timeout=timeout, echo=console.print)
+    except StackError as error:
+        fail(str(error))
+    _print_components(components)
+    console.print(f"client settings: {state_dir}/config.yaml (used by streamml commands here)")
+
+
+@app.command()
+def down(state_dir: StateDir = DEFAULT_STATE) -> None:
+    """Stop everything `streamml up` started, by PID."""
+    from streamml.stack.control import down as stack_down
+
+    killed = stack_down(state_dir)
+    suffix = f" (killed leftover PIDs {killed})" if killed else ""
+    console.print(f"stack in {state_dir} stopped{suffix}")
+
+
+@app.command()
+def status(
+    state_dir: StateDir = DEFAULT_STATE,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Health of each component of the embedded stack; exit 1 when any is unhealthy."""
+    from streamml.stack.control import status as stack_status
+
+    components = stack_status(state_dir)
+    if as_json:
+        print(json.dumps([c.__dict__ for c in components], indent=2))
+    elif not components:
+        console.print(f"no stack in {state_dir}: start one with `streamml up`")
+    else:
+        _print_components(components)
+    if not components or not all(c.healthy for c in components):
+        raise typer.Exit(1)
+
+
+def _print_components(components: list) -> None:
+    table = Table("component", "health", "where")
+    for c in components:
+        table.add_row(c.name, "[green]ok[/green]" if c.healthy else "[red]down[/red]", c.detail)
+    console.print(table)
+
+
+# ----------------------------------------------------------------- topics
+
+
+@topics_app.command("apply")
+def topics_apply(
+    file: Annotated[Path, typer.Option(help="declarative topics file")] = None,
+    specs: Annotated[Path | None, typer.Option(help="add ingest.<dataset> per spec here")] = None,
+    model: Annotated[list[str], typer.Option(help="add predictions/feedback topics")] = [],
+    replication_factor: Annotated[
+        int | None, typer.Option(help="override every topic's replication factor")
+    ] = None,
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """Create the declared topics that are missing; report what differs. Idempotent."""
+    from streamml.topics import DEFAULT_FILE, apply_declared
+
+    settings = client_settings(state_dir)
+    try:
+        report = apply_declared(
+            settings.kafka, file or DEFAULT_FILE, specs, model, replication_factor
+        )
+    except ValueError as error:
+        fail(str(error), 2)
+    for name in report.created:
+        console.print(f"created   {name}")
+    for name in report.unchanged:
+        console.print(f"present   {name}")
+    for line in report.differences:
+        console.print(f"[yellow]differs[/yellow]   {line}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------- schemas
+
+
+@schemas_app.command("write")
+def schemas_write(
+    folder: Annotated[Path, typer.Argument(help="output folder")] = Path("schemas"),
+) -> None:
+    """Regenerate the JSON Schema of every event type from the models in code."""
+    from streamml.events import write_schemas
+
+    for path in write_schemas(folder):
+        console.print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------- datasets
+
+
+@datasets_app.command("validate")
+def datasets_validate(
+    files: Annotated[list[Path], typer.Argument(help="dataset spec YAML files")],
+) -> None:
+    """Check dataset specs and report every problem at once."""
+    from streamml.specs import SpecError, load_dataset_spec
+
+    bad = 0
+    for path in files:
+        try:
+            spec = load_dataset_spec(path)
+        except SpecError as error:
+            bad += 1
+            for problem in error.problems:
+                err.print(f"{path}: {problem}", highlight=False)
+            continue
+        console.print(
+            f"{path}: ok — dataset {spec.name!r}, {len(spec.fields)} fields, "
+            f"topic {spec.ingest_topic}, fingerprint {spec.fingerprint()}"
+        )
+    if bad:
+        raise typer.Exit(2)
+
+
+# ----------------------------------------------------------------- services
+
+
+def _service_command(name: str) -> None:
+    def command() -> None:
+        sys.argv = [f"streamml {name}"]
+        runpy.run_module(f"services.{name}", run_name="__main__")
+
+    command.__doc__ = f"Run the {name} service (settings from STREAMML_* variables)."
+    app.command(name)(command)
+
+
+for _name in ("ingest", "prep", "trainer", "validator", "monitor"):
+    _service_command(_name)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,289 @@
+"""Kafka I/O shared by every service: a producer that never drops, a batch
+consumer with manual commits, and the dead-letter path.
+
+Processing is at-least-once: a service polls a batch, makes its side effect
+durable, then commits exactly the offsets it finished. Side effects are
+idempotent (deterministic object keys, conditional creates), which makes the
+whole effectively exactly-once.
+
+    consumer = BatchConsumer(settings.kafka, group="streamml-prep", topics=["data.landed"])
+    for message in consumer.poll(max_records=100):
+        ...
+    consumer.commit(messages)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from prometheus_client import Counter
+
+from streamml.events import Event, encode
+from streamml.settings import KafkaSettings
+
+T = TypeVar("T")
+
+DEAD_LETTERS = Counter(
+    "streamml_dead_letters_total",
+    "Messages sent to a dead-letter topic",
+    ["service", "source_topic", "error_type"],
+)
+
+
+class KafkaUnavailable(Exception):
+    """The brokers named by STREAMML_KAFKA_BOOTSTRAP did not answer."""
+
+
+class DeliveryError(Exception):
+    """A produced message was not acknowledged by the brokers."""
+
+
+def check_reachable(settings: KafkaSettings) -> None:
+    """Fail fast, naming the setting, when no broker answers."""
+    # The failure is reported once below; librdkafka would log every retry.
+    admin = AdminClient({**settings.client_config(), "socket.timeout.ms": 5000, "log_level": 0})
+    try:
+        admin.list_topics(timeout=settings.connect_timeout_s)
+    except KafkaException as error:
+        raise KafkaUnavailable(
+            f"no Kafka broker answered at STREAMML_KAFKA_BOOTSTRAP={settings.bootstrap!r} "
+            f"within {settings.connect_timeout_s:g}s ({error.args[0].str()}); "
+            "check the address, the broker, and STREAMML_KAFKA_SECURITY_PROTOCOL"
+        ) from None
+
+
+class EventProducer:
+    """Idempotent producer with acks=all; ``flush`` raises if anything failed."""
+
+    def __init__(self, settings: KafkaSettings, client_id: str, **overrides: Any) -> None:
+        self.settings = settings
+        self.source = f"/streamml/{client_id}"
+        config = {
+            **settings.client_config(),
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.timeout.ms": 60_000,
+            **overrides,
+        }
+        self._producer = Producer(config)
+        self._errors: list[str] = []
+        self._lock = threading.Lock()
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            with self._lock:
+                self._errors.append(f"{message.topic()}: {error.str()}")
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | str | None = None,
+        headers: list[tuple[str, bytes]] | dict[str, bytes] | None = None,
+    ) -> None:
+        """Queue one message; raises when the local queue stays full."""
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def send(self, event: Event, topic: str | None = None) -> None:
+        """Queue one event on its default (prefixed) topic unless ``topic`` is given."""
+        message = encode(event, self.source)
+        name = topic or self.settings.topic(event.default_topic())
+        self.produce(name, message.value, message.key, list(message.headers.items()))
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait for every queued message; raise DeliveryError on any failure."""
+        remaining = self._producer.flush(timeout)
+        with self._lock:
+            errors, self._errors = self._errors, []
+        if errors:
+            raise DeliveryError(f"{len(errors)} message(s) not delivered: {errors[0]}")
+        if remaining:
+            raise DeliveryError(f"{remaining} message(s) still unacknowledged after {timeout:g}s")
+
+    def send_now(self, event: Event, topic: str | None = None, timeout: float = 60.0) -> None:
+        self.send(event, topic)
+        self.flush(timeout)
+
+
+class DeadLetters:
+    """Sends a message that cannot be processed to ``dlq.<service>`` with the reason."""
+
+    def __init__(self, producer: EventProducer, service: str) -> None:
+        self.producer = producer
+        self.service = service
+        self.topic = producer.settings.topic(f"dlq.{service}")
+
+    def send(self, message: Message, reason: str, error_type: str = "invalid") -> None:
+        headers = list(message.headers() or [])
+        headers += [
+            ("dlq_error", reason.encode()[:4096]),
+            ("dlq_error_type", error_type.encode()),
+            ("dlq_service", self.service.encode()),
+            ("dlq_source_topic", message.topic().encode()),
+            ("dlq_source_partition", str(message.partition()).encode()),
+            ("dlq_source_offset", str(message.offset()).encode()),
+            ("dlq_time", datetime.now(UTC).isoformat().encode()),
+        ]
+        self.producer.produce(self.topic, message.value(), message.key(), headers)
+        DEAD_LETTERS.labels(self.service, message.topic(), error_type).inc()
+
+
+def dead_letter_reason(message: Message) -> str | None:
+    """The reason header of a dead-lettered message (for tools and tests)."""
+    for name, value in message.headers() or []:
+        if name == "dlq_error":
+            return value.decode()
+    return None
+
+
+RebalanceCallback = Callable[[list[TopicPartition]], None]
+
+
+class BatchConsumer:
+    """A consumer-group member that polls batches and commits only what is done.
+
+    ``topics`` may hold regular expressions (starting with ``^``), e.g.
+    ``^ingest\\..*``. ``on_revoke`` runs before partitions move to another
+    member: a service drops or finishes its unfinished work there.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        group: str,
+        topics: list[str],
+        client_id: str | None = None,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.group = group
+        self.topics = topics
+        config = {
+            **settings.client_config(),
+            "group.id": group,
+            "client.id": client_id or group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "max.poll.interval.ms": max(300_000, settings.session_timeout_ms),
+            "partition.assignment.strategy": "range",
+            # An emptied fetch queue otherwise waits 1 s before fetching again.
+            "fetch.queue.backoff.ms": 10,
+            "fetch.wait.max.ms": 50,
+            "topic.metadata.refresh.interval.ms": 10_000,
+            **overrides,
+        }
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._consumer = Consumer(config)
+        self._consumer.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked)
+        self.assignment: set[tuple[str, int]] = set()
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assignment |= {(p.topic, p.partition) for p in partitions}
+        if self._on_assign:
+            self._on_assign(partitions)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._on_revoke:
+            self._on_revoke(partitions)
+        self.assignment -= {(p.topic, p.partition) for p in partitions}
+
+    def poll(self, max_records: int = 500, timeout: float = 1.0) -> list[Message]:
+        """Up to ``max_records`` messages; partition-EOF notices are dropped."""
+        messages = self._consumer.consume(max_records, timeout)
+        batch = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                batch.append(message)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif error.fatal() or not error.retriable():
+                if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    continue  # a subscribed topic not created yet
+                raise KafkaException(error)
+        return batch
+
+    def commit(self, messages: Iterable[Message]) -> None:
+        """Synchronously commit past the highest offset of each partition in ``messages``."""
+        self.commit_offsets(next_offsets(messages))
+
+    def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit ``{(topic, partition): next offset to read}`` synchronously."""
+        if offsets:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                asynchronous=False,
+            )
+
+    def committed(self, partitions: list[tuple[str, int]], timeout: float = 10) -> dict:
+        found = self._consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout)
+        return {(tp.topic, tp.partition): tp.offset for tp in found}
+
+    def work_while_polling(self, work: Callable[[], T], heartbeat_s: float = 1.0) -> T:
+        """Run long ``work`` in a thread while this member keeps polling.
+
+        Partitions are paused so polling returns nothing but keeps the member
+        in its group (max.poll.interval.ms) however long the work takes.
+        Messages from partitions assigned during the work are rewound, so
+        nothing polled here is lost.
+        """
+        self._consumer.pause(self._consumer.assignment())
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future: Future[T] = pool.submit(work)
+            while not future.done():
+                for message in self._consumer.consume(100, heartbeat_s):
+                    if message.error() is None:
+                        self._rewind(message)
+        self._consumer.resume(self._consumer.assignment())
+        return future.result()
+
+    def _rewind(self, message: Message) -> None:
+        partition = TopicPartition(message.topic(), message.partition(), message.offset())
+        self._consumer.seek(partition)
+        self._consumer.pause([partition])
+
+    def rewind(self, polled: list[Message], done: list[Message]) -> None:
+        """Seek back to the first unfinished message of each partition of ``polled``."""
+        finished = next_offsets(done)
+        first_unfinished: dict[tuple[str, int], int] = {}
+        for message in polled:
+            key = (message.topic(), message.partition())
+            if message.offset() >= finished.get(key, 0) and key not in first_unfinished:
+                first_unfinished[key] = message.offset()
+        for (topic, partition), offset in first_unfinished.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def close(self) -> None:
+        """Leave the group now so partitions move without waiting for a timeout."""
+        self._consumer.close()
+
+
+def next_offsets(messages: Iterable[Message]) -> dict[tuple[str, int], int]:
+    """``{(topic, partition): highest offset + 1}`` — what to commit after ``messages``."""
+    offsets: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic(), message.partition())
+        offsets[key] = max(offsets.get(key, 0), message.offset() + 1)
+    return offsets
+

@@ -1,0 +1,122 @@
+"""Dataset manifests: what a committed dataset version contains.
+
+Prep writes ``datasets/<name>/v<N>/manifest.json`` last, after the splits, so
+a version exists exactly when its manifest does. The trainer reads the split
+files it lists, the SDK applies ``transform`` to live records, and the monitor
+compares live traffic with ``reference``.
+
+Prepared split files hold: the key column, the event-time column, every
+feature column transformed (numeric -> float64 standardised; category -> int64
+index, 0 meaning out-of-vocabulary), and the label column unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPLITS = ("train", "validation", "test")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NumericTransform(Strict):
+    kind: Literal["numeric"] = "numeric"
+    mean: float
+    std: float = Field(gt=0, description="1.0 when the train split has no spread")
+    impute: float | None = Field(None, description="value for nulls (train median)")
+    clip: tuple[float, float] | None = None
+
+    def apply(self, value: float | None) -> float:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            value = self.impute if self.impute is not None else self.mean
+        if self.clip is not None:
+            value = min(max(value, self.clip[0]), self.clip[1])
+        return (value - self.mean) / self.std
+
+
+class CategoryTransform(Strict):
+    kind: Literal["category"] = "category"
+    vocabulary: list[str] = Field(description="index i+1 encodes vocabulary[i]; 0 is out-of-vocabulary")
+    impute: str | None = None
+
+    def apply(self, value: str | None) -> int:
+        if value is None:
+            value = self.impute
+        try:
+            return self.vocabulary.index(value) + 1 if value is not None else 0
+        except ValueError:
+            return 0
+
+
+class NumericReference(Strict):
+    """Raw (untransformed) train distribution of a numeric feature."""
+
+    kind: Literal["numeric"] = "numeric"
+    edges: list[float] = Field(description="quantile bin edges, ascending; outer bins are open")
+    fractions: list[float] = Field(description="share of train rows per bin: len(edges) + 1")
+    count: int
+    mean: float
+    std: float
+    sample: list[float] = Field(default_factory=list, description="a uniform train sample for KS")
+
+
+class CategoryReference(Strict):
+    kind: Literal["category"] = "category"
+    frequencies: dict[str, float] = Field(description="share of train rows per category")
+    count: int
+
+
+class FileEntry(Strict):
+    key: str
+    rows: int
+    sha256: str
+
+
+class RawSource(Strict):
+    """One landed raw object that went into this version."""
+
+    key: str
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    rows: int
+
+
+class DatasetManifest(Strict):
+    dataset: str
+    version: int = Field(ge=1)
+    created: datetime
+    spec_fingerprint: str
+    schema_: dict[str, str] = Field(alias="schema", description="prepared column -> type")
+    key: str
+    event_time: str
+    label: str | None
+    features: list[str]
+    files: dict[str, list[FileEntry]] = Field(description="split -> Parquet objects")
+    rows: dict[str, int]
+    content_sha256: dict[str, str] = Field(description="split -> hash over its sorted rows")
+    transform: dict[str, NumericTransform | CategoryTransform]
+    reference: dict[str, NumericReference | CategoryReference]
+    label_reference: NumericReference | CategoryReference | None = None
+    lineage: list[RawSource]
+    quarantined: dict[str, str] = Field(default_factory=dict, description="raw key -> reason")
+    trigger: str
+    code_version: str
+    engine: str = "spark"
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+def dataset_prefix(dataset: str, version: int) -> str:
+    return f"datasets/{dataset}/v{version}/"
+
+
+def manifest_key(dataset: str, version: int) -> str:
+    return dataset_prefix(dataset, version) + "manifest.json"

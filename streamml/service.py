@@ -1,0 +1,263 @@
+"""One lifecycle for every streamml service: load, ready, serve, stop.
+
+    class Trainer(ConsumerService):
+        name = "trainer"
+        def handle(self, messages): ...
+
+    if __name__ == "__main__":
+        run(Trainer, TrainerSettings)
+
+``run`` validates settings (exit 2 on a bad value), starts the health and
+metrics endpoint, calls ``load`` (exit 3 when Kafka or the object store
+cannot be reached), then ``serve`` until SIGTERM/SIGINT, then ``close``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from abc import ABC, abstractmethod
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar, Generic, TypeVar
+
+from confluent_kafka import KafkaException, Message
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+
+from streamml.events import Event, EventError, decode
+from streamml.kafka import BatchConsumer, DeadLetters, EventProducer, KafkaUnavailable
+from streamml.kafka import check_reachable
+from streamml.logs import configure_logging
+from streamml.settings import HttpSettings, ServiceSettings, load_settings_or_exit
+from streamml.store import ObjectStore, StoreError, StoreUnavailable
+
+EXIT_UNAVAILABLE = 3
+log = logging.getLogger("streamml.service")
+
+S = TypeVar("S", bound=ServiceSettings)
+
+UP = Gauge("streamml_service_ready", "1 when the service is ready to serve", ["service"])
+
+
+class StartupError(Exception):
+    """A dependency is missing or unreachable; the message names the setting."""
+
+
+class Service(ABC, Generic[S]):
+    name: ClassVar[str]
+
+    def __init__(self, settings: S) -> None:
+        self.settings = settings
+        self.stopping = threading.Event()
+
+    @abstractmethod
+    def load(self) -> None:
+        """Connect to dependencies; raise StartupError naming what is wrong."""
+
+    @abstractmethod
+    def ready(self) -> bool:
+        """True once the service can do its work."""
+
+    @abstractmethod
+    def serve(self) -> None:
+        """Do the work until ``self.stopping`` is set."""
+
+    def stop(self) -> None:
+        """Ask ``serve`` to return after the current unit of work."""
+        self.stopping.set()
+
+    def close(self) -> None:
+        """Release what ``load`` acquired; runs after ``serve`` returns."""
+
+
+class ConsumerService(Service[S]):
+    """A service that consumes its input topics in a consumer group.
+
+    Subclasses set ``name``, ``group`` and ``input_topics`` and implement
+    ``handle``; the loop commits what ``handle`` returns as done.
+    """
+
+    group: ClassVar[str]
+    max_batch: ClassVar[int] = 500
+
+    def input_topics(self) -> list[str]:
+        raise NotImplementedError
+
+    def load(self) -> None:
+        kafka = self.settings.kafka
+        try:
+            check_reachable(kafka)
+            self.store = ObjectStore.connect(self.settings.s3)
+        except (KafkaUnavailable, StoreError) as error:
+            raise StartupError(str(error)) from None
+        self.producer = EventProducer(kafka, client_id=self.name)
+        self.dead_letters = DeadLetters(self.producer, self.name)
+        self.consumer = BatchConsumer(
+            kafka,
+            group=self.group,
+            topics=self.input_topics(),
+            client_id=self.name,
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+        )
+        self._ready = True
+
+    def ready(self) -> bool:
+        return getattr(self, "_ready", False)
+
+    def serve(self) -> None:
+        while not self.stopping.is_set():
+            messages = self.consumer.poll(self.max_batch, timeout=0.5)
+            done = self.handle(messages)
+            self.producer.flush()
+            self.consumer.commit(done)
+            if len(done) < len(messages) and not self.stopping.is_set():
+                self.consumer.rewind(messages, done)
+
+    @abstractmethod
+    def handle(self, messages: list[Message]) -> list[Message]:
+        """Process a batch (possibly empty); return the messages that are done."""
+
+    def on_assign(self, partitions: list) -> None:
+        log.info("partitions assigned", extra={"partitions": _names(partitions)})
+
+    def on_revoke(self, partitions: list) -> None:
+        log.info("partitions revoked", extra={"partitions": _names(partitions)})
+
+    def close(self) -> None:
+        if hasattr(self, "consumer"):
+            self.consumer.close()
+        if hasattr(self, "producer"):
+            self.producer.flush(10)
+
+
+class EventService(ConsumerService[S]):
+    """Consumes streamml events one by one; what is not a valid event goes to the DLQ.
+
+    An error while handling an event is retried by crashing (the supervisor
+    or Kubernetes restarts the service and the event is redelivered) when it
+    is an outage, and dead-lettered otherwise, so one poison event never
+    blocks its partition.
+    """
+
+    accepts: ClassVar[tuple[type[Event], ...]]
+    transient: ClassVar[tuple[type[Exception], ...]] = (StoreUnavailable, KafkaException, OSError)
+
+    def handle(self, messages: list[Message]) -> list[Message]:
+        done = []
+        for message in messages:
+            if self.stopping.is_set():
+                break
+            self._handle_one(message)
+            done.append(message)
+        return done
+
+    def _handle_one(self, message: Message) -> None:
+        try:
+            event, attributes = decode(message.headers(), message.key(), message.value())
+        except EventError as error:
+            self.dead_letters.send(message, str(error), "invalid_event")
+            return
+        if not isinstance(event, self.accepts):
+            self.dead_letters.send(message, f"{self.name} does not handle {event.ce_type()}", "unexpected_event")
+            return
+        context = {"event_id": attributes.get("id"), "event_type": event.ce_type()}
+        try:
+            self.handle_event(event, context)
+        except self.transient:
+            raise
+        except Exception as error:
+            log.exception("event failed; sent to the dead-letter topic", extra=context)
+            self.dead_letters.send(message, f"{type(error).__name__}: {error}", "processing_error")
+
+    @abstractmethod
+    def handle_event(self, event: Event, context: dict) -> None:
+        """Make the event's side effect durable; must be idempotent (events are redelivered)."""
+
+
+def _names(partitions: list) -> list[str]:
+    return [f"{p.topic}[{p.partition}]" for p in partitions]
+
+
+class HealthServer:
+    """``/healthz`` (alive), ``/readyz`` (ready to serve) and ``/metrics`` on one port."""
+
+    def __init__(self, settings: HttpSettings, service: Service) -> None:
+        self.service = service
+        handler = _handler(service)
+        self._server = ThreadingHTTPServer((settings.host, settings.port), handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _handler(service: Service) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path == "/healthz":
+                self._reply(200, b"ok\n", "text/plain")
+            elif self.path == "/readyz":
+                ready = service.ready() and not service.stopping.is_set()
+                self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+            elif self.path == "/metrics":
+                self._reply(200, generate_latest(), CONTENT_TYPE_LATEST)
+            else:
+                self._reply(404, b"not found: try /healthz, /readyz or /metrics\n")
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass  # probes every few seconds would drown the service's own logs
+
+    return Handler
+
+
+def run(service_cls: type[Service[S]], settings_cls: type[S]) -> None:
+    """Run a service to completion; exits the process with its status."""
+    settings = load_settings_or_exit(settings_cls)
+    configure_logging(settings.log, service_cls.name)
+    service = service_cls(settings)
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    signal.signal(signal.SIGINT, lambda *_: service.stop())
+    try:
+        health = HealthServer(settings.http, service)
+    except OSError as error:
+        _fail(f"cannot listen on STREAMML_HTTP_HOST/PORT {settings.http.host}:{settings.http.port}: {error}", 2)
+    health.start()
+    log.info("starting", extra={"http_port": health.port})
+    started = time.monotonic()
+    try:
+        service.load()
+    except StartupError as error:
+        health.stop()
+        _fail(str(error), EXIT_UNAVAILABLE)
+    UP.labels(service_cls.name).set(1)
+    log.info("ready", extra={"load_seconds": round(time.monotonic() - started, 3)})
+    try:
+        service.serve()
+    finally:
+        UP.labels(service_cls.name).set(0)
+        log.info("stopping")
+        service.close()
+        health.stop()
+    log.info("stopped")
+
+
+def _fail(message: str, code: int) -> None:
+    log.error(message)
+    print(f"streamml: {message}", file=sys.stderr)
+    raise SystemExit(code)

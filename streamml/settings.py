@@ -1,0 +1,226 @@
+"""Typed settings shared by every streamml service.
+
+Values come, highest priority first, from environment variables prefixed
+``STREAMML_`` (``STREAMML_KAFKA_BOOTSTRAP``, ``STREAMML_S3_ENDPOINT`` ...),
+then from an optional YAML file named by ``STREAMML_CONFIG_FILE``, then from
+the defaults below. Settings are frozen once loaded: a service reads them at
+start and a bad value stops it there, never halfway through a batch.
+
+    settings = load_settings(ServiceSettings)   # exits 2 on a bad value
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ENV_PREFIX = "STREAMML_"
+CONFIG_FILE_ENV = "STREAMML_CONFIG_FILE"
+EXIT_BAD_SETTINGS = 2
+
+
+class Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(Group):
+    bootstrap: str = Field(
+        "127.0.0.1:9092",
+        description="Kafka bootstrap servers, host:port[,host:port...]",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = Field(None, description="CA bundle (PEM) for TLS")
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    topic_prefix: str = Field("", description="prepended to every streamml topic name")
+    session_timeout_ms: int = Field(45_000, ge=6_000, le=300_000)
+    connect_timeout_s: float = Field(10.0, gt=0, description="how long start waits for the broker")
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka properties for this cluster (credentials included)."""
+        config: dict[str, Any] = {
+            # librdkafka's own log lines go through Python logging (JSON).
+            "logger": logging.getLogger("streamml.librdkafka"),
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        for name in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            if (path := getattr(self, name)) is not None:
+                config[name.replace("_", ".")] = str(path)
+        return config
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+class S3Settings(Group):
+    endpoint: str | None = Field(
+        None, description="S3 endpoint URL, e.g. http://127.0.0.1:7480 (unset: AWS)"
+    )
+    bucket: str = Field("streamml", min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+$")
+    region: str = "us-east-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    create_bucket: bool = Field(True, description="create the bucket when it is missing")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_attempts: int = Field(5, ge=1, le=20)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+
+class HttpSettings(Group):
+    host: str = Field("127.0.0.1", description="address of /healthz, /readyz and /metrics")
+    port: int = Field(8080, ge=0, le=65535, description="a TCP port, 0 picks a free one")
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service reads; a service subclasses this to add its own group."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    s3: S3Settings = S3Settings()
+    http: HttpSettings = HttpSettings()
+    log: Literal["debug", "info", "warning", "error"] = "info"
+    state_dir: Path = Field(Path(".streamml"), description="local state: logs, caches, temp files")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file := os.environ.get(CONFIG_FILE_ENV):
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+
+class SettingsError(Exception):
+    """Raised with one readable line per bad setting."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def env_name(location: tuple[Any, ...]) -> str:
+    """('kafka', 'bootstrap') -> STREAMML_KAFKA_BOOTSTRAP."""
+    parts = [str(part) for part in location if not isinstance(part, int)]
+    return ENV_PREFIX + "_".join(parts).upper()
+
+
+def describe_errors(error: ValidationError, settings_cls: type[BaseSettings]) -> list[str]:
+    lines = []
+    for item in error.errors(include_url=False):
+        name = env_name(item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {name}: remove it or check its spelling")
+            continue
+        shown = "***" if _is_secret(settings_cls, item["loc"]) else repr(item.get("input"))
+        hint = _field_description(settings_cls, item["loc"])
+        fix = f"; expected {hint}" if hint else ""
+        lines.append(f"invalid setting {name}={shown}: {item['msg']}{fix}")
+    return lines
+
+
+def load_settings(settings_cls: type[S], **overrides: Any) -> S:
+    """Build settings or raise SettingsError naming every bad value."""
+    config_file = os.environ.get(CONFIG_FILE_ENV)
+    if config_file:
+        _check_config_file(Path(config_file))
+    try:
+        return settings_cls(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error, settings_cls)) from None
+
+
+def load_settings_or_exit(settings_cls: type[S], **overrides: Any) -> S:
+    try:
+        return load_settings(settings_cls, **overrides)
+    except SettingsError as error:
+        for line in error.lines:
+            print(f"streamml: {line}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_SETTINGS) from None
+
+
+def _check_config_file(path: Path) -> None:
+    if not path.is_file():
+        raise SettingsError([f"invalid setting {CONFIG_FILE_ENV}={str(path)!r}: no such file"])
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SettingsError([f"invalid setting {CONFIG_FILE_ENV}={str(path)!r}: {error}"]) from None
+    if content is not None and not isinstance(content, dict):
+        raise SettingsError(
+            [f"invalid setting {CONFIG_FILE_ENV}={str(path)!r}: top level must be a mapping"]
+        )
+
+
+def _field(settings_cls: type[BaseModel], loc: tuple[Any, ...]) -> Any:
+    model: Any = settings_cls
+    info = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return info
+        info = fields[part]
+        model = info.annotation
+    return info
+
+
+def _is_secret(settings_cls: type[BaseModel], loc: tuple[Any, ...]) -> bool:
+    info = _field(settings_cls, loc)
+    return info is not None and "SecretStr" in str(info.annotation)
+
+
+def _field_description(settings_cls: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    info = _field(settings_cls, loc)
+    return info.description if info is not None else None

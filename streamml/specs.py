@@ -1,0 +1,212 @@
+"""Dataset specs: the declared shape of the records an application publishes.
+
+A spec is a YAML file; ingest validates records against it, prep enforces it
+and reads its preparation policy, the trainer and monitor read its roles
+(key, event time, label). Example::
+
+    name: transactions
+    key: tx_id
+    event_time: ts
+    label: is_fraud
+    fields:
+      - {name: tx_id, type: string}
+      - {name: ts, type: timestamp}
+      - {name: amount, type: float, min: 0, nulls: impute}
+      - {name: channel, type: category, categories: [web, pos, atm]}
+      - {name: is_fraud, type: int, min: 0, max: 1}
+    prep:
+      splits: {train: 0.8, validation: 0.1, test: 0.1}
+      min_new_rows: 10000
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+FieldType = Literal["string", "int", "float", "bool", "category", "timestamp"]
+NAME = r"^[a-z][a-z0-9_]{0,62}$"
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "category": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FieldSpec(Strict):
+    name: str = Field(pattern=NAME)
+    type: FieldType
+    required: bool = Field(True, description="a record without this field is rejected")
+    nullable: bool = Field(False, description="an explicit null is accepted")
+    min: float | None = None
+    max: float | None = None
+    categories: list[str] | None = Field(None, description="allowed values of a category")
+    nulls: Literal["drop", "impute", "keep"] = Field(
+        "drop", description="prep: drop the row, impute (median / most frequent), or keep"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FieldSpec:
+        problems = []
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
+            problems.append(f"min/max apply to int and float fields, not {self.type}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            problems.append(f"min {self.min} is greater than max {self.max}")
+        if self.categories is not None and self.type != "category":
+            problems.append("categories apply to category fields only")
+        if self.categories is not None and len(set(self.categories)) != len(self.categories):
+            problems.append("categories repeat a value")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class PrepPolicy(Strict):
+    splits: dict[Literal["train", "validation", "test"], float] = Field(
+        default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1}
+    )
+    min_new_rows: int = Field(10_000, ge=1, description="build once this many rows are pending")
+    max_staleness_s: float = Field(3600, gt=0, description="build pending rows older than this")
+    clip_quantiles: tuple[float, float] | None = Field(
+        None, description="clip numeric features to these train quantiles, e.g. [0.001, 0.999]"
+    )
+    category_min_count: int = Field(1, ge=1, description="rarer categories map to out-of-vocabulary")
+    on_bad_object: Literal["skip", "fail"] = "skip"
+
+    @model_validator(mode="after")
+    def _splits_sum_to_one(self) -> PrepPolicy:
+        if set(self.splits) != {"train", "validation", "test"}:
+            raise ValueError("splits must name train, validation and test")
+        if abs(sum(self.splits.values()) - 1.0) > 1e-9 or min(self.splits.values()) < 0:
+            raise ValueError(f"split ratios must be >= 0 and sum to 1, got {self.splits}")
+        if self.clip_quantiles and not 0 <= self.clip_quantiles[0] < self.clip_quantiles[1] <= 1:
+            raise ValueError(f"clip_quantiles must be 0 <= low < high <= 1: {self.clip_quantiles}")
+        return self
+
+
+class DatasetSpec(Strict):
+    name: str = Field(pattern=NAME)
+    key: str = Field(description="field that identifies a record; Kafka key and dedupe key")
+    event_time: str = Field(description="timestamp field: when the record happened")
+    label: str | None = Field(None, description="field the model learns to predict")
+    fields: list[FieldSpec] = Field(min_length=1)
+    prep: PrepPolicy = PrepPolicy()
+
+    @model_validator(mode="after")
+    def _roles_name_fields(self) -> DatasetSpec:
+        by_name = {}
+        problems = []
+        for spec in self.fields:
+            if spec.name in by_name:
+                problems.append(f"field {spec.name!r} is declared twice")
+            by_name[spec.name] = spec
+        for role in ("key", "event_time", "label"):
+            name = getattr(self, role)
+            if name is not None and name not in by_name:
+                problems.append(f"{role} {name!r} is not a declared field")
+        if self.event_time in by_name and by_name[self.event_time].type != "timestamp":
+            problems.append(f"event_time {self.event_time!r} must have type timestamp")
+        if self.key in by_name and (by_name[self.key].nullable or not by_name[self.key].required):
+            problems.append(f"key {self.key!r} must be required and not nullable")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def field(self, name: str) -> FieldSpec:
+        return next(spec for spec in self.fields if spec.name == name)
+
+    @property
+    def features(self) -> list[FieldSpec]:
+        """Fields a model learns from: all but key, event time and label."""
+        roles = {self.key, self.event_time, self.label}
+        return [spec for spec in self.fields if spec.name not in roles and spec.type != "string"]
+
+    @property
+    def ingest_topic(self) -> str:
+        return f"ingest.{self.name}"
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema(
+            [
+                pa.field(spec.name, ARROW_TYPES[spec.type], nullable=spec.nullable or not spec.required)
+                for spec in self.fields
+            ]
+        )
+
+    def fingerprint(self) -> str:
+        """Stable hash of the record shape (names, types, constraints), not of the prep policy."""
+        shape = [spec.model_dump(exclude={"nulls"}) for spec in self.fields]
+        canonical = json.dumps(shape, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class SpecError(ValueError):
+    """Every problem of one spec file, one per line, each naming the field."""
+
+    def __init__(self, path: Path | str, problems: list[str]):
+        super().__init__(f"{path}: " + f"\n{path}: ".join(problems))
+        self.path = path
+        self.problems = problems
+
+
+def _problems(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "spec"
+        message = re.sub(r"^Value error, ", "", item["msg"])
+        lines.extend(f"{where}: {part}" for part in message.split("; "))
+    return lines
+
+
+def parse_dataset_spec(document: object, source: str = "<spec>") -> DatasetSpec:
+    if not isinstance(document, dict):
+        raise SpecError(source, ["the spec must be a mapping with name, key, event_time, fields"])
+    try:
+        return DatasetSpec.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(source, _problems(error)) from None
+
+
+def load_dataset_spec(path: Path) -> DatasetSpec:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise SpecError(path, [f"cannot read: {error.strerror}"]) from None
+    except yaml.YAMLError as error:
+        raise SpecError(path, [f"not valid YAML: {error}"]) from None
+    return parse_dataset_spec(document, str(path))
+
+
+def load_dataset_specs(folder: Path) -> dict[str, DatasetSpec]:
+    """All ``*.yaml``/``*.yml`` specs of a folder by dataset name; every bad file is reported."""
+    if not folder.is_dir():
+        raise SpecError(folder, ["not a folder of dataset specs"])
+    specs: dict[str, DatasetSpec] = {}
+    problems: list[str] = []
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            spec = load_dataset_spec(path)
+        except SpecError as error:
+            problems.extend(f"{path.name}: {line}" for line in error.problems)
+            continue
+        if spec.name in specs:
+            problems.append(f"{path.name}: dataset {spec.name!r} is declared twice")
+        specs[spec.name] = spec
+    if problems:
+        raise SpecError(folder, problems)
+    return specs

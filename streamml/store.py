@@ -1,0 +1,223 @@
+"""The object store (Ceph RADOS Gateway or any S3 API) as streamml uses it.
+
+Path-style addressing and SigV4 work against Ceph and MinIO as well as AWS.
+Conditional writes are the only coordination primitive: ``create`` fails with
+:class:`ObjectConflict` when the key exists (``If-None-Match: *``) and
+``replace`` fails with it when the object changed since it was read
+(``If-Match: <etag>``). Both are how versions stay immutable and how the
+champion pointer is swapped safely.
+
+    store = ObjectStore.connect(settings.s3)
+    etag = store.create("models/fraud/champion.json", b"{...}")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+)
+
+from streamml.settings import S3Settings
+
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+
+
+class StoreError(Exception):
+    """An object store problem, described for the person who can fix it."""
+
+
+class StoreUnavailable(StoreError):
+    """The endpoint did not answer; worth retrying later."""
+
+
+class StoreCredentialsError(StoreError):
+    pass
+
+
+class BucketMissing(StoreError):
+    pass
+
+
+class ObjectNotFound(StoreError):
+    pass
+
+
+class ObjectConflict(StoreError):
+    """A conditional write lost: the key exists, or changed since it was read."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    data: bytes
+    etag: str
+
+
+class ObjectStore:
+    def __init__(self, settings: S3Settings, client: object) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket
+        self._s3 = client
+        self._where = f"bucket {settings.bucket!r} at {settings.endpoint or 'AWS S3'}"
+
+    @classmethod
+    def connect(cls, settings: S3Settings) -> ObjectStore:
+        """Client plus a check that the endpoint, credentials and bucket work."""
+        # One attempt per check, so a dead endpoint fails start within the connect timeout.
+        cls(settings, make_client(settings.model_copy(update={"max_attempts": 1}))).check()
+        return cls(settings, make_client(settings))
+
+    def check(self) -> None:
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            code = _code(error)
+            if code in ("404", "NoSuchBucket") and self.settings.create_bucket:
+                self._create_bucket()
+                return
+            raise self._translate(error, "") from None
+        except (BotoCoreError, OSError) as error:
+            raise self._unreachable(error) from None
+
+    def _create_bucket(self) -> None:
+        try:
+            self._s3.create_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            if _code(error) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise self._translate(error, "") from None
+
+    def get(self, key: str) -> StoredObject:
+        response = self._call("get_object", key, Key=key)
+        return StoredObject(key, response["Body"].read(), response["ETag"])
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.get(key).data
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head_object", key, Key=key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def put(self, key: str, data: bytes) -> str:
+        """Unconditional write; returns the new ETag."""
+        return self._call("put_object", key, Key=key, Body=data)["ETag"]
+
+    def create(self, key: str, data: bytes) -> str:
+        """Write only if ``key`` does not exist yet; raises ObjectConflict otherwise."""
+        return self._call("put_object", key, Key=key, Body=data, IfNoneMatch="*")["ETag"]
+
+    def replace(self, key: str, data: bytes, etag: str) -> str:
+        """Write only if the object still has ``etag``; raises ObjectConflict otherwise."""
+        return self._call("put_object", key, Key=key, Body=data, IfMatch=etag)["ETag"]
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file, in parts when large."""
+        config = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD)
+        try:
+            self._s3.upload_file(str(path), self.bucket, key, Config=config)
+        except ClientError as error:
+            raise self._translate(error, key) from None
+        except (BotoCoreError, OSError) as error:
+            if isinstance(getattr(error, "last_exception", None), ClientError):
+                raise self._translate(error.last_exception, key) from None
+            raise self._unreachable(error) from None
+
+    def delete(self, key: str) -> None:
+        self._call("delete_object", key, Key=key)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys under ``prefix`` in lexicographic order."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+        except ClientError as error:
+            raise self._translate(error, prefix) from None
+        except (BotoCoreError, OSError) as error:
+            raise self._unreachable(error) from None
+
+    def list_prefixes(self, prefix: str) -> list[str]:
+        """Immediate "sub-folders" of ``prefix`` (each ending in /)."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        found: list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                found.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
+        except ClientError as error:
+            raise self._translate(error, prefix) from None
+        return found
+
+    def _call(self, operation: str, key: str, **kwargs: object) -> dict:
+        try:
+            return getattr(self._s3, operation)(Bucket=self.bucket, **kwargs)
+        except ClientError as error:
+            raise self._translate(error, key) from None
+        except (BotoCoreError, OSError) as error:
+            raise self._unreachable(error) from None
+
+    def _translate(self, error: ClientError, key: str) -> StoreError:
+        code = _code(error)
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            return ObjectConflict(f"conditional write of {key!r} lost in {self._where}")
+        if code in ("NoSuchKey", "404") and key:
+            return ObjectNotFound(f"no object {key!r} in {self._where}")
+        if code in ("NoSuchBucket", "404"):
+            return BucketMissing(
+                f"{self._where} does not exist: create it, or set STREAMML_S3_CREATE_BUCKET=true"
+            )
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "AccessDenied"):
+            return StoreCredentialsError(
+                f"access denied to {self._where} ({code}): check STREAMML_S3_ACCESS_KEY_ID "
+                "and STREAMML_S3_SECRET_ACCESS_KEY"
+            )
+        return StoreError(f"{code} on {key!r} in {self._where}: {error}")
+
+    def _unreachable(self, error: Exception) -> StoreError:
+        if isinstance(error, NoCredentialsError):
+            return StoreCredentialsError(
+                f"no credentials for {self._where}: set STREAMML_S3_ACCESS_KEY_ID "
+                "and STREAMML_S3_SECRET_ACCESS_KEY"
+            )
+        return StoreUnavailable(f"cannot reach {self._where}: {error}; check STREAMML_S3_ENDPOINT")
+
+
+def make_client(settings: S3Settings) -> object:
+    """A boto3 S3 client: path-style, SigV4, standard retries with backoff."""
+    config = Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=60,
+        # Ceph RGW rejects the CRC checksums newer botocore sends by default.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    secret = settings.secret_access_key
+    access = settings.access_key_id
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.endpoint,
+        region_name=settings.region,
+        aws_access_key_id=access.get_secret_value() if access else None,
+        aws_secret_access_key=secret.get_secret_value() if secret else None,
+        config=config,
+    )
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", "")) or str(
+        error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
+    )

@@ -70,7 +70,6 @@ def up(
     kafka_port: Annotated[int, typer.Option(help="broker port")] = 9092,
     s3_port: Annotated[int, typer.Option(help="Ceph RADOS Gateway (S3) port")] = 7480,
     http_base_port: Annotated[int, typer.Option(help="first service health/metrics port")] = 8081,
-    ephemeral: Annotated[bool, typer.Option(help="broker keeps data in memory only")] = False,
     specs: Annotated[
         Path | None, typer.Option(help="folder of dataset specs the ingest service serves")
     ] = None,
@@ -87,7 +86,6 @@ def up(
         kafka_port=kafka_port,
         s3_port=s3_port,
         http_base_port=http_base_port,
-        ephemeral=ephemeral,
         specs_dir=specs.resolve() if specs else None,
     )
     if foreground:
@@ -210,6 +208,49 @@ def datasets_validate(
         raise typer.Exit(2)
 
 
+@app.command()
+def publish(
+    dataset: Annotated[str, typer.Argument(help="dataset name, as in its spec")],
+    file: Annotated[Path, typer.Argument(help="a .csv, .jsonl or .parquet file", exists=True, dir_okay=False)],
+    specs: Annotated[
+        Path, typer.Option(envvar="STREAMML_INGEST_SPECS_DIR", help="folder of dataset specs")
+    ] = Path("datasets"),
+    rate: Annotated[float | None, typer.Option(help="records per second (default: as fast as possible)")] = None,
+    validate: Annotated[bool, typer.Option(help="check rows against the spec before sending")] = True,
+    max_record_bytes: Annotated[int, typer.Option(help="the ingest service's record size limit")] = 1 << 20,
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """Publish a file's rows to ingest.<dataset>, keyed by the dataset's key field.
+
+    Rows the ingest service would reject are reported and not sent, unless --no-validate.
+    """
+    from services.ingest import publish as publisher
+    from streamml.specs import SpecError, load_dataset_specs
+
+    settings = client_settings(state_dir)
+    try:
+        spec = load_dataset_specs(specs).get(dataset)
+    except SpecError as error:
+        fail(str(error), 2)
+    if spec is None:
+        fail(f"no dataset {dataset!r} in {specs}/ (set --specs or STREAMML_INGEST_SPECS_DIR)", 2)
+    try:
+        records = publisher.read_records(file)
+    except (publisher.PublishError, OSError, ValueError) as error:
+        fail(str(error), 2)
+    rejected = publisher.validate(records, spec, max_record_bytes) if validate else {}
+    for row, reason in sorted(rejected.items())[:20]:
+        err.print(f"row {row + 1}: {reason}", highlight=False)
+    if len(rejected) > 20:
+        err.print(f"... and {len(rejected) - 20} more rejected rows")
+    summary = publisher.publish(records, spec, settings.kafka, rate, set(rejected), err.is_terminal)
+    console.print(
+        f"published {summary.records} records ({summary.bytes / 1e6:.1f} MB) to "
+        f"{settings.kafka.topic(spec.ingest_topic)} in {summary.seconds:.1f}s "
+        f"({summary.records / max(summary.seconds, 1e-9):,.0f}/s); rejected {len(rejected)}"
+    )
+
+
 # ----------------------------------------------------------------- services
 
 
@@ -228,3 +269,7 @@ for _name in ("ingest", "prep", "trainer", "validator", "monitor"):
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -130,8 +130,16 @@ class DeadLetters:
         self.service = service
         self.topic = producer.settings.topic(f"dlq.{service}")
 
+    # Below the brokers' default message.max.bytes, headers included.
+    max_value_bytes = 512 * 1024
+
     def send(self, message: Message, reason: str, error_type: str = "invalid") -> None:
+        value = message.value()
         headers = list(message.headers() or [])
+        if value is not None and len(value) > self.max_value_bytes:
+            # The whole record stays in the source topic at the offset below.
+            headers.append(("dlq_truncated_from", str(len(value)).encode()))
+            value = value[: self.max_value_bytes]
         headers += [
             ("dlq_error", reason.encode()[:4096]),
             ("dlq_error_type", error_type.encode()),
@@ -141,7 +149,7 @@ class DeadLetters:
             ("dlq_source_offset", str(message.offset()).encode()),
             ("dlq_time", datetime.now(UTC).isoformat().encode()),
         ]
-        self.producer.produce(self.topic, message.value(), message.key(), headers)
+        self.producer.produce(self.topic, value, message.key(), headers)
         DEAD_LETTERS.labels(self.service, message.topic(), error_type).inc()
 
 
@@ -262,6 +270,14 @@ class BatchConsumer:
         partition = TopicPartition(message.topic(), message.partition(), message.offset())
         self._consumer.seek(partition)
         self._consumer.pause([partition])
+
+    def high_watermark(self, topic: str, partition: int) -> int | None:
+        """The partition's end offset as last fetched (no broker round trip)."""
+        try:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        except KafkaException:
+            return None
+        return high if high >= 0 else None
 
     def rewind(self, polled: list[Message], done: list[Message]) -> None:
         """Seek back to the first unfinished message of each partition of ``polled``."""

@@ -119,7 +119,9 @@ class ObjectStore:
 
     def replace(self, key: str, data: bytes, etag: str) -> str:
         """Write only if the object still has ``etag``; raises ObjectConflict otherwise."""
-        return self._call("put_object", key, Key=key, Body=data, IfMatch=etag)["ETag"]
+        # Ceph RGW 16.2 compares If-Match without the quotes S3 puts around ETags.
+        unquoted = etag.strip('"')
+        return self._call("put_object", key, Key=key, Body=data, IfMatch=unquoted)["ETag"]
 
     def put_file(self, key: str, path: Path) -> None:
         """Upload a local file, in parts when large."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -113,3 +115,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "stack" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("integration"):
             item.add_marker(pytest.mark.integration)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+class ServiceProcesses:
+    """Starts ``python -m services.<name>`` against the test stack; stops them all at teardown."""
+
+    def __init__(self, stack: TestStack, log_dir: Path) -> None:
+        self.stack = stack
+        self.log_dir = log_dir
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, name: str, bucket: str, **env: str) -> subprocess.Popen:
+        from streamml.stack.ports import free_port
+
+        full_env = {**os.environ, **self.stack.env(bucket), "STREAMML_HTTP_PORT": str(free_port()), **env}
+        log = open(self.log_dir / f"{name}-{len(self.running)}.log", "wb")
+        process = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=full_env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        process.log_path = Path(log.name)  # type: ignore[attr-defined]
+        self.running.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@pytest.fixture
+def services(stack: TestStack, tmp_path: Path) -> Iterator[ServiceProcesses]:
+    processes = ServiceProcesses(stack, tmp_path)
+    yield processes
+    processes.stop_all()

@@ -27,7 +27,6 @@ from streamml.stack.tansu import TansuBroker
 from streamml.topics import apply_declared
 
 SERVICES = ("ingest", "prep", "trainer", "validator", "monitor")
-BROKER_BUCKET = "tansu"
 DATA_BUCKET = "streamml"
 
 
@@ -37,7 +36,6 @@ class StackConfig:
     kafka_port: int = 9092
     s3_port: int = 7480
     http_base_port: int = 8081
-    ephemeral: bool = False
     services: tuple[str, ...] = SERVICES
     specs_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -48,7 +46,6 @@ class StackConfig:
             "kafka_port": self.kafka_port,
             "s3_port": self.s3_port,
             "http_base_port": self.http_base_port,
-            "ephemeral": self.ephemeral,
             "services": list(self.services),
             "specs_dir": str(self.specs_dir) if self.specs_dir else None,
             "extra_env": self.extra_env,
@@ -61,7 +58,6 @@ class StackConfig:
             kafka_port=data["kafka_port"],
             s3_port=data["s3_port"],
             http_base_port=data["http_base_port"],
-            ephemeral=data["ephemeral"],
             services=tuple(data["services"]),
             specs_dir=Path(data["specs_dir"]) if data["specs_dir"] else None,
             extra_env=data.get("extra_env", {}),
@@ -129,14 +125,11 @@ class Supervisor:
         self._log(f"ceph ready at {self.endpoint.url} in {time.monotonic() - started:.1f}s")
         self._write_client_config()
         self._write_state()
-        storage = "memory://tansu/" if self.config.ephemeral else f"s3://{BROKER_BUCKET}/"
-        self.broker = TansuBroker(
-            self.dir,
-            port=self.config.kafka_port,
-            storage=storage,
-            s3=None if self.config.ephemeral else self.endpoint,
-            log=self._log,
-        )
+        # Tansu's durable s3:// engine needs quoted If-Match ETags, which Ceph
+        # 16.2's RGW rejects (412 on every watermark update), so the embedded
+        # broker keeps topics in memory: a broker restart loses unconsumed data.
+        storage = "memory://tansu/"
+        self.broker = TansuBroker(self.dir, port=self.config.kafka_port, storage=storage, log=self._log)
         bootstrap = self.broker.start()
         self._log(f"broker ready at {bootstrap} ({storage})")
         self._write_state()
@@ -260,7 +253,7 @@ class Supervisor:
             "kafka": {
                 "bootstrap": f"127.0.0.1:{self.config.kafka_port}",
                 "pid": self.broker.pid() if self.broker else None,
-                "storage": "memory" if self.config.ephemeral else f"s3://{BROKER_BUCKET}/",
+                "storage": "memory",
             },
             "s3": {
                 "endpoint": self.endpoint.url if self.endpoint else None,

@@ -1,0 +1,137 @@
+"""Ingest throughput against its ceiling, on a private Tansu broker and Ceph.
+
+    .venv/bin/python bench/ingest/run.py [--records 1000000] [--partitions 4]
+
+Prints: the raw confluent-kafka consume rate on the topic (batch consume, no
+work: the ceiling), the rate at which one ingest replica lands the same
+records as Parquet in Ceph (validation, Parquet, upload, data.landed, commit),
+their ratio, and the replica's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from streamml.datagen import to_json_records, transactions  # noqa: E402
+from streamml.kafka import EventProducer  # noqa: E402
+from streamml.settings import KafkaSettings  # noqa: E402
+from streamml.stack.ceph import CephCluster  # noqa: E402
+from streamml.stack.ports import free_port  # noqa: E402
+from streamml.stack.tansu import TansuBroker  # noqa: E402
+
+
+def produce(kafka: KafkaSettings, topic: str, total: int) -> int:
+    producer = EventProducer(kafka, "bench", **{"linger.ms": 50, "batch.num.messages": 10000})
+    size = 0
+    for start in range(0, total, 50_000):
+        records = to_json_records(transactions(min(50_000, total - start), seed=11, start=start))
+        for i, record in enumerate(records):
+            producer.produce(topic, record, f"tx-{start + i:010d}")
+            size += len(record)
+        producer.flush()
+    return size
+
+
+def raw_consume_rate(kafka: KafkaSettings, topic: str, total: int) -> float:
+    consumer = Consumer({**kafka.client_config(), "group.id": f"raw-{time.time()}", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "fetch.queue.backoff.ms": 10, "fetch.wait.max.ms": 50})
+    consumer.subscribe([topic])
+    count, started = 0, None
+    while count < total:
+        batch = consumer.consume(10_000, 1.0)
+        if batch and started is None:
+            started = time.monotonic()
+        count += sum(1 for m in batch if m.error() is None)
+    elapsed = time.monotonic() - started
+    consumer.close()
+    return total / elapsed
+
+
+def log_time(line: dict) -> float:
+    return datetime.fromisoformat(line["time"]).timestamp()
+
+
+def run_ingest(env: dict[str, str], log_path: Path, total: int) -> tuple[float, int, float]:
+    """Rate (records/s from assignment to last landing), landed bytes, peak RSS (bytes)."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, cwd=ROOT)
+    handle = psutil.Process(process.pid)
+    peak, landed, parquet_bytes, first, last = 0, 0, 0, None, None
+    try:
+        while landed < total:
+            if process.poll() is not None:
+                raise SystemExit(f"ingest exited: {log_path.read_text()[-2000:]}")
+            peak = max(peak, handle.memory_info().rss)
+            landed, parquet_bytes, first, last = 0, 0, None, None
+            for raw in log_path.read_text().splitlines():
+                if not raw.startswith("{"):
+                    continue
+                line = json.loads(raw)
+                if line["message"] == "partitions assigned":
+                    first = log_time(line)
+                elif line["message"] == "landed":
+                    landed += line["rows"]
+                    last = log_time(line)
+            time.sleep(0.2)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return total / (last - first), peak, last - first
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="streamml-bench-ingest-"))
+    ceph = CephCluster(root, rgw_port=free_port(), log=lambda _: None)
+    broker = TansuBroker(root, port=free_port(), log=lambda _: None)
+    try:
+        endpoint = ceph.start()
+        kafka = KafkaSettings(bootstrap=broker.start(), session_timeout_ms=6000)
+        topics = ["ingest.transactions", "data.landed", "dlq.ingest"]
+        for future in AdminClient(kafka.client_config()).create_topics(
+            [NewTopic(t, args.partitions if t.startswith("ingest") else 1, 1) for t in topics]
+        ).values():
+            future.result()
+        size = produce(kafka, topics[0], args.records)
+        print(f"published {args.records:,} records, {size / args.records:.0f} B each on average")
+        ceiling = raw_consume_rate(kafka, topics[0], args.records)
+        env = {**os.environ, "STREAMML_KAFKA_BOOTSTRAP": kafka.bootstrap, "STREAMML_KAFKA_SESSION_TIMEOUT_MS": "6000",
+               "STREAMML_S3_ENDPOINT": endpoint.url, "STREAMML_S3_ACCESS_KEY_ID": endpoint.access_key,
+               "STREAMML_S3_SECRET_ACCESS_KEY": endpoint.secret_key, "STREAMML_S3_REGION": endpoint.region,
+               "STREAMML_INGEST_SPECS_DIR": str(ROOT / "examples" / "datasets"),
+               "STREAMML_HTTP_PORT": str(free_port()), "STREAMML_LOG": "info"}
+        rate, peak, seconds = run_ingest(env, root / "ingest.log", args.records)
+        print(f"raw consume (ceiling):   {ceiling:12,.0f} records/s  {ceiling * size / args.records / 1e6:8.1f} MB/s")
+        print(f"ingest landed:           {rate:12,.0f} records/s  {rate * size / args.records / 1e6:8.1f} MB/s"
+              f"  ({args.records:,} records in {seconds:.1f}s)")
+        print(f"ratio ingest / ceiling:  {rate / ceiling:12.2f}   (target >= 0.5)")
+        print(f"ingest peak RSS:         {peak / 2**20:12.0f} MiB   (target < 1024)")
+    finally:
+        broker.stop()
+        ceph.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Per-partition landing buffers and the deterministic raw object layout.
+
+A batch covers a contiguous offset range of one partition, bad records
+included (they went to the dead-letter topic). Its object key is a function
+of that range and of the first record's Kafka timestamp, so replaying the
+same range after a crash writes the same key with the same bytes.
+
+After a crash between upload and offset commit, the replayed range must end
+exactly where the uploaded one did, whatever the flush limits say now: the
+buffer learns that boundary (``must_end_at``) from the object already there.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+OFFSET_DIGITS = 20
+META_COLUMNS = pa.schema(
+    [
+        pa.field("_partition", pa.int32(), nullable=False),
+        pa.field("_offset", pa.int64(), nullable=False),
+        pa.field("_kafka_time", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+
+
+def partition_prefix(dataset: str, topic: str, partition: int, first_time_ms: int) -> str:
+    day = datetime.fromtimestamp(first_time_ms / 1000, UTC).strftime("%Y-%m-%d")
+    return f"raw/{dataset}/date={day}/{topic}/p{partition:05d}/"
+
+
+def object_key(prefix: str, first_offset: int, last_offset: int) -> str:
+    return f"{prefix}{first_offset:0{OFFSET_DIGITS}d}-{last_offset:0{OFFSET_DIGITS}d}.parquet"
+
+
+def parse_last_offset(key: str) -> int:
+    """The last offset encoded in an object key made by ``object_key``."""
+    return int(key.rsplit("/", 1)[1].split(".")[0].split("-")[1])
+
+
+@dataclass(frozen=True)
+class FlushLimits:
+    rows: int
+    bytes: int
+    age_s: float
+
+
+@dataclass
+class PartitionBuffer:
+    """Records of one partition since the last committed offset."""
+
+    dataset: str
+    topic: str
+    partition: int
+    first_offset: int
+    first_time_ms: int
+    must_end_at: int | None = None
+    tables: list[pa.Table] = field(default_factory=list)
+    rows: int = 0
+    bytes: int = 0
+    last_offset: int = -1
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def prefix(self) -> str:
+        return partition_prefix(self.dataset, self.topic, self.partition, self.first_time_ms)
+
+    @property
+    def key(self) -> str:
+        return object_key(self.prefix, self.first_offset, self.last_offset)
+
+    def add(self, table: pa.Table, last_offset: int, size: int) -> None:
+        if table.num_rows:
+            self.tables.append(table)
+        self.rows += table.num_rows
+        self.bytes += size
+        self.last_offset = last_offset
+
+    def should_flush(self, limits: FlushLimits, now: float | None = None) -> bool:
+        if self.must_end_at is not None:
+            return self.last_offset >= self.must_end_at
+        age = (now if now is not None else time.monotonic()) - self.started
+        return self.rows >= limits.rows or self.bytes >= limits.bytes or age >= limits.age_s
+
+    def room_before_boundary(self) -> int | None:
+        """How many more offsets this buffer may take, when its end is fixed."""
+        if self.must_end_at is None:
+            return None
+        return self.must_end_at - self.last_offset
+
+
+def with_kafka_columns(
+    table: pa.Table, partition: int, offsets: list[int], times_ms: list[int]
+) -> pa.Table:
+    count = table.num_rows
+    columns = [
+        pa.array([partition] * count, pa.int32()),
+        pa.array(offsets, pa.int64()),
+        pa.array(times_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+    ]
+    for meta, column in zip(META_COLUMNS, columns, strict=True):
+        table = table.append_column(meta, column)
+    return table
+
+
+def parquet_bytes(tables: list[pa.Table], schema: pa.Schema) -> bytes:
+    """Deterministic Parquet (zstd) of the batch: same rows, same bytes."""
+    table = pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", write_statistics=True, store_schema=True)
+    return sink.getvalue()
+
+
+def event_time_range(tables: list[pa.Table], column: str) -> tuple[datetime | None, datetime | None]:
+    if not tables:
+        return None, None
+    bounds = [pc.min_max(t.column(column)) for t in tables]
+    lows = [b["min"].as_py() for b in bounds if b["min"].is_valid]
+    highs = [b["max"].as_py() for b in bounds if b["max"].is_valid]
+    return (min(lows) if lows else None, max(highs) if highs else None)

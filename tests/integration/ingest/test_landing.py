@@ -1,0 +1,191 @@
+"""The ingest service against a real broker and Ceph: exactly once under SIGKILL, and dead letters."""
+
+import io
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.ingest.landing import PartitionBuffer, parquet_bytes, with_kafka_columns
+from services.ingest.records import decode_batch
+from services.ingest.service import landing_schema
+from streamml.specs import load_dataset_spec
+from streamml.datagen import to_json_records, transactions
+from streamml.events import DataLanded, decode
+from streamml.kafka import BatchConsumer, EventProducer
+
+pytestmark = pytest.mark.integration
+SPEC = Path(__file__).resolve().parents[3] / "examples" / "datasets" / "transactions.yaml"
+
+
+@pytest.fixture
+def world(stack, unique, bucket, tmp_path):
+    prefix = f"t{unique}."
+    kafka = stack.settings().kafka.model_copy(update={"topic_prefix": prefix})
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    shutil.copy(SPEC, specs / "transactions.yaml")
+    topics = {"ingest": kafka.topic("ingest.transactions"), "landed": kafka.topic("data.landed"),
+              "dlq": kafka.topic("dlq.ingest"), "unknown": kafka.topic("ingest.nosuchdataset")}
+    admin = AdminClient(kafka.client_config())
+    partitions = {"ingest": 3, "landed": 1, "dlq": 1, "unknown": 1}
+    for future in admin.create_topics([NewTopic(topics[k], partitions[k], 1) for k in topics]).values():
+        future.result()
+    env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_INGEST_SPECS_DIR": str(specs)}
+    return kafka, topics, env
+
+
+def landed_rows(store) -> list[tuple[int, int, str]]:
+    rows = []
+    for key in store.list("raw/transactions/"):
+        table = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["_partition", "_offset", "tx_id"])
+        rows += zip(*(table.column(c).to_pylist() for c in ("_partition", "_offset", "tx_id")))
+    return rows
+
+
+def consume_all(kafka, topic, group, expected, timeout=60):
+    consumer = BatchConsumer(kafka, group, [topic])
+    received, deadline = [], time.monotonic() + timeout
+    while len(received) < expected and time.monotonic() < deadline:
+        received += consumer.poll(500, 0.5)
+    consumer.close()
+    return received
+
+
+def publish_transactions(kafka, topic, total, seed=1):
+    """Publish ``total`` records; returns {(partition, offset): tx_id} as acknowledged."""
+    producer = EventProducer(kafka, "test", **{"linger.ms": 50})
+    published: dict[tuple[int, int], str] = {}
+
+    def on_delivery(error, message):
+        assert error is None
+        published[(message.partition(), message.offset())] = message.key().decode()
+
+    for start in range(0, total, 10_000):
+        records = to_json_records(transactions(min(10_000, total - start), seed=seed, start=start))
+        for i, record in enumerate(records):
+            producer._producer.produce(topic, record, f"tx-{start + i:010d}", on_delivery=on_delivery)
+            if len(producer._producer) > 50_000:
+                producer._producer.poll(0.05)
+    producer._producer.flush()
+    assert len(published) == total
+    return published
+
+
+def test_sigkill_three_times_lands_every_record_exactly_once(world, services, store, bucket):
+    kafka, topics, env = world
+    total = 200_000
+    published = publish_transactions(kafka, topics["ingest"], total)
+    env = {**env, "STREAMML_INGEST_FLUSH_ROWS": "2500", "STREAMML_INGEST_POLL_BATCH": "2000"}
+    rng = random.Random(7)
+    ingest = services.start("ingest", bucket, **env)
+    for _ in range(3):
+        # Kill once this process has landed a few batches, at a random moment after that.
+        seen = len(list(store.list("raw/transactions/")))
+        deadline = time.monotonic() + 60
+        while len(list(store.list("raw/transactions/"))) < seen + 3 and time.monotonic() < deadline:
+            assert ingest.poll() is None, ingest.log_path.read_text()[-3000:]
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.3))
+        ingest.send_signal(signal.SIGKILL)
+        ingest.wait()
+        ingest = services.start("ingest", bucket, **env)
+
+    deadline = time.monotonic() + 180
+    rows = []
+    while time.monotonic() < deadline:
+        assert ingest.poll() is None, ingest.log_path.read_text()[-3000:]
+        rows = landed_rows(store)
+        if len(set(rows)) >= total:
+            break
+        time.sleep(2)
+    assert_exactly(rows, published)
+
+    # Every object was announced; a replayed range announces its object again, never another one.
+    announced = consume_all(kafka, topics["landed"], f"check-{bucket}", 10_000, timeout=10)
+    keys = {decode(m.headers(), m.key(), m.value())[0].object_key for m in announced}
+    assert keys == set(store.list("raw/transactions/"))
+
+
+def assert_exactly(rows, published):
+    landed = [(p, o) for p, o, _ in rows]
+    duplicates = len(landed) - len(set(landed))
+    lost = set(published) - set(landed)
+    assert duplicates == 0, f"{duplicates} rows landed twice"
+    assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:3]}"
+    assert {(p, o): k for p, o, k in rows} == published  # each offset carries its own record
+
+
+def test_a_range_landed_before_a_crash_is_rewritten_with_the_same_boundaries(world, services, store, bucket):
+    """Crash after upload, before commit: the replay must end where the upload did."""
+    kafka, topics, env = world
+    published = publish_transactions(kafka, topics["ingest"], 3_000)
+    # What a crashed ingest with 700-row batches left behind: partition 0's first range, uncommitted.
+    reader = BatchConsumer(kafka, f"read-{bucket}", [topics["ingest"]])
+    messages = []
+    while len([m for m in messages if m.partition() == 0]) < 700:
+        messages += reader.poll(1000, 1.0)
+    reader.close()
+    first_range = sorted((m for m in messages if m.partition() == 0), key=lambda m: m.offset())[:700]
+    spec = load_dataset_spec(SPEC)
+    decoded = decode_batch([m.value() for m in first_range], spec, 1 << 20)
+    table = with_kafka_columns(decoded.table, 0, [m.offset() for m in first_range],
+                               [m.timestamp()[1] for m in first_range])
+    buffer = PartitionBuffer("transactions", topics["ingest"], 0, 0, first_range[0].timestamp()[1])
+    buffer.add(table, first_range[-1].offset(), 0)
+    left_behind = parquet_bytes([table], landing_schema(spec))
+    store.put(buffer.key, left_behind)
+
+    services.start("ingest", bucket, **env, STREAMML_INGEST_FLUSH_ROWS="50000", STREAMML_INGEST_FLUSH_AGE_S="1")
+    deadline = time.monotonic() + 60
+    while len(landed_rows(store)) < 3_000 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert_exactly(landed_rows(store), published)
+    assert store.get_bytes(buffer.key) == left_behind  # same key, same bytes
+    assert len([k for k in store.list("raw/transactions/") if "/p00000/" in k]) == 2
+
+
+def test_poison_records_are_dead_lettered_and_the_partition_keeps_flowing(world, services, store, bucket):
+    kafka, topics, env = world
+    good = to_json_records(transactions(4, seed=2))
+    poison = [
+        (b'{"tx_id": "broken', "malformed JSON"),
+        (good[1].replace(b'"hour":', b'"hour":"three","x":'), "not declared"),
+        (good[1].replace(b'"amount":', b'"amount":"lots","y":').replace(b',"y"', b',"z"'), "not declared"),
+        (good[2].replace(b'"channel":"', b'"channel":"carrier-pigeon'), "channel: not one of"),
+        (b'{"tx_id":"big","pad":"' + b"x" * 2_000_000 + b'"}', "exceeds the 1048576-byte limit"),
+    ]
+    producer = EventProducer(kafka, "test", **{"message.max.bytes": 5_000_000})
+    producer.produce(topics["ingest"], good[0], b"k0", None)
+    for value, _ in poison:
+        producer.produce(topics["ingest"], value, b"k0")
+    producer.produce(topics["ingest"], good[3], b"k0")
+    producer.produce(topics["unknown"], good[0], b"k0")
+    producer.flush()
+    services.start("ingest", bucket, **env, STREAMML_INGEST_FLUSH_AGE_S="1")
+
+    dead = consume_all(kafka, topics["dlq"], f"dlq-{bucket}", len(poison) + 1)
+    reasons = sorted(dict(m.headers())["dlq_error"].decode() for m in dead)
+    assert len(dead) == len(poison) + 1
+    for _, expected in poison:
+        assert any(expected in reason for reason in reasons), (expected, reasons)
+    assert any("no dataset spec serves topic" in reason for reason in reasons)
+    for message in dead:
+        headers = dict(message.headers())
+        assert headers["dlq_source_topic"] in (topics["ingest"].encode(), topics["unknown"].encode())
+        assert int(headers["dlq_source_offset"]) >= 0
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(landed_rows(store)) < 2:
+        time.sleep(0.5)
+    rows = landed_rows(store)
+    assert sorted(tx for _, _, tx in rows) == sorted([transactions(4, seed=2)["tx_id"][0], transactions(4, seed=2)["tx_id"][3]])
+    events = consume_all(kafka, topics["landed"], f"landed-{bucket}", 1)
+    event = decode(events[0].headers(), events[0].key(), events[0].value())[0]
+    assert isinstance(event, DataLanded) and event.rows == 2
+    assert (event.first_offset, event.last_offset) == (0, len(poison) + 1)

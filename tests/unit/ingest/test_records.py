@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+
+from services.ingest.landing import FlushLimits, PartitionBuffer, object_key, parse_last_offset, partition_prefix
+from services.ingest.records import decode_batch
+from streamml.datagen import to_json_records, transactions
+from streamml.specs import load_dataset_spec
+
+pytestmark = pytest.mark.unit
+SPEC = load_dataset_spec(Path(__file__).resolve().parents[3] / "examples" / "datasets" / "transactions.yaml")
+
+
+def test_clean_batch_takes_the_fast_path_and_keeps_order():
+    records = to_json_records(transactions(500, seed=3))
+    decoded = decode_batch(records, SPEC, 1 << 20)
+    assert decoded.rejected == {}
+    assert decoded.valid == list(range(500))
+    assert decoded.table.column("tx_id").to_pylist() == transactions(500, seed=3)["tx_id"].tolist()
+
+
+@pytest.mark.parametrize(
+    "mutate, reason",
+    [
+        (lambda r: b"{not json", "malformed JSON"),
+        (lambda r: b"[1, 2]", "expected a JSON object"),
+        (lambda r: r + r, "malformed JSON: Extra data"),
+        (lambda r: b"", "empty record"),
+        (lambda r: r.replace(b'"hour":', b'"hour":"x","hourz":'), "not declared in the dataset spec"),
+        (lambda r: r.replace(b'"amount":', b'"amount":-5,"zz":'), "not declared"),
+        (lambda r: r.replace(b'"is_fraud":0', b'"is_fraud":7').replace(b'"is_fraud":1', b'"is_fraud":7'), "is_fraud: above the maximum 1"),
+        (lambda r: r.replace(b'"tx_id":', b'"tx_idx":'), "not declared"),
+        (lambda r: r.replace(b'"channel":"', b'"channel":"x'), "channel: not one of"),
+        (lambda r: r + b" " * 400, "exceeds the 400-byte limit"),
+    ],
+)
+def test_each_bad_record_is_isolated_with_its_reason(mutate, reason):
+    records = to_json_records(transactions(9, seed=4))
+    records[4] = mutate(records[4])
+    decoded = decode_batch(records, SPEC, 400)
+    assert list(decoded.rejected) == [4]
+    assert reason in decoded.rejected[4]
+    assert decoded.valid == [0, 1, 2, 3, 5, 6, 7, 8]
+    assert decoded.table.num_rows == 8
+
+
+def test_missing_required_field_is_named():
+    record = to_json_records(transactions(1, seed=5))[0].replace(b'"merchant_age_days":', b'"_":').replace(b',"_":', b',"country2":')
+    decoded = decode_batch([record], SPEC, 1 << 20)
+    assert "not declared" in decoded.rejected[0]
+    record = b'{"tx_id":"a","ts":"2026-01-01T00:00:00Z","amount":1,"hour":1,"merchant_age_days":1,"channel":"web","country":"DE"}'
+    assert decode_batch([record], SPEC, 1 << 20).rejected[0] == "is_fraud: required value missing or null"
+
+
+def test_structured_cloudevent_and_pretty_printed_records_are_accepted():
+    record = to_json_records(transactions(1, seed=6))[0]
+    wrapped = b'{"specversion":"1.0","id":"1","source":"/app","type":"tx","data":' + record + b"}"
+    pretty = record.replace(b",", b",\n  ")
+    decoded = decode_batch([wrapped, pretty, record], SPEC, 1 << 20)
+    assert decoded.rejected == {}
+    assert decoded.table.num_rows == 3
+
+
+def test_nullable_field_accepts_null_and_absence():
+    record = to_json_records(transactions(1, seed=7))[0]
+    import json
+    document = json.loads(record)
+    document["distance_km"] = None
+    absent = {k: v for k, v in document.items() if k != "distance_km"}
+    decoded = decode_batch([json.dumps(document).encode(), json.dumps(absent).encode()], SPEC, 1 << 20)
+    assert decoded.rejected == {} and decoded.table.column("distance_km").null_count == 2
+
+
+def test_object_keys_encode_range_and_sort_by_offset():
+    prefix = partition_prefix("tx", "ingest.tx", 2, 1767225600000)
+    assert prefix == "raw/tx/date=2026-01-01/ingest.tx/p00002/"
+    keys = [object_key(prefix, a, b) for a, b in [(100, 199), (0, 99), (1000, 1999)]]
+    assert sorted(keys) == [keys[1], keys[0], keys[2]]
+    assert parse_last_offset(keys[2]) == 1999
+
+
+def test_buffer_flush_rules_and_fixed_boundary():
+    limits = FlushLimits(rows=10, bytes=1000, age_s=60)
+    buffer = PartitionBuffer("tx", "ingest.tx", 0, 0, 0, started=0.0)
+    table = decode_batch(to_json_records(transactions(5, seed=1)), SPEC, 1 << 20).table
+    buffer.add(table, 4, 100)
+    assert not buffer.should_flush(limits, now=1.0)
+    assert buffer.should_flush(limits, now=61.0)
+    buffer.add(table, 9, 100)
+    assert buffer.should_flush(limits, now=1.0)
+    fixed = PartitionBuffer("tx", "ingest.tx", 0, 0, 0, must_end_at=20, started=0.0)
+    fixed.add(table, 9, 5000)
+    assert not fixed.should_flush(limits, now=1000.0)  # limits do not apply: the end is known
+    assert fixed.room_before_boundary() == 11

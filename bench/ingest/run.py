@@ -109,7 +109,8 @@ def main() -> None:
         endpoint = ceph.start()
         kafka = KafkaSettings(bootstrap=broker.start(), session_timeout_ms=6000)
         topics = ["ingest.transactions", "data.landed", "dlq.ingest"]
-        for future in AdminClient(kafka.client_config()).create_topics(
+        admin = AdminClient(kafka.client_config())  # must outlive its futures
+        for future in admin.create_topics(
             [NewTopic(t, args.partitions if t.startswith("ingest") else 1, 1) for t in topics]
         ).values():
             future.result()

@@ -1,0 +1,97 @@
+"""Test-split metrics from a model's predictions, in float64 numpy.
+
+Predictions are what a portable model answers: P(label = 1) ``[N]`` for
+binary, class probabilities ``[N, K]`` for multiclass (labels are class
+indices), the predicted value ``[N]`` for regression. Binary gives ``auc``,
+``log_loss`` and ``accuracy`` (at probability 0.5), multiclass ``accuracy``
+and ``log_loss``, regression ``rmse`` and ``mae``. A metric that is undefined
+on the rows given (AUC of one class, anything of no rows) is NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+Task = Literal["binary", "multiclass", "regression"]
+# Probabilities are clipped so one confident mistake costs a large, finite loss.
+EPSILON = 1e-15
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The chance that a random positive outranks a random negative, ties counting half."""
+    positive = np.asarray(labels).astype(bool)
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    # 1-based average rank of each distinct score (Mann-Whitney U).
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0
+    rank_sum = average_rank[inverse.reshape(-1)][positive].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood: binary from P(1) ``[N]``, multiclass from ``[N, K]``."""
+    if labels.size == 0:
+        return float("nan")
+    if probabilities.ndim == 2:
+        chosen = probabilities[np.arange(labels.size), labels.astype(np.int64)]
+        return float(-np.mean(np.log(np.clip(chosen, EPSILON, 1.0))))
+    p = np.clip(probabilities, EPSILON, 1 - EPSILON)
+    y = labels.astype(np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    if labels.size == 0:
+        return float("nan")
+    if predictions.ndim == 2:
+        return float(np.mean(predictions.argmax(axis=1) == labels))
+    return float(np.mean((predictions > 0.5) == (labels > 0.5)))
+
+
+def rmse(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((predictions - labels) ** 2))) if labels.size else float("nan")
+
+
+def mae(predictions: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.abs(predictions - labels))) if labels.size else float("nan")
+
+
+def task_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    predictions = np.asarray(predictions, dtype=np.float64)
+    labels = np.asarray(labels)
+    expected_ndim = 2 if task == "multiclass" else 1
+    if predictions.ndim != expected_ndim or predictions.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{task} predictions must have shape {'[N, K]' if expected_ndim == 2 else '[N]'} with N = "
+            f"{labels.shape[0]} labels, got {list(predictions.shape)}"
+        )
+    if task == "binary":
+        return {"auc": auc(predictions, labels), "log_loss": log_loss(predictions, labels),
+                "accuracy": accuracy(predictions, labels)}
+    if task == "multiclass":
+        return {"accuracy": accuracy(predictions, labels), "log_loss": log_loss(predictions, labels)}
+    labels = labels.astype(np.float64)
+    return {"rmse": rmse(predictions, labels), "mae": mae(predictions, labels)}
+
+
+def slice_metrics(
+    task: Task, predictions: np.ndarray, labels: np.ndarray, values: np.ndarray
+) -> dict[str, tuple[int, dict[str, float]]]:
+    """Per distinct value of ``values`` (one per row): its row count and its metrics."""
+    values = np.asarray(values)
+    if values.shape[0] != labels.shape[0]:
+        raise ValueError(f"slice column has {values.shape[0]} values for {labels.shape[0]} rows")
+    distinct, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    # Rows grouped by value in one sort rather than one scan per value.
+    groups = np.split(np.argsort(inverse.reshape(-1), kind="stable"), np.cumsum(counts)[:-1])
+    predictions = np.asarray(predictions)
+    labels = np.asarray(labels)
+    return {
+        str(value): (int(rows.size), task_metrics(task, predictions[rows], labels[rows]))
+        for value, rows in zip(distinct.tolist(), groups, strict=True)
+    }

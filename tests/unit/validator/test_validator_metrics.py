@@ -1,0 +1,89 @@
+import math
+
+import numpy as np
+import pytest
+
+from services.validator.metrics import accuracy, auc, log_loss, mae, rmse, slice_metrics, task_metrics
+
+pytestmark = pytest.mark.unit
+
+
+def pairwise_auc(scores, labels):
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    wins = (positives[:, None] > negatives[None, :]).sum() + 0.5 * (positives[:, None] == negatives[None, :]).sum()
+    return wins / (positives.size * negatives.size)
+
+
+def test_auc_matches_the_pairwise_definition_with_ties():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 400)
+    scores = np.round(rng.random(400) * 0.5 + labels * 0.3, 2)  # rounding makes many ties
+    assert auc(scores, labels) == pytest.approx(pairwise_auc(scores, labels), abs=1e-12)
+    assert auc(labels.astype(float), labels) == 1.0
+    assert auc(1.0 - labels, labels) == 0.0
+    assert math.isnan(auc(scores, np.ones(400)))
+
+
+def test_binary_log_loss_and_accuracy():
+    p = np.array([0.9, 0.2, 0.6, 0.4])
+    y = np.array([1, 0, 0, 1])
+    expected = -np.mean([np.log(0.9), np.log(0.8), np.log(0.4), np.log(0.4)])
+    assert log_loss(p, y) == pytest.approx(expected)
+    assert accuracy(p, y) == 0.5
+    # A certain mistake costs a large, finite loss rather than infinity.
+    assert 30 < log_loss(np.array([0.0]), np.array([1])) < 40
+
+
+def test_multiclass_metrics_from_probabilities():
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8], [0.3, 0.4, 0.3]])
+    y = np.array([0, 2, 0])
+    metrics = task_metrics("multiclass", p, y)
+    assert metrics["accuracy"] == pytest.approx(2 / 3)
+    assert metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.7, 0.8, 0.3])))
+
+
+def test_regression_metrics():
+    predicted, actual = np.array([1.0, 2.0, 4.0]), np.array([1.0, 3.0, 2.0])
+    assert rmse(predicted, actual) == pytest.approx(math.sqrt(5 / 3))
+    assert mae(predicted, actual) == pytest.approx(1.0)
+    assert task_metrics("regression", predicted, actual) == {"rmse": rmse(predicted, actual), "mae": 1.0}
+
+
+def test_shape_mismatch_is_explained():
+    with pytest.raises(ValueError, match=r"binary predictions must have shape \[N\] with N = 3 labels, got \[3, 2\]"):
+        task_metrics("binary", np.zeros((3, 2)), np.zeros(3))
+
+
+def test_validator_agrees_with_the_trainer_on_the_same_model():
+    from services.trainer.metrics import validation_metrics
+
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=1000)
+    labels = (rng.random(1000) < 1 / (1 + np.exp(-2 * logits))).astype(float)
+    trainer = validation_metrics("binary", logits, labels)
+    mine = task_metrics("binary", 1 / (1 + np.exp(-logits)), labels)
+    assert mine == pytest.approx(trainer, rel=1e-9)
+
+
+def test_slice_metrics_equal_the_metrics_of_each_subset():
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 2, 600)
+    scores = rng.random(600) * 0.6 + labels * 0.2
+    channel = rng.choice(np.array(["web", "pos", "atm"], dtype=object), 600)
+    channel[:5] = "phone"
+    labels[:5] = 1  # a slice with one class: AUC undefined
+    by_value = slice_metrics("binary", scores, labels, channel)
+    assert sorted(by_value) == ["atm", "phone", "pos", "web"]
+    for value, (rows, metrics) in by_value.items():
+        mask = channel == value
+        assert rows == mask.sum()
+        expected = task_metrics("binary", scores[mask], labels[mask])
+        assert metrics.keys() == expected.keys()
+        for name in metrics:
+            assert metrics[name] == pytest.approx(expected[name], nan_ok=True)
+    assert math.isnan(by_value["phone"][1]["auc"])
+
+
+def test_slice_column_must_match_rows():
+    with pytest.raises(ValueError, match="slice column has 2 values for 3 rows"):
+        slice_metrics("regression", np.zeros(3), np.zeros(3), np.array(["a", "b"]))

@@ -1,0 +1,209 @@
+"""Model specs: how the trainer builds and fits a model for one dataset.
+
+A model spec is a YAML file next to the dataset specs; the trainer trains
+every spec whose ``dataset`` names the dataset of a ``dataset.ready`` event.
+Example (``examples/models/transactions.yaml``)::
+
+    name: fraud
+    dataset: transactions
+    task: binary
+    architecture:
+      embedding: {rule: fastai, max_dim: 16}
+      hidden: [64, 64]
+      dropout: 0.1
+      normalisation: batch
+    optimiser: {name: adamw, lr: 0.002, weight_decay: 0.0001}
+    schedule: {kind: cosine}
+    batch_size: 1024
+    max_epochs: 20
+    early_stopping: {metric: auc, patience: 3}
+    seed: 7
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from streamml.specs import NAME, SpecError
+
+Task = Literal["binary", "multiclass", "regression"]
+
+# Validation metrics computed for each task, with the direction that is better.
+TASK_METRICS: dict[str, dict[str, Literal["min", "max"]]] = {
+    "binary": {"auc": "max", "log_loss": "min", "accuracy": "max"},
+    "multiclass": {"accuracy": "max", "log_loss": "min"},
+    "regression": {"rmse": "min", "mae": "min"},
+}
+DEFAULT_METRIC = {"binary": "auc", "multiclass": "log_loss", "regression": "rmse"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EmbeddingRule(Strict):
+    """Width of the embedding of a categorical feature with ``n`` codes (OOV included).
+
+    ``fastai``: ``round(1.6 * n ** 0.56)``, a rule of thumb that grows slowly
+    with the vocabulary; ``fixed``: ``dim`` for every feature. Both are capped
+    at ``max_dim`` and never exceed ``n``.
+    """
+
+    rule: Literal["fastai", "fixed"] = "fastai"
+    dim: int | None = Field(None, ge=1, description="width for rule fixed")
+    max_dim: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _dim_matches_rule(self) -> EmbeddingRule:
+        if self.rule == "fixed" and self.dim is None:
+            raise ValueError("rule fixed needs dim, e.g. {rule: fixed, dim: 8}")
+        if self.rule == "fastai" and self.dim is not None:
+            raise ValueError("dim applies to rule fixed only; remove it or set rule: fixed")
+        return self
+
+    def width(self, cardinality: int) -> int:
+        wanted = self.dim if self.rule == "fixed" else round(1.6 * cardinality**0.56)
+        return max(1, min(wanted, self.max_dim, cardinality))
+
+
+class Architecture(Strict):
+    embedding: EmbeddingRule = EmbeddingRule()
+    hidden: list[int] = Field(default_factory=lambda: [64, 64], description="MLP hidden widths; [] is linear")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    normalisation: Literal["none", "batch", "layer"] = "none"
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> Architecture:
+        bad = [width for width in self.hidden if width < 1]
+        if bad:
+            raise ValueError(f"hidden widths must be >= 1, got {bad}")
+        return self
+
+
+class Optimiser(Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+
+
+class Schedule(Strict):
+    """Learning rate per epoch: constant, cosine decay to zero at max_epochs, or steps."""
+
+    kind: Literal["none", "cosine", "step"] = "none"
+    step_epochs: int = Field(10, ge=1, description="step: multiply lr by gamma every this many epochs")
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class EarlyStopping(Strict):
+    """Which validation metric selects the best epoch, and when to stop looking."""
+
+    metric: str | None = Field(None, description="default: auc (binary), log_loss (multiclass), rmse (regression)")
+    patience: int | None = Field(5, ge=1, description="epochs without improvement before stopping; null: never")
+    mode: Literal["min", "max"] | None = Field(None, description="default: the metric's better direction")
+
+
+class ModelSpec(Strict):
+    name: str = Field(pattern=NAME, description="model name in the registry")
+    dataset: str = Field(pattern=NAME)
+    task: Task
+    architecture: Architecture = Architecture()
+    optimiser: Optimiser = Optimiser()
+    schedule: Schedule = Schedule()
+    batch_size: int = Field(1024, ge=1)
+    max_epochs: int = Field(20, ge=1)
+    early_stopping: EarlyStopping = EarlyStopping()
+    seed: int = Field(0, ge=0, lt=2**63)
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> ModelSpec:
+        metrics = TASK_METRICS[self.task]
+        stopping = self.early_stopping
+        if stopping.metric is not None and stopping.metric not in metrics:
+            raise ValueError(
+                f"early_stopping.metric {stopping.metric!r} is not computed for task {self.task}; "
+                f"use one of {sorted(metrics)}"
+            )
+        if stopping.mode is not None and stopping.mode != metrics[self.metric]:
+            # The opposite direction would select the worst epoch.
+            raise ValueError(
+                f"early_stopping.mode {stopping.mode!r} contradicts {self.metric}, "
+                f"whose better direction is {metrics[self.metric]}; use mode: {metrics[self.metric]}"
+            )
+        return self
+
+    @property
+    def metric(self) -> str:
+        """The validation metric that selects the best epoch."""
+        return self.early_stopping.metric or DEFAULT_METRIC[self.task]
+
+    @property
+    def metric_mode(self) -> Literal["min", "max"]:
+        return TASK_METRICS[self.task][self.metric]
+
+    def fingerprint(self) -> str:
+        """Stable hash of everything that changes training; a checkpoint resumes only the same spec."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _problems(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors(include_url=False):
+        message = re.sub(r"^Value error, ", "", item["msg"])
+        if isinstance(item["input"], str | int | float) and item["type"] != "extra_forbidden":
+            message += f" (got {item['input']!r})"
+        # Checks across fields name their fields in the message itself.
+        where = ".".join(str(part) for part in item["loc"])
+        lines.append(f"{where}: {message}" if where else message)
+    return lines
+
+
+def parse_model_spec(document: object, source: str = "<model spec>") -> ModelSpec:
+    if not isinstance(document, dict):
+        raise SpecError(source, ["the model spec must be a mapping with name, dataset, task"])
+    try:
+        return ModelSpec.model_validate(document)
+    except ValidationError as error:
+        raise SpecError(source, _problems(error)) from None
+
+
+def load_model_spec(path: Path) -> ModelSpec:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise SpecError(path, [f"cannot read: {error.strerror}"]) from None
+    except yaml.YAMLError as error:
+        raise SpecError(path, [f"not valid YAML: {error}"]) from None
+    return parse_model_spec(document, str(path))
+
+
+def load_model_specs(folder: Path) -> dict[str, ModelSpec]:
+    """All ``*.yaml``/``*.yml`` model specs of a folder by model name; every bad file is reported."""
+    if not folder.is_dir():
+        raise SpecError(folder, ["not a folder of model specs"])
+    specs: dict[str, ModelSpec] = {}
+    problems: list[str] = []
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        try:
+            spec = load_model_spec(path)
+        except SpecError as error:
+            problems.extend(f"{path.name}: {line}" for line in error.problems)
+            continue
+        if spec.name in specs:
+            problems.append(f"{path.name}: model {spec.name!r} is declared twice")
+        specs[spec.name] = spec
+    if problems:
+        raise SpecError(folder, problems)
+    return specs
+
+
+def specs_for_dataset(specs: dict[str, ModelSpec], dataset: str) -> list[ModelSpec]:
+    return [spec for name, spec in sorted(specs.items()) if spec.dataset == dataset]

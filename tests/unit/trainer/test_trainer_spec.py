@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.trainer.spec import (
+    EmbeddingRule,
+    load_model_spec,
+    load_model_specs,
+    parse_model_spec,
+    specs_for_dataset,
+)
+from streamml.specs import SpecError, load_dataset_spec
+
+pytestmark = pytest.mark.unit
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+MINIMAL = {"name": "fraud", "dataset": "transactions", "task": "binary"}
+
+
+def problems_of(document: dict) -> str:
+    with pytest.raises(SpecError) as caught:
+        parse_model_spec(document, "model.yaml")
+    return "\n".join(caught.value.problems)
+
+
+def test_example_model_spec_targets_the_example_dataset_label():
+    spec = load_model_spec(EXAMPLES / "models" / "transactions.yaml")
+    dataset = load_dataset_spec(EXAMPLES / "datasets" / "transactions.yaml")
+    assert spec.dataset == dataset.name
+    assert dataset.label == "is_fraud" and spec.task == "binary"
+    assert (spec.metric, spec.metric_mode) == ("auc", "max")
+
+
+def test_defaults_pick_the_natural_metric_and_direction_per_task():
+    assert (parse_model_spec({**MINIMAL, "task": "regression"}).metric_mode) == "min"
+    assert parse_model_spec({**MINIMAL, "task": "regression"}).metric == "rmse"
+    assert parse_model_spec({**MINIMAL, "task": "multiclass"}).metric == "log_loss"
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "bad"),
+    [
+        ({"architecture": {"dropout": 1.5}}, "architecture.dropout", "1"),
+        ({"architecture": {"normalisation": "group"}}, "architecture.normalisation", "'group'"),
+        ({"architecture": {"hidden": [64, 0]}}, "architecture", "[0]"),
+        ({"optimiser": {"name": "rmsprop"}}, "optimiser.name", "'rmsprop'"),
+        ({"optimiser": {"lr": 0}}, "optimiser.lr", "0"),
+        ({"schedule": {"kind": "linear"}}, "schedule.kind", "'linear'"),
+        ({"batch_size": 0}, "batch_size", "1"),
+        ({"early_stopping": {"patience": 0}}, "early_stopping.patience", "1"),
+        ({"early_stopping": {"mode": "up"}}, "early_stopping.mode", "'up'"),
+        ({"task": "ranking"}, "task", "'ranking'"),
+        ({"architecture": {"embedding": {"rule": "fixed"}}}, "architecture.embedding", "dim"),
+        ({"optimizer": {"lr": 0.1}}, "optimizer", "Extra inputs"),
+    ],
+)
+def test_errors_name_the_field_and_the_bad_value(change, field, bad):
+    problems = problems_of({**MINIMAL, **change})
+    assert problems.startswith(f"{field}: ") or f"\n{field}: " in problems, problems
+    assert bad in problems
+
+
+def test_metric_must_be_one_the_task_computes():
+    problems = problems_of({**MINIMAL, "early_stopping": {"metric": "rmse"}})
+    assert "early_stopping.metric 'rmse'" in problems and "auc" in problems
+
+
+def test_mode_contradicting_the_metric_is_rejected():
+    problems = problems_of({**MINIMAL, "early_stopping": {"metric": "log_loss", "mode": "max"}})
+    assert "early_stopping.mode 'max'" in problems and "use mode: min" in problems
+
+
+def test_embedding_widths_follow_the_rule_within_bounds():
+    fastai = EmbeddingRule(max_dim=16)
+    assert [fastai.width(n) for n in (2, 5, 50, 10_000)] == [2, 4, 14, 16]
+    fixed = EmbeddingRule(rule="fixed", dim=8)
+    assert [fixed.width(n) for n in (3, 100)] == [3, 8]
+
+
+def test_fingerprint_changes_with_training_parameters_only_when_they_change():
+    spec = parse_model_spec(MINIMAL)
+    assert spec.fingerprint() == parse_model_spec(dict(MINIMAL)).fingerprint()
+    assert spec.fingerprint() != parse_model_spec({**MINIMAL, "seed": 1}).fingerprint()
+
+
+def test_folder_loading_reports_every_bad_file_and_groups_by_dataset(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({**MINIMAL, "name": "a"}))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({**MINIMAL, "name": "b", "dataset": "other"}))
+    assert [s.name for s in specs_for_dataset(load_model_specs(tmp_path), "transactions")] == ["a"]
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**MINIMAL, "name": "a", "seed": -1}))
+    (tmp_path / "d.yml").write_text("name: [unclosed")
+    with pytest.raises(SpecError) as caught:
+        load_model_specs(tmp_path)
+    problems = caught.value.problems
+    assert any(line.startswith("c.yaml: seed:") for line in problems)
+    assert any(line.startswith("d.yml: not valid YAML") for line in problems)

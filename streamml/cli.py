@@ -70,9 +70,9 @@ def up(
     kafka_port: Annotated[int, typer.Option(help="broker port")] = 9092,
     s3_port: Annotated[int, typer.Option(help="Ceph RADOS Gateway (S3) port")] = 7480,
     http_base_port: Annotated[int, typer.Option(help="first service health/metrics port")] = 8081,
-    specs: Annotated[
-        Path | None, typer.Option(help="folder of dataset specs the ingest service serves")
-    ] = None,
+    specs: Annotated[Path | None, typer.Option(help="folder of dataset specs")] = None,
+    models: Annotated[Path | None, typer.Option(help="folder of model specs")] = None,
+    policies: Annotated[Path | None, typer.Option(help="folder of promotion policies")] = None,
     foreground: Annotated[bool, typer.Option(help="stay attached; Ctrl-C stops the stack")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 120,
 ) -> None:
@@ -87,6 +87,8 @@ def up(
         s3_port=s3_port,
         http_base_port=http_base_port,
         specs_dir=specs.resolve() if specs else None,
+        models_dir=models.resolve() if models else None,
+        policies_dir=policies.resolve() if policies else None,
     )
     if foreground:
         raise typer.Exit(Supervisor(config).run())

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import Field
+
 from streamml.events import Event, FeedbackRecord, PredictionRecord
 from streamml.service import EventService, run
-from streamml.settings import ServiceSettings
+from streamml.settings import Group, ServiceSettings
 
 log = logging.getLogger("streamml.monitor")
 
@@ -14,8 +16,12 @@ GROUP = "streamml-monitor"
 INPUT_TOPICS = [r"^predictions\..*", r"^feedback\..*"]
 
 
+class MonitorOptions(Group):
+    models: list[str] = Field(default_factory=list, description="JSON list of model names to watch")
+
+
 class MonitorSettings(ServiceSettings):
-    pass
+    monitor: MonitorOptions = MonitorOptions()
 
 
 class MonitorService(EventService[MonitorSettings]):

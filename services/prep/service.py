@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+
+from pydantic import Field
 
 from streamml.events import DataLanded, DriftDetected, Event
 from streamml.service import EventService, run
-from streamml.settings import ServiceSettings
+from streamml.settings import Group, ServiceSettings
 
 log = logging.getLogger("streamml.prep")
 
@@ -14,8 +17,14 @@ GROUP = "streamml-prep"
 INPUT_TOPICS = ["data.landed", "drift.detected"]
 
 
+class PrepOptions(Group):
+    specs_dir: Path = Field(Path("datasets"), description="folder of dataset spec YAML files")
+    spark_master: str = Field("local[*]", description="local[N], spark://host:port or k8s://...")
+    jars_dir: Path = Field(Path("vendor/jars"), description="folder with the S3A connector jars")
+
+
 class PrepSettings(ServiceSettings):
-    pass
+    prep: PrepOptions = PrepOptions()
 
 
 class PrepService(EventService[PrepSettings]):

@@ -38,7 +38,21 @@ class StackConfig:
     http_base_port: int = 8081
     services: tuple[str, ...] = SERVICES
     specs_dir: Path | None = None
+    models_dir: Path | None = None
+    policies_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    def folder_env(self) -> dict[str, str]:
+        """The services' settings that name the declared datasets, models and policies."""
+        env = {}
+        if self.specs_dir:
+            env["STREAMML_INGEST_SPECS_DIR"] = env["STREAMML_PREP_SPECS_DIR"] = str(self.specs_dir)
+        if self.models_dir:
+            env["STREAMML_TRAINER_MODELS_DIR"] = str(self.models_dir)
+            env["STREAMML_MONITOR_MODELS"] = json.dumps(_model_names(self.models_dir))
+        if self.policies_dir:
+            env["STREAMML_VALIDATOR_POLICIES_DIR"] = str(self.policies_dir)
+        return env
 
     def to_json(self) -> dict:
         return {
@@ -48,6 +62,8 @@ class StackConfig:
             "http_base_port": self.http_base_port,
             "services": list(self.services),
             "specs_dir": str(self.specs_dir) if self.specs_dir else None,
+            "models_dir": str(self.models_dir) if self.models_dir else None,
+            "policies_dir": str(self.policies_dir) if self.policies_dir else None,
             "extra_env": self.extra_env,
         }
 
@@ -60,8 +76,19 @@ class StackConfig:
             http_base_port=data["http_base_port"],
             services=tuple(data["services"]),
             specs_dir=Path(data["specs_dir"]) if data["specs_dir"] else None,
+            models_dir=Path(data["models_dir"]) if data.get("models_dir") else None,
+            policies_dir=Path(data["policies_dir"]) if data.get("policies_dir") else None,
             extra_env=data.get("extra_env", {}),
         )
+
+
+def _model_names(models_dir: Path) -> list[str]:
+    names = []
+    for path in sorted([*models_dir.glob("*.yaml"), *models_dir.glob("*.yml")]):
+        document = yaml.safe_load(path.read_text()) or {}
+        if isinstance(document, dict) and isinstance(document.get("name"), str):
+            names.append(document["name"])
+    return names
 
 
 def state_file(state_dir: Path) -> Path:
@@ -139,7 +166,8 @@ class Supervisor:
         self._write_state()
 
     def _apply_topics(self) -> None:
-        report = apply_declared(self.client_settings().kafka, specs_dir=self.config.specs_dir)
+        models = _model_names(self.config.models_dir) if self.config.models_dir else []
+        report = apply_declared(self.client_settings().kafka, specs_dir=self.config.specs_dir, models=models)
         self._log(f"topics: {len(report.created)} created, {len(report.unchanged)} present")
 
     def client_env(self) -> dict[str, str]:
@@ -196,8 +224,7 @@ class Supervisor:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        if self.config.specs_dir:
-            env["STREAMML_INGEST_SPECS_DIR"] = str(self.config.specs_dir.resolve())
+        env.update(self.config.folder_env())
         env.update(self.config.extra_env)
         return env
 

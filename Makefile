@@ -7,8 +7,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/streamml up
-	.venv/bin/streamml status
+	.venv/bin/streamml demo
 
 test: setup
 	.venv/bin/python -m pytest -q $(PYTEST_ARGS)

@@ -136,6 +136,52 @@ def _print_components(components: list) -> None:
     console.print(table)
 
 
+@app.command()
+def demo(
+    state_dir: StateDir = DEFAULT_STATE,
+    kafka_port: Annotated[int, typer.Option(help="broker port")] = 9092,
+    s3_port: Annotated[int, typer.Option(help="Ceph RADOS Gateway (S3) port")] = 7480,
+    http_base_port: Annotated[int, typer.Option(help="first service health/metrics port")] = 8081,
+    rate: Annotated[float, typer.Option(help="transactions published per second")] = 4000,
+    records: Annotated[int, typer.Option(help="transactions before and again after the drift")] = 40_000,
+    timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 900,
+) -> None:
+    """The whole loop on the embedded stack: data in, model promoted, drift, retrained, new champion.
+
+    Brings the stack up if needed (with examples/ as datasets, models and
+    policies), narrates each event as it happens, and ends with a summary.
+    Ctrl-C stops the demo; the stack keeps running until `streamml down`.
+    """
+    from streamml.demo import EXAMPLES, DemoFailed, DemoPlan, models_table, run_demo, summary_table
+    from streamml.stack.control import StackError
+    from streamml.stack.control import up as stack_up
+    from streamml.stack.supervisor import StackConfig
+
+    config = StackConfig(
+        state_dir=state_dir.resolve(), kafka_port=kafka_port, s3_port=s3_port, http_base_port=http_base_port,
+        specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models", policies_dir=EXAMPLES / "policies",
+    )
+    try:
+        _print_components(stack_up(config, echo=console.print))
+    except StackError as error:
+        fail(str(error))
+    plan = DemoPlan(rate=rate, first_records=records, drift_records=records, timeout_s=timeout)
+    try:
+        timeline = run_demo(client_settings(state_dir), plan, console)
+    except DemoFailed as error:
+        fail(f"{error} (logs: {state_dir}/logs/)")
+    except KeyboardInterrupt:
+        console.print("demo stopped; the stack is still up (`streamml down` stops it)")
+        raise typer.Exit(130) from None
+    console.print(summary_table(timeline))
+    console.print(models_table(timeline))
+    console.print(
+        f"where to look: service logs in {state_dir}/logs/, metrics at "
+        f"http://127.0.0.1:{http_base_port}-{http_base_port + 4}/metrics, objects in bucket 'streamml' "
+        f"(raw/, datasets/, models/); `streamml lag streamml-ingest` shows lag; `streamml down` stops the stack"
+    )
+
+
 # ----------------------------------------------------------------- topics
 
 

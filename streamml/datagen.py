@@ -26,20 +26,20 @@ def transactions(
     rng = np.random.default_rng([seed, start])
     amount = rng.lognormal(mean=3.5 + 1.2 * shift, sigma=1.0, size=n).clip(0, 100_000)
     hour = rng.integers(0, 24, size=n)
-    distance = rng.exponential(scale=20 * (1 + 3 * shift), size=n)
+    distance = rng.exponential(scale=20 * (1 + 1.5 * shift), size=n)
     merchant_age = rng.gamma(shape=2.0, scale=300.0, size=n)
     channel = CHANNELS[rng.choice(4, size=n, p=_mix([0.45, 0.4, 0.1, 0.05], [0.1, 0.2, 0.2, 0.5], shift))]
     country = COUNTRIES[rng.integers(0, len(COUNTRIES), size=n)]
     risk_then = (
-        0.9 * (np.log1p(amount) - 3.5)
-        + 0.04 * distance
-        - 0.002 * merchant_age
-        + 1.2 * (channel == "phone")
-        + 0.8 * ((hour < 5) | (hour > 22))
-        - 2.0
+        1.2 * (np.log1p(amount) - 3.5)
+        + 0.03 * distance
+        - 0.003 * merchant_age
+        + 1.5 * (channel == "phone")
+        + 1.2 * ((hour < 5) | (hour > 22))
+        - 3.2
     )
     # After a concept drift, small night purchases far from home are the fraud.
-    risk_now = -0.9 * (np.log1p(amount) - 3.5) + 1.5 * (channel == "web") - 0.02 * distance - 1.0
+    risk_now = -1.2 * (np.log1p(amount) - 3.5) + 1.5 * (channel == "web") - 0.03 * distance - 3.0
     risk = (1 - concept) * risk_then + concept * risk_now
     fraud = (rng.random(n) < 1 / (1 + np.exp(-risk))).astype(np.int64)
     distance = np.where(rng.random(n) < 0.02, np.nan, distance)  # some readings are missing

@@ -115,6 +115,10 @@ class ConsumerService(Service[S]):
             self.consumer.commit(done)
             if len(done) < len(messages) and not self.stopping.is_set():
                 self.consumer.rewind(messages, done)
+            self.tick()
+
+    def tick(self) -> None:
+        """Called after every poll, busy or idle: time-based work goes here."""
 
     @abstractmethod
     def handle(self, messages: list[Message]) -> list[Message]:

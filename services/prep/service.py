@@ -1,42 +1,139 @@
-"""The prep service: wiring of its consumer group to its logic."""
+"""The prep service: landed raw data -> versioned datasets, announced by dataset.ready.
+
+``data.landed`` marks a dataset as worth a look; every couple of seconds the
+service derives each marked dataset's pending raw objects from the store and
+builds a version when the spec's policy says so (enough new records, or the
+oldest pending data is stale). ``drift.detected`` builds at once. Builds run
+on one long-lived SparkSession while the consumer keeps polling.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
+from prometheus_client import Counter, Histogram
 from pydantic import Field
 
-from streamml.events import DataLanded, DriftDetected, Event
-from streamml.service import EventService, run
+from services.prep.builder import BuildFailed, DatasetBuilder
+from services.prep.spark import SparkJarsMissing, spark_session
+from services.prep.versions import latest_manifest, pending
+from streamml.events import DataLanded, DatasetReady, DriftDetected, Event
+from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
+from streamml.specs import DatasetSpec, PrepPolicy, SpecError, load_dataset_specs
 
 log = logging.getLogger("streamml.prep")
 
 GROUP = "streamml-prep"
 INPUT_TOPICS = ["data.landed", "drift.detected"]
+CHECK_EVERY_S = 2.0
+
+BUILDS = Counter("streamml_prep_builds_total", "Dataset builds by outcome", ["dataset", "trigger", "outcome"])
+BUILD_SECONDS = Histogram("streamml_prep_build_seconds", "Duration of a dataset build", ["dataset"],
+                          buckets=(5, 10, 20, 40, 60, 120, 300, 600, 1800))
 
 
 class PrepOptions(Group):
     specs_dir: Path = Field(Path("datasets"), description="folder of dataset spec YAML files")
     spark_master: str = Field("local[*]", description="local[N], spark://host:port or k8s://...")
     jars_dir: Path = Field(Path("vendor/jars"), description="folder with the S3A connector jars")
+    driver_memory: str = Field("2g", description="Spark driver memory")
 
 
 class PrepSettings(ServiceSettings):
     prep: PrepOptions = PrepOptions()
 
 
+def trigger_for(records: int, oldest_seen: float | None, now: float, policy: PrepPolicy) -> str | None:
+    """Which policy rule says to build now, if any."""
+    if records >= policy.min_new_rows:
+        return "rows"
+    if oldest_seen is not None and records > 0 and now - oldest_seen >= policy.max_staleness_s:
+        return "staleness"
+    return None
+
+
 class PrepService(EventService[PrepSettings]):
     name = "prep"
     group = GROUP
-    accepts = (DataLanded, DriftDetected,)
+    accepts = (DataLanded, DriftDetected)
 
     def input_topics(self) -> list[str]:
         return [self.settings.kafka.topic(name) for name in INPUT_TOPICS]
 
+    def load(self) -> None:
+        options = self.settings.prep
+        try:
+            self.specs: dict[str, DatasetSpec] = load_dataset_specs(options.specs_dir)
+        except SpecError as error:
+            raise StartupError(f"STREAMML_PREP_SPECS_DIR={str(options.specs_dir)!r}: {error}") from None
+        super().load()
+        try:
+            spark = spark_session(options.spark_master, self.settings.state_dir, self.settings.s3,
+                                  options.jars_dir, driver_memory=options.driver_memory)
+        except SparkJarsMissing as error:
+            raise StartupError(f"STREAMML_PREP_JARS_DIR={str(options.jars_dir)!r}: {error}") from None
+        self.builder = DatasetBuilder(self.store, self.settings.s3, spark)
+        self.marked: set[str] = set(self.specs)  # look at every dataset once after a start
+        self.first_seen: dict[str, float] = {}
+        self.last_check = 0.0
+
     def handle_event(self, event: Event, context: dict) -> None:
-        log.info("received", extra=context)
+        if event.dataset not in self.specs:
+            raise ValueError(f"no dataset spec for {event.dataset!r} in STREAMML_PREP_SPECS_DIR")
+        if isinstance(event, DataLanded):
+            self.marked.add(event.dataset)
+        elif isinstance(event, DriftDetected):
+            trigger = f"drift:{context['event_id']}"
+            latest = latest_manifest(self.store, event.dataset)
+            if latest is not None and latest.trigger == trigger:
+                return  # redelivered: this drift already has its version
+            self._build(self.specs[event.dataset], trigger)
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.last_check < CHECK_EVERY_S:
+            return
+        self.last_check = now
+        for name in sorted(self.marked):
+            spec = self.specs[name]
+            waiting = pending(self.store, name, latest_manifest(self.store, name))
+            records = sum(raw.records for raw in waiting)
+            if not waiting:
+                self.marked.discard(name)
+                self.first_seen.pop(name, None)
+                continue
+            self.first_seen.setdefault(name, now)
+            trigger = trigger_for(records, self.first_seen[name], now, spec.prep)
+            if trigger is not None:
+                self.marked.discard(name)  # looked at again on the next data.landed
+                self.first_seen.pop(name, None)
+                try:
+                    self._build(spec, trigger)
+                except BuildFailed:
+                    continue  # logged and counted; the next landed batch retries
+
+    def _build(self, spec: DatasetSpec, trigger: str) -> None:
+        started = time.monotonic()
+        kind = trigger.split(":")[0]
+        try:
+            manifest = self.consumer.work_while_polling(lambda: self.builder.build(spec, trigger))
+        except BuildFailed as error:
+            BUILDS.labels(spec.name, kind, "failed").inc()
+            log.error("build failed; no version published", extra={"dataset": spec.name, "reason": str(error)})
+            raise
+        BUILDS.labels(spec.name, kind, "published").inc()
+        BUILD_SECONDS.labels(spec.name).observe(time.monotonic() - started)
+        self.producer.send_now(
+            DatasetReady(
+                dataset=spec.name, version=manifest.version, manifest_key=f"datasets/{spec.name}/v{manifest.version}/manifest.json",
+                rows=manifest.rows, trigger=kind, quarantined=sorted(manifest.quarantined),
+            )
+        )
+        log.info("dataset ready", extra={"dataset": spec.name, "version": manifest.version, "rows": manifest.rows,
+                                         "trigger": trigger, "seconds": round(time.monotonic() - started, 1)})
 
 
 def main() -> None:

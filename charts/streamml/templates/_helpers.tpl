@@ -1,0 +1,183 @@
+{{/* Names, labels and the facts every template shares. */}}
+
+{{- define "streamml.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one service's objects: <fullname>-<service>. Call with (dict "root" $ "service" "prep"). */}}
+{{- define "streamml.componentName" -}}
+{{- printf "%s-%s" (include "streamml.fullname" .root | trunc 52 | trimSuffix "-") .service -}}
+{{- end -}}
+
+{{- define "streamml.selectorLabels" -}}
+app.kubernetes.io/name: {{ default .root.Chart.Name .root.Values.nameOverride | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+{{- if .service }}
+app.kubernetes.io/component: {{ .service }}
+{{- end }}
+{{- end -}}
+
+{{- define "streamml.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{ include "streamml.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: streamml
+{{- end -}}
+
+{{- define "streamml.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "streamml.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name: name an existing ServiceAccount when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "streamml.image" -}}
+{{- $svc := index .root.Values.services .service -}}
+{{- $image := .root.Values.image -}}
+{{- $repository := default (printf "%s/%s-%s" $image.registry $image.repository .service) $svc.image.repository -}}
+{{- $tag := default (default .root.Chart.AppVersion $image.tag) $svc.image.tag -}}
+{{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
+
+{{/* The service names in a fixed order, enabled ones only, as a JSON list. */}}
+{{- define "streamml.enabledServices" -}}
+{{- $enabled := list -}}
+{{- range $name := list "ingest" "prep" "trainer" "validator" "monitor" -}}
+{{- if (index $.Values.services $name).enabled -}}
+{{- $enabled = append $enabled $name -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $enabled -}}
+{{- end -}}
+
+{{/* files/topics.yaml, parsed. */}}
+{{- define "streamml.topicsFile" -}}
+{{- .Files.Get "files/topics.yaml" | fromYaml | toJson -}}
+{{- end -}}
+
+{{/*
+Unprefixed input topics of one service (files/consumers.yaml with its
+{dataset} and {model} placeholders expanded), as a JSON list.
+*/}}
+{{- define "streamml.inputTopics" -}}
+{{- $consumer := index (.root.Files.Get "files/consumers.yaml" | fromYaml) .service -}}
+{{- $topics := list -}}
+{{- range $consumer.topics -}}
+{{- $topics = append $topics . -}}
+{{- end -}}
+{{- range $template := $consumer.per_dataset -}}
+{{- range $.root.Values.datasets -}}
+{{- $topics = append $topics (replace "{dataset}" .name $template) -}}
+{{- end -}}
+{{- end -}}
+{{- range $template := $consumer.per_model -}}
+{{- range $.root.Values.models -}}
+{{- $topics = append $topics (replace "{model}" . $template) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $topics -}}
+{{- end -}}
+
+{{/*
+Every topic the release needs, unprefixed, with partitions, replicas and
+config resolved the way `streamml topics apply` resolves them: topics.yaml
+entries over its defaults, then the per-dataset and per-model topics with the
+defaults. A JSON object keyed by topic name.
+*/}}
+{{- define "streamml.topics" -}}
+{{- $file := include "streamml.topicsFile" . | fromJson -}}
+{{- $defaults := $file.defaults -}}
+{{- $override := int .Values.topics.replicationFactor -}}
+{{- $names := list -}}
+{{- $declared := dict -}}
+{{- range $file.topics -}}
+{{- $names = append $names .name -}}
+{{- $_ := set $declared .name . -}}
+{{- end -}}
+{{- range .Values.datasets -}}
+{{- $names = append $names (printf "ingest.%s" .name) -}}
+{{- end -}}
+{{- range .Values.models -}}
+{{- $names = concat $names (list (printf "predictions.%s" .) (printf "feedback.%s" .)) -}}
+{{- end -}}
+{{- $resolved := dict -}}
+{{- range $name := $names -}}
+{{- $spec := default (dict) (get $declared $name) -}}
+{{- $replicas := int (default $defaults.replication_factor $spec.replication_factor) -}}
+{{- if gt $override 0 -}}
+{{- $replicas = $override -}}
+{{- end -}}
+{{- $config := merge (deepCopy (default (dict) $spec.config)) (deepCopy (default (dict) $defaults.config)) -}}
+{{- $_ := set $resolved $name (dict "partitions" (int (default $defaults.partitions $spec.partitions)) "replicas" $replicas "config" $config) -}}
+{{- end -}}
+{{- toJson $resolved -}}
+{{- end -}}
+
+{{/* The ConfigMap-held settings of one service: shared ones, then its own. */}}
+{{- define "streamml.settings" -}}
+{{- $root := .root -}}
+{{- $svc := index $root.Values.services .service -}}
+{{- $kafka := $root.Values.kafka -}}
+{{- $store := $root.Values.objectStore -}}
+{{- $settings := dict
+  "STREAMML_KAFKA_BOOTSTRAP" $kafka.bootstrap
+  "STREAMML_KAFKA_SECURITY_PROTOCOL" $kafka.securityProtocol
+  "STREAMML_HTTP_HOST" "0.0.0.0"
+  "STREAMML_HTTP_PORT" (toString $root.Values.httpPort)
+  "STREAMML_STATE_DIR" "/var/lib/streamml"
+  "STREAMML_LOG" $root.Values.log
+  "STREAMML_S3_REGION" $store.region
+-}}
+{{- if $kafka.topicPrefix }}{{ $_ := set $settings "STREAMML_KAFKA_TOPIC_PREFIX" $kafka.topicPrefix }}{{ end -}}
+{{- if $kafka.sasl.mechanism }}{{ $_ := set $settings "STREAMML_KAFKA_SASL_MECHANISM" $kafka.sasl.mechanism }}{{ end -}}
+{{- if $kafka.sasl.username }}{{ $_ := set $settings "STREAMML_KAFKA_SASL_USERNAME" $kafka.sasl.username }}{{ end -}}
+{{- if $kafka.tls.caSecret }}{{ $_ := set $settings "STREAMML_KAFKA_SSL_CA_LOCATION" (printf "/etc/streamml/kafka-ca/%s" $kafka.tls.caKey) }}{{ end -}}
+{{- if not $store.bucketClaim.enabled -}}
+{{- $_ := set $settings "STREAMML_S3_BUCKET" $store.bucket -}}
+{{- if $store.endpoint }}{{ $_ := set $settings "STREAMML_S3_ENDPOINT" $store.endpoint }}{{ end -}}
+{{- else -}}
+{{- /* The claim's bucket exists already and its user may not create buckets. */ -}}
+{{- $_ := set $settings "STREAMML_S3_CREATE_BUCKET" "false" -}}
+{{- end -}}
+{{- if eq .service "ingest" }}{{ $_ := set $settings "STREAMML_INGEST_SPECS_DIR" "/etc/streamml/datasets" }}{{ end -}}
+{{- if eq .service "monitor" }}{{ $_ := set $settings "STREAMML_MONITOR_MODELS" (toJson $root.Values.models) }}{{ end -}}
+{{- if and $svc.files $svc.filesEnv }}{{ $_ := set $settings $svc.filesEnv "/etc/streamml/files" }}{{ end -}}
+{{- range $key, $value := $root.Values.config }}{{ $_ := set $settings $key (toString $value) }}{{ end -}}
+{{- range $key, $value := $svc.config }}{{ $_ := set $settings $key (toString $value) }}{{ end -}}
+{{- toJson $settings -}}
+{{- end -}}
+
+{{/* Release-wide checks that no single template owns. */}}
+{{- define "streamml.validate" -}}
+{{- $kafka := .Values.kafka -}}
+{{- if and (hasPrefix "SASL_" $kafka.securityProtocol) (not $kafka.sasl.mechanism) -}}
+{{- fail (printf "kafka.sasl.mechanism is empty but kafka.securityProtocol is %s: set PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512" $kafka.securityProtocol) -}}
+{{- end -}}
+{{- if and $kafka.sasl.mechanism (not (hasPrefix "SASL_" $kafka.securityProtocol)) -}}
+{{- fail (printf "kafka.sasl.mechanism is %s but kafka.securityProtocol is %s: use SASL_SSL or SASL_PLAINTEXT, or clear the mechanism" $kafka.sasl.mechanism $kafka.securityProtocol) -}}
+{{- end -}}
+{{- if and $kafka.sasl.mechanism (or (not $kafka.sasl.username) (not $kafka.sasl.existingSecret)) -}}
+{{- fail "kafka.sasl.username and kafka.sasl.existingSecret (the Secret with the password) are both required with SASL" -}}
+{{- end -}}
+{{- if and (not .Values.objectStore.bucketClaim.enabled) (not .Values.objectStore.existingSecret) -}}
+{{- fail "objectStore.existingSecret is empty: name the Secret with the S3 credentials, or set objectStore.bucketClaim.enabled=true to provision a bucket" -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range .Values.datasets -}}
+{{- if hasKey $seen .name -}}
+{{- fail (printf "datasets: %q is declared twice; dataset names must be unique" .name) -}}
+{{- end -}}
+{{- $_ := set $seen .name true -}}
+{{- end -}}
+{{- end -}}

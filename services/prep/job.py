@@ -1,0 +1,401 @@
+"""The Spark preparation: raw Parquet in, prepared splits and their statistics out.
+
+    spark = spark_session("local[*]", state_dir, settings.s3, jars_dir)
+    result = prepare_with_spark(spark, spec, ["s3a://streamml/raw/..."], "s3a://streamml/datasets/tx/v3", settings.s3)
+    manifest = build_manifest(result, spec, version=3, lineage=..., trigger=..., code_version=...)
+
+Steps, in order: cast every field to its declared type and drop (and count)
+rows that break a rule; keep the latest version of each key; drop rows with
+nulls where the spec says ``nulls: drop``; assign each key to a split by its
+hash; fit imputation, clipping, standardisation and vocabularies on train;
+write every split transformed as Parquet under ``<out_prefix>/<split>/``.
+
+Statistics are finished in ``fit`` from counts, order statistics and sums
+taken in key order, so they do not depend on partitioning and match the
+reference engine bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import reduce
+
+import pyspark.sql.functions as F
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import types as T
+
+from streamml.manifest import (
+    SPLITS,
+    CategoryReference,
+    CategoryTransform,
+    FileEntry,
+    NumericReference,
+    NumericTransform,
+)
+from streamml.settings import S3Settings
+from streamml.specs import DatasetSpec, FieldSpec
+
+from services.prep import fit, rules
+from services.prep.content import split_files
+from services.prep.result import PrepResult, RowCounts
+
+ENGINE = "spark"
+SPARK_TYPES: dict[str, T.DataType] = {
+    "string": T.StringType(),
+    "category": T.StringType(),
+    "int": T.LongType(),
+    "float": T.DoubleType(),
+    "bool": T.BooleanType(),
+    "timestamp": T.TimestampType(),
+}
+FRACTIONAL = (T.FloatType, T.DoubleType, T.DecimalType)
+HASH, SPLIT, DROP, BUCKET = "_hash", "_split", "_drop", "_bucket"
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _step(name: str, dataset: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    log.info("prep step done", extra={"dataset": dataset, "step": name, "seconds": round(time.perf_counter() - started, 3)})
+
+
+def prepare_with_spark(
+    spark: SparkSession,
+    spec: DatasetSpec,
+    raw_paths: list[str],
+    out_prefix: str,
+    s3: S3Settings | None = None,
+) -> PrepResult:
+    """Prepare ``raw_paths`` (local or s3a://) into ``out_prefix``; ``s3`` reads the written files back."""
+    rules.check_spec(spec)
+    if not raw_paths:
+        raise rules.PrepError(f"dataset {spec.name!r}: no raw files to prepare")
+    typed = typed_rows(spark.read.option("mergeSchema", "true").parquet(*raw_paths), spec)
+    broken = {name: F.col(f"`{name}`") for name in typed.columns if name.startswith("_v:")}
+    with _step("validate", spec.name):
+        checked = typed.agg(
+            F.count(F.lit(1)).alias("input"),
+            F.count(F.when(_any(broken.values()), 1)).alias("rejected"),
+            *[F.count(F.when(column, 1)).alias(name) for name, column in broken.items()],
+        ).first()
+    valid = typed.where(~_any(broken.values())).select(*[f.name for f in spec.fields])
+    deduped = with_split(latest_per_key(valid, spec), spec).persist()
+    try:
+        with _step("dedupe", spec.name):
+            tally = deduped.agg(
+                F.count(F.lit(1)).alias("deduped"),
+                F.count(F.when(F.col(DROP), 1)).alias("dropped"),
+                *[F.count(F.when(~F.col(DROP) & (F.col(SPLIT) == split), 1)).alias(split) for split in SPLITS],
+            ).first()
+        rows = {split: tally[split] for split in SPLITS}
+        if rows["train"] == 0:
+            raise rules.PrepError(f"dataset {spec.name!r}: the train split is empty after validation")
+        kept = deduped.where(~F.col(DROP))
+        with _step("fit", spec.name):
+            transform, reference, label_reference = fit_train(kept.where(F.col(SPLIT) == "train"), spec)
+        schema = rules.prepared_schema(spec)
+        files, hashes = write_splits(transformed(spark, kept, spec, transform), spec, schema, out_prefix, s3)
+    finally:
+        deduped.unpersist()
+    return PrepResult(
+        engine=ENGINE,
+        schema=schema,
+        counts=RowCounts(
+            input=checked["input"],
+            rejected=checked["rejected"],
+            violations={name.removeprefix("_v:"): checked[name] for name in broken},
+            duplicates=(checked["input"] - checked["rejected"]) - tally["deduped"],
+            null_dropped=tally["dropped"],
+        ),
+        rows=rows,
+        files=files,
+        content_sha256=hashes,
+        transform=transform,
+        reference=reference,
+        label_reference=label_reference,
+    )
+
+
+def write_splits(
+    prepared: DataFrame, spec: DatasetSpec, schema: pa.Schema, out_prefix: str, s3: S3Settings | None
+) -> tuple[dict[str, list[FileEntry]], dict[str, str]]:
+    """Write each split under ``<out_prefix>/<split>/`` and describe what landed there."""
+    prepared = prepared.persist()  # computed once, filtered three times
+    files, hashes = {}, {}
+    try:
+        for split in SPLITS:
+            uri = f"{out_prefix.rstrip('/')}/{split}"
+            with _step(f"write {split}", spec.name):
+                prepared.where(F.col(SPLIT) == split).drop(SPLIT).write.mode("overwrite").parquet(uri)
+            with _step(f"hash {split}", spec.name):
+                files[split], hashes[split] = split_files(uri, schema, spec.key, s3)
+    finally:
+        prepared.unpersist()
+    return files, hashes
+
+
+def fit_train(
+    train: DataFrame, spec: DatasetSpec
+) -> tuple[
+    dict[str, NumericTransform | CategoryTransform],
+    dict[str, NumericReference | CategoryReference],
+    NumericReference | CategoryReference | None,
+]:
+    """Transforms and references of every feature, and the label reference, from train rows."""
+    numeric_transform, numeric_reference = fit_numeric(train, spec, fit.numeric_plans(spec))
+    category_label = [spec.label] if spec.label is not None and not rules.label_is_numeric(spec) else []
+    counts = value_counts(train, [field.name for field in rules.category_features(spec)] + category_label)
+    transform: dict[str, NumericTransform | CategoryTransform] = {}
+    reference: dict[str, NumericReference | CategoryReference] = {}
+    for field in spec.features:
+        if field.type == "category":
+            impute = field.nulls == "impute"
+            transform[field.name] = fit.category_transform(counts[field.name], spec.prep.category_min_count, impute)
+            reference[field.name] = fit.category_reference(counts[field.name])
+        else:
+            transform[field.name] = numeric_transform[field.name]
+            reference[field.name] = numeric_reference[field.name]
+    label_reference = None
+    if spec.label is not None:
+        label_reference = (
+            fit.category_reference(counts[spec.label]) if category_label else numeric_reference[spec.label]
+        )
+    return transform, reference, label_reference
+
+
+def _any(columns) -> Column:
+    return reduce(lambda left, right: left | right, columns, F.lit(False))
+
+
+def typed_rows(raw: DataFrame, spec: DatasetSpec) -> DataFrame:
+    """Every field cast to its declared type, plus a boolean column ``_v:<field>.<rule>`` per rule."""
+    present = {field.name: field.dataType for field in raw.schema.fields}
+    columns: list[Column] = []
+    for field in spec.fields:
+        value, bad_type = _cast(field, present.get(field.name))
+        columns.append(value.alias(field.name))
+        for rule in rules.rules_of(field):
+            broken = {
+                "type": bad_type,
+                "null": value.isNull() & ~bad_type,
+                "min": value < F.lit(field.min),
+                "max": value > F.lit(field.max),
+                "category": ~value.isin(field.categories or []),
+            }[rule]
+            columns.append(F.coalesce(broken, F.lit(False)).alias("_v:" + rules.violation_name(field, rule)))
+    return raw.select(*columns)
+
+
+def _cast(field: FieldSpec, raw_type: T.DataType | None) -> tuple[Column, Column]:
+    """(value of the declared type, whether a present value failed to convert)."""
+    target = SPARK_TYPES[field.type]
+    if raw_type is None:
+        return F.lit(None).cast(target), F.lit(False)
+    source = F.col(field.name)
+    value = source.cast(target)
+    bad_type = source.isNotNull() & value.isNull()
+    if field.type == "int" and isinstance(raw_type, FRACTIONAL):
+        # A plain cast would truncate 2.5 to 2; only whole numbers are ints.
+        number = source.cast("double")
+        whole = ~F.isnan(number) & (F.abs(number) < F.lit(2.0**63)) & (number == F.floor(number))
+        bad_type = source.isNotNull() & ~F.coalesce(whole, F.lit(False))
+        value = F.when(~bad_type, value)
+    if field.type == "float":
+        # NaN and infinities are no measurement: they count as null. -0.0 becomes 0.0 so
+        # equal values sort, group and hash alike.
+        finite = ~F.isnan(value) & (F.abs(value) != F.lit(math.inf))
+        value = F.when(value == 0, F.lit(0.0)).when(finite, value)
+    return value, bad_type
+
+
+def latest_per_key(valid: DataFrame, spec: DatasetSpec) -> DataFrame:
+    """One row per key: the greatest (event time, other fields...) with nulls lowest."""
+    order = rules.dedupe_order(spec)
+    # Spark orders nulls first inside a struct, so max() is "descending, nulls last".
+    latest = valid.groupBy(spec.key).agg(F.max(F.struct(*order)).alias("_latest"))
+    return latest.select(spec.key, *[F.col(f"_latest.{name}").alias(name) for name in order])
+
+
+def with_split(rows: DataFrame, spec: DatasetSpec) -> DataFrame:
+    train_end, validation_end = rules.split_bounds(spec.prep.splits)
+    digest = F.sha2(F.col(spec.key).cast("string"), 256)
+    key_hash = F.conv(F.substring(digest, 1, rules.KEY_HASH_HEX_DIGITS), 16, 10).cast("long")
+    bucket = F.col(HASH) % rules.SPLIT_BUCKETS
+    split = F.when(bucket < train_end, "train").when(bucket < validation_end, "validation").otherwise("test")
+    drop = _any(F.col(name).isNull() for name in rules.null_dropping_fields(spec))
+    return rows.withColumn(HASH, key_hash).withColumn(SPLIT, split).withColumn(DROP, drop)
+
+
+def value_counts(train: DataFrame, names: list[str]) -> dict[str, dict[str, int]]:
+    """Non-null value counts of several columns in one pass, values as text (see ``fit.label_text``)."""
+    if not names:
+        return {}
+    # Casting to string writes booleans as true/false and integers in decimal, as label_text does.
+    pairs = F.array(*[F.struct(F.lit(name).alias("field"), F.col(name).cast("string").alias("value")) for name in names])
+    stacked = train.select(F.explode(pairs).alias("pair")).select("pair.field", "pair.value")
+    counts: dict[str, dict[str, int]] = {name: {} for name in names}
+    for row in stacked.where(F.col("value").isNotNull()).groupBy("field", "value").count().collect():
+        counts[row["field"]][row["value"]] = row["count"]
+    return counts
+
+
+def fit_numeric(
+    train: DataFrame, spec: DatasetSpec, plans: list[fit.NumericPlan]
+) -> tuple[dict[str, NumericTransform], dict[str, NumericReference]]:
+    if not plans:
+        return {}, {}
+    values = train.select(
+        spec.key, (F.col(HASH) % fit.SUM_BUCKETS).alias(BUCKET), *[F.col(p.name).cast("double").alias(p.name) for p in plans]
+    )
+    cuts = numeric_cuts(values, plans)
+    sampled = train.orderBy(HASH, spec.key).limit(fit.SAMPLE_SIZE).select(*[F.col(p.name).cast("double") for p in plans])
+    sample_rows = sampled.collect()
+    # Every bucket lands in one partition sorted by key, and the partial aggregate
+    # reads each partition in order: a bucket's sum is a left-to-right sum in key order.
+    in_bucket_order = values.repartition(BUCKET).sortWithinPartitions(BUCKET, spec.key).persist()
+    try:
+        sums = bucket_sums(in_bucket_order, plans, cuts)
+    finally:
+        in_bucket_order.unpersist()
+    transforms, references = {}, {}
+    for position, plan in enumerate(plans):
+        sample = [row[position] for row in sample_rows if row[position] is not None]
+        references[plan.name] = fit.numeric_reference(cuts[plan.name], sums[plan.name], sample)
+        if plan.transformed:
+            transforms[plan.name] = fit.numeric_transform(plan, cuts[plan.name], sums[plan.name])
+    return transforms, references
+
+
+def numeric_cuts(values: DataFrame, plans: list[fit.NumericPlan]) -> dict[str, fit.NumericCuts]:
+    """Median, clip bounds and reference edges from the exact order statistics of raw train values."""
+    counts = values.agg(*[F.count(plan.name).alias(plan.name) for plan in plans]).first()
+    ranks = {plan.name: fit.quantile_ranks(counts[plan.name], plan.probabilities) if counts[plan.name] else [] for plan in plans}
+    # One sort per column; the k-th smallest values are picked from the sorted array.
+    sorted_values = values.agg(*[F.sort_array(F.collect_list(plan.name)).alias(plan.name) for plan in plans])
+    picked = sorted_values.select(
+        *[F.element_at(plan.name, rank + 1).alias(f"{plan.name}#{rank}") for plan in plans for rank in ranks[plan.name]]
+    ).first()
+    return {
+        plan.name: fit.numeric_cuts(
+            plan, counts[plan.name], {rank: picked[f"{plan.name}#{rank}"] for rank in ranks[plan.name]}
+        )
+        for plan in plans
+    }
+
+
+def bucket_sums(
+    in_bucket_order: DataFrame, plans: list[fit.NumericPlan], cuts: dict[str, fit.NumericCuts]
+) -> dict[str, fit.NumericSums]:
+    """Counts, sums and bin counts, then sums of squared deviations from the means, per column."""
+    raw = {plan.name: F.col(plan.name) for plan in plans}
+    processed = {plan.name: _processed(raw[plan.name], cuts[plan.name]) for plan in plans}
+    first = _per_bucket(
+        in_bucket_order,
+        [
+            aggregate
+            for plan in plans
+            for aggregate in (
+                F.count(raw[plan.name]).alias(f"{plan.name}#raw_count"),
+                F.sum(raw[plan.name]).alias(f"{plan.name}#raw_sum"),
+                F.count(processed[plan.name]).alias(f"{plan.name}#count"),
+                F.sum(processed[plan.name]).alias(f"{plan.name}#sum"),
+                *_bin_counts(raw[plan.name], cuts[plan.name].edges, plan.name),
+            )
+        ],
+    )
+
+    def total(name: str) -> int:
+        return sum(counts[name] for counts in first)
+
+    def ordered_sum(rows: list[Row], name: str) -> float:
+        return fit.ordered_sum({row[BUCKET]: row[name] for row in rows})
+
+    def mean(plan: fit.NumericPlan, kind: str) -> float:
+        count = total(f"{plan.name}#{kind}count")
+        return fit.mean_of(ordered_sum(first, f"{plan.name}#{kind}sum"), count) if count else 0.0
+
+    second = _per_bucket(
+        in_bucket_order,
+        [
+            aggregate
+            for plan in plans
+            for aggregate in (
+                F.sum(_squared(raw[plan.name] - F.lit(mean(plan, "raw_")))).alias(f"{plan.name}#raw_ssd"),
+                F.sum(_squared(processed[plan.name] - F.lit(mean(plan, "")))).alias(f"{plan.name}#ssd"),
+            )
+        ],
+    )
+    return {
+        plan.name: fit.NumericSums(
+            raw_count=total(f"{plan.name}#raw_count"),
+            raw_sum=ordered_sum(first, f"{plan.name}#raw_sum"),
+            raw_sum_sq_dev=ordered_sum(second, f"{plan.name}#raw_ssd"),
+            processed_count=total(f"{plan.name}#count"),
+            processed_sum=ordered_sum(first, f"{plan.name}#sum"),
+            processed_sum_sq_dev=ordered_sum(second, f"{plan.name}#ssd"),
+            bin_counts=[total(f"{plan.name}#bin{i}") for i in range(len(cuts[plan.name].edges) + 1)],
+        )
+        for plan in plans
+    }
+
+
+def _per_bucket(in_bucket_order: DataFrame, aggregates: list[Column]) -> list[Row]:
+    return in_bucket_order.groupBy(BUCKET).agg(*aggregates).collect()
+
+
+def _squared(column: Column) -> Column:
+    # x * x, not pow(x, 2): the product is exactly rounded in every engine.
+    return column * column
+
+
+def _processed(raw: Column, cuts: fit.NumericCuts) -> Column:
+    """The value a feature contributes to its mean and std: imputed, then clipped; null stays null."""
+    value = F.coalesce(raw, F.lit(cuts.impute)) if cuts.impute is not None else raw
+    if cuts.clip is not None:
+        value = F.when(value.isNotNull(), F.least(F.greatest(value, F.lit(cuts.clip[0])), F.lit(cuts.clip[1])))
+    return value
+
+
+def _bin_counts(raw: Column, edges: list[float], name: str) -> list[Column]:
+    bounds = [-math.inf, *edges, math.inf]
+    return [
+        F.count(F.when((raw >= F.lit(bounds[i])) & (raw < F.lit(bounds[i + 1])), 1)).alias(f"{name}#bin{i}")
+        for i in range(len(edges) + 1)
+    ]
+
+
+def transformed(
+    spark: SparkSession, kept: DataFrame, spec: DatasetSpec, transform: dict[str, NumericTransform | CategoryTransform]
+) -> DataFrame:
+    """The prepared columns of every row, plus its split, exactly as ``transform[...].apply`` computes them."""
+    columns = [F.col(spec.key), F.col(spec.event_time)]
+    for field in spec.features:
+        fitted = transform[field.name]
+        if isinstance(fitted, CategoryTransform):
+            kept = _with_category_index(spark, kept, field.name, fitted)
+            columns.append(F.col(f"_index_{field.name}").alias(field.name))
+            continue
+        value = F.coalesce(F.col(field.name).cast("double"), F.lit(fitted.impute if fitted.impute is not None else fitted.mean))
+        if fitted.clip is not None:
+            value = F.least(F.greatest(value, F.lit(fitted.clip[0])), F.lit(fitted.clip[1]))
+        columns.append(((value - F.lit(fitted.mean)) / F.lit(fitted.std)).alias(field.name))
+    if spec.label is not None:
+        columns.append(F.col(spec.label))
+    return kept.select(*columns, F.col(SPLIT))
+
+
+def _with_category_index(spark: SparkSession, rows: DataFrame, name: str, fitted: CategoryTransform) -> DataFrame:
+    """Add ``_index_<name>``: 1-based vocabulary position, 0 for out-of-vocabulary and null."""
+    vocabulary = spark.createDataFrame(
+        [(value, index) for index, value in enumerate(fitted.vocabulary, start=1)],
+        schema=f"`_value_{name}` string, `_found_{name}` long",
+    )
+    value = F.coalesce(F.col(name), F.lit(fitted.impute)) if fitted.impute is not None else F.col(name)
+    joined = rows.join(F.broadcast(vocabulary), value == F.col(f"_value_{name}"), "left")
+    return joined.withColumn(f"_index_{name}", F.coalesce(F.col(f"_found_{name}"), F.lit(0)).cast("long"))

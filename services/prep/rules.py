@@ -1,0 +1,156 @@
+"""What a dataset spec asks of prep, as plain data both engines follow.
+
+Schema enforcement, null policies, the prepared schema and split assignment
+are decided here once, so the Spark job and the reference engine cannot
+drift apart on rules; they only differ in how they execute them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import pyarrow as pa
+
+from streamml.specs import DatasetSpec, FieldSpec
+
+SPLIT_BUCKETS = 10_000
+# 15 hex digits = 60 bits: fits a signed 64-bit integer in every engine.
+KEY_HASH_HEX_DIGITS = 15
+NUMERIC_TYPES = ("int", "float", "bool")
+KEY_TYPES = ("string", "category", "int")
+
+Rule = Literal["type", "null", "min", "max", "category"]
+
+
+class PrepError(ValueError):
+    """A dataset cannot be prepared; the message names the field and the fix."""
+
+
+def check_spec(spec: DatasetSpec) -> None:
+    """Reject specs whose preparation is undefined, naming every problem."""
+    problems = []
+    key = spec.field(spec.key)
+    if key.type not in KEY_TYPES:
+        problems.append(f"key {spec.key!r} has type {key.type}; prep needs one of {', '.join(KEY_TYPES)}")
+    for field in spec.features:
+        if field.type == "timestamp":
+            problems.append(
+                f"feature {field.name!r} is a timestamp; derive numeric features from it "
+                "(hour, age in days) or drop it from the spec"
+            )
+    feature_names = {field.name for field in spec.features}
+    for field in spec.fields:
+        if field.nulls == "impute" and field.name not in feature_names:
+            problems.append(
+                f"field {field.name!r} has nulls: impute, which applies to features only; "
+                "use drop or keep"
+            )
+    if problems:
+        raise PrepError(f"dataset {spec.name!r}: " + "; ".join(problems))
+
+
+def null_allowed(field: FieldSpec) -> bool:
+    """Parquet cannot tell a missing field from an explicit null, so either permission admits null."""
+    return field.nullable or not field.required
+
+
+def rules_of(field: FieldSpec) -> list[Rule]:
+    """The checks a value of this field can fail, in the order they are reported."""
+    rules: list[Rule] = ["type"]
+    if not null_allowed(field):
+        rules.append("null")
+    if field.min is not None:
+        rules.append("min")
+    if field.max is not None:
+        rules.append("max")
+    if field.categories is not None:
+        rules.append("category")
+    return rules
+
+
+def violation_name(field: FieldSpec, rule: Rule) -> str:
+    return f"{field.name}.{rule}"
+
+
+def numeric_features(spec: DatasetSpec) -> list[FieldSpec]:
+    """Features standardised as float64 (bool counts as 0/1)."""
+    return [field for field in spec.features if field.type in NUMERIC_TYPES]
+
+
+def category_features(spec: DatasetSpec) -> list[FieldSpec]:
+    return [field for field in spec.features if field.type == "category"]
+
+
+def label_is_numeric(spec: DatasetSpec) -> bool:
+    """A float label gets a numeric reference; any other label is a class with frequencies."""
+    return spec.label is not None and spec.field(spec.label).type == "float"
+
+
+def numeric_references(spec: DatasetSpec) -> list[FieldSpec]:
+    """Fields whose raw train distribution is summarised by quantile bins."""
+    fields = numeric_features(spec)
+    if label_is_numeric(spec):
+        fields.append(spec.field(spec.label))
+    return fields
+
+
+def dedupe_order(spec: DatasetSpec) -> list[str]:
+    """Columns ordering the versions of one key, all descending with nulls last.
+
+    The latest event time wins; equal times fall back to the field values in
+    declared order, so the survivor depends only on the records themselves,
+    never on file order or partitioning.
+    """
+    rest = [field.name for field in spec.fields if field.name not in (spec.key, spec.event_time)]
+    return [spec.event_time, *rest]
+
+
+def null_dropping_fields(spec: DatasetSpec) -> list[str]:
+    """Fields whose nulls drop the row (only reachable when nulls are allowed at all)."""
+    return [field.name for field in spec.fields if field.nulls == "drop" and null_allowed(field)]
+
+
+PREPARED_TYPES: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "category": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+
+
+def prepared_schema(spec: DatasetSpec) -> pa.Schema:
+    """Columns of a prepared split: key, event time, transformed features, label unchanged."""
+    columns = [
+        pa.field(spec.key, PREPARED_TYPES[spec.field(spec.key).type]),
+        pa.field(spec.event_time, PREPARED_TYPES["timestamp"]),
+    ]
+    for field in spec.features:
+        columns.append(pa.field(field.name, pa.int64() if field.type == "category" else pa.float64()))
+    if spec.label is not None:
+        columns.append(pa.field(spec.label, PREPARED_TYPES[spec.field(spec.label).type]))
+    return pa.schema(columns)
+
+
+def split_bounds(ratios: dict[str, float]) -> tuple[int, int]:
+    """Bucket limits: bucket < train_end is train, < validation_end is validation, else test."""
+    train_end = round(ratios["train"] * SPLIT_BUCKETS)
+    validation_end = round((ratios["train"] + ratios["validation"]) * SPLIT_BUCKETS)
+    return train_end, validation_end
+
+
+def key_hash(key: str | int) -> int:
+    """60-bit hash of a key's text; engines compute the same from sha256 in SQL."""
+    digest = hashlib.sha256(str(key).encode()).hexdigest()
+    return int(digest[:KEY_HASH_HEX_DIGITS], 16)
+
+
+def split_of(key: str | int, ratios: dict[str, float]) -> str:
+    """The split a key belongs to; it depends on the key alone, so it never changes across versions."""
+    bucket = key_hash(key) % SPLIT_BUCKETS
+    train_end, validation_end = split_bounds(ratios)
+    if bucket < train_end:
+        return "train"
+    return "validation" if bucket < validation_end else "test"

@@ -1,0 +1,131 @@
+"""The one long-lived SparkSession of a prep process.
+
+A session takes seconds to start and its first job pays JIT warm-up, so a
+prep process builds one at start and reuses it for every dataset version::
+
+    spark = spark_session("local[*]", Path(".streamml"), settings.s3, Path("vendor/jars"))
+
+pip's pyspark has no ``s3a://`` filesystem; the S3A jars come from
+``scripts/install_spark_jars.sh``. Without S3 settings the session reads and
+writes local paths only and needs no jars.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from streamml.settings import S3Settings
+
+S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
+INSTALL_COMMAND = "scripts/install_spark_jars.sh"
+
+
+class SparkJarsMissing(RuntimeError):
+    """The S3A connector jars are not in the jars folder."""
+
+
+def s3a_jars(jars_dir: Path) -> list[Path]:
+    """Paths of the S3A jars, or SparkJarsMissing naming the folder and the fix."""
+    jars = [jars_dir / name for name in S3A_JARS]
+    missing = [jar.name for jar in jars if not jar.is_file()]
+    if missing:
+        raise SparkJarsMissing(
+            f"S3A jars missing from {jars_dir}: {', '.join(missing)}; "
+            f"install them with: {INSTALL_COMMAND} {jars_dir}"
+        )
+    return jars
+
+
+def spark_conf(
+    master: str, state_dir: Path, s3: S3Settings | None, jars: list[Path], shuffle_partitions: int
+) -> dict[str, str]:
+    """Every Spark/Hadoop setting of the prep session, as one inspectable mapping."""
+    state_dir = state_dir.resolve()
+    tmp = state_dir / "spark"
+    conf = {
+        "spark.master": master,
+        "spark.app.name": "streamml-prep",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.local.dir": str(tmp / "local"),
+        "spark.sql.warehouse.dir": str(tmp / "warehouse"),
+        "spark.hadoop.hadoop.tmp.dir": str(tmp / "hadoop"),
+        "spark.sql.shuffle.partitions": str(shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        # Cast failures must become nulls (counted as type violations), not job failures.
+        "spark.sql.ansi.enabled": "false",
+        # INT96, Spark's default, is a legacy encoding other readers mis-type.
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+    }
+    if master.startswith("local"):
+        conf["spark.driver.host"] = "127.0.0.1"
+        conf["spark.driver.bindAddress"] = "127.0.0.1"
+    if jars:
+        conf["spark.jars"] = ",".join(str(jar.resolve()) for jar in jars)
+    if s3 is not None:
+        conf.update(s3a_conf(s3, tmp / "s3a"))
+    return conf
+
+
+def s3a_conf(s3: S3Settings, buffer_dir: Path) -> dict[str, str]:
+    conf = {
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.buffer.dir": str(buffer_dir),
+        "spark.hadoop.fs.s3a.attempts.maximum": str(s3.max_attempts),
+        "spark.hadoop.fs.s3a.connection.establish.timeout": str(int(s3.connect_timeout_s * 1000)),
+    }
+    if s3.endpoint is not None:
+        conf["spark.hadoop.fs.s3a.endpoint"] = s3.endpoint
+        # Ceph and most S3-compatible stores serve buckets by path, not by DNS name.
+        conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(s3.endpoint.startswith("https://")).lower()
+        # The AWS SDK v1 in hadoop-aws 3.3 signs payloads in a way Ceph 16.2's
+        # gateway rejects (XAmzContentSHA256Mismatch on 0-byte PUTs); the S3
+        # signer (SigV2), which Ceph and MinIO accept, avoids it.
+        conf["spark.hadoop.fs.s3a.signing-algorithm"] = "S3SignerType"
+    if s3.access_key_id is not None and s3.secret_access_key is not None:
+        conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
+            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+        )
+        conf["spark.hadoop.fs.s3a.access.key"] = s3.access_key_id.get_secret_value()
+        conf["spark.hadoop.fs.s3a.secret.key"] = s3.secret_access_key.get_secret_value()
+    return conf
+
+
+def spark_session(
+    master: str = "local[*]",
+    state_dir: Path = Path(".streamml"),
+    s3: S3Settings | None = None,
+    jars_dir: Path = Path("vendor/jars"),
+    *,
+    driver_memory: str = "2g",
+    shuffle_partitions: int = 4,
+) -> SparkSession:
+    """Start (or return the running) session; the first call's settings hold for the process.
+
+    ``s3`` configures ``s3a://`` for its endpoint and keys and requires the S3A
+    jars in ``jars_dir``; ``None`` gives a session for local paths only.
+    """
+    jars = s3a_jars(jars_dir) if s3 is not None else []
+    # The JVM launcher reads these from the environment; workers must run this
+    # interpreter (with this virtualenv), not whatever python is first on PATH.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    if master.startswith("local"):
+        os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    conf = spark_conf(master, state_dir, s3, jars, shuffle_partitions)
+    conf["spark.driver.memory"] = driver_memory
+    for key in ("spark.local.dir", "spark.hadoop.hadoop.tmp.dir"):
+        Path(conf[key]).mkdir(parents=True, exist_ok=True)
+    builder = SparkSession.builder
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session

@@ -1,0 +1,266 @@
+"""The Spark job and the DuckDB reference prepare the same rows, statistics and hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from services.prep import rules
+from services.prep.content import content_sha256
+from services.prep.job import prepare_with_spark
+from services.prep.reference import prepare_with_duckdb
+from services.prep.result import build_manifest
+from services.prep.spark import spark_session
+from services.prep.synthetic import raw_transactions, write_raw
+from streamml.manifest import SPLITS, DatasetManifest, RawSource
+from streamml.specs import DatasetSpec, parse_dataset_spec
+
+pytestmark = pytest.mark.integration
+
+TRANSACTIONS = parse_dataset_spec(
+    {
+        "name": "transactions",
+        "key": "tx_id",
+        "event_time": "ts",
+        "label": "is_fraud",
+        "fields": [
+            {"name": "tx_id", "type": "string"},
+            # nullable with the default nulls: drop, so rows without a time are dropped, not rejected
+            {"name": "ts", "type": "timestamp", "nullable": True},
+            {"name": "amount", "type": "float", "min": 0, "max": 100000},
+            {"name": "hour", "type": "int", "min": 0, "max": 23},
+            {"name": "distance_km", "type": "float", "min": 0, "nullable": True, "nulls": "impute"},
+            {"name": "merchant_age_days", "type": "float", "min": 0, "nullable": True, "nulls": "keep"},
+            {"name": "channel", "type": "category", "categories": ["web", "pos", "atm", "phone"]},
+            {"name": "country", "type": "category", "nullable": True, "nulls": "impute"},
+            {"name": "is_fraud", "type": "int", "min": 0, "max": 1},
+        ],
+        "prep": {
+            "splits": {"train": 0.7, "validation": 0.15, "test": 0.15},
+            "clip_quantiles": [0.01, 0.99],
+            "category_min_count": 3,
+        },
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    session = spark_session("local[2]", tmp_path_factory.mktemp("spark-state"))
+    yield session
+    session.stop()
+
+
+def prepare_both(spark, spec: DatasetSpec, raw_paths: list[str], root: Path):
+    by_spark = prepare_with_spark(spark, spec, raw_paths, str(root / "spark"))
+    by_reference = prepare_with_duckdb(spec, raw_paths, str(root / "reference"))
+    return by_spark, by_reference
+
+
+def read_split(prefix: Path, split: str, key: str) -> pa.Table:
+    return pq.read_table(prefix / split).sort_by(key)
+
+
+@pytest.fixture(scope="module")
+def transactions(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("transactions")
+    raw = raw_transactions(4000, seed=11)
+    paths = write_raw(raw, root / "raw", files=3)
+    by_spark, by_reference = prepare_both(spark, TRANSACTIONS, paths, root)
+    return root, by_spark, by_reference
+
+
+def test_both_engines_count_the_same_fates_and_every_row_is_accounted_for(transactions):
+    _, by_spark, by_reference = transactions
+    assert by_spark.counts == by_reference.counts
+    assert by_spark.rows == by_reference.rows
+    counts = by_spark.counts
+    assert counts.input == 4000
+    assert counts.input == counts.rejected + counts.duplicates + counts.null_dropped + sum(by_spark.rows.values())
+    # The synthetic data breaks each of these rules, so each count must show it.
+    for violation in ("amount.min", "amount.max", "amount.null", "hour.max", "channel.category", "is_fraud.max"):
+        assert counts.violations[violation] > 0, violation
+    assert counts.duplicates > 0 and counts.null_dropped > 0
+    assert all(by_spark.rows[split] > 0 for split in SPLITS)
+
+
+def test_both_engines_write_the_same_rows_per_split(transactions):
+    root, _, _ = transactions
+    for split in SPLITS:
+        spark_rows = read_split(root / "spark", split, "tx_id")
+        reference_rows = read_split(root / "reference", split, "tx_id")
+        assert spark_rows.schema.names == reference_rows.schema.names
+        assert spark_rows["tx_id"].equals(reference_rows["tx_id"])
+        for name in spark_rows.schema.names:
+            left, right = spark_rows[name], reference_rows[name]
+            if pa.types.is_floating(left.type):
+                assert left.null_count == right.null_count == 0, name
+                np.testing.assert_allclose(left.to_numpy(), right.to_numpy(), rtol=0, atol=1e-9, err_msg=name)
+            else:
+                assert left.cast(right.type).equals(right), name
+
+
+def test_both_engines_fit_the_same_statistics(transactions):
+    _, by_spark, by_reference = transactions
+    assert by_spark.transform.keys() == by_reference.transform.keys()
+    for name, fitted in by_spark.transform.items():
+        other = by_reference.transform[name]
+        if fitted.kind == "category":
+            assert fitted == other, name
+        else:
+            assert fitted.mean == pytest.approx(other.mean, abs=1e-9)
+            assert fitted.std == pytest.approx(other.std, abs=1e-9)
+            assert fitted.impute == other.impute and fitted.clip == other.clip
+    assert by_spark.reference == by_reference.reference
+    assert by_spark.label_reference == by_reference.label_reference
+
+
+def test_both_engines_agree_on_content_hashes_and_the_hashes_match_the_files(transactions):
+    root, by_spark, by_reference = transactions
+    assert by_spark.content_sha256 == by_reference.content_sha256
+    schema = rules.prepared_schema(TRANSACTIONS)
+    for split in SPLITS:
+        recomputed = content_sha256(read_split(root / "spark", split, "tx_id"), schema, "tx_id")
+        assert recomputed == by_spark.content_sha256[split]
+        entries = by_spark.files[split]
+        assert sum(entry.rows for entry in entries) == by_spark.rows[split]
+        for entry in entries:
+            assert hashlib.sha256(Path(entry.key).read_bytes()).hexdigest() == entry.sha256
+
+
+def test_every_key_is_in_the_split_its_hash_assigns_and_in_one_split_only(transactions):
+    root, _, _ = transactions
+    seen: set[str] = set()
+    for split in SPLITS:
+        keys = read_split(root / "spark", split, "tx_id")["tx_id"].to_pylist()
+        assert {rules.split_of(key, TRANSACTIONS.prep.splits) for key in keys} == {split}
+        assert seen.isdisjoint(keys) and len(set(keys)) == len(keys)
+        seen.update(keys)
+
+
+def test_prepared_features_are_what_the_manifest_transform_computes(transactions):
+    """Train/serve consistency: applying the manifest to a raw record gives the prepared value."""
+    root, by_spark, _ = transactions
+    raw = pq.read_table(root / "raw")
+    prepared = read_split(root / "spark", "train", "tx_id")
+    by_key = {row["tx_id"]: row for row in prepared.slice(0, 300).to_pylist()}
+    checked = 0
+    # Keys sent once: their raw values are exactly what prep saw.
+    sent = pc.value_counts(raw["tx_id"])
+    singles = set(pc.filter(pc.struct_field(sent, "values"), pc.equal(pc.struct_field(sent, "counts"), 1)).to_pylist())
+    for record in raw.to_pylist():
+        if record["tx_id"] not in by_key or record["tx_id"] not in singles:
+            continue
+        row = by_key[record["tx_id"]]
+        for field in TRANSACTIONS.features:
+            value = record[field.name]
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            expected = by_spark.transform[field.name].apply(value)
+            # Same IEEE operations in the same order: equal to the last bit.
+            assert row[field.name] == expected, (record["tx_id"], field.name)
+        checked += 1
+    assert checked > 100
+
+
+def test_the_result_assembles_into_a_manifest(transactions):
+    _, by_spark, _ = transactions
+    lineage = [RawSource(key="raw/x.parquet", topic="ingest.transactions", partition=0, first_offset=0, last_offset=3999, rows=4000)]
+    manifest = build_manifest(by_spark, TRANSACTIONS, version=1, lineage=lineage, trigger="data.landed", code_version="test")
+    again = DatasetManifest.model_validate_json(manifest.model_dump_json(by_alias=True))
+    assert again == manifest
+    assert manifest.rows == by_spark.rows and manifest.engine == "spark"
+    assert list(manifest.schema_) == rules.prepared_schema(TRANSACTIONS).names
+    assert manifest.features == [field.name for field in TRANSACTIONS.features]
+
+
+SMALL = parse_dataset_spec(
+    {
+        "name": "small",
+        "key": "id",
+        "event_time": "ts",
+        "label": "y",
+        "fields": [
+            {"name": "id", "type": "string"},
+            {"name": "ts", "type": "timestamp"},
+            {"name": "x", "type": "float", "min": 0, "nullable": True, "nulls": "impute"},
+            {"name": "c", "type": "category", "categories": ["a", "b", "c"], "nullable": True, "nulls": "keep"},
+            {"name": "y", "type": "int", "min": 0, "max": 1},
+        ],
+        "prep": {"splits": {"train": 1.0, "validation": 0.0, "test": 0.0}, "category_min_count": 2},
+    }
+)
+SMALL_ROWS = [  # id, ts (hours), x, c, y
+    ("k1", 1, 1.0, "a", 0),
+    ("k1", 3, 3.0, "b", 1),  # later: wins
+    ("k2", 2, 5.0, "a", 0),
+    ("k2", 2, 7.0, "a", 0),  # same time, greater x: wins
+    ("k3", 1, 2.0, "a", 0),  # wins: the later version is invalid
+    ("k3", 5, -1.0, "a", 0),  # x < min: rejected
+    ("k4", 1, None, None, 0),  # x imputed, c kept null -> 0
+    ("k5", 1, 4.0, "c", 1),  # "c" seen once: below the floor -> 0
+    ("k6", 1, 6.0, "b", 0),
+    ("k7", 1, 8.0, "a", 2),  # y > max: rejected
+    ("k8", 2, math.nan, "a", 0),  # NaN counts as null: imputed
+    ("k9", None, 1.0, "a", 0),  # no event time: rejected
+]
+
+
+def test_both_engines_apply_the_documented_rules_to_a_known_case(spark, tmp_path):
+    hour = 3_600_000_000
+    columns = list(zip(*SMALL_ROWS, strict=True))
+    raw = pa.table(
+        {
+            "id": pa.array(columns[0]),
+            "ts": pa.array([None if t is None else t * hour for t in columns[1]], pa.timestamp("us", tz="UTC")),
+            "x": pa.array(columns[2], pa.float64()),
+            "c": pa.array(columns[3], pa.string()),
+            "y": pa.array(columns[4], pa.int64()),
+        }
+    )
+    paths = write_raw(raw, tmp_path / "raw", files=2)
+    survivors = {"k1": 3.0, "k2": 7.0, "k3": 2.0, "k4": None, "k5": 4.0, "k6": 6.0, "k8": None}
+    present = np.array([v for v in survivors.values() if v is not None])
+    processed = np.array([np.median(present) if v is None else v for v in survivors.values()])
+    mean, std = processed.mean(), processed.std()
+    expected_x = (processed - mean) / std
+    expected_c = {"k1": 2, "k2": 1, "k3": 1, "k4": 0, "k5": 0, "k6": 2, "k8": 1}
+
+    for result in prepare_both(spark, SMALL, paths, tmp_path):
+        assert result.counts.input == 12
+        assert result.counts.rejected == 3
+        assert result.counts.violations["x.min"] == result.counts.violations["y.max"] == 1
+        assert result.counts.violations["ts.null"] == 1
+        assert result.counts.duplicates == 2
+        assert result.rows == {"train": 7, "validation": 0, "test": 0}
+        assert result.transform["c"].vocabulary == ["a", "b"]
+        assert result.transform["x"].impute == float(np.median(present))
+        assert result.transform["x"].mean == pytest.approx(mean) and result.transform["x"].std == pytest.approx(std)
+        assert result.reference["c"].frequencies == pytest.approx({"a": 3 / 6, "b": 2 / 6, "c": 1 / 6})
+        assert result.label_reference.frequencies == pytest.approx({"0": 5 / 7, "1": 2 / 7})
+        train = read_split(tmp_path / result.engine.replace("duckdb", "reference"), "train", "id")
+        assert train["id"].to_pylist() == list(survivors)
+        assert train["ts"].cast(pa.int64()).to_pylist() == [3 * hour, 2 * hour, hour, hour, hour, hour, 2 * hour]
+        np.testing.assert_allclose(train["x"].to_numpy(), expected_x, rtol=0, atol=1e-12)
+        assert dict(zip(train["id"].to_pylist(), train["c"].to_pylist(), strict=True)) == expected_c
+        assert train["y"].to_pylist() == [1, 0, 0, 0, 1, 0, 0]
+        for split in ("validation", "test"):
+            assert read_split(tmp_path / result.engine.replace("duckdb", "reference"), split, "id").num_rows == 0
+
+
+def test_unpreparable_input_fails_with_the_reason(spark, tmp_path):
+    paths = write_raw(raw_transactions(50, seed=1), tmp_path / "raw")
+    spec = TRANSACTIONS.model_copy(update={"prep": TRANSACTIONS.prep.model_copy(update={"splits": {"train": 0.0, "validation": 0.5, "test": 0.5}})})
+    with pytest.raises(rules.PrepError, match="train split is empty"):
+        prepare_with_spark(spark, spec, paths, str(tmp_path / "out"))
+    with pytest.raises(rules.PrepError, match="no raw files"):
+        prepare_with_spark(spark, TRANSACTIONS, [], str(tmp_path / "out"))
+
+

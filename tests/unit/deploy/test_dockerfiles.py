@@ -1,0 +1,178 @@
+"""The service images, checked as text (no Docker here): multi-stage, a
+pinned base, a non-root numeric user, no build tools at run time, a health
+check, and the entry point and files each service really needs."""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+import pytest
+from deploy_support import REPO
+
+pytestmark = pytest.mark.unit
+
+SERVICES = ("ingest", "prep", "trainer", "validator", "monitor")
+BUILD_TOOLS = re.compile(r"^(build-essential|gcc|g\+\+|clang|make|cmake|pkg-config|git|.+-dev)$")
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def args(self, instruction: str) -> list[str]:
+        return [arg for name, arg in self.instructions if name == instruction]
+
+
+def parse(text: str) -> tuple[dict[str, str], list[Stage]]:
+    """Global ARG defaults and the stages of a Dockerfile."""
+    logical = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in logical.splitlines():
+        if not line.strip():
+            continue
+        instruction, _, arg = line.strip().partition(" ")
+        instruction, arg = instruction.upper(), arg.strip()
+        if instruction == "FROM":
+            base, _, name = arg.partition(" AS ")
+            stages.append(Stage(base.strip(), name.strip() or None))
+        elif stages:
+            stages[-1].instructions.append((instruction, arg))
+        elif instruction == "ARG":
+            key, _, default = arg.partition("=")
+            global_args[key] = default
+    return global_args, stages
+
+
+def resolve(reference: str, global_args: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}", lambda m: global_args[m.group(1)], reference)
+
+
+def dockerfile(service: str) -> tuple[dict[str, str], list[Stage]]:
+    return parse((REPO / "services" / service / "Dockerfile").read_text())
+
+
+def dockerignore_allows(path: str) -> bool:
+    """Docker's rule: the last matching pattern wins, and a pattern matching a
+    parent folder matches everything in it."""
+    patterns = [p.strip() for p in (REPO / ".dockerignore").read_text().splitlines()
+                if p.strip() and not p.startswith("#")]
+    parts = path.strip("/").split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        if any(fnmatch.fnmatchcase(c, pattern) or fnmatch.fnmatchcase(c, pattern.removeprefix("**/"))
+               for c in candidates):
+            included = negated
+    return included
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_is_multi_stage_with_a_pinned_base(service):
+    global_args, stages = dockerfile(service)
+    assert len(stages) >= 2, "build tools belong in a build stage, not in the image"
+    for stage in stages:
+        base = resolve(stage.base, global_args)
+        if base in {s.name for s in stages}:
+            continue
+        image, _, tag = base.partition(":")
+        assert tag and tag != "latest" and re.search(r"\d", tag), f"{service}: base {base!r} is not pinned"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_runs_as_a_numeric_non_root_user(service):
+    _, stages = dockerfile(service)
+    users = stages[-1].args("USER")
+    assert users, f"{service}: the final stage sets no USER"
+    # Kubernetes' runAsNonRoot can only verify a numeric UID.
+    assert users[-1].isdigit() and int(users[-1]) != 0
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_final_image_installs_no_build_tools(service):
+    _, stages = dockerfile(service)
+    for run in stages[-1].args("RUN"):
+        for command in re.findall(r"apt-get install ([^&;|]+)", run):
+            packages = [word for word in command.split() if not word.startswith("-")]
+            assert not [p for p in packages if BUILD_TOOLS.match(p)], f"{service}: {packages}"
+        assert "pip install" not in run, f"{service}: packages are installed in the build stage"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_starts_the_service_under_an_init_with_a_health_check(service):
+    _, stages = dockerfile(service)
+    final = stages[-1]
+    (entrypoint,) = final.args("ENTRYPOINT")
+    command = ast.literal_eval(entrypoint)  # exec form: SIGTERM reaches tini, then the service
+    assert command[:2] == ["tini", "--"]
+    assert command[-3:] == ["python", "-m", f"services.{service}"]
+    (healthcheck,) = final.args("HEALTHCHECK")
+    assert healthcheck.endswith('CMD ["streamml-healthcheck"]')
+    copies = " ".join(final.args("COPY"))
+    assert "deploy/docker/healthcheck.py /usr/local/bin/streamml-healthcheck" in copies
+    env = " ".join(final.args("ENV"))
+    assert "STREAMML_HTTP_HOST=0.0.0.0" in env  # the services listen on 127.0.0.1 by default
+    assert "STREAMML_STATE_DIR=/var/lib/streamml" in env
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_image_installs_the_torch_version_the_project_pins(service):
+    global_args, _ = dockerfile(service)
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (pin,) = [d for d in dependencies if d.replace(" ", "").startswith("torch==")]
+    assert global_args["TORCH_VERSION"] == pin.split("==")[1]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_everything_copied_is_in_the_build_context(service):
+    _, stages = dockerfile(service)
+    for stage in stages:
+        for copy in stage.args("COPY"):
+            if "--from=" in copy:
+                continue
+            sources = [w for w in copy.split() if not w.startswith("--")][:-1]
+            for source in sources:
+                assert dockerignore_allows(source), f"{service}: .dockerignore leaves out {source}"
+                assert (REPO / source).exists(), f"{service}: COPY {source}: no such file"
+
+
+def test_dockerignore_keeps_local_state_out():
+    for path in (".venv/bin/python", ".streamml/config.yaml", "vendor/jars/hadoop-aws-3.3.1.jar",
+                 ".git/HEAD", "streamml/__pycache__/x.pyc"):
+        assert not dockerignore_allows(path), path
+    assert dockerignore_allows("streamml/settings.py")
+
+
+def test_trainer_runs_on_a_cuda_runtime_base():
+    global_args, stages = dockerfile("trainer")
+    base = resolve(stages[-1].base, global_args)
+    assert re.match(r"^nvidia/cuda:12\.\d+\.\d+-runtime-", base), base
+    # The torch wheel index must be a CUDA build, not the CPU one.
+    assert re.search(r"/whl/cu\d+$", global_args["TORCH_INDEX"])
+
+
+def test_prep_image_has_java_and_the_s3a_jars_prep_loads():
+    global_args, stages = dockerfile("prep")
+    final = stages[-1]
+    assert any("openjdk-17-jre-headless" in run for run in final.args("RUN"))
+    # services/prep/spark.py looks for vendor/jars under the working folder.
+    (workdir,) = final.args("WORKDIR")
+    assert any(copy.endswith(f"{workdir}/vendor/jars") for copy in final.args("COPY"))
+    spark = ast.parse((REPO / "services" / "prep" / "spark.py").read_text())
+    (wanted,) = [ast.literal_eval(node.value) for node in spark.body
+                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "S3A_JARS"]
+    script = (REPO / "scripts" / "install_spark_jars.sh").read_text()
+    pinned = set(re.findall(r"\[([\w.-]+\.jar)\]=[0-9a-f]{64}", script))
+    assert set(wanted) == pinned, "the image installs other jars than prep loads"
+    # Java needs a passwd entry for the UID; OpenShift's arbitrary UIDs have none.
+    (entrypoint,) = final.args("ENTRYPOINT")
+    assert "streamml-nss-entrypoint" in entrypoint
+    assert any("libnss-wrapper" in run for run in final.args("RUN"))

@@ -1,0 +1,440 @@
+"""The Helm chart, rendered for each value set: every object is valid for
+Kubernetes and for the operators it targets, KEDA watches the lag the
+services really create, topics match `streamml topics apply`, and the pods
+are locked down the way OpenShift's restricted SCC requires."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from deploy_support import CHART, NAMESPACE, REPO, VALUE_SETS, Render, load_values_file, render
+
+from streamml.settings import ServiceSettings, load_settings
+from streamml.specs import parse_dataset_spec
+from streamml.topics import load_topics, resolve
+
+pytestmark = pytest.mark.unit
+
+SERVICES = ("ingest", "prep", "trainer", "validator", "monitor")
+CONSUMERS = yaml.safe_load((REPO / "deploy" / "consumers.yaml").read_text())
+CRD_SCHEMAS = {
+    json.loads(path.read_text())["properties"]["kind"]["const"]: json.loads(path.read_text())
+    for path in (Path(__file__).parent / "crds").glob("*.json")
+}
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schema bundled.
+KUBE_VERSIONS = ("1.27", kubernetes_validate.latest_version())
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def expected_input_topics(service: str, values: dict) -> list[str]:
+    """Prefixed input topics of a service, straight from deploy/consumers.yaml."""
+    consumer = CONSUMERS[service]
+    names = list(consumer.get("topics", []))
+    names += [t.replace("{dataset}", d["name"]) for t in consumer.get("per_dataset", []) for d in values["datasets"]]
+    names += [t.replace("{model}", m) for t in consumer.get("per_model", []) for m in values["models"]]
+    return [values["kafka"]["topicPrefix"] + name for name in names]
+
+
+def container(deployment: dict) -> dict:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def service_of(manifest: dict) -> str:
+    return manifest["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def pod_environment(release: Render, deployment: dict) -> dict[str, str]:
+    """The variables the container would see, with stand-ins for Secret and
+    bucket-claim values and Kubernetes' $(VAR) expansion applied."""
+    env: dict[str, str] = {}
+    for source in container(deployment)["envFrom"]:
+        env.update(release.named("ConfigMap", source["configMapRef"]["name"])["data"])
+    stand_ins = {"BUCKET_HOST": "rgw.storage.svc", "BUCKET_PORT": "80", "BUCKET_NAME": "streamml-claimed"}
+    for item in container(deployment)["env"]:
+        if "value" in item:
+            env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], item["value"])
+        elif "secretKeyRef" in item["valueFrom"]:
+            env[item["name"]] = f"secret:{item['valueFrom']['secretKeyRef']['key']}"
+        else:
+            env[item["name"]] = stand_ins[item["valueFrom"]["configMapKeyRef"]["key"]]
+    return env
+
+
+# ------------------------------------------------------------- validity
+
+
+def invalid_objects(manifests: list[dict]) -> list[str]:
+    """Why each object would be refused, by the API server or by its operator's CRD."""
+    problems = []
+    for manifest in manifests:
+        where = f"{manifest['kind']} {manifest['metadata']['name']}"
+        if manifest["kind"] in CRD_SCHEMAS:
+            errors = jsonschema.Draft202012Validator(CRD_SCHEMAS[manifest["kind"]]).iter_errors(manifest)
+            problems += [f"{where}: {list(e.absolute_path)}: {e.message}" for e in errors]
+            continue
+        for version in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(manifest, version, strict=True)
+            except kubernetes_validate.SchemaNotFoundError:
+                problems.append(f"{where}: no schema for {manifest['apiVersion']} in Kubernetes {version}, "
+                                "and no CRD schema in tests/unit/deploy/crds")
+            except kubernetes_validate.ValidationError as error:
+                problems.append(f"{where} (Kubernetes {version}): {list(error.absolute_path)}: {error.message}")
+        name = manifest["metadata"]["name"]
+        rule = DNS_LABEL if manifest["kind"] in ("Service", "Deployment") else DNS_SUBDOMAIN
+        if not rule.match(name) or len(name) > (63 if rule is DNS_LABEL else 253):
+            problems.append(f"{where}: invalid name")
+        for key, value in manifest["metadata"].get("labels", {}).items():
+            if not LABEL_VALUE.match(value) or len(value) > 63:
+                problems.append(f"{where}: label {key}={value!r} is invalid")
+    return problems
+
+
+def test_every_object_is_valid_for_kubernetes_or_its_operator(release):
+    assert invalid_objects(release.manifests) == []
+
+
+def test_dataset_and_model_names_with_underscores_give_valid_objects(chart):
+    dataset = {**chart.values["datasets"][0], "name": "card_tx"}
+    manifests = render(chart, {"datasets": [dataset], "models": ["card_tx"], "kafka": {"topicPrefix": "Team_A."}})
+    assert invalid_objects(manifests) == []
+    topics = {m["spec"]["topicName"] for m in manifests if m["kind"] == "KafkaTopic"}
+    assert {"Team_A.ingest.card_tx", "Team_A.predictions.card_tx", "Team_A.feedback.card_tx"} <= topics
+
+
+def test_object_names_are_unique_per_kind(release):
+    seen = [(m["kind"], m["metadata"]["name"]) for m in release.manifests]
+    assert len(seen) == len(set(seen)), sorted(k for k in seen if seen.count(k) > 1)
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_helm_lint_finds_no_warning(value_set):
+    values = {} if value_set == "values.yaml" else load_values_file(value_set)
+    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE)
+    # Severity 1 is informational ("icon is recommended"); 2 and 3 are warnings and errors.
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+    assert not problems, problems
+
+
+def test_chart_copies_of_repository_files_are_current():
+    sys.path.insert(0, str(REPO / "deploy"))
+    try:
+        import sync_chart_files
+    finally:
+        sys.path.remove(str(REPO / "deploy"))
+    assert sync_chart_files.problems() == []
+
+
+# ------------------------------------------------------------- autoscaling
+
+
+def test_each_scaled_object_watches_the_group_and_topics_of_its_service(release):
+    scaled = release.of_kind("ScaledObject")
+    assert sorted(service_of(s) for s in scaled) == sorted(SERVICES)
+    for scaled_object in scaled:
+        service = service_of(scaled_object)
+        triggers = scaled_object["spec"]["triggers"]
+        assert {t["type"] for t in triggers} == {"kafka"}
+        assert {t["metadata"]["consumerGroup"] for t in triggers} == {CONSUMERS[service]["group"]}
+        assert [t["metadata"]["topic"] for t in triggers] == expected_input_topics(service, release.values)
+        assert {t["metadata"]["bootstrapServers"] for t in triggers} == {release.values["kafka"]["bootstrap"]}
+        assert scaled_object["spec"]["scaleTargetRef"]["name"] == release.named(
+            "Deployment", scaled_object["metadata"]["name"])["metadata"]["name"]
+
+
+def test_scaled_objects_follow_a_topic_prefix_and_every_model(chart):
+    values = {"kafka": {"topicPrefix": "prod."}, "models": ["fraud", "churn"]}
+    merged = chart.merge_values(values)
+    scaled = {service_of(s): s for s in render(chart, values) if s["kind"] == "ScaledObject"}
+    monitor_topics = [t["metadata"]["topic"] for t in scaled["monitor"]["spec"]["triggers"]]
+    assert monitor_topics == expected_input_topics("monitor", merged)
+    assert monitor_topics == [
+        "prod.predictions.fraud", "prod.predictions.churn", "prod.feedback.fraud", "prod.feedback.churn",
+    ]
+    prep_topics = [t["metadata"]["topic"] for t in scaled["prep"]["spec"]["triggers"]]
+    assert prep_topics == ["prod.data.landed", "prod.drift.detected"]
+
+
+def test_scaling_settings_are_explicit_and_match_the_consumers(release):
+    for scaled_object in release.of_kind("ScaledObject"):
+        for trigger in scaled_object["spec"]["triggers"]:
+            metadata = trigger["metadata"]
+            for key in ("lagThreshold", "activationLagThreshold", "offsetResetPolicy", "scaleToZeroOnInvalidOffset"):
+                assert key in metadata, f"{scaled_object['metadata']['name']}: {key} is not set"
+            # BatchConsumer starts a new group at the earliest offset; KEDA must count lag the same way.
+            assert metadata["offsetResetPolicy"] == "earliest"
+
+
+def test_max_replicas_never_exceed_the_partitions_of_the_input_topics(release):
+    partitions = {t["spec"]["topicName"]: t["spec"]["partitions"] for t in release.of_kind("KafkaTopic")}
+    for scaled_object in release.of_kind("ScaledObject"):
+        topics = [t["metadata"]["topic"] for t in scaled_object["spec"]["triggers"]]
+        assert scaled_object["spec"]["maxReplicaCount"] <= max(partitions[t] for t in topics)
+
+
+def test_kafka_credentials_reach_keda_when_the_cluster_needs_them(renders):
+    plain = renders["values.yaml"]
+    assert plain.of_kind("TriggerAuthentication") == []
+    assert all("authenticationRef" not in t for s in plain.of_kind("ScaledObject") for t in s["spec"]["triggers"])
+    secured = renders["values-openshift.yaml"]
+    (auth,) = secured.of_kind("TriggerAuthentication")
+    kafka = secured.values["kafka"]
+    assert {(r["parameter"], r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]} == {
+        ("password", kafka["sasl"]["existingSecret"], kafka["sasl"]["passwordKey"]),
+        ("ca", kafka["tls"]["caSecret"], kafka["tls"]["caKey"]),
+    }
+    for scaled_object in secured.of_kind("ScaledObject"):
+        deployment = release_deployment(secured, scaled_object)
+        username_source = [e for e in auth["spec"]["env"] if e["parameter"] == "username"][0]["name"]
+        assert pod_environment(secured, deployment)[username_source] == kafka["sasl"]["username"]
+        for trigger in scaled_object["spec"]["triggers"]:
+            assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+            assert trigger["metadata"]["sasl"] == "scram_sha512"
+            assert trigger["metadata"]["tls"] == "enable"
+
+
+def release_deployment(release: Render, scaled_object: dict) -> dict:
+    return release.named("Deployment", scaled_object["spec"]["scaleTargetRef"]["name"])
+
+
+def test_deployments_leave_replicas_to_keda_when_it_scales_them(chart):
+    on = {d["metadata"]["name"]: d for d in render(chart, {}) if d["kind"] == "Deployment"}
+    assert all("replicas" not in d["spec"] for d in on.values())
+    off = [d for d in render(chart, {"keda": {"enabled": False}}) if d["kind"] in ("Deployment", "ScaledObject")]
+    assert all(d["kind"] == "Deployment" and d["spec"]["replicas"] == 1 for d in off)
+
+
+# ------------------------------------------------------------- broken values fail
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"services": {"prep": {"autoscaling": {"maxReplicas": 5}}}},
+         "services.prep.autoscaling.maxReplicas=5 exceeds the 4 partitions of its input topics "
+         "data.landed, drift.detected"),
+        ({"services": {"trainer": {"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}}},
+         "services.trainer.autoscaling.minReplicas=3 is above maxReplicas=2"),
+        ({"datasets": []}, "services.ingest: no input topics to scale on; add an entry under datasets"),
+        ({"models": []}, "services.monitor: no input topics to scale on; add an entry under models"),
+        ({"kafka": {"securityProtocol": "SASL_SSL"}}, "kafka.sasl.mechanism is empty"),
+        ({"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN"}}},
+         "kafka.sasl.username and kafka.sasl.existingSecret"),
+        ({"objectStore": {"existingSecret": ""}}, "objectStore.existingSecret is empty"),
+        ({"services": {"prep": {"config": {"SPARK_MASTER": "local"}}}}, "does not match pattern '^STREAMML_"),
+        ({"services": {"trainer": {"gpus": 1}}}, "additional properties 'gpus' not allowed"),
+    ],
+)
+def test_broken_values_fail_rendering_with_the_fix(chart, values, message):
+    with pytest.raises(helm.HelmError) as raised:
+        render(chart, values)
+    assert message in str(raised.value)
+
+
+def test_duplicate_dataset_names_fail_rendering(chart):
+    dataset = chart.values["datasets"][0]
+    with pytest.raises(helm.HelmError, match="datasets: \"transactions\" is declared twice"):
+        render(chart, {"datasets": [dataset, dataset]})
+
+
+# ------------------------------------------------------------- topics
+
+
+def test_kafka_topics_are_what_streamml_topics_apply_creates(release):
+    values = release.values
+    extra = [f"ingest.{d['name']}" for d in values["datasets"]]
+    extra += [f"{kind}.{m}" for m in values["models"] for kind in ("predictions", "feedback")]
+    wanted = resolve(load_topics(REPO / "topics.yaml"), values["kafka"]["topicPrefix"], extra,
+                     values["topics"]["replicationFactor"] or None)
+    rendered = {
+        t["spec"]["topicName"]: (t["spec"]["partitions"], t["spec"]["replicas"], t["spec"]["config"])
+        for t in release.of_kind("KafkaTopic")
+    }
+    assert rendered == {t.name: (t.partitions, t.replication_factor, t.config) for t in wanted}
+    for topic in release.of_kind("KafkaTopic"):
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == values["topics"]["strimziCluster"]
+        assert topic["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def test_replication_factor_override_applies_to_every_topic(renders):
+    topics = renders["values-openshift.yaml"].of_kind("KafkaTopic")
+    assert topics and {t["spec"]["replicas"] for t in topics} == {3}
+
+
+# ------------------------------------------------------------- pods
+
+
+def test_pods_satisfy_the_restricted_pod_security_standard(release):
+    for deployment in release.of_kind("Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        name = deployment["metadata"]["name"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        security = container(deployment)["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False, name
+        assert security["readOnlyRootFilesystem"] is True, name
+        assert security["capabilities"] == {"drop": ["ALL"]}, name
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        # OpenShift's restricted SCC assigns the UID/GID; fixed ones would be refused.
+        text = json.dumps(pod)
+        for fixed in ("runAsUser", "runAsGroup", "fsGroup"):
+            assert fixed not in text, f"{name} sets {fixed}"
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["enableServiceLinks"] is False, name
+
+
+def test_writable_paths_are_empty_dirs(release):
+    for deployment in release.of_kind("Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        mounts = {m["mountPath"]: m["name"] for m in container(deployment)["volumeMounts"]}
+        state_dir = pod_environment(release, deployment)["STREAMML_STATE_DIR"]
+        assert mounts.get("/tmp") in empty_dirs
+        assert mounts.get(state_dir) in empty_dirs
+
+
+def test_probes_use_the_health_endpoints_on_the_settings_port(release):
+    for deployment in release.of_kind("Deployment"):
+        main = container(deployment)
+        env = pod_environment(release, deployment)
+        assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        (port,) = main["ports"]
+        assert port["name"] == "http" and str(port["containerPort"]) == env["STREAMML_HTTP_PORT"]
+        assert env["STREAMML_HTTP_HOST"] == "0.0.0.0"
+
+
+def test_every_pod_environment_is_accepted_by_the_service_settings(release, monkeypatch):
+    for deployment in release.of_kind("Deployment"):
+        for name in [n for n in list(os.environ) if n.startswith("STREAMML_")]:
+            monkeypatch.delenv(name)
+        env = pod_environment(release, deployment)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        settings = load_settings(ServiceSettings)
+        assert settings.kafka.bootstrap == release.values["kafka"]["bootstrap"]
+        assert settings.s3.access_key_id is not None and settings.s3.secret_access_key is not None
+        if release.values["objectStore"]["bucketClaim"]["enabled"]:
+            assert settings.s3.endpoint == "http://rgw.storage.svc:80"
+            assert settings.s3.bucket == "streamml-claimed"
+            assert settings.s3.create_bucket is False
+        if release.values["kafka"]["sasl"]["mechanism"]:
+            assert settings.kafka.client_config()["sasl.password"] == "secret:password"
+
+
+def test_service_specific_settings_reach_their_service(renders):
+    release = renders["values.yaml"]
+    env = {service_of(d): pod_environment(release, d) for d in release.of_kind("Deployment")}
+    assert json.loads(env["monitor"]["STREAMML_MONITOR_MODELS"]) == release.values["models"]
+    assert env["prep"]["STREAMML_PREP_SPARK_MASTER"] == "local[2]"
+    assert env["trainer"]["STREAMML_TRAINER_DEVICE"] == "auto"
+    assert "STREAMML_PREP_SPARK_MASTER" not in env["ingest"]
+    ingest = release.named("Deployment", "streamml-ingest")
+    mounts = {m["mountPath"]: m["name"] for m in container(ingest)["volumeMounts"]}
+    specs_volume = mounts[env["ingest"]["STREAMML_INGEST_SPECS_DIR"]]
+    (volume,) = [v for v in ingest["spec"]["template"]["spec"]["volumes"] if v["name"] == specs_volume]
+    assert volume["configMap"]["name"] == "streamml-datasets"
+
+
+def test_mounted_dataset_specs_are_valid_specs(release):
+    specs = release.named("ConfigMap", "streamml-datasets")["data"]
+    assert sorted(specs) == sorted(f"{d['name']}.yaml" for d in release.values["datasets"])
+    for file_name, text in specs.items():
+        spec = parse_dataset_spec(yaml.safe_load(text), file_name)
+        assert f"{spec.name}.yaml" == file_name
+
+
+def test_files_are_mounted_where_their_variable_points(chart):
+    manifests = render(chart, {"services": {"validator": {"files": {"default.yaml": {"min_auc": 0.8}}}}})
+    files = [m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "streamml-validator-files"]
+    assert yaml.safe_load(files[0]["data"]["default.yaml"]) == {"min_auc": 0.8}
+    settings = [m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "streamml-validator"]
+    assert settings[0]["data"]["STREAMML_VALIDATOR_POLICIES_DIR"] == "/etc/streamml/files"
+
+
+def test_the_trainer_requests_a_gpu_only_in_the_gpu_value_set(renders):
+    for value_set, release in renders.items():
+        trainer = release.named("Deployment", "streamml-trainer")
+        pod = trainer["spec"]["template"]["spec"]
+        limits = container(trainer)["resources"].get("limits", {})
+        others = [d for d in release.of_kind("Deployment") if d is not trainer]
+        assert all("nvidia.com/gpu" not in json.dumps(d) for d in others)
+        if value_set == "values-gpu.yaml":
+            assert limits["nvidia.com/gpu"] == 1
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+            assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+            assert pod_environment(release, trainer)["STREAMML_TRAINER_DEVICE"] == "cuda"
+            assert release.named("ScaledObject", "streamml-trainer")["spec"]["minReplicaCount"] == 0
+        else:
+            assert "nvidia.com/gpu" not in limits
+
+
+def test_object_store_comes_from_a_secret_or_a_bucket_claim(renders):
+    assert renders["values.yaml"].of_kind("ObjectBucketClaim") == []
+    (claim,) = renders["values-openshift.yaml"].of_kind("ObjectBucketClaim")
+    assert claim["spec"]["storageClassName"] == "ocs-storagecluster-ceph-rgw"
+    trainer = renders["values-openshift.yaml"].named("Deployment", "streamml-trainer")
+    refs = {e["valueFrom"][k]["name"] for e in container(trainer)["env"] if "valueFrom" in e
+            for k in e["valueFrom"] if e["name"].startswith(("BUCKET_", "STREAMML_S3_"))}
+    assert refs == {claim["metadata"]["name"]}
+
+
+# ------------------------------------------------------------- monitoring
+
+
+def test_alert_rules_are_the_repository_rules(release):
+    (rule,) = release.of_kind("PrometheusRule")
+    assert rule["spec"] == yaml.safe_load((REPO / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert {"StreammlConsumerLagHigh", "StreammlDeadLetters", "StreammlDriftDetected"} <= alerts
+
+
+def test_service_monitor_scrapes_every_service(release):
+    (monitor,) = release.of_kind("ServiceMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    scraped = [s for s in release.of_kind("Service") if selector.items() <= s["metadata"]["labels"].items()]
+    assert sorted(service_of(s) for s in scraped) == sorted(SERVICES)
+    ports = {p["name"] for s in scraped for p in s["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == ports == {"http"}
+
+
+def test_every_chart_dashboard_is_a_configmap_when_dashboards_are_on(release):
+    dashboards = {key: value for c in release.of_kind("ConfigMap") for key, value in c.get("data", {}).items()
+                  if key.endswith(".json")}
+    expected = sorted(p.name for p in (CHART / "dashboards").glob("*.json"))
+    assert sorted(dashboards) == (expected if release.values["monitoring"]["dashboards"]["enabled"] else [])
+    for text in dashboards.values():
+        assert json.loads(text)["panels"]
+
+
+def test_network_policy_allows_only_the_http_port_in(release):
+    (policy,) = release.of_kind("NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert [p for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [{"port": "http", "protocol": "TCP"}]
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    bootstrap_port = int(release.values["kafka"]["bootstrap"].rsplit(":", 1)[1])
+    assert {53, bootstrap_port} <= egress_ports
+
+
+def test_without_the_operators_only_core_objects_remain_and_are_valid(chart):
+    values = {
+        "keda": {"enabled": False},
+        "topics": {"create": False},
+        "networkPolicy": {"enabled": False},
+        "monitoring": {name: {"enabled": False} for name in ("serviceMonitor", "prometheusRule", "dashboards")},
+    }
+    manifests = render(chart, values)
+    assert {m["kind"] for m in manifests} == {"ServiceAccount", "ConfigMap", "Deployment", "Service"}
+    assert invalid_objects(manifests) == []

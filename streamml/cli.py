@@ -348,6 +348,108 @@ def _print_lag(topics: list, partitions: list, understated: bool) -> None:
                       "(the embedded Tansu does); ends shown are the fetched high watermarks")
 
 
+@datasets_app.command("list")
+def datasets_list(
+    name: Annotated[str | None, typer.Argument(help="one dataset (default: all)")] = None,
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """Committed versions of each dataset: rows per split, trigger, raw objects."""
+    from services.prep.versions import version_numbers
+    from streamml.manifest import DatasetManifest, manifest_key
+    from streamml.store import ObjectNotFound, ObjectStore
+
+    store = ObjectStore.connect(client_settings(state_dir).s3)
+    names = [name] if name else [p.rstrip("/").rsplit("/", 1)[-1] for p in store.list_prefixes("datasets/")]
+    table = Table("dataset", "version", "created", "train", "validation", "test", "trigger", "raw objects")
+    for dataset in names:
+        for number in version_numbers(store, dataset):
+            try:
+                m = DatasetManifest.model_validate_json(store.get_bytes(manifest_key(dataset, number)))
+            except ObjectNotFound:
+                continue  # claimed by a build that has not committed
+            table.add_row(dataset, f"v{m.version}", m.created.strftime("%Y-%m-%d %H:%M:%S"), str(m.rows["train"]),
+                          str(m.rows["validation"]), str(m.rows["test"]), m.trigger, str(len(m.lineage)))
+    console.print(table)
+
+
+@datasets_app.command("show")
+def datasets_show(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (default: the newest)")],
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """One version's manifest: rows, hashes, lineage and feature statistics."""
+    from services.prep.versions import latest_manifest
+    from streamml.manifest import DatasetManifest, manifest_key
+    from streamml.store import ObjectNotFound, ObjectStore
+
+    store = ObjectStore.connect(client_settings(state_dir).s3)
+    name, _, version = ref.partition(":")
+    try:
+        manifest = (DatasetManifest.model_validate_json(store.get_bytes(manifest_key(name, int(version.lstrip("v")))))
+                    if version else latest_manifest(store, name))
+    except (ObjectNotFound, ValueError):
+        manifest = None
+    if manifest is None:
+        fail(f"no committed version {ref!r}; see `streamml datasets list`", 2)
+    console.print(f"[bold]{manifest.dataset} v{manifest.version}[/bold] created {manifest.created:%Y-%m-%d %H:%M:%S}, "
+                  f"trigger {manifest.trigger}, engine {manifest.engine}, code {manifest.code_version}")
+    for split in ("train", "validation", "test"):
+        console.print(f"  {split:<10} {manifest.rows[split]:>9} rows  sha256 {manifest.content_sha256[split][:16]}…")
+    stats = Table("feature", "kind", "transform", "reference")
+    for feature in manifest.features:
+        t, r = manifest.transform[feature], manifest.reference[feature]
+        if t.kind == "numeric":
+            stats.add_row(feature, "numeric", f"mean {t.mean:.4g} std {t.std:.4g}", f"{len(r.edges)} quantile edges")
+        else:
+            top = sorted(r.frequencies.items(), key=lambda kv: -kv[1])[:3]
+            stats.add_row(feature, "category", f"{len(t.vocabulary)} values + OOV",
+                          ", ".join(f"{k} {v:.0%}" for k, v in top))
+    console.print(stats)
+    lineage = Table("raw object", "partition", "offsets", "rows")
+    for source in manifest.lineage:
+        lineage.add_row(source.key.rsplit("/", 1)[-1], str(source.partition),
+                        f"{source.first_offset}-{source.last_offset}", str(source.rows))
+    console.print(lineage)
+    for key, reason in manifest.quarantined.items():
+        console.print(f"[yellow]quarantined[/yellow] {key}: {reason}")
+
+
+prep_app = typer.Typer(help="Dataset preparation.", no_args_is_help=True)
+app.add_typer(prep_app, name="prep")
+
+
+@prep_app.command("run")
+def prep_run(
+    dataset: Annotated[str, typer.Argument(help="dataset name")],
+    specs: Annotated[Path, typer.Option(envvar="STREAMML_PREP_SPECS_DIR", help="folder of dataset specs")] = Path("datasets"),
+    spark_master: Annotated[str, typer.Option(help="Spark master")] = "local[*]",
+    jars_dir: Annotated[Path, typer.Option(help="folder with the S3A jars")] = Path("vendor/jars"),
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """Build a new version of DATASET now (trigger "manual") and announce it."""
+    from services.prep.builder import BuildFailed, DatasetBuilder
+    from services.prep.spark import spark_session
+    from streamml.events import DatasetReady
+    from streamml.kafka import EventProducer
+    from streamml.specs import load_dataset_specs
+    from streamml.store import ObjectStore
+
+    settings = client_settings(state_dir)
+    spec = load_dataset_specs(specs).get(dataset)
+    if spec is None:
+        fail(f"no dataset {dataset!r} in {specs}/", 2)
+    store = ObjectStore.connect(settings.s3)
+    spark = spark_session(spark_master, state_dir / "prep-cli", settings.s3, jars_dir)
+    try:
+        manifest = DatasetBuilder(store, settings.s3, spark).build(spec, "manual")
+    except BuildFailed as error:
+        fail(str(error))
+    EventProducer(settings.kafka, "streamml-cli").send_now(DatasetReady(
+        dataset=dataset, version=manifest.version, manifest_key=f"datasets/{dataset}/v{manifest.version}/manifest.json",
+        rows=manifest.rows, trigger="manual", quarantined=sorted(manifest.quarantined)))
+    console.print(f"{dataset} v{manifest.version} ready: {manifest.rows}")
+
+
 # ----------------------------------------------------------------- services
 
 

@@ -2,6 +2,9 @@
 
 import io
 import json
+import os
+import subprocess
+import sys
 import signal
 import time
 from datetime import UTC, datetime
@@ -127,3 +130,13 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     m4 = check_manifest(store, spec, v4)
     assert sum(m4.rows.values()) == 11000
     ready.close()
+
+    cli_env = {**os.environ, **services.stack.env(bucket)}
+    listed = subprocess.run([sys.executable, "-m", "streamml.cli", "datasets", "list", "transactions"],
+                            capture_output=True, text=True, env=cli_env, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert all(f"v{n}" in listed.stdout for n in (1, 2, 3, 4))
+    shown = subprocess.run([sys.executable, "-m", "streamml.cli", "datasets", "show", "transactions:2"],
+                           capture_output=True, text=True, env=cli_env, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert "transactions v2" in shown.stdout and m2.content_sha256["train"][:16] in shown.stdout

@@ -40,6 +40,14 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(datasets_app, name="datasets")
 
+
+def _register_late_apps() -> None:
+    from streamml.cli_drift import drift_app
+    from streamml.cli_models import models_app
+
+    app.add_typer(drift_app, name="drift")
+    app.add_typer(models_app, name="models")
+
 console = Console()
 err = Console(stderr=True)
 StateDir = Annotated[
@@ -464,6 +472,9 @@ def _service_command(name: str) -> None:
 
 for _name in ("ingest", "prep", "trainer", "validator", "monitor"):
     _service_command(_name)
+
+
+_register_late_apps()
 
 
 def main() -> None:

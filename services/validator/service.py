@@ -1,33 +1,199 @@
-"""The validator service: wiring of its consumer group to its logic."""
+"""The validator service: ``model.trained`` -> a decision, the champion pointer, an announcement.
+
+For each trained version (see ``promote.py`` for why each step is safe to
+repeat and to race):
+
+1. a decision recorded already -> announce it again and stop;
+2. evaluate the candidate on its dataset version's test split (metrics,
+   slices, latency) and the champion on the same rows;
+3. decide; on promote, compare-and-swap the champion pointer, and when
+   another promotion won meanwhile, judge again against the new champion;
+4. record the decision, then send ``model.promoted`` or ``model.rejected``.
+
+Evaluation runs while the consumer keeps polling, so a long one never
+costs the group membership. A model without a policy is dead-lettered.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
-from streamml.events import ModelTrained, Event
-from streamml.service import EventService, run
-from streamml.settings import ServiceSettings
+from prometheus_client import Counter, Histogram
+from pydantic import Field
+
+from services.validator.announce import after_judging
+from services.validator.decide import decide
+from services.validator.evaluation import Evaluation
+from services.validator.judge import evaluate_version
+from services.validator.policy import PolicyError, PromotionPolicy, load_policies
+from services.validator.promote import (
+    ChampionChanged,
+    DecisionRecord,
+    announcement,
+    read_decision,
+    record_decision,
+    set_champion,
+)
+from services.validator.testsplit import TestSplit, read_test_split
+from streamml.events import Event, ModelPromoted, ModelTrained
+from streamml.manifest import DatasetManifest, manifest_key
+from streamml.sdk.loader import LoadedVersion, load_version
+from streamml.sdk.registry import ChampionPointer, read_champion
+from streamml.service import EventService, StartupError, run
+from streamml.settings import Group, ServiceSettings
 
 log = logging.getLogger("streamml.validator")
 
 GROUP = "streamml-validator"
 INPUT_TOPICS = ["model.trained"]
+DEFAULT_LATENCY_BATCH = 256
+# How long the consumer waits per poll while judging: also how late a finished judgement is noticed.
+HEARTBEAT_S = 0.05
+
+DECISIONS = Counter("streamml_validator_decisions_total", "Versions judged", ["model", "outcome"])
+CONFLICTS = Counter(
+    "streamml_validator_champion_conflicts_total", "Promotions that lost the pointer to another and were re-judged",
+    ["model"],
+)
+JUDGE_SECONDS = Histogram(
+    "streamml_validator_judge_seconds", "Loading, evaluating and deciding one version", ["model"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+)
+
+
+class NoPolicy(Exception):
+    """A trained model that no promotion policy covers."""
+
+
+class ChampionRace(Exception):
+    """The champion kept changing while a version was being judged."""
+
+
+class ValidatorOptions(Group):
+    policies_dir: Path = Field(Path("policies"), description="folder of promotion policy YAML files, one per model")
+    latency_calls: int = Field(50, ge=1, le=10_000, description="timed predict calls per latency measurement")
+    max_attempts: int = Field(5, ge=1, le=100, description="judgements of one version when promotions keep racing")
+    actor: str | None = Field(None, description="name in champion.json and events (default: validator@host:pid)")
 
 
 class ValidatorSettings(ServiceSettings):
-    pass
+    validator: ValidatorOptions = ValidatorOptions()
 
 
 class ValidatorService(EventService[ValidatorSettings]):
     name = "validator"
     group = GROUP
     accepts = (ModelTrained,)
+    # One event per poll: judging takes seconds, and events fetched but not
+    # yet handled would be rewound by work_while_polling and then redelivered.
+    max_batch = 1
 
     def input_topics(self) -> list[str]:
         return [self.settings.kafka.topic(name) for name in INPUT_TOPICS]
 
+    def load(self) -> None:
+        options = self.settings.validator
+        try:
+            self.policies: dict[str, PromotionPolicy] = load_policies(options.policies_dir)
+        except PolicyError as error:
+            raise StartupError(f"STREAMML_VALIDATOR_POLICIES_DIR={str(options.policies_dir)!r}: {error}") from None
+        self.actor = options.actor or f"validator@{socket.gethostname()}:{os.getpid()}"
+        super().load()
+        log.info("policies loaded", extra={"models": sorted(self.policies)})
+
     def handle_event(self, event: Event, context: dict) -> None:
-        log.info("received", extra=context)
+        assert isinstance(event, ModelTrained)
+        context = {**context, "model": event.model, "version": event.version}
+        policy = self.policies.get(event.model)
+        if policy is None:
+            covered = ", ".join(sorted(self.policies)) or "none"
+            raise NoPolicy(
+                f"no promotion policy for model {event.model!r} in STREAMML_VALIDATOR_POLICIES_DIR="
+                f"{str(self.settings.validator.policies_dir)!r} (it has: {covered}); "
+                f"add a file with model: {event.model} and restart the validator"
+            )
+        recorded = read_decision(self.store, event.model, event.version)
+        if recorded is not None:
+            champion, _ = read_champion(self.store, event.model)
+            replayed = announcement(recorded, champion)
+            log.info("decided before; announcing again" if replayed else "decided before; superseded since",
+                     extra=context)
+            if replayed is not None:
+                self.producer.send(replayed)
+            return
+        started = time.monotonic()
+        log.info("judging", extra={**context, "dataset": event.dataset, "dataset_version": event.dataset_version})
+        record, stands, pointer, wrote = self.consumer.work_while_polling(
+            lambda: self._judge(event, policy, context), heartbeat_s=HEARTBEAT_S
+        )
+        JUDGE_SECONDS.labels(event.model).observe(time.monotonic() - started)
+        event_out = after_judging(record, stands, pointer, wrote)
+        if stands is not record:
+            log.info("another validator decided this version first", extra=context)
+        if event_out is None:
+            return
+        DECISIONS.labels(event.model, "promoted" if isinstance(event_out, ModelPromoted) else "rejected").inc()
+        self.producer.send(event_out)
+        log.info("promoted" if isinstance(event_out, ModelPromoted) else "rejected",
+                 extra={**context, "champion": record.champion_version, "summary": record.summary})
+
+    def _judge(
+        self, event: ModelTrained, policy: PromotionPolicy, context: dict
+    ) -> tuple[DecisionRecord, DecisionRecord, ChampionPointer | None, bool]:
+        """This instance's decision, the decision that stands, the pointer (on promote), and
+        whether this instance wrote that pointer."""
+        split = read_test_split(self.store, self._manifest(event))
+        candidate = load_version(self.store, event.model, event.version)
+        slices = [rule.feature for rule in policy.slices]
+        batch = policy.latency.batch_size if policy.latency else DEFAULT_LATENCY_BATCH
+        candidate_eval = evaluate_version(
+            candidate, split, slices=slices, latency_batch=batch, latency_calls=self.settings.validator.latency_calls
+        )
+        champions: dict[str, Evaluation] = {}
+        for _ in range(self.settings.validator.max_attempts):
+            current, _ = read_champion(self.store, event.model)
+            against = current.version if current else None
+            if current is not None and against == event.version:
+                # Promoted before a crash that came before the decision was recorded.
+                against = current.previous
+            if against is not None and against not in champions:
+                champions[against] = self._evaluate_champion(event.model, against, split, slices)
+            champion_eval = champions.get(against) if against else None
+            decision = decide(candidate_eval, champion_eval, policy)
+            pointer, now = None, datetime.now(UTC)
+            if decision.promote:
+                try:
+                    pointer = set_champion(self.store, event.model, event.version, expected=against,
+                                           actor=self.actor, reason=decision.summary, time=now)
+                except ChampionChanged as changed:
+                    CONFLICTS.labels(event.model).inc()
+                    log.info("champion changed while judging; judging again", extra={**context, "reason": str(changed)})
+                    continue
+            record = DecisionRecord.of(
+                decision, model=event.model, version=event.version, candidate=candidate_eval,
+                champion_version=against, champion=champion_eval, policy=policy, actor=self.actor, time=now,
+            )
+            stands = record_decision(self.store, record)
+            # set_champion returns the existing pointer, not ours, when the version was champion already.
+            wrote = pointer is not None and pointer.time == now and pointer.actor == self.actor
+            return record, stands, pointer, wrote
+        raise ChampionRace(
+            f"the champion of {event.model!r} changed {self.settings.validator.max_attempts} times while "
+            f"{event.version} was judged; send its model.trained again once promotions settle"
+        )
+
+    def _manifest(self, event: ModelTrained) -> DatasetManifest:
+        key = manifest_key(event.dataset, event.dataset_version)
+        return DatasetManifest.model_validate_json(self.store.get_bytes(key))
+
+    def _evaluate_champion(self, model: str, version: str, split: TestSplit, slices: list[str]) -> Evaluation:
+        champion: LoadedVersion = load_version(self.store, model, version, warm_up=False)
+        return evaluate_version(champion, split, slices=slices)
 
 
 def main() -> None:

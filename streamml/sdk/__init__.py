@@ -1,5 +1,8 @@
 """What an application needs to serve streamml models.
 
+- ``ModelClient`` (``client``): the champion of one model, loaded at start,
+  swapped live on promotion, every prediction logged for the monitor. Most
+  applications need nothing else (its docstring is a runnable example).
 - ``FeatureTransform`` (``preprocess``): records to model inputs, as prep did it.
 - ``ModelSlot`` / ``ModelSnapshot`` (``swap``): the served version, replaced
   atomically when a ``model.promoted`` event arrives.
@@ -12,21 +15,37 @@
     result = slot.predict([{"amount": 12.5, "hour": 3, "channel": "web"}])
 """
 
-from streamml.sdk.prediction_log import LogStats, PredictionLog
-from streamml.sdk.preprocess import Features, FeatureTransform, PreprocessError
-from streamml.sdk.registry import ChampionPointer, RegistryError
-from streamml.sdk.swap import ModelSlot, ModelSnapshot, NoModelLoaded, Prediction
+import importlib
+
+# Imported on first use: the client pulls in torch, which services that only
+# read the registry layout (the monitor, say) should not pay for at start.
+_HOMES = {
+    "ModelClient": "client", "Predictions": "client",
+    "LogStats": "prediction_log", "PredictionLog": "prediction_log",
+    "Features": "preprocess", "FeatureTransform": "preprocess", "PreprocessError": "preprocess",
+    "ChampionPointer": "registry", "RegistryError": "registry",
+    "ModelSlot": "swap", "ModelSnapshot": "swap", "NoModelLoaded": "swap", "Prediction": "swap",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'streamml.sdk' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"streamml.sdk.{_HOMES[name]}"), name)
+
 
 __all__ = [
     "ChampionPointer",
     "Features",
     "FeatureTransform",
     "LogStats",
+    "ModelClient",
     "ModelSlot",
     "ModelSnapshot",
     "NoModelLoaded",
     "Prediction",
     "PredictionLog",
+    "Predictions",
     "PreprocessError",
     "RegistryError",
 ]

@@ -1,0 +1,138 @@
+"""What the monitor needs to know about a model's champion, read from the registry.
+
+The reference is the champion's model card (``expected_features``, which the
+trainer copies from its dataset's manifest); a card without it falls back to
+the manifest it names. The performance baseline is the validator's test
+metric from ``decision.json``, else the card's validation metric, else none
+(the change detector still runs).
+
+    champion = read_champion_setup(store, "fraud")      # None before any promotion
+    monitor = ModelMonitor(champion.reference, baseline=champion.baseline, ...)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.monitor.performance import DEFAULT_METRIC, METRICS, PerformanceBaseline
+from services.monitor.reference import MonitorReference
+from streamml.manifest import DatasetManifest, manifest_key
+from streamml.sdk.registry import DECISION_FILE, RegistryError, read_card, read_champion, version_key
+from streamml.store import ObjectNotFound
+
+
+@dataclass(frozen=True)
+class Champion:
+    model: str
+    version: str
+    reference: MonitorReference
+    baseline: PerformanceBaseline | None
+
+
+def read_champion_version(store: Any, model: str) -> str | None:
+    pointer, _ = read_champion(store, model)
+    return pointer.version if pointer is not None else None
+
+
+def read_champion_setup(store: Any, model: str, version: str | None = None) -> Champion | None:
+    """The champion (or ``version``) with its reference and baseline; None when there is no champion.
+
+    Raises RegistryError naming the object when the card or its manifest cannot give a reference.
+    """
+    version = version or read_champion_version(store, model)
+    if version is None:
+        return None
+    card = read_card(store, model, version)
+    decision = _read_json(store, version_key(model, version, DECISION_FILE))
+    manifest = None
+    if not card.get("expected_features"):
+        manifest = _read_manifest(store, card, model, version)
+    return champion_from(model, version, card, decision, manifest)
+
+
+def champion_from(
+    model: str,
+    version: str,
+    card: dict[str, Any],
+    decision: dict[str, Any] | None = None,
+    manifest: DatasetManifest | None = None,
+) -> Champion:
+    """Pure: the champion's reference and baseline from its card, decision and (optional) manifest."""
+    where = version_key(model, version, "card.json")
+    try:
+        if card.get("expected_features"):
+            reference = MonitorReference.from_card({**card, "model": model})
+        elif manifest is not None:
+            reference = MonitorReference.from_manifest(
+                manifest,
+                model=model,
+                prediction=card.get("expected_prediction"),
+                classes=(card.get("outputs") or {}).get("classes"),
+            )
+        else:
+            raise RegistryError(f"{where} has no expected_features and names no dataset manifest to read them from")
+    except (KeyError, TypeError, ValidationError) as error:
+        raise RegistryError(f"{where} does not give a drift reference: {_describe(error)}") from None
+    if not reference.features:
+        raise RegistryError(f"{where}: the reference has no feature statistics; nothing to compare traffic with")
+    return Champion(model, version, reference, baseline_from(card, decision))
+
+
+def baseline_from(card: dict[str, Any], decision: dict[str, Any] | None) -> PerformanceBaseline | None:
+    """The metric the trainer selected on, valued by the validator's test run when there is one."""
+    task = card.get("task")
+    if task not in METRICS:
+        return None
+    metric = (card.get("selection") or {}).get("metric") or DEFAULT_METRIC[task]
+    if metric not in METRICS[task]:
+        metric = DEFAULT_METRIC[task]
+    test_metrics = ((decision or {}).get("candidate") or {}).get("metrics") or {}
+    value = test_metrics.get(metric)
+    if value is None:
+        value = (card.get("metrics") or {}).get(metric)
+    classes = (card.get("outputs") or {}).get("classes")
+    return PerformanceBaseline(task=task, metric=metric, value=value, classes=classes if task == "multiclass" else None)
+
+
+def _read_manifest(store: Any, card: dict[str, Any], model: str, version: str) -> DatasetManifest | None:
+    dataset = card.get("dataset") or {}
+    key = dataset.get("manifest_key")
+    if key is None and dataset.get("name") and dataset.get("version"):
+        key = manifest_key(dataset["name"], dataset["version"])
+    if key is None:
+        return None
+    data = _read_json(store, key)
+    if data is None:
+        raise RegistryError(f"{version_key(model, version, 'card.json')} names manifest {key!r}, which does not exist")
+    try:
+        return DatasetManifest.model_validate(data)
+    except ValidationError as error:
+        raise RegistryError(f"{key} is not a dataset manifest: {_describe(error)}") from None
+
+
+def _read_json(store: Any, key: str) -> dict[str, Any] | None:
+    try:
+        data = store.get(key).data
+    except ObjectNotFound:
+        return None
+    try:
+        content = json.loads(data)
+    except ValueError as error:
+        raise RegistryError(f"{key} is not JSON: {error}") from None
+    if not isinstance(content, dict):
+        raise RegistryError(f"{key} must hold a JSON object, found {type(content).__name__}")
+    return content
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return "; ".join(
+            f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors(include_url=False)[:5]
+        )
+    if isinstance(error, KeyError):
+        return f"missing {error.args[0]!r}"
+    return str(error)

@@ -1,0 +1,3 @@
+from services.serve.service import main
+
+main()

@@ -1,0 +1,89 @@
+"""The inference server as a streamml service: settings, start, stop.
+
+    STREAMML_SERVE_MODEL=fraud STREAMML_SERVE_PORT=8000 python -m services.serve
+
+The Open Inference Protocol is served on ``STREAMML_SERVE_HOST:STREAMML_SERVE_PORT``;
+``/healthz``, ``/readyz`` and ``/metrics`` on ``STREAMML_HTTP_PORT`` as for every
+service. The server is ready once a champion is loaded; it follows
+promotions through ``streamml.sdk.client.ModelClient``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from confluent_kafka import KafkaException
+from pydantic import Field, field_validator
+
+from services.serve.server import InferenceHTTPServer
+from streamml.kafka import KafkaUnavailable, check_reachable
+from streamml.sdk.client import ModelClient
+from streamml.service import Service, StartupError, run
+from streamml.settings import Group, ServiceSettings
+from streamml.specs import NAME
+from streamml.store import StoreError
+
+log = logging.getLogger("streamml.serve")
+
+
+class ServeOptions(Group):
+    model: str | None = Field(None, validate_default=True, description="name of the model to serve")
+    host: str = Field("127.0.0.1", description="address of the inference API")
+    port: int = Field(8000, ge=0, le=65535, description="port of the inference API, 0 picks a free one")
+    max_request_bytes: int = Field(16 << 20, ge=1024, description="larger request bodies are refused")
+    max_rows: int = Field(10_000, ge=1, description="rows per infer request")
+    log_predictions: bool = Field(True, description="send each prediction to predictions.<model>")
+    reconcile_s: float = Field(30.0, gt=0, description="how often the champion pointer is re-read")
+
+    @field_validator("model")
+    @classmethod
+    def _named(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("set it to the registry name of the model to serve")
+        if not re.match(NAME, value):
+            raise ValueError(f"must match {NAME}")
+        return value
+
+
+class ServeSettings(ServiceSettings):
+    # A mapping, not an instance, so the default is validated too: the model must be named.
+    serve: ServeOptions = Field(default_factory=dict, validate_default=True)
+
+
+class InferenceServer(Service[ServeSettings]):
+    name = "serve"
+
+    def load(self) -> None:
+        options = self.settings.serve
+        try:
+            check_reachable(self.settings.kafka)
+            self.client = ModelClient(self.settings, options.model, log_predictions=options.log_predictions,
+                                      reconcile_s=options.reconcile_s, client_id=f"streamml-serve-{options.model}")
+        except (KafkaUnavailable, KafkaException, StoreError) as error:
+            raise StartupError(str(error)) from None
+        try:
+            self.http = InferenceHTTPServer(self.client, options.host, options.port, options.max_request_bytes,
+                                            options.max_rows)
+        except OSError as error:
+            self.client.close()
+            raise StartupError(f"cannot listen on STREAMML_SERVE_HOST/PORT {options.host}:{options.port}: {error}")
+        self.http.start()
+        log.info("serving the inference API", extra={"model": options.model, "port": self.http.port,
+                                                       "version": self.client.version})
+
+    def ready(self) -> bool:
+        return hasattr(self, "client") and self.client.ready
+
+    def serve(self) -> None:
+        self.stopping.wait()
+
+    def close(self) -> None:
+        if hasattr(self, "http"):
+            self.http.stop()
+        if hasattr(self, "client"):
+            self.client.close()
+
+
+def main() -> None:
+    run(InferenceServer, ServeSettings)

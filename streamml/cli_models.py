@@ -1,0 +1,202 @@
+"""``streamml models``: the model registry from the command line.
+
+    streamml models list
+    streamml models show fraud
+    streamml models promote fraud 20240601-2 --reason "hotfix for the web channel"
+    streamml models promote fraud 20240601-1 --force --reason "rejected on latency, accepted for now"
+    streamml models rollback fraud --reason "false positives since 14:00"
+
+``promote`` and ``rollback`` change the champion pointer with the same
+conditional write as the validator, record ``--actor`` (default
+``$USER@hostname``) and ``--reason`` in it, and send ``model.promoted`` so
+applications follow. Without ``--force``, only a version the validator
+approved can be promoted.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+models_app = typer.Typer(help="Model registry: versions, champion, promotion and rollback.", no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+StateDir = Annotated[Path, typer.Option("--state-dir", envvar="STREAMML_STACK_DIR", help="the embedded stack's folder")]
+Reason = Annotated[str, typer.Option("--reason", help="why; recorded in champion.json and the event")]
+Actor = Annotated[str | None, typer.Option("--actor", help="who; default $USER@hostname")]
+AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _settings(state_dir: Path):
+    from streamml.cli import client_settings
+
+    return client_settings(state_dir)
+
+
+def _store(state_dir: Path):
+    from streamml.store import ObjectStore, StoreError
+
+    try:
+        return ObjectStore.connect(_settings(state_dir).s3)
+    except StoreError as error:
+        _fail(str(error), 3)
+
+
+def default_actor() -> str:
+    user = os.environ.get("USER") or getpass.getuser()
+    return f"{user}@{socket.gethostname()}"
+
+
+def _names(store: Any) -> list[str]:
+    return [prefix.split("/")[1] for prefix in store.list_prefixes("models/")]
+
+
+def _versions(store: Any, model: str) -> list[str]:
+    return [prefix.rstrip("/").rsplit("/", 1)[1] for prefix in store.list_prefixes(f"models/{model}/")]
+
+
+@models_app.command("list")
+def list_models(state_dir: StateDir = Path(".streamml"), as_json: AsJson = False) -> None:
+    """Every model in the registry with its champion."""
+    from streamml.sdk.registry import read_champion
+
+    store = _store(state_dir)
+    rows = []
+    for name in _names(store):
+        champion, _ = read_champion(store, name)
+        rows.append({"model": name, "champion": champion.version if champion else None,
+                     "versions": len(_versions(store, name)),
+                     "since": champion.time.isoformat() if champion else None})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("model", "champion", "versions", "since")
+    for row in rows:
+        table.add_row(row["model"], row["champion"] or "-", str(row["versions"]), row["since"] or "-")
+    console.print(table)
+
+
+@models_app.command("show")
+def show(
+    model: Annotated[str, typer.Argument(help="model name")],
+    state_dir: StateDir = Path(".streamml"),
+    as_json: AsJson = False,
+) -> None:
+    """The champion pointer and every version with its dataset, metrics and decision."""
+    from services.validator.promote import read_decision
+    from streamml.sdk.registry import RegistryError, check_name, read_card, read_champion
+    from streamml.store import ObjectNotFound
+
+    store = _store(state_dir)
+    try:
+        check_name(model)
+        champion, _ = read_champion(store, model)
+    except RegistryError as error:
+        _fail(str(error), 2)
+    versions = []
+    for version in _versions(store, model):
+        try:
+            card = read_card(store, model, version)
+        except (ObjectNotFound, RegistryError):
+            card = {}
+        decision = read_decision(store, model, version)
+        versions.append({
+            "version": version,
+            "created": card.get("created"),
+            "dataset": card.get("dataset", {}).get("version"),
+            "decision": None if decision is None else ("promoted" if decision.promote else "rejected"),
+            "summary": decision.summary if decision else None,
+            "metrics": {k: v for k, v in (decision.candidate.metrics if decision else card.get("metrics", {})).items()},
+        })
+    if not versions and champion is None:
+        _fail(f"no model {model!r} in the registry; `streamml models list` shows the models", 2)
+    pointer = champion.model_dump(mode="json") if champion else None
+    if as_json:
+        print(json.dumps({"model": model, "champion": pointer, "versions": versions}, indent=2))
+        return
+    if champion:
+        console.print(f"champion [bold]{champion.version}[/bold] (previous {champion.previous or '-'}) "
+                      f"set by {champion.actor} at {champion.time.isoformat()}: {champion.reason}", highlight=False)
+    else:
+        console.print("no champion yet")
+    table = Table("version", "created", "dataset", "decision", "metrics")
+    for row in versions:
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(row["metrics"].items()) if v is not None)
+        cells = (row["created"], row["dataset"], row["decision"])
+        table.add_row(row["version"], *(str(cell) if cell is not None else "-" for cell in cells), metrics)
+    console.print(table)
+
+
+@models_app.command("promote")
+def promote(
+    model: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[str, typer.Argument(help="the version to serve")],
+    reason: Reason,
+    force: Annotated[
+        bool, typer.Option("--force", help="promote even a version the validator did not approve")
+    ] = False,
+    actor: Actor = None,
+    state_dir: StateDir = Path(".streamml"),
+) -> None:
+    """Make VERSION the champion and announce it."""
+    from services.validator.manual import promote_by_hand
+
+    def change(store: Any, now: datetime):
+        return promote_by_hand(store, model, version, force=force, actor=actor or default_actor(),
+                               reason=reason, time=now)
+
+    _change_and_announce(change, state_dir)
+
+
+@models_app.command("rollback")
+def rollback(
+    model: Annotated[str, typer.Argument(help="model name")],
+    reason: Reason,
+    actor: Actor = None,
+    state_dir: StateDir = Path(".streamml"),
+) -> None:
+    """Make the champion's predecessor the champion again and announce it."""
+    from services.validator.manual import roll_back
+
+    _change_and_announce(
+        lambda store, now: roll_back(store, model, actor=actor or default_actor(), reason=reason, time=now), state_dir
+    )
+
+
+def _change_and_announce(change: Any, state_dir: Path) -> None:
+    from services.validator.manual import ChampionChanged, ManualPromotionRefused
+    from streamml.kafka import DeliveryError, EventProducer
+    from streamml.sdk.registry import RegistryError
+
+    settings = _settings(state_dir)
+    store = _store(state_dir)
+    try:
+        event = change(store, datetime.now(UTC))
+    except (ManualPromotionRefused, RegistryError) as error:
+        _fail(str(error), 2)
+    except ChampionChanged as error:
+        _fail(f"{error}; nothing was changed, run the command again", 1)
+    producer = EventProducer(settings.kafka, client_id="streamml-cli")
+    try:
+        producer.send_now(event, timeout=settings.kafka.connect_timeout_s * 3)
+    except DeliveryError as error:
+        _fail(f"champion of {event.model!r} is now {event.version}, but model.promoted was not sent ({error}); "
+              f"applications pick it up when they next read the pointer, or run "
+              f"`streamml models promote {event.model} {event.version} --reason ...` again to announce it", 1)
+    console.print(f"champion of {event.model!r} is now {event.version} (was {event.previous_champion or '-'}); "
+                  f"announced on {settings.kafka.topic('model.promoted')}", highlight=False)

@@ -1,0 +1,218 @@
+"""Serve the champion of one model in an application, swapped live on promotion.
+
+    from streamml.sdk.client import ModelClient
+    from streamml.settings import ServiceSettings, load_settings
+
+    settings = load_settings(ServiceSettings)   # STREAMML_KAFKA_*, STREAMML_S3_* as for the services
+    with ModelClient(settings, "fraud") as client:
+        client.wait_ready(timeout=60)           # until a champion is loaded
+        result = client.predict([{"amount": 12.5, "hour": 3, "channel": "web"}])
+        print(result.version, result.outputs[0])
+        client.feedback(result.request_ids[0], label=1)   # the truth, once known
+
+At start the client loads the version ``champion.json`` names. A background
+thread follows ``model.promoted`` (every instance sees every promotion, see
+``promotions.py``) and re-reads the pointer every ``reconcile_s`` in case an
+event was missed; when the pointer names another version, that thread loads
+it, runs one warm-up prediction, and swaps it in. Requests already running
+finish on the old version, new ones use the new one, and none fails: a
+version that cannot be loaded is logged and counted, and the old one stays.
+
+Each prediction is logged to ``predictions.<model>`` (one ``PredictionRecord``
+per record, with its request id) by a background sender that never makes a
+request wait; ``feedback`` sends ``FeedbackRecord`` to ``feedback.<model>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from prometheus_client import Counter, Gauge
+
+from streamml.events import FeedbackRecord
+from streamml.kafka import EventProducer
+from streamml.sdk.loader import LoadedVersion, load_version
+from streamml.sdk.prediction_log import PredictionLog
+from streamml.sdk.promotions import PromotionFeed
+from streamml.sdk.registry import check_name, read_champion
+from streamml.sdk.swap import ModelSlot
+from streamml.sdk.wire import plain, plain_output, prediction_message, timestamp
+from streamml.settings import ServiceSettings
+from streamml.store import ObjectStore
+
+log = logging.getLogger("streamml.sdk.client")
+RETRY_AFTER_FAILURE_S = 5.0
+
+VERSION = Gauge("streamml_sdk_model_version", "1 for the version being served", ["model", "version"])
+SWAPS = Counter("streamml_sdk_swaps_total", "Versions swapped in", ["model"])
+LOAD_FAILURES = Counter("streamml_sdk_load_failures_total", "Versions that could not be loaded", ["model"])
+UNLOGGABLE = Counter(
+    "streamml_sdk_unloggable_predictions_total", "Predictions with a NaN or infinite output, not logged", ["model"]
+)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    version: str  # the version that answered every record of the call
+    outputs: np.ndarray  # [N] (probability, value) or [N, K] (class probabilities)
+    request_ids: list[str]  # one per record: the key to send feedback with
+
+
+@dataclass(frozen=True)
+class _Logged:
+    request_id: str
+    version: str
+    features: tuple[str, ...]
+    record: Mapping[str, Any]
+    output: Any
+    time: str  # wire.timestamp of the predict call
+
+
+class ModelClient:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        model: str,
+        *,
+        log_predictions: bool = True,
+        reconcile_s: float = 30.0,
+        client_id: str | None = None,
+        on_swap: Callable[[str | None, str], None] | None = None,
+    ) -> None:
+        self.model = check_name(model)
+        self.reconcile_s = reconcile_s
+        self.slot = ModelSlot(model)
+        self._cards: dict[str, dict[str, Any]] = {}
+        self._on_swap = on_swap
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self.store = ObjectStore.connect(settings.s3)
+        # Positioned before the pointer is read, so no promotion falls in between.
+        self._feed = PromotionFeed(settings.kafka, model)
+        self.producer = EventProducer(settings.kafka, client_id=client_id or f"streamml-sdk-{model}")
+        self._source = self.producer.source.encode()
+        self._predictions_topic = settings.kafka.topic(f"predictions.{model}")
+        self._log = PredictionLog(self._send_predictions, name=model) if log_predictions else None
+        loaded = self._refresh()
+        first_check = time.monotonic() + (reconcile_s if loaded else RETRY_AFTER_FAILURE_S)
+        self._watcher = threading.Thread(target=self._watch, args=(first_check,), name=f"model-client-{model}",
+                                         daemon=True)
+        self._watcher.start()
+
+    # ------------------------------------------------------------ requests
+
+    @property
+    def ready(self) -> bool:
+        return self.slot.ready
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until a version is loaded; False on timeout."""
+        return self._ready.wait(timeout)
+
+    @property
+    def version(self) -> str | None:
+        return self.slot.current().version if self.slot.ready else None
+
+    def card(self, version: str) -> dict[str, Any] | None:
+        """The model card of a loaded version (the one serving, or the one it replaced)."""
+        return self._cards.get(version)
+
+    def predict(self, records: Sequence[Mapping[str, Any]], request_ids: Sequence[str] | None = None) -> Predictions:
+        """Predict with one version for all ``records``; raises NoModelLoaded before the first load."""
+        if request_ids is not None and len(request_ids) != len(records):
+            raise ValueError(f"{len(request_ids)} request ids for {len(records)} records; give one per record")
+        snapshot = self.slot.current()
+        prediction = snapshot.predict(records)
+        ids = list(request_ids) if request_ids is not None else [uuid.uuid4().hex for _ in records]
+        if self._log is not None:
+            now = timestamp(datetime.now(UTC))
+            features = snapshot.transform.features
+            for request_id, record, output in zip(ids, records, prediction.output, strict=True):
+                self._log.add(_Logged(request_id, prediction.version, features, record, output, now))
+        return Predictions(prediction.version, prediction.output, ids)
+
+    def feedback(self, request_id: str, label: float | int | str) -> None:
+        """Send the true label of an earlier prediction (queued; delivered in the background)."""
+        self.producer.send(FeedbackRecord(request_id=request_id, model=self.model, label=label,
+                                          time=datetime.now(UTC)))
+
+    # ------------------------------------------------------------ swapping
+
+    def _watch(self, next_check: float) -> None:
+        while not self._stopping.is_set():
+            try:
+                promoted = self._feed.poll(0.5)
+            except Exception:  # noqa: BLE001 - the broker may come back; keep serving meanwhile
+                log.exception("reading %s failed; retrying", self._feed.topic)
+                self._stopping.wait(RETRY_AFTER_FAILURE_S)
+                continue
+            if promoted or time.monotonic() >= next_check:
+                ok = self._refresh()
+                next_check = time.monotonic() + (self.reconcile_s if ok else RETRY_AFTER_FAILURE_S)
+
+    def _refresh(self) -> bool:
+        """Load and swap in the version the pointer names, if it is not served already; False on failure."""
+        try:
+            pointer, _ = read_champion(self.store, self.model)
+            if pointer is None or pointer.version == self.version:
+                return True
+            loaded = load_version(self.store, self.model, pointer.version)
+        except Exception:  # noqa: BLE001 - a bad version must not stop serving the current one
+            LOAD_FAILURES.labels(self.model).inc()
+            log.exception("could not load the champion of %r; still serving %s", self.model, self.version)
+            return False
+        self._swap(loaded)
+        return True
+
+    def _swap(self, loaded: LoadedVersion) -> None:
+        # The replaced version's card stays while its last requests finish.
+        cards = {loaded.version: loaded.card}
+        if self.version in self._cards:
+            cards[self.version] = self._cards[self.version]
+        self._cards = cards
+        previous = self.slot.swap(loaded.snapshot)
+        old = previous.version if previous else None
+        if old is not None:
+            VERSION.remove(self.model, old)
+        VERSION.labels(self.model, loaded.version).set(1)
+        SWAPS.labels(self.model).inc()
+        self._ready.set()
+        log.info("serving version %s of %r (was %s)", loaded.version, self.model, old)
+        if self._on_swap is not None:
+            self._on_swap(old, loaded.version)
+
+    # ------------------------------------------------------------ logging
+
+    def _send_predictions(self, batch: list[_Logged]) -> None:
+        for item in batch:
+            features = {name: plain(item.record.get(name)) for name in item.features}
+            try:
+                key, headers, value = prediction_message(self._source, item.request_id, self.model, item.version,
+                                                         features, plain_output(item.output), item.time)
+            except ValueError:  # a NaN or infinite output: JSON cannot carry it
+                UNLOGGABLE.labels(self.model).inc()
+                continue
+            self.producer.produce(self._predictions_topic, value, key, headers)
+
+    def close(self) -> None:
+        """Stop following promotions, deliver logged predictions and feedback."""
+        self._stopping.set()
+        self._watcher.join(10)
+        self._feed.close()
+        if self._log is not None:
+            self._log.close()
+        self.producer.flush(10)
+
+    def __enter__(self) -> ModelClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,80 @@
+"""A registered model version, loaded for serving without streamml's training code.
+
+    loaded = load_version(store, "fraud", "20240601-1")
+    loaded.snapshot.predict([{"amount": 12.5, "channel": "web"}])
+    loaded.card["metrics"]
+
+The portable program is the file the card names (``artifacts.portable``) in
+the format it names (``artifacts.format``): a ``torch.export`` archive, or
+TorchScript where export failed. A version is loaded only once its
+``manifest.json`` exists, because the registry writes that file last.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from streamml.sdk.preprocess import FeatureTransform
+from streamml.sdk.registry import MANIFEST_FILE, ReadableStore, RegistryError, read_card, version_key
+from streamml.sdk.swap import Model, ModelSnapshot
+
+FORMATS = ("torch.export", "torchscript")
+
+
+class VersionStore(ReadableStore, Protocol):
+    def exists(self, key: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    card: dict[str, Any]
+    snapshot: ModelSnapshot
+
+    @property
+    def version(self) -> str:
+        return self.snapshot.version
+
+
+def load_program(data: bytes, format: str) -> Model:
+    """The callable ``(numeric, categorical) -> predictions`` stored in ``data``."""
+    if format == "torch.export":
+        return torch.export.load(io.BytesIO(data)).module()
+    if format == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    raise RegistryError(f"portable format {format!r} is unknown; the card must name one of {list(FORMATS)}")
+
+
+def portable_file(card: dict[str, Any], where: str) -> tuple[str, str]:
+    """(file name, format) of the portable program a card names."""
+    artifacts = card.get("artifacts")
+    if not isinstance(artifacts, dict) or not artifacts.get("portable") or not artifacts.get("format"):
+        raise RegistryError(f"{where} lacks artifacts.portable and artifacts.format; it is not a model card")
+    return str(artifacts["portable"]), str(artifacts["format"])
+
+
+def load_version(store: VersionStore, name: str, version: str, *, warm_up: bool = True) -> LoadedVersion:
+    """Card, program and transform of one committed version.
+
+    ``warm_up`` runs one prediction on an all-missing record (every feature
+    imputed) so the first real request does not pay for lazy initialisation.
+    """
+    marker = version_key(name, version, MANIFEST_FILE)
+    if not store.exists(marker):
+        raise RegistryError(
+            f"version {version!r} of model {name!r} is not committed: {marker} does not exist "
+            "(the trainer writes it last; a version without it is incomplete)"
+        )
+    card = read_card(store, name, version)
+    filename, format = portable_file(card, version_key(name, version, "card.json"))
+    program = load_program(store.get(version_key(name, version, filename)).data, format)
+    snapshot = ModelSnapshot(version, program, FeatureTransform.from_card(card))
+    if warm_up:
+        snapshot.predict([{}])
+    return LoadedVersion(card, snapshot)

@@ -1,0 +1,214 @@
+"""The monitor service against a real broker and Ceph: one event per drift episode, across a restart and a
+promotion, dead letters, and `streamml drift report`."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from typer.testing import CliRunner
+
+from services.monitor.performance import PerformanceBaseline
+from services.monitor.reference import MonitorReference
+from services.monitor.state import MonitorState, read_state
+from services.monitor.synthetic import COUNTRIES, Traffic, traffic, training_reference
+from services.monitor.synthetic_registry import put_champion, synthetic_card
+from streamml.cli_drift import drift_app
+from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord, decode, encode
+from streamml.kafka import EventProducer, dead_letter_reason
+
+pytestmark = pytest.mark.integration
+MODEL = "fraud"
+WINDOW = 2_500
+MONITOR_ENV = {
+    "STREAMML_MONITOR_MODELS": json.dumps([MODEL]),
+    "STREAMML_MONITOR_WINDOWS": json.dumps({"size": WINDOW, "label_size": WINDOW}),
+    "STREAMML_MONITOR_THRESHOLDS": json.dumps({"min_count": 1_000, "min_labels": 500}),
+    "STREAMML_MONITOR_CHAMPION_REFRESH_S": "1",
+}
+
+
+@dataclass
+class World:
+    kafka: object
+    topics: dict[str, str]
+    env: dict[str, str]
+    store: object
+    bucket: str
+    producer: EventProducer
+    rng: np.random.Generator
+    trained: tuple[MonitorReference, PerformanceBaseline]
+    next_id: int = 0
+    version: str = "v1"
+
+    def publish(self, data: Traffic) -> None:
+        """Predictions of the champion, then the truth for each of them."""
+        n = data.outputs.size
+        ids = [f"q{self.next_id + i}" for i in range(n)]
+        start = datetime.now(UTC)
+        columns = {name: values.tolist() for name, values in data.features.items()}
+        for i, request_id in enumerate(ids):
+            features = {name: _plain(values[i]) for name, values in columns.items()}
+            self.producer.send(PredictionRecord(
+                request_id=request_id, model=MODEL, model_version=self.version, features=features,
+                output=float(data.outputs[i]), time=start + timedelta(milliseconds=i)))
+        for i, request_id in enumerate(ids):
+            self.producer.send(FeedbackRecord(request_id=request_id, model=MODEL, label=int(data.labels[i]),
+                                              time=start + timedelta(milliseconds=n + i)))
+        self.producer.flush()
+        self.next_id += n
+
+    def windows(self, count: int, drift: bool = False) -> None:
+        for _ in range(count):
+            data = traffic(self.rng, WINDOW)
+            if drift:
+                # Country shares go from Zipf to uniform; the model ignores country, so its outputs do not move.
+                data.features["country"] = COUNTRIES[self.rng.integers(0, COUNTRIES.size, WINDOW)]
+            self.publish(data)
+
+    def wait_for_windows(self, count: int, monitor, timeout: float = 40, version: str = "v1") -> MonitorState:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert monitor.poll() is None, monitor.log_path.read_text()[-3000:]
+            state = read_state(self.store, MODEL)
+            if state is not None and state.version == version and len(state.window_reports) >= count:
+                return state
+            time.sleep(0.3)
+        raise AssertionError(f"fewer than {count} windows reported in {timeout}s:\n"
+                             + monitor.log_path.read_text()[-3000:])
+
+    def read(self, name: str, timeout: float, expected: int | None = None) -> list:
+        """Messages of a one-partition topic from its start; assigned, so no group join delays them."""
+        consumer = Consumer({**self.kafka.client_config(), "group.id": f"read-{self.bucket}",
+                             "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+        consumer.assign([TopicPartition(self.topics[name], 0, OFFSET_BEGINNING)])
+        received, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline and (expected is None or len(received) < expected):
+            received += [m for m in consumer.consume(100, 0.2) if m.error() is None]
+        consumer.close()
+        return received
+
+
+def _plain(value):
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[MonitorReference, PerformanceBaseline]:
+    return training_reference(seed=1, rows=50_000)
+
+
+@pytest.fixture
+def world(stack, unique, bucket, store, trained):
+    prefix = f"m{unique}."
+    kafka = stack.settings().kafka.model_copy(update={"topic_prefix": prefix})
+    names = {"predictions": f"predictions.{MODEL}", "feedback": f"feedback.{MODEL}",
+             "drift": "drift.detected", "dlq": "dlq.monitor"}
+    topics = {key: kafka.topic(name) for key, name in names.items()}
+    partitions = {"predictions": 2, "feedback": 2, "drift": 1, "dlq": 1}
+    admin = AdminClient(kafka.client_config())
+    for future in admin.create_topics([NewTopic(topics[k], partitions[k], 1) for k in topics]).values():
+        future.result()
+    reference, baseline = trained
+    put_champion(store, synthetic_card(reference, "v1", baseline))  # no expected_prediction, as the trainer writes
+    producer = EventProducer(kafka, "test-app", **{"linger.ms": 20})
+    env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, **MONITOR_ENV}
+    return World(kafka, topics, env, store, bucket, producer, np.random.default_rng(3), trained)
+
+
+def drift_events(world: World, timeout: float) -> list[tuple[bytes, DriftDetected]]:
+    return [(m.key(), decode(m.headers(), m.key(), m.value())[0]) for m in world.read("drift", timeout)]
+
+
+def send_bad_records(world: World) -> None:
+    """Three records the monitor cannot judge: a body that is not JSON, no event type, another event type."""
+    valid = encode(PredictionRecord(request_id="bad", model=MODEL, model_version="v1", features={}, output=0.5,
+                                    time=datetime.now(UTC)), "/test")
+    headers = list(valid.headers.items())
+    world.producer.produce(world.topics["predictions"], b"{not json", b"bad-1", headers)
+    world.producer.produce(world.topics["predictions"], valid.value, b"bad-2", [])
+    world.producer.send(FeedbackRecord(request_id="bad-3", model=MODEL, label=1, time=datetime.now(UTC)),
+                        topic=world.topics["predictions"])
+    world.producer.flush()
+
+
+def drift_report(stack, world: World, *args: str):
+    env = {**stack.env(world.bucket), "STREAMML_CONFIG_FILE": ""}
+    return CliRunner().invoke(drift_app, ["report", MODEL, *args], env=env, terminal_width=160)
+
+
+def test_a_drifting_feature_raises_exactly_one_event_and_the_report_shows_it(stack, world, services, tmp_path):
+    before = drift_report(stack, world, "--state-dir", str(tmp_path))
+    assert before.exit_code == 2 and "no monitor report for 'fraud' at monitor/fraud/latest.json" in before.output
+    monitor = services.start("monitor", world.bucket, **world.env)
+    world.windows(3)
+    send_bad_records(world)
+    clean = world.wait_for_windows(3, monitor)
+    assert all(report.judged and not report.covariate_drift for report in clean.window_reports)
+    assert drift_events(world, 2) == []  # events are flushed before the state that counts their window is written
+
+    world.windows(3, drift=True)  # the second drifting window raises the event; the third continues the episode
+    state = world.wait_for_windows(6, monitor)
+    ((key, event),) = drift_events(world, 3)
+    assert key == b"transactions"
+    assert (event.model, event.dataset, event.dataset_version, event.kind) == (MODEL, "transactions", 3, "covariate")
+    assert {feature.feature for feature in event.features} == {"country"}
+    assert event.window.count == WINDOW
+    assert state.active() == ["covariate"]
+    assert [e.kind for e in state.events] == ["covariate"]
+    assert [r.covariate_drift for r in state.window_reports] == [False] * 3 + [True] * 3
+    assert state.performance_reports and not any(r.drifted for r in state.performance_reports)
+
+    reasons = [dead_letter_reason(m) for m in world.read("dlq", 10, expected=3)]
+    assert len(reasons) == 3, reasons
+    assert sum("Invalid JSON" in r for r in reasons) == 1
+    assert sum("found ce_type None" in r for r in reasons) == 1
+    assert sum("found ce_type 'streamml.feedback.v1'" in r for r in reasons) == 1
+
+    png = tmp_path / "fraud.png"
+    result = drift_report(stack, world, "--png", str(png), "--state-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "country" in result.output and "psi" in result.output and "drift events raised" in result.output
+    assert "drift active: covariate" in result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_restart_in_the_middle_of_a_drift_episode_does_not_announce_it_again(world, services):
+    monitor = services.start("monitor", world.bucket, **world.env)
+    world.windows(2, drift=True)
+    world.wait_for_windows(2, monitor)
+    assert [event.kind for _, event in drift_events(world, 3)] == ["covariate"]
+
+    monitor.terminate()
+    assert monitor.wait(timeout=20) == 0
+    restarted = services.start("monitor", world.bucket, **world.env)
+    world.windows(2, drift=True)  # as many drifting windows as raised the event before the restart
+    state = world.wait_for_windows(4, restarted)
+    assert [r.covariate_drift for r in state.window_reports] == [True] * 4
+    assert [event.kind for _, event in drift_events(world, 3)] == ["covariate"]
+    assert state.active() == ["covariate"]
+
+
+def test_a_promoted_champion_is_watched_with_its_own_reference_and_a_fresh_episode(world, services):
+    monitor = services.start("monitor", world.bucket, **world.env)
+    world.windows(2, drift=True)
+    assert world.wait_for_windows(2, monitor).active() == ["covariate"]
+
+    # The new champion was trained on data where countries are uniform: today's traffic is its normal.
+    reference, baseline = world.trained
+    uniform = {country: 1 / COUNTRIES.size for country in COUNTRIES}
+    retrained = reference.model_copy(update={"dataset_version": 4, "features": {
+        **reference.features, "country": reference.features["country"].model_copy(update={"frequencies": uniform})}})
+    put_champion(world.store, synthetic_card(retrained, "v2", baseline))
+    world.version = "v2"
+    world.windows(2, drift=True)
+    state = world.wait_for_windows(2, monitor, version="v2")
+    assert (state.dataset_version, state.active(), state.events) == (4, [], [])
+    assert not any(report.covariate_drift for report in state.window_reports)
+    assert [event.kind for _, event in drift_events(world, 2)] == ["covariate"]  # v1's, none for v2

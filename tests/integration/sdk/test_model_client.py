@@ -1,0 +1,151 @@
+"""ModelClient against a real broker and Ceph: hot swap under load, prediction log, feedback."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from prometheus_client import REGISTRY
+
+from registry_builders import (
+    MODEL,
+    direct_predictions,
+    now,
+    put_dataset,
+    put_version,
+    raw_records,
+    trained,
+)
+from services.validator.promote import set_champion
+from streamml.events import FeedbackRecord, ModelPromoted, PredictionRecord
+from streamml.sdk.client import ModelClient
+from streamml.settings import ServiceSettings
+
+pytestmark = pytest.mark.integration
+BATCH = 8
+
+
+def settings_of(world) -> ServiceSettings:
+    return ServiceSettings(kafka=world.kafka, s3=world.store.settings)
+
+
+def promote(world, version: str, previous: str) -> None:
+    """What the validator does: move the pointer, then announce."""
+    set_champion(world.store, MODEL, version, expected=previous, actor="test", reason="test", time=now())
+    world.send(ModelPromoted(model=MODEL, version=version, artifact_prefix=f"models/{MODEL}/{version}/",
+                             metrics={}, previous_champion=previous, actor="test", reason="test"))
+
+
+class Load:
+    """Threads predicting batches of the test rows in a loop, recording what answered."""
+
+    def __init__(self, client: ModelClient, records: list[dict], threads: int = 4):
+        self.client, self.records = client, records
+        self.answers: list[list[tuple[str, int, np.ndarray]]] = [[] for _ in range(threads)]
+        self.failures: list[BaseException] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, index: int) -> None:
+        start = index * 97
+        while not self.stop.is_set():
+            offset = start % (len(self.records) - BATCH)
+            try:
+                result = self.client.predict(self.records[offset:offset + BATCH])
+            except BaseException as error:  # noqa: BLE001 - every failure is what the test counts
+                self.failures.append(error)
+                continue
+            self.answers[index].append((result.version, offset, result.outputs))
+            start += BATCH
+            time.sleep(0.002)
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+
+    def all_saw(self, version: str) -> bool:
+        return all(answers and answers[-1][0] == version for answers in self.answers)
+
+
+def wait_until(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_a_client_under_load_switches_to_the_promoted_version_with_no_failed_request(world):
+    put_dataset(world.store, 1)
+    put_dataset(world.store, 2)  # v2 is trained on another transform: each version brings its own
+    put_version(world.store, "v1", trained("weak", 1))
+    put_version(world.store, "v2", trained("strong", 2))
+    set_champion(world.store, MODEL, "v1", expected=None, actor="test", reason="seed", time=now())
+    expected = {"v1": direct_predictions(trained("weak", 1)), "v2": direct_predictions(trained("strong", 2))}
+    records = raw_records()
+
+    # reconcile_s is long so that only the event can cause the swap.
+    client = ModelClient(settings_of(world), MODEL, reconcile_s=600)
+    assert client.version == "v1"
+    with Load(client, records) as load:
+        time.sleep(1.5)
+        promote(world, "v2", "v1")
+        wait_until(lambda: load.all_saw("v2"))
+        time.sleep(0.5)
+    request_id = client.predict(records[:1]).request_ids[0]
+    client.feedback(request_id, 1)
+    stats = client._log.stats()
+    client.close()
+
+    assert load.failures == []
+    answered = 0
+    for answers in load.answers:
+        versions = [version for version, _, _ in answers]
+        # Each thread moves from v1 to v2 once and never back.
+        assert versions == sorted(versions) and versions[0] == "v1" and versions[-1] == "v2"
+        for version, offset, outputs in answers:
+            np.testing.assert_allclose(outputs, expected[version][offset:offset + BATCH], rtol=1e-5, atol=1e-6)
+        answered += len(answers) * BATCH
+    print(f"{answered} rows predicted by 4 threads across the swap")
+
+    assert stats.dropped == 0 and stats.failed == 0
+    logged = [e for e in world.events(f"predictions.{MODEL}", answered + 1, timeout=30)]
+    assert len(logged) == answered + 1 and all(isinstance(e, PredictionRecord) for e in logged)
+    assert len({e.request_id for e in logged}) == len(logged)
+    assert {e.model_version for e in logged} == {"v1", "v2"}
+    first = next(e for e in logged if e.request_id == request_id)
+    assert first.features == records[0] and first.model_version == "v2"
+    feedback = world.events(f"feedback.{MODEL}", 1)
+    assert len(feedback) == 1 and isinstance(feedback[0], FeedbackRecord)
+    assert (feedback[0].request_id, feedback[0].label) == (request_id, 1)
+
+
+def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world):
+    put_dataset(world.store, 1)
+    put_version(world.store, "v1", trained("weak", 1))
+    put_version(world.store, "v2", trained("strong", 1))
+    world.store.put(f"models/{MODEL}/v2/model.pt2", b"not a torch archive")
+    put_version(world.store, "v3", trained("strong", 1))
+    set_champion(world.store, MODEL, "v1", expected=None, actor="test", reason="seed", time=now())
+
+    def failures() -> float:
+        return REGISTRY.get_sample_value("streamml_sdk_load_failures_total", {"model": MODEL}) or 0
+
+    client = ModelClient(settings_of(world), MODEL, reconcile_s=600, log_predictions=False)
+    before = failures()
+    with Load(client, raw_records()) as load:
+        promote(world, "v2", "v1")
+        wait_until(lambda: failures() > before)
+        assert client.version == "v1"
+        promote(world, "v3", "v2")
+        wait_until(lambda: load.all_saw("v3"))
+    client.close()
+    assert load.failures == []
+    assert {version for answers in load.answers for version, _, _ in answers} == {"v1", "v3"}

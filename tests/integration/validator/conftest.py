@@ -1,0 +1,12 @@
+"""A validator world: prefixed topics, a bucket, a policy folder, and event helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry_builders import World, make_world
+
+
+@pytest.fixture
+def world(stack, unique, bucket, store, tmp_path) -> World:
+    return make_world(stack, unique, store, bucket, tmp_path)

@@ -54,6 +54,7 @@ StateDir = Annotated[
     Path, typer.Option("--state-dir", envvar="STREAMML_STACK_DIR", help="the embedded stack's folder")
 ]
 DEFAULT_STATE = Path(".streamml")
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -78,9 +79,9 @@ def up(
     kafka_port: Annotated[int, typer.Option(help="broker port")] = 9092,
     s3_port: Annotated[int, typer.Option(help="Ceph RADOS Gateway (S3) port")] = 7480,
     http_base_port: Annotated[int, typer.Option(help="first service health/metrics port")] = 8081,
-    specs: Annotated[Path | None, typer.Option(help="folder of dataset specs")] = None,
-    models: Annotated[Path | None, typer.Option(help="folder of model specs")] = None,
-    policies: Annotated[Path | None, typer.Option(help="folder of promotion policies")] = None,
+    specs: Annotated[Path, typer.Option(help="folder of dataset specs")] = EXAMPLES / "datasets",
+    models: Annotated[Path, typer.Option(help="folder of model specs")] = EXAMPLES / "models",
+    policies: Annotated[Path, typer.Option(help="folder of promotion policies")] = EXAMPLES / "policies",
     foreground: Annotated[bool, typer.Option(help="stay attached; Ctrl-C stops the stack")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 120,
 ) -> None:
@@ -94,9 +95,9 @@ def up(
         kafka_port=kafka_port,
         s3_port=s3_port,
         http_base_port=http_base_port,
-        specs_dir=specs.resolve() if specs else None,
-        models_dir=models.resolve() if models else None,
-        policies_dir=policies.resolve() if policies else None,
+        specs_dir=specs.resolve(),
+        models_dir=models.resolve(),
+        policies_dir=policies.resolve(),
     )
     if foreground:
         raise typer.Exit(Supervisor(config).run())
@@ -160,7 +161,7 @@ def demo(
     policies), narrates each event as it happens, and ends with a summary.
     Ctrl-C stops the demo; the stack keeps running until `streamml down`.
     """
-    from streamml.demo import EXAMPLES, DemoFailed, DemoPlan, models_table, run_demo, summary_table
+    from streamml.demo import DemoFailed, DemoPlan, models_table, run_demo, summary_table
     from streamml.stack.control import StackError
     from streamml.stack.control import up as stack_up
     from streamml.stack.supervisor import StackConfig

@@ -288,7 +288,8 @@ class BatchConsumer:
             if message.offset() >= finished.get(key, 0) and key not in first_unfinished:
                 first_unfinished[key] = message.offset()
         for (topic, partition), offset in first_unfinished.items():
-            self._consumer.seek(TopicPartition(topic, partition, offset))
+            if (topic, partition) in self.assignment:  # a revoked one resumes at its commit elsewhere
+                self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def close(self) -> None:
         """Leave the group now so partitions move without waiting for a timeout."""

@@ -13,7 +13,7 @@ from services.trainer.synthetic import synthetic_dataset
 from streamml.manifest import DatasetManifest
 
 # Other work shares the machine; results must not depend on the thread count either.
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 
 
 @dataclass(frozen=True)

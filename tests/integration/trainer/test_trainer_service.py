@@ -1,0 +1,242 @@
+"""The trainer service on a real broker and Ceph: dataset.ready in, a committed model
+version and model.trained out; redelivery, SIGTERM and SIGKILL never train twice
+or start over."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from confluent_kafka import Consumer, TopicPartition
+
+from services.trainer.data import FeatureLayout, tensors_from_table
+from services.trainer.metrics import validation_metrics
+from services.trainer.model import build_model
+from services.trainer.publish import VersionFile, checkpoint_key, model_version, publish_version
+from services.trainer.synthetic_store import ready_event
+from services.trainer.train import load_checkpoint
+from streamml.events import ModelTrained
+from streamml.manifest import manifest_key
+from streamml.sdk.registry import version_key, version_prefix
+from streamml.stack.ports import free_port
+from trainer_world import DATASET, messages, metric, put_dataset, spec_document, wait_for
+
+pytestmark = pytest.mark.integration
+torch.set_num_threads(2)
+
+# Runs in a Python that can import torch and nothing of streamml: the folder holds
+# what was downloaded from the registry.
+LOADER = textwrap.dedent("""
+    import json, sys
+    import torch
+
+    folder = sys.argv[1]
+    card = json.load(open(f"{folder}/card.json"))
+    assert card["artifacts"]["format"] == "torch.export", card["artifacts"]
+    predict = torch.export.load(f"{folder}/{card['artifacts']['portable']}").module()
+    numeric, categorical = torch.load(f"{folder}/inputs.pt")
+    with torch.no_grad():
+        torch.save(predict(numeric, categorical), f"{folder}/outputs.pt")
+    ours = sorted(name for name in sys.modules if name.split(".")[0] in ("services", "streamml"))
+    assert not ours, ours
+""")
+
+# Enough rows that an epoch takes a second or more here, so the tests can act between epochs.
+SLOW = {"max_epochs": 6, "batch_size": 64, "architecture": {"hidden": [32, 32]}}
+SLOW_ROWS = 25_000
+
+
+def test_dataset_ready_commits_a_version_that_predicts_the_same_without_streamml(world, services, tmp_path):
+    spec = world.write_spec()
+    manifest, splits = put_dataset(world.store, rows=4000)
+    world.send(ready_event(manifest))
+    trainer = services.start("trainer", world.bucket, **world.env)
+
+    [event] = world.events("model.trained", 1, timeout=90) or [None]
+    assert event is not None, trainer.log_path.read_text()[-4000:]
+    version = model_version(spec, manifest.version)
+    assert isinstance(event, ModelTrained)
+    assert (event.model, event.version, event.dataset, event.dataset_version, event.artifact_prefix) == (
+        "risk", version, manifest.dataset, manifest.version, version_prefix("risk", version))
+
+    def stored(name: str) -> bytes:
+        return world.store.get_bytes(version_key("risk", version, name))
+
+    marker = json.loads(stored("manifest.json"))
+    assert sorted(marker["files"]) == ["card.json", "model.pt2", "state_dict.pt"]
+    for name in marker["files"]:
+        assert marker["bytes"][name] == len(stored(name))
+    card = json.loads(stored("card.json"))
+    assert card["dataset"]["name"] == manifest.dataset and card["dataset"]["version"] == manifest.version
+    assert card["params"] == spec.model_dump(mode="json") and card["seed"] == spec.seed
+    assert card["device"].startswith("cpu") and card["code_version"] and card["samples_per_s"] > 0
+    assert card["expected_features"] == {name: manifest.reference[name].model_dump(mode="json")
+                                         for name in manifest.features}
+    assert card["inputs"]["transform"]["cat_1"] == manifest.transform["cat_1"].model_dump(mode="json")
+    assert event.metrics == card["metrics"] and event.device == card["device"]
+    assert len(card["history"]) == spec.max_epochs
+
+    # The stored weights give the metrics the card reports on the validation split...
+    layout = FeatureLayout.from_manifest(manifest, "binary")
+    validation = tensors_from_table(splits["validation"], layout)
+    net = build_model(layout, spec.architecture)
+    net.load_state_dict(torch.load(io.BytesIO(stored("state_dict.pt")), weights_only=True))
+    net.eval()
+    with torch.no_grad():
+        scores = net(validation.numeric, validation.categorical)
+    assert validation_metrics("binary", scores.numpy(), validation.label.numpy()) == pytest.approx(
+        card["metrics"], rel=1e-6)
+    assert card["metrics"]["auc"] > 0.7  # it learnt the synthetic signal
+
+    # ...and the portable program, in a Python without streamml, predicts what they do.
+    for name in ("card.json", "model.pt2"):
+        (tmp_path / name).write_bytes(stored(name))
+    torch.save((validation.numeric, validation.categorical), tmp_path / "inputs.pt")
+    loaded = subprocess.run([sys.executable, "-c", LOADER, str(tmp_path)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    outputs = torch.load(tmp_path / "outputs.pt")
+    assert torch.allclose(outputs, torch.sigmoid(scores), rtol=0, atol=1e-6)
+
+
+def test_a_redelivered_dataset_ready_is_announced_again_not_trained_again(world, services):
+    spec = world.write_spec(max_epochs=2)
+    manifest, _ = put_dataset(world.store, rows=3000)
+    event = ready_event(manifest)
+    world.send(event)
+    first = services.start("trainer", world.bucket, **world.env)
+    [trained] = world.events("model.trained", 1, timeout=90) or [None]
+    assert trained is not None, first.log_path.read_text()[-4000:]
+    card_before = world.store.get("models/risk/" + trained.version + "/card.json")
+    first.terminate()
+    assert first.wait(timeout=60) == 0
+
+    # The same event again, handled by a new process: nothing in memory tells it what happened.
+    world.send(event)
+    second = services.start("trainer", world.bucket, **world.env)
+    announced = world.events("model.trained", 2, timeout=90)
+    assert [e.version for e in announced] == [model_version(spec, 1)] * 2
+    assert announced[1].metrics == announced[0].metrics
+    wait_for(lambda: messages(second.log_path, "trained before; announcing it again"), 10, second, "the log line")
+    assert messages(second.log_path, "training") == []
+    assert len(messages(first.log_path, "training")) == 1
+    assert world.store.get("models/risk/" + trained.version + "/card.json").etag == card_before.etag
+
+
+def test_sigkill_after_a_checkpoint_resumes_from_it(world, services):
+    spec = world.write_spec(**SLOW)
+    manifest, _ = put_dataset(world.store, rows=SLOW_ROWS)
+    version = model_version(spec, manifest.version)
+    world.send(ready_event(manifest))
+    trainer = services.start("trainer", world.bucket, **world.env)
+
+    key = checkpoint_key("risk", version)
+    wait_for(lambda: world.store.exists(key), 120, trainer, "the first checkpoint")
+    trainer.send_signal(signal.SIGKILL)
+    trainer.wait()
+    checkpoint = load_checkpoint(world.store.get_bytes(key))
+    killed_after = checkpoint["epoch"]
+    assert 1 <= killed_after < spec.max_epochs
+    assert not world.store.exists(version_key("risk", version, "manifest.json"))
+
+    port = free_port()
+    restarted = services.start("trainer", world.bucket, **world.env, STREAMML_HTTP_PORT=str(port))
+    [trained] = world.events("model.trained", 1, timeout=120) or [None]
+    assert trained is not None, restarted.log_path.read_text()[-4000:]
+    [resumed] = messages(restarted.log_path, "resuming from checkpoint")
+    assert (resumed["epoch"], resumed["next_epoch"]) == (killed_after, killed_after + 1)
+    epochs = [line["epoch"] for line in messages(restarted.log_path, "epoch")]
+    assert epochs == list(range(killed_after + 1, spec.max_epochs + 1))
+    assert metric(port, "streamml_trainer_resumed_from_epoch", 'model="risk"') == killed_after
+    assert metric(port, "streamml_trainer_epoch", 'model="risk"') == spec.max_epochs
+
+    card = json.loads(world.store.get_bytes(version_key("risk", version, "card.json")))
+    assert [entry["epoch"] for entry in card["history"]] == list(range(1, spec.max_epochs + 1))
+    # The epochs before the kill are the killed process's, carried over by the checkpoint.
+    assert [entry["train_loss"] for entry in card["history"][:killed_after]] == [
+        entry["train_loss"] for entry in checkpoint["history"]]
+
+
+def test_sigterm_stops_after_the_epoch_checkpoint_and_leaves_the_event_uncommitted(world, services):
+    spec = world.write_spec(**SLOW)
+    manifest, _ = put_dataset(world.store, rows=SLOW_ROWS)
+    version = model_version(spec, manifest.version)
+    world.send(ready_event(manifest))
+    trainer = services.start("trainer", world.bucket, **world.env)
+
+    key = checkpoint_key("risk", version)
+    wait_for(lambda: world.store.exists(key), 120, trainer, "the first checkpoint")
+    trainer.send_signal(signal.SIGTERM)
+    assert trainer.wait(timeout=60) == 0
+    [stopped] = messages(trainer.log_path, "training stopped on request; the event stays uncommitted and "
+                                           "resumes from the checkpoint")
+    assert load_checkpoint(world.store.get_bytes(key))["epoch"] == stopped["epoch"] < spec.max_epochs
+    assert not world.store.exists(version_key("risk", version, "manifest.json"))
+    assert committed_offset(world, "dataset.ready") is None
+
+    restarted = services.start("trainer", world.bucket, **world.env)
+    [trained] = world.events("model.trained", 1, timeout=120) or [None]
+    assert trained is not None, restarted.log_path.read_text()[-4000:]
+    [resumed] = messages(restarted.log_path, "resuming from checkpoint")
+    assert resumed["next_epoch"] == stopped["epoch"] + 1
+    wait_for(lambda: committed_offset(world, "dataset.ready") == 1, 20, restarted, "the commit")
+
+
+def committed_offset(world, topic: str) -> int | None:
+    """The trainer group's committed offset on the topic's only partition (None: nothing committed)."""
+    consumer = Consumer({**world.kafka.client_config(), "group.id": "streamml-trainer"})
+    try:
+        [found] = consumer.committed([TopicPartition(world.kafka.topic(topic), 0)], timeout=10)
+    finally:
+        consumer.close()
+    return found.offset if found.offset >= 0 else None
+
+
+def test_a_bad_model_spec_stops_the_start_naming_file_and_field(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "risk.yaml").write_text(json.dumps(spec_document(optimiser={"name": "rmsprop"})))
+    process = subprocess.run(
+        [sys.executable, "-m", "services.trainer"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "STREAMML_TRAINER_MODELS_DIR": str(models), "STREAMML_HTTP_PORT": "0"},
+    )
+    assert process.returncode == 3, process.stderr[-3000:]
+    assert "STREAMML_TRAINER_MODELS_DIR" in process.stderr
+    assert "risk.yaml: optimiser.name" in process.stderr and "rmsprop" in process.stderr
+
+
+def test_a_dataset_ready_without_its_files_is_dead_lettered_and_the_next_one_trains(world, services):
+    world.write_spec(max_epochs=1)
+    manifest, _ = put_dataset(world.store, rows=2000, version=2)
+    missing = ready_event(manifest).model_copy(update={"version": 1, "manifest_key": manifest_key(DATASET, 1)})
+    world.send(missing)
+    world.send(ready_event(manifest))
+    trainer = services.start("trainer", world.bucket, **world.env)
+
+    [trained] = world.events("model.trained", 1, timeout=90) or [None]
+    assert trained is not None, trainer.log_path.read_text()[-4000:]
+    assert trained.dataset_version == 2
+    [dead] = world.read("dlq.trainer", 1, timeout=10)
+    headers = dict(dead.headers())
+    assert manifest_key(DATASET, 1).encode() in headers["dlq_error"]
+    assert headers["dlq_error_type"] == b"processing_error" and headers["dlq_source_offset"] == b"0"
+
+
+def test_publishing_never_overwrites_a_committed_version(store):
+    first = [VersionFile("card.json", b'{"n": 1}'), VersionFile("model.pt2", b"first")]
+    second = [VersionFile("card.json", b'{"n": 2}'), VersionFile("model.pt2", b"second")]
+    assert publish_version(store, "risk", "d1-00000000", first) is True
+    assert publish_version(store, "risk", "d1-00000000", second) is False
+    assert store.get_bytes(version_key("risk", "d1-00000000", "model.pt2")) == b"first"
+    marker = json.loads(store.get_bytes(version_key("risk", "d1-00000000", "manifest.json")))
+    assert marker["sha256"]["model.pt2"] == hashlib.sha256(b"first").hexdigest()
+    assert list(store.list("models/risk/d1-00000000/")) == [
+        version_key("risk", "d1-00000000", name) for name in ("card.json", "manifest.json", "model.pt2")]

@@ -3,8 +3,9 @@
 ``data.landed`` marks a dataset as worth a look; every couple of seconds the
 service derives each marked dataset's pending raw objects from the store and
 builds a version when the spec's policy says so (enough new records, or the
-oldest pending data is stale). ``drift.detected`` builds at once. Builds run
-on one long-lived SparkSession while the consumer keeps polling.
+oldest pending data is stale). ``drift.detected`` builds as soon as any new
+data has landed, whatever the row policy says. Builds run on one long-lived
+SparkSession while the consumer keeps polling.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from streamml.events import DataLanded, DatasetReady, DriftDetected, Event
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import DatasetSpec, PrepPolicy, SpecError, load_dataset_specs
+from streamml.store import ObjectNotFound
 
 log = logging.getLogger("streamml.prep")
 
@@ -44,6 +46,10 @@ class PrepOptions(Group):
 
 class PrepSettings(ServiceSettings):
     prep: PrepOptions = PrepOptions()
+
+
+def drift_request_key(dataset: str) -> str:
+    return f"datasets/{dataset}/_drift_request"
 
 
 def trigger_for(records: int, oldest_seen: float | None, now: float, policy: PrepPolicy) -> str | None:
@@ -86,11 +92,14 @@ class PrepService(EventService[PrepSettings]):
         if isinstance(event, DataLanded):
             self.marked.add(event.dataset)
         elif isinstance(event, DriftDetected):
-            trigger = f"drift:{context['event_id']}"
-            latest = latest_manifest(self.store, event.dataset)
-            if latest is not None and latest.trigger == trigger:
-                return  # redelivered: this drift already has its version
-            self._build(self.specs[event.dataset], trigger)
+            # Retraining needs data from the drifted world: the build waits for
+            # new landed data, then runs at once whatever the row policy says.
+            # Drift events of one episode (covariate, prediction, performance)
+            # arriving before that build share it.
+            # The request is kept in the store, so a restart does not forget it.
+            if not self.store.exists(drift_request_key(event.dataset)):
+                self.store.put(drift_request_key(event.dataset), f"drift:{context['event_id']}".encode())
+            self.marked.add(event.dataset)
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -106,7 +115,8 @@ class PrepService(EventService[PrepSettings]):
                 self.first_seen.pop(name, None)
                 continue
             self.first_seen.setdefault(name, now)
-            trigger = trigger_for(records, self.first_seen[name], now, spec.prep)
+            drift = self._drift_request(name)
+            trigger = drift or trigger_for(records, self.first_seen[name], now, spec.prep)
             if trigger is not None:
                 self.marked.discard(name)  # looked at again on the next data.landed
                 self.first_seen.pop(name, None)
@@ -114,6 +124,14 @@ class PrepService(EventService[PrepSettings]):
                     self._build(spec, trigger)
                 except BuildFailed:
                     continue  # logged and counted; the next landed batch retries
+                if drift:
+                    self.store.delete(drift_request_key(name))
+
+    def _drift_request(self, dataset: str) -> str | None:
+        try:
+            return self.store.get_bytes(drift_request_key(dataset)).decode()
+        except ObjectNotFound:
+            return None
 
     def _build(self, spec: DatasetSpec, trigger: str) -> None:
         started = time.monotonic()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -147,6 +148,9 @@ class Supervisor:
 
     def _start_dependencies(self) -> None:
         self._write_state()
+        # The broker keeps no data across starts, so neither does the store: raw
+        # object keys are made of topic offsets, which a fresh broker reuses.
+        shutil.rmtree(self.dir / "ceph", ignore_errors=True)
         started = time.monotonic()
         self.endpoint = self.ceph.start()
         self._log(f"ceph ready at {self.endpoint.url} in {time.monotonic() - started:.1f}s")

@@ -106,15 +106,20 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
                              for f in manifest.files[split]))
     assert split_keys(m1, "test") <= split_keys(m2, "test")
 
+    # Drift asks for a version as soon as new data lands, below the row threshold too.
     now = datetime.now(UTC)
-    EventProducer(kafka, "test").send_now(DriftDetected(
-        model="fraud", dataset="transactions", kind="covariate", severity="high", features=[],
-        window=DriftWindow(start=now, end=now, count=1)))
+    drift = DriftDetected(model="fraud", dataset="transactions", kind="covariate", severity="high", features=[],
+                          window=DriftWindow(start=now, end=now, count=1))
+    EventProducer(kafka, "test").send_now(drift)
+    EventProducer(kafka, "test").send_now(drift.model_copy(update={"kind": "prediction"}))  # same episode
+    time.sleep(5)
+    publish(kafka, 7500, 500)
     v3 = next_ready(ready)
     assert (v3.version, v3.trigger) == (3, "drift")
+    assert sum(check_manifest(store, spec, v3).rows.values()) == 8000
 
     # Kill prep while it builds v4: no partial version becomes visible, and the rebuild is correct.
-    publish(kafka, 7500, 3500)
+    publish(kafka, 8000, 3000)
     deadline = time.monotonic() + 120
     log_path = prep.log_path
     while '"message": "building", "dataset": "transactions", "version": 4' not in log_path.read_text():

@@ -48,14 +48,17 @@ members=()
 for jar in "${missing[@]}"; do members+=("$ARCHIVE_DIR/$jar"); done
 tar -xzf "$archive" -C "$work" "${members[@]}"
 
-mkdir -p "$dest"
+# Check every jar before installing any: a failed run leaves DEST as it was.
 for jar in "${missing[@]}"; do
   actual=$(sha256sum "$work/$ARCHIVE_DIR/$jar" | cut -d' ' -f1)
   if [[ $actual != "${SHA256[$jar]}" ]]; then
     echo "error: $jar from $PACKAGE has sha256 $actual, expected ${SHA256[$jar]};" \
-      "the download is corrupt or the package changed on the index - nothing was installed for it" >&2
+      "the download is corrupt or the package changed on the index; nothing was installed in $dest" >&2
     exit 1
   fi
+done
+mkdir -p "$dest"
+for jar in "${missing[@]}"; do
   # Copy then rename, so an interrupted run never leaves a partial jar under its final name.
   cp "$work/$ARCHIVE_DIR/$jar" "$dest/.$jar.partial"
   mv "$dest/.$jar.partial" "$dest/$jar"

@@ -107,8 +107,13 @@ def main() -> None:
     print(f"spark warm job:                    {warm_s:6.1f} s")
     print(f"reference (duckdb + numpy):        {reference_s:6.1f} s")
     print(f"spark warm / reference:            {warm_s / reference_s:6.2f}x")
-    print(f"same content hashes and statistics: {by_spark.content_sha256 == by_reference.content_sha256 and by_spark.transform == by_reference.transform and by_spark.reference == by_reference.reference}")
-    print(f"spark driver peak RSS: {rss.peak_total / 2**20:,.0f} MiB (of which JVM {rss.peak_jvm / 2**20:,.0f} MiB)")
+    same = (
+        by_spark.content_sha256 == by_reference.content_sha256
+        and by_spark.transform == by_reference.transform
+        and by_spark.reference == by_reference.reference
+    )
+    print(f"same content hashes and statistics: {same}")
+    print(f"spark driver peak RSS: {rss.peak_total / 2**20:,.0f} MiB (JVM {rss.peak_jvm / 2**20:,.0f} MiB)")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

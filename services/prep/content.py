@@ -114,7 +114,11 @@ def split_files(
         tables.append(table.select(schema.names).cast(schema))
         name = path.rsplit("/", 1)[-1]
         entries.append(
-            FileEntry(key=object_key(f"{prefix}/{name}"), rows=table.num_rows, sha256=hashlib.sha256(data).hexdigest())
+            FileEntry(
+                key=object_key(f"{prefix}/{name}"),
+                rows=table.num_rows,
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
         )
     split_table = pa.concat_tables(tables) if tables else schema.empty_table()
     return entries, content_sha256(split_table, schema, key)

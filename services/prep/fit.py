@@ -8,8 +8,8 @@ therefore content hashes.
 
 Floating-point addition is not associative, so "the sum" of a column is
 defined by an order: rows go to bucket ``key_hash % SUM_BUCKETS``, each
-bucket is summed left to right in key order (in parallel across buckets),
-and the bucket sums are added left to right in bucket order
+bucket is summed left to right in (key hash, key) order (in parallel across
+buckets), and the bucket sums are added left to right in bucket order
 (``ordered_sum``).
 """
 
@@ -19,10 +19,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from services.prep.rules import PrepError, category_features, label_is_numeric, numeric_references
 from streamml.manifest import CategoryReference, CategoryTransform, NumericReference, NumericTransform
 from streamml.specs import DatasetSpec
-
-from services.prep.rules import PrepError, numeric_references
 
 REFERENCE_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SAMPLE_SIZE = 2000
@@ -200,3 +199,45 @@ def label_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def counted_fields(spec: DatasetSpec) -> list[str]:
+    """Columns whose train value counts an engine provides: category features and a class label."""
+    names = [field.name for field in category_features(spec)]
+    if spec.label is not None and not label_is_numeric(spec):
+        names.append(spec.label)
+    return names
+
+
+@dataclass(frozen=True)
+class Fitted:
+    transform: dict[str, NumericTransform | CategoryTransform]
+    reference: dict[str, NumericReference | CategoryReference]
+    label_reference: NumericReference | CategoryReference | None
+
+
+def fitted(
+    spec: DatasetSpec,
+    numeric_transform: Mapping[str, NumericTransform],
+    numeric_reference: Mapping[str, NumericReference],
+    counts: Mapping[str, Mapping[str, int]],
+) -> Fitted:
+    """Every feature's transform and reference, in spec order, and the label reference."""
+    transform: dict[str, NumericTransform | CategoryTransform] = {}
+    reference: dict[str, NumericReference | CategoryReference] = {}
+    for field in spec.features:
+        if field.type == "category":
+            impute = field.nulls == "impute"
+            min_count = spec.prep.category_min_count
+            transform[field.name] = category_transform(counts[field.name], min_count, impute)
+            reference[field.name] = category_reference(counts[field.name])
+        else:
+            transform[field.name] = numeric_transform[field.name]
+            reference[field.name] = numeric_reference[field.name]
+    label_reference = None
+    if spec.label is not None:
+        if label_is_numeric(spec):
+            label_reference = numeric_reference[spec.label]
+        else:
+            label_reference = category_reference(counts[spec.label])
+    return Fitted(transform, reference, label_reference)

@@ -1,7 +1,8 @@
 """The Spark preparation: raw Parquet in, prepared splits and their statistics out.
 
     spark = spark_session("local[*]", state_dir, settings.s3, jars_dir)
-    result = prepare_with_spark(spark, spec, ["s3a://streamml/raw/..."], "s3a://streamml/datasets/tx/v3", settings.s3)
+    raw = ["s3a://streamml/raw/..."]
+    result = prepare_with_spark(spark, spec, raw, "s3a://streamml/datasets/tx/v3", settings.s3)
     manifest = build_manifest(result, spec, version=3, lineage=..., trigger=..., code_version=...)
 
 Steps, in order: cast every field to its declared type and drop (and count)
@@ -10,9 +11,9 @@ nulls where the spec says ``nulls: drop``; assign each key to a split by its
 hash; fit imputation, clipping, standardisation and vocabularies on train;
 write every split transformed as Parquet under ``<out_prefix>/<split>/``.
 
-Statistics are finished in ``fit`` from counts, order statistics and sums
-taken in key order, so they do not depend on partitioning and match the
-reference engine bit for bit.
+Statistics are finished in ``fit`` from counts, order statistics and
+bucketed sums in a fixed order, so they do not depend on partitioning and
+match the reference engine bit for bit.
 """
 
 from __future__ import annotations
@@ -24,25 +25,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import reduce
 
-import pyspark.sql.functions as F
 import pyarrow as pa
+import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import types as T
-
-from streamml.manifest import (
-    SPLITS,
-    CategoryReference,
-    CategoryTransform,
-    FileEntry,
-    NumericReference,
-    NumericTransform,
-)
-from streamml.settings import S3Settings
-from streamml.specs import DatasetSpec, FieldSpec
 
 from services.prep import fit, rules
 from services.prep.content import split_files
 from services.prep.result import PrepResult, RowCounts
+from streamml.manifest import SPLITS, CategoryTransform, FileEntry, NumericReference, NumericTransform
+from streamml.settings import S3Settings
+from streamml.specs import DatasetSpec, FieldSpec
 
 ENGINE = "spark"
 SPARK_TYPES: dict[str, T.DataType] = {
@@ -62,7 +55,8 @@ log = logging.getLogger(__name__)
 def _step(name: str, dataset: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
-    log.info("prep step done", extra={"dataset": dataset, "step": name, "seconds": round(time.perf_counter() - started, 3)})
+    seconds = round(time.perf_counter() - started, 3)
+    log.info("prep step done", extra={"dataset": dataset, "step": name, "seconds": seconds})
 
 
 def prepare_with_spark(
@@ -85,22 +79,26 @@ def prepare_with_spark(
             *[F.count(F.when(column, 1)).alias(name) for name, column in broken.items()],
         ).first()
     valid = typed.where(~_any(broken.values())).select(*[f.name for f in spec.fields])
-    deduped = with_split(latest_per_key(valid, spec), spec).persist()
+    deduped = latest_per_key(valid, spec).persist()
     try:
         with _step("dedupe", spec.name):
             tally = deduped.agg(
                 F.count(F.lit(1)).alias("deduped"),
                 F.count(F.when(F.col(DROP), 1)).alias("dropped"),
-                *[F.count(F.when(~F.col(DROP) & (F.col(SPLIT) == split), 1)).alias(split) for split in SPLITS],
+                *[F.count(F.when(~F.col(DROP) & (F.col(SPLIT) == s), 1)).alias(s) for s in SPLITS],
             ).first()
         rows = {split: tally[split] for split in SPLITS}
         if rows["train"] == 0:
             raise rules.PrepError(f"dataset {spec.name!r}: the train split is empty after validation")
         kept = deduped.where(~F.col(DROP))
         with _step("fit", spec.name):
-            transform, reference, label_reference = fit_train(kept.where(F.col(SPLIT) == "train"), spec)
+            train = kept.where(F.col(SPLIT) == "train")
+            numeric_transform, numeric_reference = fit_numeric(train, spec, fit.numeric_plans(spec))
+            counts = value_counts(train, fit.counted_fields(spec))
+            fitted = fit.fitted(spec, numeric_transform, numeric_reference, counts)
         schema = rules.prepared_schema(spec)
-        files, hashes = write_splits(transformed(spark, kept, spec, transform), spec, schema, out_prefix, s3)
+        prepared = transformed(spark, kept, spec, fitted.transform)
+        files, hashes = write_splits(prepared, spec, schema, out_prefix, s3)
     finally:
         deduped.unpersist()
     return PrepResult(
@@ -116,9 +114,9 @@ def prepare_with_spark(
         rows=rows,
         files=files,
         content_sha256=hashes,
-        transform=transform,
-        reference=reference,
-        label_reference=label_reference,
+        transform=fitted.transform,
+        reference=fitted.reference,
+        label_reference=fitted.label_reference,
     )
 
 
@@ -126,47 +124,15 @@ def write_splits(
     prepared: DataFrame, spec: DatasetSpec, schema: pa.Schema, out_prefix: str, s3: S3Settings | None
 ) -> tuple[dict[str, list[FileEntry]], dict[str, str]]:
     """Write each split under ``<out_prefix>/<split>/`` and describe what landed there."""
-    prepared = prepared.persist()  # computed once, filtered three times
     files, hashes = {}, {}
-    try:
-        for split in SPLITS:
-            uri = f"{out_prefix.rstrip('/')}/{split}"
-            with _step(f"write {split}", spec.name):
-                prepared.where(F.col(SPLIT) == split).drop(SPLIT).write.mode("overwrite").parquet(uri)
-            with _step(f"hash {split}", spec.name):
-                files[split], hashes[split] = split_files(uri, schema, spec.key, s3)
-    finally:
-        prepared.unpersist()
+    for split in SPLITS:
+        uri = f"{out_prefix.rstrip('/')}/{split}"
+        # The split filter is pushed below the transform: each write transforms only its rows.
+        with _step(f"write {split}", spec.name):
+            prepared.where(F.col(SPLIT) == split).drop(SPLIT).write.mode("overwrite").parquet(uri)
+        with _step(f"hash {split}", spec.name):
+            files[split], hashes[split] = split_files(uri, schema, spec.key, s3)
     return files, hashes
-
-
-def fit_train(
-    train: DataFrame, spec: DatasetSpec
-) -> tuple[
-    dict[str, NumericTransform | CategoryTransform],
-    dict[str, NumericReference | CategoryReference],
-    NumericReference | CategoryReference | None,
-]:
-    """Transforms and references of every feature, and the label reference, from train rows."""
-    numeric_transform, numeric_reference = fit_numeric(train, spec, fit.numeric_plans(spec))
-    category_label = [spec.label] if spec.label is not None and not rules.label_is_numeric(spec) else []
-    counts = value_counts(train, [field.name for field in rules.category_features(spec)] + category_label)
-    transform: dict[str, NumericTransform | CategoryTransform] = {}
-    reference: dict[str, NumericReference | CategoryReference] = {}
-    for field in spec.features:
-        if field.type == "category":
-            impute = field.nulls == "impute"
-            transform[field.name] = fit.category_transform(counts[field.name], spec.prep.category_min_count, impute)
-            reference[field.name] = fit.category_reference(counts[field.name])
-        else:
-            transform[field.name] = numeric_transform[field.name]
-            reference[field.name] = numeric_reference[field.name]
-    label_reference = None
-    if spec.label is not None:
-        label_reference = (
-            fit.category_reference(counts[spec.label]) if category_label else numeric_reference[spec.label]
-        )
-    return transform, reference, label_reference
 
 
 def _any(columns) -> Column:
@@ -181,15 +147,21 @@ def typed_rows(raw: DataFrame, spec: DatasetSpec) -> DataFrame:
         value, bad_type = _cast(field, present.get(field.name))
         columns.append(value.alias(field.name))
         for rule in rules.rules_of(field):
-            broken = {
-                "type": bad_type,
-                "null": value.isNull() & ~bad_type,
-                "min": value < F.lit(field.min),
-                "max": value > F.lit(field.max),
-                "category": ~value.isin(field.categories or []),
-            }[rule]
-            columns.append(F.coalesce(broken, F.lit(False)).alias("_v:" + rules.violation_name(field, rule)))
+            broken = F.coalesce(_violation(field, rule, value, bad_type), F.lit(False))
+            columns.append(broken.alias("_v:" + rules.violation_name(field, rule)))
     return raw.select(*columns)
+
+
+def _violation(field: FieldSpec, rule: rules.Rule, value: Column, bad_type: Column) -> Column:
+    if rule == "type":
+        return bad_type
+    if rule == "null":
+        return value.isNull() & ~bad_type
+    if rule == "min":
+        return value < F.lit(field.min)
+    if rule == "max":
+        return value > F.lit(field.max)
+    return ~value.isin(field.categories or [])
 
 
 def _cast(field: FieldSpec, raw_type: T.DataType | None) -> tuple[Column, Column]:
@@ -215,21 +187,31 @@ def _cast(field: FieldSpec, raw_type: T.DataType | None) -> tuple[Column, Column
 
 
 def latest_per_key(valid: DataFrame, spec: DatasetSpec) -> DataFrame:
-    """One row per key: the greatest (event time, other fields...) with nulls lowest."""
+    """One row per key, the greatest (event time, other fields...) with nulls lowest, and its split.
+
+    Rows come out partitioned by sum bucket and sorted by (key hash, key)
+    within each partition: the order ``bucket_sums`` relies on. The bucket is
+    a function of the key, so one shuffle serves both dedupe and the sums.
+    """
     order = rules.dedupe_order(spec)
-    # Spark orders nulls first inside a struct, so max() is "descending, nulls last".
-    latest = valid.groupBy(spec.key).agg(F.max(F.struct(*order)).alias("_latest"))
-    return latest.select(spec.key, *[F.col(f"_latest.{name}").alias(name) for name in order])
-
-
-def with_split(rows: DataFrame, spec: DatasetSpec) -> DataFrame:
-    train_end, validation_end = rules.split_bounds(spec.prep.splits)
     digest = F.sha2(F.col(spec.key).cast("string"), 256)
     key_hash = F.conv(F.substring(digest, 1, rules.KEY_HASH_HEX_DIGITS), 16, 10).cast("long")
-    bucket = F.col(HASH) % rules.SPLIT_BUCKETS
-    split = F.when(bucket < train_end, "train").when(bucket < validation_end, "validation").otherwise("test")
+    by_bucket = valid.withColumn(HASH, key_hash).withColumn(BUCKET, F.col(HASH) % fit.SUM_BUCKETS)
+    # Spark orders nulls first inside a struct, so max() is "descending, nulls last".
+    # Grouping by the hash first makes the sort compare 64-bit hashes, not keys
+    # that often share a long common prefix.
+    latest = (
+        by_bucket.repartition(BUCKET)
+        .groupBy(HASH, BUCKET, spec.key)
+        .agg(F.max(F.struct(*order)).alias("_latest"))
+        .select(BUCKET, HASH, spec.key, *[F.col(f"_latest.{name}").alias(name) for name in order])
+        .sortWithinPartitions(HASH, BUCKET, spec.key)  # as the aggregate left them: no extra sort
+    )
+    train_end, validation_end = rules.split_bounds(spec.prep.splits)
+    split_bucket = F.col(HASH) % rules.SPLIT_BUCKETS
+    split = F.when(split_bucket < train_end, "train").when(split_bucket < validation_end, "validation")
     drop = _any(F.col(name).isNull() for name in rules.null_dropping_fields(spec))
-    return rows.withColumn(HASH, key_hash).withColumn(SPLIT, split).withColumn(DROP, drop)
+    return latest.withColumn(SPLIT, split.otherwise("test")).withColumn(DROP, drop)
 
 
 def value_counts(train: DataFrame, names: list[str]) -> dict[str, dict[str, int]]:
@@ -237,7 +219,9 @@ def value_counts(train: DataFrame, names: list[str]) -> dict[str, dict[str, int]
     if not names:
         return {}
     # Casting to string writes booleans as true/false and integers in decimal, as label_text does.
-    pairs = F.array(*[F.struct(F.lit(name).alias("field"), F.col(name).cast("string").alias("value")) for name in names])
+    pairs = F.array(
+        *[F.struct(F.lit(name).alias("field"), F.col(name).cast("string").alias("value")) for name in names]
+    )
     stacked = train.select(F.explode(pairs).alias("pair")).select("pair.field", "pair.value")
     counts: dict[str, dict[str, int]] = {name: {} for name in names}
     for row in stacked.where(F.col("value").isNotNull()).groupBy("field", "value").count().collect():
@@ -248,21 +232,15 @@ def value_counts(train: DataFrame, names: list[str]) -> dict[str, dict[str, int]
 def fit_numeric(
     train: DataFrame, spec: DatasetSpec, plans: list[fit.NumericPlan]
 ) -> tuple[dict[str, NumericTransform], dict[str, NumericReference]]:
+    """Numeric transforms and references; ``train`` must be in bucket order (see ``latest_per_key``)."""
     if not plans:
         return {}, {}
-    values = train.select(
-        spec.key, (F.col(HASH) % fit.SUM_BUCKETS).alias(BUCKET), *[F.col(p.name).cast("double").alias(p.name) for p in plans]
-    )
+    as_double = [F.col(plan.name).cast("double").alias(plan.name) for plan in plans]
+    values = train.select(BUCKET, *as_double)
     cuts = numeric_cuts(values, plans)
-    sampled = train.orderBy(HASH, spec.key).limit(fit.SAMPLE_SIZE).select(*[F.col(p.name).cast("double") for p in plans])
-    sample_rows = sampled.collect()
-    # Every bucket lands in one partition sorted by key, and the partial aggregate
-    # reads each partition in order: a bucket's sum is a left-to-right sum in key order.
-    in_bucket_order = values.repartition(BUCKET).sortWithinPartitions(BUCKET, spec.key).persist()
-    try:
-        sums = bucket_sums(in_bucket_order, plans, cuts)
-    finally:
-        in_bucket_order.unpersist()
+    # The sample: train rows with the smallest key hashes (the key breaks ties).
+    sample_rows = train.orderBy(HASH, spec.key).limit(fit.SAMPLE_SIZE).select(*as_double).collect()
+    sums = bucket_sums(values, plans, cuts)
     transforms, references = {}, {}
     for position, plan in enumerate(plans):
         sample = [row[position] for row in sample_rows if row[position] is not None]
@@ -275,11 +253,18 @@ def fit_numeric(
 def numeric_cuts(values: DataFrame, plans: list[fit.NumericPlan]) -> dict[str, fit.NumericCuts]:
     """Median, clip bounds and reference edges from the exact order statistics of raw train values."""
     counts = values.agg(*[F.count(plan.name).alias(plan.name) for plan in plans]).first()
-    ranks = {plan.name: fit.quantile_ranks(counts[plan.name], plan.probabilities) if counts[plan.name] else [] for plan in plans}
+    ranks = {
+        plan.name: fit.quantile_ranks(counts[plan.name], plan.probabilities) if counts[plan.name] else []
+        for plan in plans
+    }
     # One sort per column; the k-th smallest values are picked from the sorted array.
     sorted_values = values.agg(*[F.sort_array(F.collect_list(plan.name)).alias(plan.name) for plan in plans])
     picked = sorted_values.select(
-        *[F.element_at(plan.name, rank + 1).alias(f"{plan.name}#{rank}") for plan in plans for rank in ranks[plan.name]]
+        *[
+            F.element_at(plan.name, rank + 1).alias(f"{plan.name}#{rank}")
+            for plan in plans
+            for rank in ranks[plan.name]
+        ]
     ).first()
     return {
         plan.name: fit.numeric_cuts(
@@ -292,7 +277,12 @@ def numeric_cuts(values: DataFrame, plans: list[fit.NumericPlan]) -> dict[str, f
 def bucket_sums(
     in_bucket_order: DataFrame, plans: list[fit.NumericPlan], cuts: dict[str, fit.NumericCuts]
 ) -> dict[str, fit.NumericSums]:
-    """Counts, sums and bin counts, then sums of squared deviations from the means, per column."""
+    """Counts, sums and bin counts, then sums of squared deviations from the means, per column.
+
+    Each bucket's rows sit in one partition in (key hash, key) order and the
+    partial aggregate reads a partition in order, so a bucket's sum is a
+    left-to-right sum in that order, whatever the partitioning.
+    """
     raw = {plan.name: F.col(plan.name) for plan in plans}
     processed = {plan.name: _processed(raw[plan.name], cuts[plan.name]) for plan in plans}
     first = _per_bucket(
@@ -358,7 +348,9 @@ def _processed(raw: Column, cuts: fit.NumericCuts) -> Column:
     """The value a feature contributes to its mean and std: imputed, then clipped; null stays null."""
     value = F.coalesce(raw, F.lit(cuts.impute)) if cuts.impute is not None else raw
     if cuts.clip is not None:
-        value = F.when(value.isNotNull(), F.least(F.greatest(value, F.lit(cuts.clip[0])), F.lit(cuts.clip[1])))
+        low, high = F.lit(cuts.clip[0]), F.lit(cuts.clip[1])
+        # greatest/least skip nulls, so a null must be kept null explicitly.
+        value = F.when(value.isNotNull(), F.least(F.greatest(value, low), high))
     return value
 
 
@@ -371,9 +363,12 @@ def _bin_counts(raw: Column, edges: list[float], name: str) -> list[Column]:
 
 
 def transformed(
-    spark: SparkSession, kept: DataFrame, spec: DatasetSpec, transform: dict[str, NumericTransform | CategoryTransform]
+    spark: SparkSession,
+    kept: DataFrame,
+    spec: DatasetSpec,
+    transform: dict[str, NumericTransform | CategoryTransform],
 ) -> DataFrame:
-    """The prepared columns of every row, plus its split, exactly as ``transform[...].apply`` computes them."""
+    """The prepared columns of every row and its split, exactly as ``transform[name].apply`` computes them."""
     columns = [F.col(spec.key), F.col(spec.event_time)]
     for field in spec.features:
         fitted = transform[field.name]
@@ -381,7 +376,8 @@ def transformed(
             kept = _with_category_index(spark, kept, field.name, fitted)
             columns.append(F.col(f"_index_{field.name}").alias(field.name))
             continue
-        value = F.coalesce(F.col(field.name).cast("double"), F.lit(fitted.impute if fitted.impute is not None else fitted.mean))
+        fallback = fitted.impute if fitted.impute is not None else fitted.mean
+        value = F.coalesce(F.col(field.name).cast("double"), F.lit(fallback))
         if fitted.clip is not None:
             value = F.least(F.greatest(value, F.lit(fitted.clip[0])), F.lit(fitted.clip[1]))
         columns.append(((value - F.lit(fitted.mean)) / F.lit(fitted.std)).alias(field.name))
@@ -390,7 +386,9 @@ def transformed(
     return kept.select(*columns, F.col(SPLIT))
 
 
-def _with_category_index(spark: SparkSession, rows: DataFrame, name: str, fitted: CategoryTransform) -> DataFrame:
+def _with_category_index(
+    spark: SparkSession, rows: DataFrame, name: str, fitted: CategoryTransform
+) -> DataFrame:
     """Add ``_index_<name>``: 1-based vocabulary position, 0 for out-of-vocabulary and null."""
     vocabulary = spark.createDataFrame(
         [(value, index) for index, value in enumerate(fitted.vocabulary, start=1)],

@@ -14,13 +14,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from streamml.manifest import SPLITS, CategoryReference, CategoryTransform, NumericReference, NumericTransform
-from streamml.settings import S3Settings
-from streamml.specs import DatasetSpec, FieldSpec
-
 from services.prep import fit, rules
 from services.prep.content import arrow_filesystem, split_files
 from services.prep.result import PrepResult, RowCounts
+from streamml.manifest import SPLITS, CategoryTransform, NumericReference, NumericTransform
+from streamml.settings import S3Settings
+from streamml.specs import DatasetSpec, FieldSpec
 
 ENGINE = "duckdb"
 SQL_TYPES = {
@@ -40,98 +39,90 @@ def prepare_with_duckdb(
     rules.check_spec(spec)
     if not raw_paths:
         raise rules.PrepError(f"dataset {spec.name!r}: no raw files to prepare")
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
-    con.read_parquet(raw_paths, union_by_name=True).create_view("raw")
-    present = {name: kind.upper() for name, kind, *_ in con.execute("DESCRIBE raw").fetchall()}
-    values, flags = [], []
-    for field in spec.fields:
-        value, bad_type = _cast_sql(field, present.get(field.name))
-        values.append(f'{value} AS "{field.name}"')
-        for rule in rules.rules_of(field):
-            flags.append((rules.violation_name(field, rule), _violation_sql(field, rule, value, bad_type)))
-    flag_columns = [f"coalesce({sql}, false) AS \"{name}\"" for name, sql in flags]
-    con.execute(f"CREATE TEMP TABLE typed AS SELECT {', '.join(values + flag_columns)} FROM raw")
-    any_flag = " OR ".join(f'"{name}"' for name, _ in flags) or "false"
-    checked = con.execute(
-        f"SELECT count(*), count(*) FILTER (WHERE {any_flag}), "
-        + ", ".join([f'count(*) FILTER (WHERE "{name}")' for name, _ in flags] or ["0"])
-        + " FROM typed"
-    ).fetchall()[0]
-    names = [f'"{field.name}"' for field in spec.fields]
-    key = f'"{spec.key}"'
-    order = ", ".join(f'"{name}" DESC NULLS LAST' for name in rules.dedupe_order(spec))
-    digits = rules.KEY_HASH_HEX_DIGITS
-    table = con.sql(
-        f"""
-        SELECT *, ('0x' || substr(sha256({key}::VARCHAR), 1, {digits}))::BIGINT AS _hash
-        FROM (
-            SELECT {', '.join(names)},
-                   row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS _version
-            FROM typed WHERE NOT ({any_flag})
-        )
-        WHERE _version = 1
-        ORDER BY {key}
-        """
-    ).to_arrow_table().drop(["_version"])
-    con.close()
-
-    drop = np.zeros(table.num_rows, dtype=bool)
+    checked, latest = _validated_latest(spec, raw_paths)
+    drop = np.zeros(latest.num_rows, dtype=bool)
     for name in rules.null_dropping_fields(spec):
-        drop |= table[name].is_null().to_numpy(zero_copy_only=False)
-    kept = table.filter(pa.array(~drop))
+        drop |= latest[name].is_null().to_numpy(zero_copy_only=False)
+    kept = latest.filter(pa.array(~drop))
     splits = _splits(kept["_hash"].to_numpy(), spec)
     rows = {split: int((splits == split).sum()) for split in SPLITS}
     if rows["train"] == 0:
         raise rules.PrepError(f"dataset {spec.name!r}: the train split is empty after validation")
-    train = kept.filter(pa.array(splits == "train"))  # still in key order
+    train = kept.filter(pa.array(splits == "train"))  # still in (hash, key) order
     numeric_transform, numeric_reference = _fit_numeric(train, spec)
-    transform: dict[str, NumericTransform | CategoryTransform] = {}
-    reference: dict[str, NumericReference | CategoryReference] = {}
-    for field in spec.features:
-        if field.type == "category":
-            counts = _value_counts(train[field.name])
-            transform[field.name] = fit.category_transform(
-                counts, spec.prep.category_min_count, impute=field.nulls == "impute"
-            )
-            reference[field.name] = fit.category_reference(counts)
-        else:
-            transform[field.name] = numeric_transform[field.name]
-            reference[field.name] = numeric_reference[field.name]
-    label_reference = None
-    if spec.label is not None:
-        label_reference = (
-            numeric_reference[spec.label]
-            if rules.label_is_numeric(spec)
-            else fit.category_reference(_value_counts(train[spec.label]))
-        )
+    counts = {name: _value_counts(train[name]) for name in fit.counted_fields(spec)}
+    fitted = fit.fitted(spec, numeric_transform, numeric_reference, counts)
 
     schema = rules.prepared_schema(spec)
-    prepared = _transformed(kept, spec, transform, schema)
+    prepared = _transformed(kept, spec, fitted.transform, schema)
     fs, folder = arrow_filesystem(out_prefix.rstrip("/"), s3)
     files, hashes = {}, {}
     for split in SPLITS:
         fs.create_dir(f"{folder}/{split}", recursive=True)
-        pq.write_table(prepared.filter(pa.array(splits == split)), f"{folder}/{split}/part-00000.parquet", filesystem=fs)
+        rows_of_split = prepared.filter(pa.array(splits == split))
+        pq.write_table(rows_of_split, f"{folder}/{split}/part-00000.parquet", filesystem=fs)
         files[split], hashes[split] = split_files(f"{out_prefix.rstrip('/')}/{split}", schema, spec.key, s3)
+    input_rows, rejected = checked.pop("input"), checked.pop("rejected")
     return PrepResult(
         engine=ENGINE,
         schema=schema,
         counts=RowCounts(
-            input=checked[0],
-            rejected=checked[1],
-            violations={name: count for (name, _), count in zip(flags, checked[2:], strict=False)},
-            duplicates=(checked[0] - checked[1]) - table.num_rows,
+            input=input_rows,
+            rejected=rejected,
+            violations=checked,
+            duplicates=(input_rows - rejected) - latest.num_rows,
             null_dropped=int(drop.sum()),
         ),
         rows=rows,
         files=files,
         content_sha256=hashes,
-        transform=transform,
-        reference=reference,
-        label_reference=label_reference,
+        transform=fitted.transform,
+        reference=fitted.reference,
+        label_reference=fitted.label_reference,
     )
+
+
+def _validated_latest(spec: DatasetSpec, raw_paths: list[str]) -> tuple[dict[str, int], pa.Table]:
+    """Row counts (input, rejected, per violation) and the latest valid row per key, by (hash, key)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET enable_progress_bar = false")
+        con.read_parquet(raw_paths, union_by_name=True).create_view("raw")
+        present = {name: kind.upper() for name, kind, *_ in con.execute("DESCRIBE raw").fetchall()}
+        values, flags = [], {}
+        for field in spec.fields:
+            value, bad_type = _cast_sql(field, present.get(field.name))
+            values.append(f'{value} AS "{field.name}"')
+            for rule in rules.rules_of(field):
+                flags[rules.violation_name(field, rule)] = _violation_sql(field, rule, value, bad_type)
+        flag_columns = [f'coalesce({sql}, false) AS "{name}"' for name, sql in flags.items()]
+        con.execute(f"CREATE TEMP TABLE typed AS SELECT {', '.join(values + flag_columns)} FROM raw")
+        any_flag = " OR ".join(f'"{name}"' for name in flags)
+        counted = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE {any_flag}), "
+            + ", ".join(f'count(*) FILTER (WHERE "{name}")' for name in flags)
+            + " FROM typed"
+        ).fetchall()[0]
+        checked = dict(zip(["input", "rejected", *flags], counted, strict=True))
+        names = ", ".join(f'"{field.name}"' for field in spec.fields)
+        key = f'"{spec.key}"'
+        order = ", ".join(f'"{name}" DESC NULLS LAST' for name in rules.dedupe_order(spec))
+        digits = rules.KEY_HASH_HEX_DIGITS
+        latest = con.sql(
+            f"""
+            SELECT *, ('0x' || substr(sha256({key}::VARCHAR), 1, {digits}))::BIGINT AS _hash
+            FROM (
+                SELECT {names}, row_number() OVER (PARTITION BY {key} ORDER BY {order}) AS _version
+                FROM typed WHERE NOT ({any_flag})
+            )
+            WHERE _version = 1
+            ORDER BY _hash, {key}
+            """
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return checked, latest.drop(["_version"])
 
 
 def _cast_sql(field: FieldSpec, raw_type: str | None) -> tuple[str, str]:
@@ -145,7 +136,8 @@ def _cast_sql(field: FieldSpec, raw_type: str | None) -> tuple[str, str]:
     if field.type == "int" and raw_type.startswith(FRACTIONAL_SQL):
         # TRY_CAST rounds 2.5 to 3; only whole numbers are ints.
         number = f"{source}::DOUBLE"
-        whole = f"coalesce(isfinite({number}) AND abs({number}) < 9223372036854775808.0 AND {number} = floor({number}), false)"
+        fits = f"isfinite({number}) AND abs({number}) < 9223372036854775808.0"
+        whole = f"coalesce({fits} AND {number} = floor({number}), false)"
         bad_type = f"({source} IS NOT NULL AND NOT {whole})"
         value = f"CASE WHEN NOT {bad_type} THEN {value} END"
     if field.type == "float":
@@ -177,16 +169,28 @@ def _as_float(column: pa.ChunkedArray) -> np.ndarray:
     return pc.fill_null(column.cast(pa.float64()), np.nan).to_numpy()
 
 
-def _bucketed_sum(values: np.ndarray, buckets: np.ndarray) -> float:
-    """``fit.ordered_sum`` of per-bucket sums, each taken left to right in row (key) order."""
-    order = np.argsort(buckets, kind="stable")  # stable: key order within each bucket
-    ordered, ordered_buckets = values[order], buckets[order]
-    starts = np.flatnonzero(np.diff(ordered_buckets, prepend=-1))
-    ends = [*starts[1:], len(ordered)]
-    # accumulate adds strictly left to right; np.sum is pairwise and would round differently.
-    return fit.ordered_sum(
-        {int(ordered_buckets[start]): float(np.add.accumulate(ordered[start:end])[-1]) for start, end in zip(starts, ends, strict=True)}
-    )
+class _BucketOrder:
+    """Sums in the order ``fit`` defines: per bucket in (key hash, key) order, then buckets in order."""
+
+    def __init__(self, key_hashes: np.ndarray) -> None:
+        buckets = key_hashes % fit.SUM_BUCKETS
+        self.order = np.argsort(buckets, kind="stable")  # stable: (hash, key) order within a bucket
+        ordered = buckets[self.order]
+        starts = np.flatnonzero(np.diff(ordered, prepend=-1))
+        ends = [*starts[1:], len(ordered)]
+        self.segments = [(int(ordered[start]), start, end) for start, end in zip(starts, ends, strict=True)]
+
+    def sum(self, values: np.ndarray) -> float:
+        """Sum of the non-NaN values of a column given in (key hash, key) order."""
+        ordered = values[self.order]
+        per_bucket = {}
+        for bucket, start, end in self.segments:
+            segment = ordered[start:end]
+            segment = segment[~np.isnan(segment)]
+            if len(segment):
+                # accumulate adds strictly left to right; np.sum is pairwise and would round differently.
+                per_bucket[bucket] = float(np.add.accumulate(segment)[-1])
+        return fit.ordered_sum(per_bucket)
 
 
 def _fit_numeric(
@@ -196,39 +200,35 @@ def _fit_numeric(
     sampled = train.take(
         pc.select_k_unstable(train, fit.SAMPLE_SIZE, [("_hash", "ascending"), (spec.key, "ascending")])
     )
-    buckets = train["_hash"].to_numpy() % fit.SUM_BUCKETS
+    in_order = _BucketOrder(train["_hash"].to_numpy())
     transforms, references = {}, {}
     for plan in fit.numeric_plans(spec):
         raw = _as_float(train[plan.name])
-        has_raw = ~np.isnan(raw)
-        present = raw[has_raw]
-        ordered = np.sort(present)
-        ranks = fit.quantile_ranks(len(ordered), plan.probabilities) if len(ordered) else []
-        cuts = fit.numeric_cuts(plan, len(ordered), {rank: float(ordered[rank]) for rank in ranks})
-        processed = raw
+        present = np.sort(raw[~np.isnan(raw)])
+        ranks = fit.quantile_ranks(len(present), plan.probabilities) if len(present) else []
+        cuts = fit.numeric_cuts(plan, len(present), {rank: float(present[rank]) for rank in ranks})
+        processed = raw  # NaN stands for null throughout
         if cuts.impute is not None:
             processed = np.where(np.isnan(processed), cuts.impute, processed)
         if cuts.clip is not None:
             processed = np.minimum(np.maximum(processed, cuts.clip[0]), cuts.clip[1])
-        has_processed = ~np.isnan(processed)
-        processed = processed[has_processed]
-        raw_buckets, processed_buckets = buckets[has_raw], buckets[has_processed]
-        raw_sum = _bucketed_sum(present, raw_buckets)
-        processed_sum = _bucketed_sum(processed, processed_buckets)
+        processed_count = int((~np.isnan(processed)).sum())
+        raw_sum, processed_sum = in_order.sum(raw), in_order.sum(processed)
         raw_mean = fit.mean_of(raw_sum, len(present))
-        mean = fit.mean_of(processed_sum, len(processed)) if len(processed) else 0.0
+        mean = fit.mean_of(processed_sum, processed_count) if processed_count else 0.0
         bins = np.bincount(np.searchsorted(cuts.edges, present, side="right"), minlength=len(cuts.edges) + 1)
         sums = fit.NumericSums(
             raw_count=len(present),
             raw_sum=raw_sum,
-            raw_sum_sq_dev=_bucketed_sum((present - raw_mean) * (present - raw_mean), raw_buckets),
-            processed_count=len(processed),
+            raw_sum_sq_dev=in_order.sum((raw - raw_mean) * (raw - raw_mean)),
+            processed_count=processed_count,
             processed_sum=processed_sum,
-            processed_sum_sq_dev=_bucketed_sum((processed - mean) * (processed - mean), processed_buckets),
+            processed_sum_sq_dev=in_order.sum((processed - mean) * (processed - mean)),
             bin_counts=[int(count) for count in bins],
         )
-        sample = _as_float(sampled[plan.name])
-        references[plan.name] = fit.numeric_reference(cuts, sums, [float(v) for v in sample[~np.isnan(sample)]])
+        in_sample = _as_float(sampled[plan.name])
+        sample = [float(value) for value in in_sample[~np.isnan(in_sample)]]
+        references[plan.name] = fit.numeric_reference(cuts, sums, sample)
         if plan.transformed:
             transforms[plan.name] = fit.numeric_transform(plan, cuts, sums)
     return transforms, references

@@ -23,7 +23,9 @@ EPOCH_US = int(datagen.EPOCH.timestamp()) * 1_000_000
 RARE_COUNTRIES = np.array([f"X{i:02d}" for i in range(40)])
 
 
-def raw_transactions(rows: int, seed: int = 0, duplicate_share: float = 0.1, bad_share: float = 0.01) -> pa.Table:
+def raw_transactions(
+    rows: int, seed: int = 0, duplicate_share: float = 0.1, bad_share: float = 0.01
+) -> pa.Table:
     """``rows`` raw records of which about ``duplicate_share`` re-send an earlier key."""
     rng = np.random.default_rng([seed, 1])
     unique = max(1, round(rows / (1 + duplicate_share)))

@@ -83,9 +83,11 @@ def test_both_engines_count_the_same_fates_and_every_row_is_accounted_for(transa
     assert by_spark.rows == by_reference.rows
     counts = by_spark.counts
     assert counts.input == 4000
-    assert counts.input == counts.rejected + counts.duplicates + counts.null_dropped + sum(by_spark.rows.values())
+    kept = sum(by_spark.rows.values())
+    assert counts.input == counts.rejected + counts.duplicates + counts.null_dropped + kept
     # The synthetic data breaks each of these rules, so each count must show it.
-    for violation in ("amount.min", "amount.max", "amount.null", "hour.max", "channel.category", "is_fraud.max"):
+    broken = ("amount.min", "amount.max", "amount.null", "hour.max", "channel.category", "is_fraud.max")
+    for violation in broken:
         assert counts.violations[violation] > 0, violation
     assert counts.duplicates > 0 and counts.null_dropped > 0
     assert all(by_spark.rows[split] > 0 for split in SPLITS)
@@ -154,7 +156,8 @@ def test_prepared_features_are_what_the_manifest_transform_computes(transactions
     checked = 0
     # Keys sent once: their raw values are exactly what prep saw.
     sent = pc.value_counts(raw["tx_id"])
-    singles = set(pc.filter(pc.struct_field(sent, "values"), pc.equal(pc.struct_field(sent, "counts"), 1)).to_pylist())
+    once = pc.equal(pc.struct_field(sent, "counts"), 1)
+    singles = set(pc.filter(pc.struct_field(sent, "values"), once).to_pylist())
     for record in raw.to_pylist():
         if record["tx_id"] not in by_key or record["tx_id"] not in singles:
             continue
@@ -172,8 +175,11 @@ def test_prepared_features_are_what_the_manifest_transform_computes(transactions
 
 def test_the_result_assembles_into_a_manifest(transactions):
     _, by_spark, _ = transactions
-    lineage = [RawSource(key="raw/x.parquet", topic="ingest.transactions", partition=0, first_offset=0, last_offset=3999, rows=4000)]
-    manifest = build_manifest(by_spark, TRANSACTIONS, version=1, lineage=lineage, trigger="data.landed", code_version="test")
+    source = {"topic": "ingest.transactions", "partition": 0, "first_offset": 0, "last_offset": 3999}
+    lineage = [RawSource(key="raw/x.parquet", rows=4000, **source)]
+    manifest = build_manifest(
+        by_spark, TRANSACTIONS, version=1, lineage=lineage, trigger="data.landed", code_version="test"
+    )
     again = DatasetManifest.model_validate_json(manifest.model_dump_json(by_alias=True))
     assert again == manifest
     assert manifest.rows == by_spark.rows and manifest.engine == "spark"
@@ -191,7 +197,8 @@ SMALL = parse_dataset_spec(
             {"name": "id", "type": "string"},
             {"name": "ts", "type": "timestamp"},
             {"name": "x", "type": "float", "min": 0, "nullable": True, "nulls": "impute"},
-            {"name": "c", "type": "category", "categories": ["a", "b", "c"], "nullable": True, "nulls": "keep"},
+            {"name": "c", "type": "category", "categories": ["a", "b", "c"], "nullable": True,
+             "nulls": "keep"},
             {"name": "y", "type": "int", "min": 0, "max": 1},
         ],
         "prep": {"splits": {"train": 1.0, "validation": 0.0, "test": 0.0}, "category_min_count": 2},
@@ -216,10 +223,11 @@ SMALL_ROWS = [  # id, ts (hours), x, c, y
 def test_both_engines_apply_the_documented_rules_to_a_known_case(spark, tmp_path):
     hour = 3_600_000_000
     columns = list(zip(*SMALL_ROWS, strict=True))
+    times = [None if t is None else t * hour for t in columns[1]]
     raw = pa.table(
         {
             "id": pa.array(columns[0]),
-            "ts": pa.array([None if t is None else t * hour for t in columns[1]], pa.timestamp("us", tz="UTC")),
+            "ts": pa.array(times, pa.timestamp("us", tz="UTC")),
             "x": pa.array(columns[2], pa.float64()),
             "c": pa.array(columns[3], pa.string()),
             "y": pa.array(columns[4], pa.int64()),
@@ -233,7 +241,8 @@ def test_both_engines_apply_the_documented_rules_to_a_known_case(spark, tmp_path
     expected_x = (processed - mean) / std
     expected_c = {"k1": 2, "k2": 1, "k3": 1, "k4": 0, "k5": 0, "k6": 2, "k8": 1}
 
-    for result in prepare_both(spark, SMALL, paths, tmp_path):
+    by_spark, by_reference = prepare_both(spark, SMALL, paths, tmp_path)
+    for result, out in ((by_spark, tmp_path / "spark"), (by_reference, tmp_path / "reference")):
         assert result.counts.input == 12
         assert result.counts.rejected == 3
         assert result.counts.violations["x.min"] == result.counts.violations["y.max"] == 1
@@ -242,25 +251,77 @@ def test_both_engines_apply_the_documented_rules_to_a_known_case(spark, tmp_path
         assert result.rows == {"train": 7, "validation": 0, "test": 0}
         assert result.transform["c"].vocabulary == ["a", "b"]
         assert result.transform["x"].impute == float(np.median(present))
-        assert result.transform["x"].mean == pytest.approx(mean) and result.transform["x"].std == pytest.approx(std)
+        assert result.transform["x"].mean == pytest.approx(mean)
+        assert result.transform["x"].std == pytest.approx(std)
         assert result.reference["c"].frequencies == pytest.approx({"a": 3 / 6, "b": 2 / 6, "c": 1 / 6})
         assert result.label_reference.frequencies == pytest.approx({"0": 5 / 7, "1": 2 / 7})
-        train = read_split(tmp_path / result.engine.replace("duckdb", "reference"), "train", "id")
+        train = read_split(out, "train", "id")
         assert train["id"].to_pylist() == list(survivors)
-        assert train["ts"].cast(pa.int64()).to_pylist() == [3 * hour, 2 * hour, hour, hour, hour, hour, 2 * hour]
+        assert train["ts"].cast(pa.int64()).to_pylist() == [t * hour for t in (3, 2, 1, 1, 1, 1, 2)]
         np.testing.assert_allclose(train["x"].to_numpy(), expected_x, rtol=0, atol=1e-12)
         assert dict(zip(train["id"].to_pylist(), train["c"].to_pylist(), strict=True)) == expected_c
         assert train["y"].to_pylist() == [1, 0, 0, 0, 1, 0, 0]
         for split in ("validation", "test"):
-            assert read_split(tmp_path / result.engine.replace("duckdb", "reference"), split, "id").num_rows == 0
+            assert read_split(out, split, "id").num_rows == 0
 
 
 def test_unpreparable_input_fails_with_the_reason(spark, tmp_path):
     paths = write_raw(raw_transactions(50, seed=1), tmp_path / "raw")
-    spec = TRANSACTIONS.model_copy(update={"prep": TRANSACTIONS.prep.model_copy(update={"splits": {"train": 0.0, "validation": 0.5, "test": 0.5}})})
+    no_train = {"train": 0.0, "validation": 0.5, "test": 0.5}
+    spec = TRANSACTIONS.model_copy(update={"prep": TRANSACTIONS.prep.model_copy(update={"splits": no_train})})
     with pytest.raises(rules.PrepError, match="train split is empty"):
         prepare_with_spark(spark, spec, paths, str(tmp_path / "out"))
     with pytest.raises(rules.PrepError, match="no raw files"):
         prepare_with_spark(spark, TRANSACTIONS, [], str(tmp_path / "out"))
 
 
+
+
+OTHER_TYPES = parse_dataset_spec(
+    {
+        "name": "other_types",
+        "key": "id",
+        "event_time": "ts",
+        "label": "price",
+        "fields": [
+            {"name": "id", "type": "int"},
+            {"name": "ts", "type": "timestamp"},
+            {"name": "member", "type": "bool", "nullable": True, "nulls": "impute"},
+            {"name": "rooms", "type": "int", "min": 1},
+            {"name": "note", "type": "string", "required": False},
+            {"name": "price", "type": "float", "min": 0},
+        ],
+        "prep": {"splits": {"train": 0.6, "validation": 0.2, "test": 0.2}, "clip_quantiles": [0.05, 0.95]},
+    }
+)
+
+
+def test_int_keys_bool_features_and_a_float_label_agree_across_engines(spark, tmp_path):
+    rng = np.random.default_rng(3)
+    rows = 600
+    ids = rng.integers(0, 450, rows)  # repeats: later versions of the same id
+    member = pa.array(rng.random(rows) < 0.3, mask=rng.random(rows) < 0.1)
+    raw = pa.table(
+        {
+            "id": pa.array(ids, pa.int64()),
+            "ts": pa.array(rng.integers(0, 10**12, rows), pa.timestamp("us", tz="UTC")),
+            "member": member,
+            # Floats for an int field: whole numbers convert, 2.5 is a type violation.
+            "rooms": pa.array(np.where(rng.random(rows) < 0.05, 2.5, rng.integers(0, 6, rows)), pa.float64()),
+            "note": pa.array(["x"] * rows),
+            "price": pa.array(rng.lognormal(5, 1, rows)),
+        }
+    )
+    paths = write_raw(raw, tmp_path / "raw", files=2)
+    by_spark, by_reference = prepare_both(spark, OTHER_TYPES, paths, tmp_path)
+    assert by_spark.counts == by_reference.counts
+    assert by_spark.counts.violations["rooms.type"] > 0 and by_spark.counts.violations["rooms.min"] > 0
+    assert by_spark.content_sha256 == by_reference.content_sha256
+    assert by_spark.transform == by_reference.transform
+    assert by_spark.reference == by_reference.reference
+    assert by_spark.label_reference == by_reference.label_reference
+    assert by_spark.label_reference.kind == "numeric" and len(by_spark.label_reference.fractions) == 10
+    assert by_spark.transform["member"].impute in (0.0, 1.0)
+    train = read_split(tmp_path / "spark", "train", "id")
+    assert train.schema.names == ["id", "ts", "member", "rooms", "price"]  # the string field is left out
+    assert {rules.split_of(key, OTHER_TYPES.prep.splits) for key in train["id"].to_pylist()} == {"train"}

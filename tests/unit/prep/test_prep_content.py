@@ -69,7 +69,8 @@ def test_empty_split_has_a_stable_hash():
 
 
 def test_object_key_strips_the_bucket_of_s3_uris():
-    assert object_key("s3a://streamml/datasets/tx/v3/train/part-0.parquet") == "datasets/tx/v3/train/part-0.parquet"
+    uri = "s3a://streamml/datasets/tx/v3/train/part-0.parquet"
+    assert object_key(uri) == "datasets/tx/v3/train/part-0.parquet"
     assert object_key("/tmp/out/train/part-0.parquet") == "/tmp/out/train/part-0.parquet"
 
 

@@ -25,7 +25,8 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 import pyarrow as pa
 import yaml
@@ -182,31 +183,50 @@ def parse_dataset_spec(document: object, source: str = "<spec>") -> DatasetSpec:
         raise SpecError(source, _problems(error)) from None
 
 
-def load_dataset_spec(path: Path) -> DatasetSpec:
+def read_yaml(path: Path, error: type[SpecError] = SpecError) -> object:
+    """A YAML document, or ``error`` naming the file and what is wrong with it."""
     try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise SpecError(path, [f"cannot read: {error.strerror}"]) from None
-    except yaml.YAMLError as error:
-        raise SpecError(path, [f"not valid YAML: {error}"]) from None
-    return parse_dataset_spec(document, str(path))
+        return yaml.safe_load(path.read_text())
+    except OSError as failure:
+        raise error(path, [f"cannot read: {failure.strerror}"]) from None
+    except yaml.YAMLError as failure:
+        raise error(path, [f"not valid YAML: {failure}"]) from None
 
 
-def load_dataset_specs(folder: Path) -> dict[str, DatasetSpec]:
-    """All ``*.yaml``/``*.yml`` specs of a folder by dataset name; every bad file is reported."""
+T = TypeVar("T")
+
+
+def load_folder(
+    folder: Path,
+    load: Callable[[Path], T],
+    name_of: Callable[[T], str],
+    what: str,
+    noun: str,
+    error: type[SpecError] = SpecError,
+) -> dict[str, T]:
+    """Every ``*.yaml``/``*.yml`` file of ``folder`` by name; all bad files are reported at once."""
     if not folder.is_dir():
-        raise SpecError(folder, ["not a folder of dataset specs"])
-    specs: dict[str, DatasetSpec] = {}
+        raise error(folder, [f"not a folder of {what}"])
+    loaded: dict[str, T] = {}
     problems: list[str] = []
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         try:
-            spec = load_dataset_spec(path)
-        except SpecError as error:
-            problems.extend(f"{path.name}: {line}" for line in error.problems)
+            item = load(path)
+        except SpecError as failure:
+            problems.extend(f"{path.name}: {line}" for line in failure.problems)
             continue
-        if spec.name in specs:
-            problems.append(f"{path.name}: dataset {spec.name!r} is declared twice")
-        specs[spec.name] = spec
+        if name_of(item) in loaded:
+            problems.append(f"{path.name}: {noun} {name_of(item)!r} is declared twice")
+        loaded[name_of(item)] = item
     if problems:
-        raise SpecError(folder, problems)
-    return specs
+        raise error(folder, problems)
+    return loaded
+
+
+def load_dataset_spec(path: Path) -> DatasetSpec:
+    return parse_dataset_spec(read_yaml(path), str(path))
+
+
+def load_dataset_specs(folder: Path) -> dict[str, DatasetSpec]:
+    """All dataset specs of a folder by dataset name."""
+    return load_folder(folder, load_dataset_spec, lambda spec: spec.name, "dataset specs", "dataset")

@@ -28,10 +28,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from streamml.specs import NAME, SpecError
+from streamml.specs import NAME, SpecError, load_folder, read_yaml
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -176,33 +175,12 @@ def parse_model_spec(document: object, source: str = "<model spec>") -> ModelSpe
 
 
 def load_model_spec(path: Path) -> ModelSpec:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise SpecError(path, [f"cannot read: {error.strerror}"]) from None
-    except yaml.YAMLError as error:
-        raise SpecError(path, [f"not valid YAML: {error}"]) from None
-    return parse_model_spec(document, str(path))
+    return parse_model_spec(read_yaml(path), str(path))
 
 
 def load_model_specs(folder: Path) -> dict[str, ModelSpec]:
-    """All ``*.yaml``/``*.yml`` model specs of a folder by model name; every bad file is reported."""
-    if not folder.is_dir():
-        raise SpecError(folder, ["not a folder of model specs"])
-    specs: dict[str, ModelSpec] = {}
-    problems: list[str] = []
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        try:
-            spec = load_model_spec(path)
-        except SpecError as error:
-            problems.extend(f"{path.name}: {line}" for line in error.problems)
-            continue
-        if spec.name in specs:
-            problems.append(f"{path.name}: model {spec.name!r} is declared twice")
-        specs[spec.name] = spec
-    if problems:
-        raise SpecError(folder, problems)
-    return specs
+    """All model specs of a folder by model name; every bad file is reported."""
+    return load_folder(folder, load_model_spec, lambda spec: spec.name, "model specs", "model")
 
 
 def specs_for_dataset(specs: dict[str, ModelSpec], dataset: str) -> list[ModelSpec]:

@@ -23,10 +23,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from streamml.specs import NAME, SpecError
+from streamml.specs import NAME, SpecError, load_folder, read_yaml
 
 Metric = Literal["auc", "log_loss", "accuracy", "rmse", "mae"]
 HIGHER_IS_BETTER: dict[str, bool] = {"auc": True, "accuracy": True, "log_loss": False, "rmse": False, "mae": False}
@@ -144,30 +143,10 @@ def parse_policy(document: object, source: str = "<policy>") -> PromotionPolicy:
 
 
 def load_policy(path: Path) -> PromotionPolicy:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise PolicyError(path, [f"cannot read: {error.strerror}"]) from None
-    except yaml.YAMLError as error:
-        raise PolicyError(path, [f"not valid YAML: {error}"]) from None
-    return parse_policy(document, str(path))
+    return parse_policy(read_yaml(path, PolicyError), str(path))
 
 
 def load_policies(folder: Path) -> dict[str, PromotionPolicy]:
-    """All ``*.yaml``/``*.yml`` policies of a folder by model name; every bad file is reported."""
-    if not folder.is_dir():
-        raise PolicyError(folder, ["not a folder of promotion policies"])
-    policies: dict[str, PromotionPolicy] = {}
-    problems: list[str] = []
-    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        try:
-            policy = load_policy(path)
-        except PolicyError as error:
-            problems.extend(f"{path.name}: {line}" for line in error.problems)
-            continue
-        if policy.model in policies:
-            problems.append(f"{path.name}: model {policy.model!r} has a policy already")
-        policies[policy.model] = policy
-    if problems:
-        raise PolicyError(folder, problems)
-    return policies
+    """All policies of a folder by model name; every bad file is reported."""
+    return load_folder(folder, load_policy, lambda policy: policy.model, "promotion policies",
+                       "the policy of model", PolicyError)

@@ -92,7 +92,7 @@ def test_folder_reports_bad_files_and_duplicate_models(tmp_path):
     with pytest.raises(PolicyError) as caught:
         load_policies(tmp_path)
     problems = caught.value.problems
-    assert "b.yml: model 'fraud' has a policy already" in problems
+    assert "b.yml: the policy of model 'fraud' is declared twice" in problems
     assert any(p.startswith("c.yaml: min.rmse") for p in problems)
     assert any(p.startswith("d.yaml: not valid YAML") for p in problems)
     (tmp_path / "b.yml").unlink()

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -22,8 +23,9 @@ def test_malformed_event_goes_to_dlq_and_partition_keeps_flowing(stack, unique):
     for future in admin.create_topics([NewTopic(t, 1, 1) for t in topics]).values():
         future.result()
 
+    policies = Path(__file__).resolve().parents[3] / "examples" / "policies"
     env = {**os.environ, **stack.env(), "STREAMML_KAFKA_TOPIC_PREFIX": prefix,
-           "STREAMML_HTTP_PORT": str(free_port())}
+           "STREAMML_HTTP_PORT": str(free_port()), "STREAMML_VALIDATOR_POLICIES_DIR": str(policies)}
     service = subprocess.Popen([sys.executable, "-m", "services.validator"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

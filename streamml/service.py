@@ -96,7 +96,7 @@ class ConsumerService(Service[S]):
         self.dead_letters = DeadLetters(self.producer, self.name)
         self.consumer = BatchConsumer(
             kafka,
-            group=self.group,
+            group=kafka.group_prefix + self.group,
             topics=self.input_topics(),
             client_id=self.name,
             on_assign=self.on_assign,

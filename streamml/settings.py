@@ -48,6 +48,7 @@ class KafkaSettings(Group):
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
     topic_prefix: str = Field("", description="prepended to every streamml topic name")
+    group_prefix: str = Field("", description="prepended to every consumer group id")
     session_timeout_ms: int = Field(45_000, ge=6_000, le=300_000)
     connect_timeout_s: float = Field(10.0, gt=0, description="how long start waits for the broker")
 

@@ -25,7 +25,9 @@ def test_malformed_event_goes_to_dlq_and_partition_keeps_flowing(stack, unique):
 
     policies = Path(__file__).resolve().parents[3] / "examples" / "policies"
     env = {**os.environ, **stack.env(), "STREAMML_KAFKA_TOPIC_PREFIX": prefix,
-           "STREAMML_HTTP_PORT": str(free_port()), "STREAMML_VALIDATOR_POLICIES_DIR": str(policies)}
+           "STREAMML_HTTP_PORT": str(free_port()), "STREAMML_VALIDATOR_POLICIES_DIR": str(policies),
+           # Its own group: the validator tests reuse streamml-validator on other topics.
+           "STREAMML_KAFKA_GROUP_PREFIX": f"t{unique}."}
     service = subprocess.Popen([sys.executable, "-m", "services.validator"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -53,7 +55,7 @@ def test_malformed_event_goes_to_dlq_and_partition_keeps_flowing(stack, unique):
         deadline = time.monotonic() + 20
         committed = None
         while time.monotonic() < deadline and committed != 2:
-            probe = BatchConsumer(settings, "streamml-validator", [topics[0]])
+            probe = BatchConsumer(settings, f"t{unique}.streamml-validator", [topics[0]])
             committed = probe.committed([(topics[0], 0)])[(topics[0], 0)]
             probe.close()
             time.sleep(0.5)

@@ -35,6 +35,8 @@ from streamml.stack.ceph import CephCluster  # noqa: E402
 from streamml.stack.ports import free_port  # noqa: E402
 from streamml.stack.tansu import TansuBroker  # noqa: E402
 
+STALL_S = 60
+
 
 def produce(kafka: KafkaSettings, topic: str, total: int) -> int:
     producer = EventProducer(kafka, "bench", **{"linger.ms": 50, "batch.num.messages": 10000})
@@ -74,10 +76,15 @@ def run_ingest(env: dict[str, str], log_path: Path, total: int) -> tuple[float, 
                                    stderr=subprocess.STDOUT, cwd=ROOT)
     handle = psutil.Process(process.pid)
     peak, landed, parquet_bytes, first, last = 0, 0, 0, None, None
+    progress, progressed_at = -1, time.monotonic()
     try:
         while landed < total:
             if process.poll() is not None:
                 raise SystemExit(f"ingest exited: {log_path.read_text()[-2000:]}")
+            if landed != progress:
+                progress, progressed_at = landed, time.monotonic()
+            elif time.monotonic() - progressed_at > STALL_S:
+                raise SystemExit(f"ingest landed nothing for {STALL_S}s at {landed:,} of {total:,} records")
             peak = max(peak, handle.memory_info().rss)
             landed, parquet_bytes, first, last = 0, 0, None, None
             for raw in log_path.read_text().splitlines():

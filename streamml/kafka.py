@@ -162,6 +162,7 @@ def dead_letter_reason(message: Message) -> str | None:
 
 
 RebalanceCallback = Callable[[list[TopicPartition]], None]
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
 
 
 class BatchConsumer:
@@ -236,7 +237,7 @@ class BatchConsumer:
         """Synchronously commit past the highest offset of each partition in ``messages``."""
         self.commit_offsets(next_offsets(messages))
 
-    def commit_offsets(self, offsets: dict[tuple[str, int], int]) -> None:
+    def commit_offsets(self, offsets: Offsets) -> None:
         """Commit ``{(topic, partition): next offset to read}`` synchronously."""
         if offsets:
             self._consumer.commit(
@@ -296,7 +297,7 @@ class BatchConsumer:
         self._consumer.close()
 
 
-def next_offsets(messages: Iterable[Message]) -> dict[tuple[str, int], int]:
+def next_offsets(messages: Iterable[Message]) -> Offsets:
     """``{(topic, partition): highest offset + 1}`` — what to commit after ``messages``."""
     offsets: dict[tuple[str, int], int] = {}
     for message in messages:

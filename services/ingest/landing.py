@@ -8,14 +8,19 @@ same range after a crash writes the same key with the same bytes.
 After a crash between upload and offset commit, the replayed range must end
 exactly where the uploaded one did, whatever the flush limits say now: the
 buffer learns that boundary (``must_end_at``) from the object already there.
+
+The buffer counts records and bytes as they are taken, before they are
+decoded, so it can be sealed without waiting for the decoder: taken messages
+wait in ``pending`` until a chunk of them goes to the decoder, and ``chunks``
+are the decode results (futures, in offset order) that the lander waits for.
 """
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,7 +52,7 @@ def parse_last_offset(key: str) -> int:
 
 @dataclass(frozen=True)
 class FlushLimits:
-    rows: int
+    records: int
     bytes: int
     age_s: float
 
@@ -62,8 +67,9 @@ class PartitionBuffer:
     first_offset: int
     first_time_ms: int
     must_end_at: int | None = None
-    tables: list[pa.Table] = field(default_factory=list)
-    rows: int = 0
+    pending: list[Any] = field(default_factory=list)
+    chunks: list[Any] = field(default_factory=list)
+    records: int = 0
     bytes: int = 0
     last_offset: int = -1
     started: float = field(default_factory=time.monotonic)
@@ -76,18 +82,22 @@ class PartitionBuffer:
     def key(self) -> str:
         return object_key(self.prefix, self.first_offset, self.last_offset)
 
-    def add(self, table: pa.Table, last_offset: int, size: int) -> None:
-        if table.num_rows:
-            self.tables.append(table)
-        self.rows += table.num_rows
+    def add(self, messages: list[Any], last_offset: int, size: int) -> None:
+        """Take ``messages`` (valid or not) up to ``last_offset``; they wait in ``pending``."""
+        self.pending.extend(messages)
+        self.records += len(messages)
         self.bytes += size
         self.last_offset = last_offset
+
+    def take_pending(self) -> list[Any]:
+        pending, self.pending = self.pending, []
+        return pending
 
     def should_flush(self, limits: FlushLimits, now: float | None = None) -> bool:
         if self.must_end_at is not None:
             return self.last_offset >= self.must_end_at
         age = (now if now is not None else time.monotonic()) - self.started
-        return self.rows >= limits.rows or self.bytes >= limits.bytes or age >= limits.age_s
+        return self.records >= limits.records or self.bytes >= limits.bytes or age >= limits.age_s
 
     def room_before_boundary(self) -> int | None:
         """How many more offsets this buffer may take, when its end is fixed."""
@@ -101,7 +111,7 @@ def with_kafka_columns(
 ) -> pa.Table:
     count = table.num_rows
     columns = [
-        pa.array([partition] * count, pa.int32()),
+        pa.repeat(pa.scalar(partition, pa.int32()), count),
         pa.array(offsets, pa.int64()),
         pa.array(times_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
     ]
@@ -110,12 +120,17 @@ def with_kafka_columns(
     return table
 
 
-def parquet_bytes(tables: list[pa.Table], schema: pa.Schema) -> bytes:
-    """Deterministic Parquet (zstd) of the batch: same rows, same bytes."""
+def parquet_bytes(tables: list[pa.Table], schema: pa.Schema, dictionary: list[str]) -> bytes:
+    """Deterministic Parquet (zstd) of the batch: same rows, same bytes.
+
+    Dictionary encoding only for the ``dictionary`` columns (categories):
+    on ids, amounts and times it is wasted work that also grows the file.
+    """
     table = pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
-    sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", write_statistics=True, store_schema=True)
-    return sink.getvalue()
+    sink = pa.BufferOutputStream()  # native: a Python file would take the GIL per page
+    pq.write_table(table, sink, compression="zstd", use_dictionary=dictionary,
+                   write_statistics=True, store_schema=True)
+    return sink.getvalue().to_pybytes()
 
 
 def event_time_range(tables: list[pa.Table], column: str) -> tuple[datetime | None, datetime | None]:

@@ -1,21 +1,35 @@
 """The ingest service: ``ingest.<dataset>`` topics -> Parquet in the object store.
 
-For each partition, records are validated against their dataset spec (bad
-ones go to ``dlq.ingest`` with the reason) and buffered until a row, byte or
-age limit; then, in this order: the dead letters are flushed, the Parquet
-object is written at its deterministic key, ``data.landed`` is sent, and the
-offsets are committed. A crash anywhere replays the same range into the same
-key, so no record is lost and none is landed twice.
+For each partition, records are buffered until a record, byte or age limit,
+then landed in this order: dead letters (bad records, with the reason) are
+flushed, the Parquet object is written at its deterministic key,
+``data.landed`` is sent, and the offsets are committed. A crash anywhere
+replays the same range into the same key, so no record is lost and none is
+landed twice.
+
+Three stages overlap so one replica keeps up with its partitions: the main
+thread polls, cuts batches and commits; a pool of decoder threads validates
+records into Arrow tables (pyarrow releases the GIL); one lander thread
+writes sealed batches strictly in order. Only the main thread touches the
+consumer (a synchronous commit from another thread can hang inside
+librdkafka while it polls): it commits each batch once its landing is done.
+Before partitions move to another replica, the sealed batches are landed and
+committed, and unsealed ones are dropped: the next owner replays them from
+the committed offset into the same keys.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import groupby
 from pathlib import Path
 
+import pyarrow as pa
 from confluent_kafka import Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field
@@ -27,10 +41,10 @@ from services.ingest.landing import (
     event_time_range,
     parquet_bytes,
     parse_last_offset,
-    with_kafka_columns,
 )
-from services.ingest.records import decode_batch
+from services.ingest.records import DecodedChunk, decode_messages
 from streamml.events import DataLanded
+from streamml.kafka import Offsets
 from streamml.service import ConsumerService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import DatasetSpec, SpecError, load_dataset_specs
@@ -46,15 +60,28 @@ FLUSH_SECONDS = Histogram(
     "streamml_ingest_flush_seconds", "Upload + announce + commit of one batch", ["dataset"]
 )
 LAG = Gauge("streamml_ingest_consumer_lag", "High watermark minus next offset", ["topic", "partition"])
+# Records per decode task. Each task hands the GIL back and forth a few dozen
+# times, and each hand-off can wait for a whole consume() call of the polling
+# thread, so fewer, larger tasks keep the decoders busy.
+DECODE_CHUNK = 20_000
 
 
 class IngestOptions(Group):
     specs_dir: Path = Field(Path("datasets"), description="folder of dataset spec YAML files")
-    flush_rows: int = Field(100_000, ge=1, description="land a batch at this many valid rows")
+    flush_rows: int = Field(
+        100_000, ge=1, description="land a batch at this many records (dead-lettered ones count)"
+    )
     flush_bytes: int = Field(64 << 20, ge=1024, description="or at this many input bytes")
     flush_age_s: float = Field(10.0, gt=0, description="or when its first record is this old")
     max_record_bytes: int = Field(1 << 20, ge=64, description="larger records are dead-lettered")
-    poll_batch: int = Field(10_000, ge=1, le=1_000_000)
+    poll_batch: int = Field(
+        2_000, ge=1, le=1_000_000,
+        description="messages per consume call (small calls hand the GIL to the decoders sooner)",
+    )
+    decode_threads: int = Field(2, ge=1, le=64, description="threads validating records in parallel")
+    max_sealed_batches: int = Field(
+        4, ge=1, le=64, description="sealed batches waiting to land before polling pauses (memory bound)"
+    )
 
 
 class IngestSettings(ServiceSettings):
@@ -69,7 +96,6 @@ class IngestService(ConsumerService[IngestSettings]):
         return [f"^{re.escape(self.settings.kafka.topic_prefix)}{TOPIC_PATTERN}"]
 
     def load(self) -> None:
-        super().load()
         options = self.settings.ingest
         try:
             specs = load_dataset_specs(options.specs_dir)
@@ -80,18 +106,24 @@ class IngestService(ConsumerService[IngestSettings]):
         }
         self.limits = FlushLimits(options.flush_rows, options.flush_bytes, options.flush_age_s)
         self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
+        self.decoder = ThreadPoolExecutor(options.decode_threads, thread_name_prefix="ingest-decode")
+        self.lander = ThreadPoolExecutor(1, thread_name_prefix="ingest-land")
+        self.sealed: deque[Future[Offsets]] = deque()
+        super().load()
+        # Every polled message is a tracked object: collect the young generation
+        # less often, and never re-scan what load() created.
+        gc.set_threshold(50_000, 20, 100)
+        gc.freeze()
         log.info("serving datasets", extra={"topics": sorted(self.specs)})
 
     def serve(self) -> None:
         while not self.stopping.is_set():
             messages = self.consumer.poll(self.settings.ingest.poll_batch, timeout=0.2)
-            by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
-            for message in messages:
-                by_partition[(message.topic(), message.partition())].append(message)
-            for (topic, partition), batch in by_partition.items():
+            for (topic, partition), batch in by_partition(messages).items():
                 self._take(topic, partition, batch)
                 self._record_lag(topic, partition, batch[-1].offset())
-            self._flush_due()
+            self._seal_due()
+            self._wait_for_landings(keep=self.settings.ingest.max_sealed_batches)
 
     def handle(self, messages: list[Message]) -> list[Message]:
         raise NotImplementedError("ingest commits per landed batch in serve()")
@@ -109,9 +141,15 @@ class IngestService(ConsumerService[IngestSettings]):
             buffer = self.buffers.get((topic, partition)) or self._open(spec, messages[0])
             room = buffer.room_before_boundary()
             taken, messages = (messages, []) if room is None else (messages[:room], messages[room:])
-            self._add(buffer, spec, taken)
+            buffer.add(taken, taken[-1].offset(), sum(map(len, taken)))
             if buffer.should_flush(self.limits):
-                self._flush(buffer, spec)
+                self._seal(buffer, spec)
+            elif len(buffer.pending) >= DECODE_CHUNK:
+                self._decode(buffer, spec)
+
+    def _decode(self, buffer: PartitionBuffer, spec: DatasetSpec) -> None:
+        max_bytes = self.settings.ingest.max_record_bytes
+        buffer.chunks.append(self.decoder.submit(decode_messages, buffer.take_pending(), spec, max_bytes))
 
     def _open(self, spec: DatasetSpec, first: Message) -> PartitionBuffer:
         buffer = PartitionBuffer(
@@ -129,41 +167,49 @@ class IngestService(ConsumerService[IngestSettings]):
         self.buffers[(buffer.topic, buffer.partition)] = buffer
         return buffer
 
-    def _add(self, buffer: PartitionBuffer, spec: DatasetSpec, messages: list[Message]) -> None:
-        values = [message.value() for message in messages]
-        decoded = decode_batch(values, spec, self.settings.ingest.max_record_bytes)
-        for index, reason in sorted(decoded.rejected.items()):
-            self.dead_letters.send(messages[index], reason, "invalid_record")
-        valid = [messages[i] for i in decoded.valid]
-        table = with_kafka_columns(
-            decoded.table,
-            buffer.partition,
-            [m.offset() for m in valid],
-            [m.timestamp()[1] for m in valid],
-        )
-        buffer.add(table, messages[-1].offset(), sum(len(v) for v in values if v))
-        RECORDS.labels(spec.name, "in").inc(len(messages))
-        RECORDS.labels(spec.name, "rejected").inc(len(decoded.rejected))
-
-    def _flush_due(self) -> None:
+    def _seal_due(self) -> None:
         now = time.monotonic()
-        for key, buffer in list(self.buffers.items()):
+        for buffer in list(self.buffers.values()):
             if buffer.should_flush(self.limits, now):
-                self._flush(buffer, self.specs[buffer.topic])
+                self._seal(buffer, self.specs[buffer.topic])
 
-    def _flush(self, buffer: PartitionBuffer, spec: DatasetSpec) -> None:
+    def _seal(self, buffer: PartitionBuffer, spec: DatasetSpec) -> None:
+        del self.buffers[(buffer.topic, buffer.partition)]
+        if buffer.pending:
+            self._decode(buffer, spec)
+        self._wait_for_landings(keep=self.settings.ingest.max_sealed_batches - 1)
+        self.sealed.append(self.lander.submit(self._land, buffer, spec))
+
+    def _wait_for_landings(self, keep: int) -> None:
+        """Commit landed batches in order, re-raising a failed landing; block while more than ``keep`` remain."""
+        while self.sealed and (self.sealed[0].done() or len(self.sealed) > keep):
+            self.consumer.commit_offsets(self.sealed.popleft().result())
+
+    def _land(self, buffer: PartitionBuffer, spec: DatasetSpec) -> Offsets:
+        """Runs on the lander thread, one batch at a time, in the order sealed.
+
+        Returns the offsets to commit now that the batch is durable."""
         started = time.monotonic()
+        tables, rejected = [], 0
+        for chunk in buffer.chunks:
+            decoded: DecodedChunk = chunk.result()
+            for message, reason in decoded.rejected:
+                self.dead_letters.send(message, reason, "invalid_record")
+            rejected += len(decoded.rejected)
+            if decoded.table.num_rows:
+                tables.append(decoded.table)
         self.producer.flush()  # dead letters are durable before their offsets are committed
-        if buffer.rows:
-            schema = landing_schema(spec)
-            data = parquet_bytes(buffer.tables, schema)
+        rows = sum(table.num_rows for table in tables)
+        if rows:
+            schema, dictionary = landing_schema(spec)
+            data = parquet_bytes(tables, schema, dictionary)
             self.store.put(buffer.key, data)
-            low, high = event_time_range(buffer.tables, spec.event_time)
+            low, high = event_time_range(tables, spec.event_time)
             self.producer.send_now(
                 DataLanded(
                     dataset=spec.name,
                     object_key=buffer.key,
-                    rows=buffer.rows,
+                    rows=rows,
                     bytes=len(data),
                     topic=buffer.topic,
                     partition=buffer.partition,
@@ -174,22 +220,26 @@ class IngestService(ConsumerService[IngestSettings]):
                     max_event_time=high,
                 )
             )
-            RECORDS.labels(spec.name, "landed").inc(buffer.rows)
             BYTES.labels(spec.name).inc(len(data))
-        self.consumer.commit_offsets({(buffer.topic, buffer.partition): buffer.last_offset + 1})
-        del self.buffers[(buffer.topic, buffer.partition)]
+        RECORDS.labels(spec.name, "in").inc(buffer.records)
+        RECORDS.labels(spec.name, "landed").inc(rows)
+        RECORDS.labels(spec.name, "rejected").inc(rejected)
         FLUSH_SECONDS.labels(spec.name).observe(time.monotonic() - started)
         log.info(
-            "landed" if buffer.rows else "committed a batch with no valid record",
-            extra={"dataset": spec.name, "object_key": buffer.key, "rows": buffer.rows,
+            "landed" if rows else "committed a batch with no valid record",
+            extra={"dataset": spec.name, "object_key": buffer.key, "rows": rows, "rejected": rejected,
                    "first_offset": buffer.first_offset, "last_offset": buffer.last_offset},
         )
+        return {(buffer.topic, buffer.partition): buffer.last_offset + 1}
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        # Unlanded buffers are dropped, not flushed: the next owner replays them
-        # from the committed offset into the same keys.
+        # Unsealed buffers are dropped: the next owner replays them from the
+        # committed offset into the same keys. Sealed ones land and commit
+        # first, so no commit of ours arrives after the partition has moved.
         for partition in partitions:
             self.buffers.pop((partition.topic, partition.partition), None)
+        if not self.stopping.is_set():
+            self._wait_for_landings(keep=0)
         super().on_revoke(partitions)
 
     def _record_lag(self, topic: str, partition: int, offset: int) -> None:
@@ -198,16 +248,37 @@ class IngestService(ConsumerService[IngestSettings]):
             LAG.labels(topic, str(partition)).set(max(0, high - offset - 1))
 
     def close(self) -> None:
-        # Stopping lands nothing new: buffered ranges are replayed after restart.
-        self.buffers.clear()
+        # Stopping seals nothing new: buffered ranges are replayed after a restart.
+        # The batch being landed finishes; batches still queued are cancelled.
+        self.stopping.set()  # also after a crash: the revocation in close() must not wait
+        if hasattr(self, "lander"):
+            self.buffers.clear()
+            self.lander.shutdown(wait=True, cancel_futures=True)
+            self.decoder.shutdown(wait=True, cancel_futures=True)
         super().close()
 
 
-def landing_schema(spec: DatasetSpec):
+def by_partition(messages: list[Message]) -> dict[tuple[str, int], list[Message]]:
+    """Messages grouped by partition, each group in offset order.
+
+    librdkafka returns a partition's messages in runs, so this groups runs with
+    C-level calls instead of looking at each message in Python.
+    """
+    groups: dict[tuple[str, int], list[Message]] = defaultdict(list)
+    for topic, same_topic in groupby(messages, Message.topic):
+        for partition, run in groupby(same_topic, Message.partition):
+            groups[(topic, partition)].extend(run)
+    return groups
+
+
+def landing_schema(spec: DatasetSpec) -> tuple[pa.Schema, list[str]]:
+    """The landed Parquet schema and the columns worth dictionary-encoding."""
     schema = spec.arrow_schema()
     for meta in META_COLUMNS:
         schema = schema.append(meta)
-    return schema.with_metadata({b"streamml.spec_fingerprint": spec.fingerprint().encode()})
+    schema = schema.with_metadata({b"streamml.spec_fingerprint": spec.fingerprint().encode()})
+    dictionary = [f.name for f in spec.fields if f.type in ("category", "bool")] + ["_partition"]
+    return schema, dictionary
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ import random
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -112,6 +113,45 @@ def test_sigkill_three_times_lands_every_record_exactly_once(world, services, st
     assert keys == set(store.list("raw/transactions/"))
 
 
+def test_partitions_moving_between_replicas_lose_and_duplicate_nothing(world, services, store, bucket):
+    """A second replica joins mid-stream, then the first leaves: each hand-over revokes partitions
+    with batches sealed, landing and buffered, and the landed rows stay exact."""
+    kafka, topics, env = world
+    env = {**env, "STREAMML_INGEST_FLUSH_ROWS": "1500", "STREAMML_INGEST_POLL_BATCH": "500"}
+    publishing = ThreadPoolExecutor(1)
+    published = publishing.submit(publish_slowly, kafka, topics["ingest"], 60_000, seconds=12)
+    first = services.start("ingest", bucket, **env)
+    wait_for_log(first, "landed")
+    second = services.start("ingest", bucket, **env)
+    wait_for_log(second, "landed")  # it owns partitions now: the first one gave them up
+    first.terminate()
+    assert first.wait(timeout=30) == 0, first.log_path.read_text()[-3000:]
+    published = published.result()
+    deadline = time.monotonic() + 120
+    while len(set(landed_rows(store))) < len(published) and time.monotonic() < deadline:
+        assert second.poll() is None, second.log_path.read_text()[-3000:]
+        time.sleep(1)
+    assert_exactly(landed_rows(store), published)
+    assert "partitions revoked" in first.log_path.read_text()
+
+
+def publish_slowly(kafka, topic, total, seconds):
+    published = {}
+    for step in range(10):
+        part = publish_transactions(kafka, topic, total // 10, seed=step + 10)
+        published.update(part)
+        time.sleep(seconds / 10)
+    return published
+
+
+def wait_for_log(process, message, timeout=60):
+    deadline = time.monotonic() + timeout
+    while f'"message": "{message}"' not in process.log_path.read_text():
+        assert process.poll() is None, process.log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"no {message!r} in {process.log_path}"
+        time.sleep(0.2)
+
+
 def assert_exactly(rows, published):
     landed = [(p, o) for p, o, _ in rows]
     duplicates = len(landed) - len(set(landed))
@@ -137,8 +177,8 @@ def test_a_range_landed_before_a_crash_is_rewritten_with_the_same_boundaries(wor
     table = with_kafka_columns(decoded.table, 0, [m.offset() for m in first_range],
                                [m.timestamp()[1] for m in first_range])
     buffer = PartitionBuffer("transactions", topics["ingest"], 0, 0, first_range[0].timestamp()[1])
-    buffer.add(table, first_range[-1].offset(), 0)
-    left_behind = parquet_bytes([table], landing_schema(spec))
+    buffer.add(first_range, first_range[-1].offset(), 0)
+    left_behind = parquet_bytes([table], *landing_schema(spec))
     store.put(buffer.key, left_behind)
 
     services.start("ingest", bucket, **env, STREAMML_INGEST_FLUSH_ROWS="50000", STREAMML_INGEST_FLUSH_AGE_S="1")

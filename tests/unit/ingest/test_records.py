@@ -1,9 +1,13 @@
+import json
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from confluent_kafka import Message
 
 from services.ingest.landing import FlushLimits, PartitionBuffer, object_key, parse_last_offset, partition_prefix
-from services.ingest.records import decode_batch
+from services.ingest.records import decode_batch, decode_messages
+from services.ingest.service import by_partition
 from streamml.datagen import to_json_records, transactions
 from streamml.specs import load_dataset_spec
 
@@ -80,15 +84,47 @@ def test_object_keys_encode_range_and_sort_by_offset():
 
 
 def test_buffer_flush_rules_and_fixed_boundary():
-    limits = FlushLimits(rows=10, bytes=1000, age_s=60)
+    limits = FlushLimits(records=10, bytes=1000, age_s=60)
     buffer = PartitionBuffer("tx", "ingest.tx", 0, 0, 0, started=0.0)
-    table = decode_batch(to_json_records(transactions(5, seed=1)), SPEC, 1 << 20).table
-    buffer.add(table, 4, 100)
+    buffer.add(["m0", "m1", "m2", "m3", "m4"], 4, 100)
     assert not buffer.should_flush(limits, now=1.0)
     assert buffer.should_flush(limits, now=61.0)
-    buffer.add(table, 9, 100)
-    assert buffer.should_flush(limits, now=1.0)
+    assert buffer.take_pending() == ["m0", "m1", "m2", "m3", "m4"] and buffer.pending == []
+    buffer.add(["m5", "m6", "m7", "m8", "m9"], 9, 100)
+    assert buffer.should_flush(limits, now=1.0)  # records counted when taken, not when decoded
+    assert buffer.records == 10 and buffer.key.endswith("-00000000000000000009.parquet")
+    by_bytes = PartitionBuffer("tx", "ingest.tx", 0, 0, 0, started=0.0)
+    by_bytes.add(["a", "b", "c"], 2, 1000)
+    assert by_bytes.should_flush(limits, now=1.0)
     fixed = PartitionBuffer("tx", "ingest.tx", 0, 0, 0, must_end_at=20, started=0.0)
-    fixed.add(table, 9, 5000)
+    fixed.add(list(range(10)), 9, 5000)
     assert not fixed.should_flush(limits, now=1000.0)  # limits do not apply: the end is known
     assert fixed.room_before_boundary() == 11
+
+
+def _message(partition, offset, value, topic="ingest.transactions"):
+    return Message(topic=topic, partition=partition, offset=offset, value=value, timestamp=(1, 1_700_000_000_000 + offset))
+
+
+def test_decode_messages_keeps_kafka_coordinates_of_valid_records_and_the_rejected_messages():
+    good = to_json_records(transactions(3, seed=4))
+    messages = [_message(2, 10, good[0]), _message(2, 11, b"{not json"), _message(2, 13, good[1]),
+                _message(2, 14, good[2])]
+    chunk = decode_messages(messages, SPEC, max_bytes=1 << 20)
+    assert chunk.table.column("_offset").to_pylist() == [10, 13, 14]  # offset 12 absent (compaction)
+    assert chunk.table.column("_partition").to_pylist() == [2, 2, 2]
+    assert chunk.table.column("tx_id").to_pylist() == [json.loads(v)["tx_id"] for v in good]
+    times = chunk.table.column("_kafka_time").cast(pa.int64()).to_pylist()
+    assert times == [1_700_000_000_010, 1_700_000_000_013, 1_700_000_000_014]
+    assert [(m.offset(), reason.split(":")[0]) for m, reason in chunk.rejected] == [(11, "malformed JSON")]
+
+
+def test_by_partition_groups_interleaved_runs_in_offset_order():
+    messages = [_message(0, 0, b""), _message(0, 1, b""), _message(1, 0, b""), _message(0, 2, b""),
+                _message(0, 0, b"", topic="ingest.other"), _message(1, 1, b"")]
+    groups = by_partition(messages)
+    assert {key: [m.offset() for m in run] for key, run in groups.items()} == {
+        ("ingest.transactions", 0): [0, 1, 2],
+        ("ingest.transactions", 1): [0, 1],
+        ("ingest.other", 0): [0],
+    }

@@ -97,6 +97,11 @@ class IngestService(ConsumerService[IngestSettings]):
 
     def load(self) -> None:
         options = self.settings.ingest
+        self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
+        self.decoder = ThreadPoolExecutor(options.decode_threads, thread_name_prefix="ingest-decode")
+        self.lander = ThreadPoolExecutor(1, thread_name_prefix="ingest-land")
+        self.sealed: deque[Future[Offsets]] = deque()
+        super().load()
         try:
             specs = load_dataset_specs(options.specs_dir)
         except SpecError as error:
@@ -105,11 +110,6 @@ class IngestService(ConsumerService[IngestSettings]):
             self.settings.kafka.topic(spec.ingest_topic): spec for spec in specs.values()
         }
         self.limits = FlushLimits(options.flush_rows, options.flush_bytes, options.flush_age_s)
-        self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
-        self.decoder = ThreadPoolExecutor(options.decode_threads, thread_name_prefix="ingest-decode")
-        self.lander = ThreadPoolExecutor(1, thread_name_prefix="ingest-land")
-        self.sealed: deque[Future[Offsets]] = deque()
-        super().load()
         # Every polled message is a tracked object: collect the young generation
         # less often, and never re-scan what load() created.
         gc.set_threshold(50_000, 20, 100)

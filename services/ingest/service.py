@@ -57,9 +57,10 @@ TOPIC_PATTERN = r"ingest\..*"
 RECORDS = Counter("streamml_ingest_records_total", "Ingest records by outcome", ["dataset", "outcome"])
 BYTES = Counter("streamml_ingest_bytes_total", "Bytes of landed Parquet objects", ["dataset"])
 FLUSH_SECONDS = Histogram(
-    "streamml_ingest_flush_seconds", "Upload + announce + commit of one batch", ["dataset"]
+    "streamml_ingest_flush_seconds", "Landing one batch: decoding left, Parquet, upload, announce", ["dataset"]
 )
 LAG = Gauge("streamml_ingest_consumer_lag", "High watermark minus next offset", ["topic", "partition"])
+
 # Records per decode task. Each task hands the GIL back and forth a few dozen
 # times, and each hand-off can wait for a whole consume() call of the polling
 # thread, so fewer, larger tasks keep the decoders busy.

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -172,13 +173,26 @@ class CephCluster:
         for exe in reversed(list(_DAEMONS)):
             pid = procs.read_pid(self._pid_file(exe), exe)
             if pid is not None:
+                asked = time.time()
                 clean = procs.terminate(pid, timeout)
                 if exe == "ceph-osd":
-                    osd_clean = clean
-                self.log(f"ceph: stopped {exe} (pid {pid}){'' if clean else ' with SIGKILL'}")
+                    osd_clean = clean and self._osd_saved_since(asked)
+                self.log(f"ceph: stopped {exe} (pid {pid}){'' if clean else ', not cleanly'}")
             self._pid_file(exe).unlink(missing_ok=True)
         if osd_clean:
             self._clean_marker.touch()
+
+    def _osd_saved_since(self, t: float) -> bool:
+        """Whether memstore wrote its store at unmount, at or after time t.
+
+        An exit after SIGTERM alone is not proof: an OSD that another process
+        SIGKILLed a moment earlier still looks alive, then "exits" without
+        saving. The file mtime comes from a coarse kernel clock, hence the slack.
+        """
+        try:
+            return (self.dir / "osd" / "0" / "collections").stat().st_mtime >= t - 0.05
+        except OSError:
+            return False
 
     # ----------------------------------------------------------- bootstrap
 
@@ -407,7 +421,11 @@ rgw frontends = beast endpoint={HOST}:{self.rgw_port} tcp_nodelay=1
     def _check_started_daemons(self) -> None:
         for exe in self._started:
             if procs.read_pid(self._pid_file(exe), exe) is None:
-                raise CephStartError(f"{exe} died during start\n{self._log_tails([exe])}")
+                errors = error_lines(procs.tail(self._log_files(exe)[0], 20_000))
+                cause = "".join(errors[-10:]) or "(no error lines in its log)\n"
+                raise CephStartError(
+                    f"{exe} died during start\n{cause}{self._log_tails([exe])}"
+                )
 
     def _log_tails(self, exes: list[str] | None = None) -> str:
         out = []
@@ -425,6 +443,20 @@ rgw frontends = beast endpoint={HOST}:{self.rgw_port} tcp_nodelay=1
                 f"state_dir is too deep: the admin socket path {longest} exceeds "
                 f"{_MAX_SOCKET_PATH} bytes; use a shorter state_dir"
             )
+
+
+# "<timestamp> <thread> -1 <message>": Ceph's error priority. Lines of a crash
+# dump's "recent events" start with "  -N> " and so do not repeat here.
+_CEPH_ERROR_LINE = re.compile(r"^\S+ [0-9a-f]+ -1 ")
+
+
+def error_lines(log_text: str) -> list[str]:
+    """The error-priority lines of a Ceph daemon log, in order.
+
+    A daemon that crashes on its way out dumps thousands of lines, which push
+    the message that explains the failure out of any tail.
+    """
+    return [line for line in log_text.splitlines(keepends=True) if _CEPH_ERROR_LINE.match(line)]
 
 
 def _admin_socket(path: Path, prefix: str) -> dict:

@@ -106,8 +106,11 @@ def terminate(pid: int, timeout: float = 10) -> bool:
     """SIGTERM pid, wait up to timeout, then SIGKILL.
 
     Returns True when the process exited on SIGTERM (a clean stop), False
-    when it had to be killed or was already gone.
+    when it had to be killed, was already gone, or - for our own children,
+    whose exit status we see - died of another signal (a SIGKILL sent just
+    before, say, that had not taken effect yet).
     """
+    child = _children.get(pid)
     if not pid_alive(pid):
         return False
     try:
@@ -115,6 +118,8 @@ def terminate(pid: int, timeout: float = 10) -> bool:
     except ProcessLookupError:
         return False
     clean = _wait_gone(pid, timeout)
+    if clean and child is not None:
+        clean = child.returncode in (0, -signal.SIGTERM)
     if not clean:
         try:
             os.kill(pid, signal.SIGKILL)

@@ -136,7 +136,7 @@ class TansuBroker:
         pid = self.pid()
         if pid is not None:
             clean = procs.terminate(pid, timeout)
-            self.log(f"tansu: stopped (pid {pid}){'' if clean else ' with SIGKILL'}")
+            self.log(f"tansu: stopped (pid {pid}){'' if clean else ', not cleanly'}")
         self.pid_file.unlink(missing_ok=True)
 
     # ------------------------------------------------------------- helpers

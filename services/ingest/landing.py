@@ -18,6 +18,8 @@ are the decode results (futures, in offset order) that the lander waits for.
 from __future__ import annotations
 
 import time
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -99,25 +101,26 @@ class PartitionBuffer:
         age = (now if now is not None else time.monotonic()) - self.started
         return self.records >= limits.records or self.bytes >= limits.bytes or age >= limits.age_s
 
-    def room_before_boundary(self) -> int | None:
-        """How many more offsets this buffer may take, when its end is fixed."""
-        if self.must_end_at is None:
-            return None
-        return self.must_end_at - self.last_offset
 
 
 def with_kafka_columns(
-    table: pa.Table, partition: int, offsets: list[int], times_ms: list[int]
+    table: pa.Table, partition: int, offsets: Sequence[int], times_ms: Sequence[int]
 ) -> pa.Table:
     count = table.num_rows
     columns = [
         pa.repeat(pa.scalar(partition, pa.int32()), count),
-        pa.array(offsets, pa.int64()),
-        pa.array(times_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        _int64(offsets),
+        _int64(times_ms).cast(pa.timestamp("ms", tz="UTC")),
     ]
     for meta, column in zip(META_COLUMNS, columns, strict=True):
         table = table.append_column(meta, column)
     return table
+
+
+def _int64(values: Sequence[int]) -> pa.Array:
+    if isinstance(values, array) and values.typecode == "q":
+        return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+    return pa.array(values, pa.int64())
 
 
 def parquet_bytes(tables: list[pa.Table], schema: pa.Schema, dictionary: list[str]) -> bytes:

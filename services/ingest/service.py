@@ -8,9 +8,10 @@ replays the same range into the same key, so no record is lost and none is
 landed twice.
 
 Three stages overlap so one replica keeps up with its partitions: the main
-thread polls, cuts batches and commits; a pool of decoder threads validates
-records into Arrow tables (pyarrow releases the GIL); one lander thread
-writes sealed batches strictly in order. Only the main thread touches the
+thread polls, cuts batches and commits; a pool of decoder processes validates
+records into Arrow tables (in processes, since the polling thread holds the
+GIL for most of each record's consume); one lander thread writes sealed
+batches strictly in order. Only the main thread touches the
 consumer (a synchronous commit from another thread can hang inside
 librdkafka while it polls): it commits each batch once its landing is done.
 Before partitions move to another replica, the sealed batches are landed and
@@ -24,8 +25,9 @@ import gc
 import logging
 import re
 import time
+from bisect import bisect_right
 from collections import defaultdict, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from itertools import groupby
 from pathlib import Path
 
@@ -42,7 +44,8 @@ from services.ingest.landing import (
     parquet_bytes,
     parse_last_offset,
 )
-from services.ingest.records import DecodedChunk, decode_messages
+from services.ingest.decoders import DecodeTask, start_decoders
+from services.ingest.records import RawChunk, decode_chunk
 from streamml.events import DataLanded
 from streamml.kafka import Offsets
 from streamml.service import ConsumerService, StartupError, run
@@ -61,9 +64,9 @@ FLUSH_SECONDS = Histogram(
 )
 LAG = Gauge("streamml_ingest_consumer_lag", "High watermark minus next offset", ["topic", "partition"])
 
-# Records per decode task. Each task hands the GIL back and forth a few dozen
-# times, and each hand-off can wait for a whole consume() call of the polling
-# thread, so fewer, larger tasks keep the decoders busy.
+# Records per decode task: large enough that sending a chunk to a decoder
+# process costs little next to decoding it, small enough to spread a batch
+# over the decoders.
 DECODE_CHUNK = 20_000
 
 
@@ -75,11 +78,8 @@ class IngestOptions(Group):
     flush_bytes: int = Field(64 << 20, ge=1024, description="or at this many input bytes")
     flush_age_s: float = Field(10.0, gt=0, description="or when its first record is this old")
     max_record_bytes: int = Field(1 << 20, ge=64, description="larger records are dead-lettered")
-    poll_batch: int = Field(
-        2_000, ge=1, le=1_000_000,
-        description="messages per consume call (small calls hand the GIL to the decoders sooner)",
-    )
-    decode_threads: int = Field(2, ge=1, le=64, description="threads validating records in parallel")
+    poll_batch: int = Field(2_000, ge=1, le=1_000_000, description="messages per consume call")
+    decode_processes: int = Field(2, ge=1, le=64, description="processes validating records in parallel")
     max_sealed_batches: int = Field(
         4, ge=1, le=64, description="sealed batches waiting to land before polling pauses (memory bound)"
     )
@@ -99,7 +99,7 @@ class IngestService(ConsumerService[IngestSettings]):
     def load(self) -> None:
         options = self.settings.ingest
         self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
-        self.decoder = ThreadPoolExecutor(options.decode_threads, thread_name_prefix="ingest-decode")
+        self.decoder: ProcessPoolExecutor = start_decoders(options.decode_processes)
         self.lander = ThreadPoolExecutor(1, thread_name_prefix="ingest-land")
         self.sealed: deque[Future[Offsets]] = deque()
         super().load()
@@ -120,6 +120,10 @@ class IngestService(ConsumerService[IngestSettings]):
     def serve(self) -> None:
         while not self.stopping.is_set():
             messages = self.consumer.poll(self.settings.ingest.poll_batch, timeout=0.2)
+            if not messages:
+                # Idle: a decoder that died (killed for memory, say) stops the
+                # replica now (submit raises), not when the next record comes.
+                self.decoder.submit(int)
             for (topic, partition), batch in by_partition(messages).items():
                 self._take(topic, partition, batch)
                 self._record_lag(topic, partition, batch[-1].offset())
@@ -140,8 +144,14 @@ class IngestService(ConsumerService[IngestSettings]):
             return
         while messages:
             buffer = self.buffers.get((topic, partition)) or self._open(spec, messages[0])
-            room = buffer.room_before_boundary()
-            taken, messages = (messages, []) if room is None else (messages[:room], messages[room:])
+            count = records_to_take(buffer, messages, self.limits.records)
+            if count == 0:
+                # The end of the object landed before is gone from the log (compacted
+                # or expired): end the replay where the log now has a gap.
+                log.warning("the end of a landed range is no longer in the log", extra={"object_key": buffer.key})
+                self._seal(buffer, spec)
+                continue
+            taken, messages = messages[:count], messages[count:]
             buffer.add(taken, taken[-1].offset(), sum(map(len, taken)))
             if buffer.should_flush(self.limits):
                 self._seal(buffer, spec)
@@ -149,8 +159,10 @@ class IngestService(ConsumerService[IngestSettings]):
                 self._decode(buffer, spec)
 
     def _decode(self, buffer: PartitionBuffer, spec: DatasetSpec) -> None:
+        messages = buffer.take_pending()
         max_bytes = self.settings.ingest.max_record_bytes
-        buffer.chunks.append(self.decoder.submit(decode_messages, buffer.take_pending(), spec, max_bytes))
+        future = self.decoder.submit(decode_chunk, RawChunk.of(messages), spec, max_bytes)
+        buffer.chunks.append(DecodeTask(messages, future))
 
     def _open(self, spec: DatasetSpec, first: Message) -> PartitionBuffer:
         buffer = PartitionBuffer(
@@ -193,12 +205,12 @@ class IngestService(ConsumerService[IngestSettings]):
         started = time.monotonic()
         tables, rejected = [], 0
         for chunk in buffer.chunks:
-            decoded: DecodedChunk = chunk.result()
-            for message, reason in decoded.rejected:
+            table, bad = chunk.result()
+            for message, reason in bad:
                 self.dead_letters.send(message, reason, "invalid_record")
-            rejected += len(decoded.rejected)
-            if decoded.table.num_rows:
-                tables.append(decoded.table)
+            rejected += len(bad)
+            if table.num_rows:
+                tables.append(table)
         self.producer.flush()  # dead letters are durable before their offsets are committed
         rows = sum(table.num_rows for table in tables)
         if rows:
@@ -270,6 +282,19 @@ def by_partition(messages: list[Message]) -> dict[tuple[str, int], list[Message]
         for partition, run in groupby(same_topic, Message.partition):
             groups[(topic, partition)].extend(run)
     return groups
+
+
+def records_to_take(buffer: PartitionBuffer, messages: list[Message], max_records: int) -> int:
+    """How many of ``messages`` (one partition, offset order) go into ``buffer``.
+
+    A replay ends exactly at the last offset of the object landed before
+    (offsets may have gaps, so that end is found by offset, not counted);
+    otherwise a batch takes up to the row limit, so batches are exactly that
+    long unless the byte or age limit ends them first.
+    """
+    if buffer.must_end_at is not None:
+        return bisect_right(messages, buffer.must_end_at, key=Message.offset)
+    return max_records - buffer.records
 
 
 def landing_schema(spec: DatasetSpec) -> tuple[pa.Schema, list[str]]:

@@ -1,3 +1,5 @@
 from services.prep.service import main
 
-main()
+# Guarded: a spawned child process (a decoder, a data loader) imports this module.
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -58,8 +59,8 @@ def consume_all(kafka, topic, group, expected, timeout=60):
     return received
 
 
-def publish_transactions(kafka, topic, total, seed=1):
-    """Publish ``total`` records; returns {(partition, offset): tx_id} as acknowledged."""
+def publish_transactions(kafka, topic, total, seed=1, first=0):
+    """Publish ``total`` records, keys counting from ``first``; returns {(partition, offset): tx_id}."""
     producer = EventProducer(kafka, "test", **{"linger.ms": 50})
     published: dict[tuple[int, int], str] = {}
 
@@ -68,9 +69,9 @@ def publish_transactions(kafka, topic, total, seed=1):
         published[(message.partition(), message.offset())] = message.key().decode()
 
     for start in range(0, total, 10_000):
-        records = to_json_records(transactions(min(10_000, total - start), seed=seed, start=start))
-        for i, record in enumerate(records):
-            producer._producer.produce(topic, record, f"tx-{start + i:010d}", on_delivery=on_delivery)
+        records = to_json_records(transactions(min(10_000, total - start), seed=seed, start=first + start))
+        for i, record in enumerate(records, first + start):
+            producer._producer.produce(topic, record, f"tx-{i:010d}", on_delivery=on_delivery)
             if len(producer._producer) > 50_000:
                 producer._producer.poll(0.05)
     producer._producer.flush()
@@ -93,8 +94,12 @@ def test_sigkill_three_times_lands_every_record_exactly_once(world, services, st
             assert ingest.poll() is None, ingest.log_path.read_text()[-3000:]
             time.sleep(0.05)
         time.sleep(rng.uniform(0, 0.3))
+        decoders = psutil.Process(ingest.pid).children(recursive=True)
         ingest.send_signal(signal.SIGKILL)
         ingest.wait()
+        # Its decoder processes leave with it instead of waiting forever for work.
+        gone, alive = psutil.wait_procs(decoders, timeout=10)
+        assert decoders and not alive, f"orphaned decoders: {alive}"
         ingest = services.start("ingest", bucket, **env)
 
     deadline = time.monotonic() + 180
@@ -111,6 +116,33 @@ def test_sigkill_three_times_lands_every_record_exactly_once(world, services, st
     announced = consume_all(kafka, topics["landed"], f"check-{bucket}", 10_000, timeout=10)
     keys = {decode(m.headers(), m.key(), m.value())[0].object_key for m in announced}
     assert keys == set(store.list("raw/transactions/"))
+
+
+def test_a_dead_decoder_stops_an_idle_replica_and_a_restart_lands_every_record_once(world, services, store, bucket):
+    kafka, topics, env = world
+    published = publish_transactions(kafka, topics["ingest"], 10_000)
+    env = {**env, "STREAMML_INGEST_FLUSH_ROWS": "2000", "STREAMML_INGEST_FLUSH_AGE_S": "0.5"}
+    ingest = services.start("ingest", bucket, **env)
+    wait_until_landed(ingest, store, published)
+    # Killed as the kernel's OOM killer would, while the replica waits for records.
+    decoders = [p for p in psutil.Process(ingest.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    assert len(decoders) == 2
+    decoders[0].kill()
+    assert ingest.wait(timeout=30) != 0
+    assert "BrokenProcessPool" in ingest.log_path.read_text()
+
+    published.update(publish_transactions(kafka, topics["ingest"], 10_000, seed=2, first=10_000))
+    ingest = services.start("ingest", bucket, **env)
+    wait_until_landed(ingest, store, published)
+    assert_exactly(landed_rows(store), published)
+
+
+def wait_until_landed(ingest, store, published, timeout=120):
+    deadline = time.monotonic() + timeout
+    while len(set(landed_rows(store))) < len(published):
+        assert ingest.poll() is None, ingest.log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, "not everything landed"
+        time.sleep(0.5)
 
 
 def test_partitions_moving_between_replicas_lose_and_duplicate_nothing(world, services, store, bucket):

@@ -88,17 +88,18 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     services.start("ingest", bucket, **env)
     prep = services.start("prep", bucket, **env)
 
-    publish(kafka, 0, 4000)
+    # Exactly min_new_rows each time: a version can only start once all of them landed.
+    publish(kafka, 0, 3000)
     v1 = next_ready(ready)
     assert (v1.version, v1.trigger) == (1, "rows")
     m1 = check_manifest(store, spec, v1)
-    assert sum(m1.rows.values()) == 4000
+    assert sum(m1.rows.values()) == 3000
 
-    publish(kafka, 4000, 3500)
+    publish(kafka, 3000, 3000)
     v2 = next_ready(ready)
     assert (v2.version, v2.trigger) == (2, "rows")
     m2 = check_manifest(store, spec, v2)
-    assert sum(m2.rows.values()) == 7500
+    assert sum(m2.rows.values()) == 6000
     assert {s.key for s in m1.lineage} < {s.key for s in m2.lineage}
     # A record never moves between splits across versions.
     def split_keys(manifest, split):
@@ -113,13 +114,13 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     EventProducer(kafka, "test").send_now(drift)
     EventProducer(kafka, "test").send_now(drift.model_copy(update={"kind": "prediction"}))  # same episode
     time.sleep(5)
-    publish(kafka, 7500, 500)
+    publish(kafka, 6000, 500)
     v3 = next_ready(ready)
     assert (v3.version, v3.trigger) == (3, "drift")
-    assert sum(check_manifest(store, spec, v3).rows.values()) == 8000
+    assert sum(check_manifest(store, spec, v3).rows.values()) == 6500
 
     # Kill prep while it builds v4: no partial version becomes visible, and the rebuild is correct.
-    publish(kafka, 8000, 3000)
+    publish(kafka, 6500, 3000)
     deadline = time.monotonic() + 120
     log_path = prep.log_path
     while '"message": "building", "dataset": "transactions", "version": 4' not in log_path.read_text():
@@ -133,7 +134,7 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     v4 = next_ready(ready)
     assert v4.version == 4
     m4 = check_manifest(store, spec, v4)
-    assert sum(m4.rows.values()) == 11000
+    assert sum(m4.rows.values()) == 9500
     ready.close()
 
     cli_env = {**os.environ, **services.stack.env(bucket)}

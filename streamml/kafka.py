@@ -89,12 +89,17 @@ class EventProducer:
         value: bytes | None,
         key: bytes | str | None = None,
         headers: list[tuple[str, bytes]] | dict[str, bytes] | None = None,
+        partition: int = -1,
     ) -> None:
-        """Queue one message; raises when the local queue stays full."""
+        """Queue one message; raises when the local queue stays full.
+
+        ``partition`` -1 (librdkafka's "unassigned") leaves the choice to the
+        configured partitioner, by key."""
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=self._on_delivery
+                    topic, value, key, partition=partition, headers=headers,
+                    on_delivery=self._on_delivery,
                 )
                 break
             except BufferError:

@@ -22,13 +22,14 @@ from datetime import datetime
 from pathlib import Path
 
 import psutil
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from streamml.datagen import to_json_records, transactions  # noqa: E402
+from streamml.kafka import EventProducer  # noqa: E402
 from streamml.settings import KafkaSettings  # noqa: E402
 from streamml.stack.ceph import CephCluster  # noqa: E402
 from streamml.stack.ports import free_port  # noqa: E402
@@ -45,20 +46,14 @@ def produce(kafka: KafkaSettings, topic: str, total: int, partitions: int) -> in
     batch: a partial last batch would wait for the age limit, and the run
     would measure that setting rather than throughput.
     """
-    producer = Producer({**kafka.client_config(), "linger.ms": 50, "batch.num.messages": 10000})
+    producer = EventProducer(kafka, "bench", **{"linger.ms": 50, "batch.num.messages": 10000})
     size = 0
     for start in range(0, total, 50_000):
         records = to_json_records(transactions(min(50_000, total - start), seed=11, start=start))
         for i, record in enumerate(records, start):
-            while True:
-                try:
-                    producer.produce(topic, record, f"tx-{i:010d}", partition=i % partitions)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            producer.produce(topic, record, f"tx-{i:010d}", partition=i % partitions)
             size += len(record)
-        if producer.flush(60):
-            raise SystemExit("the broker did not acknowledge every record within 60 s")
+        producer.flush()
     return size
 
 

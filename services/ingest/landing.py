@@ -12,7 +12,7 @@ buffer learns that boundary (``must_end_at``) from the object already there.
 The buffer counts records and bytes as they are taken, before they are
 decoded, so it can be sealed without waiting for the decoder: taken messages
 wait in ``pending`` until a chunk of them goes to the decoder, and ``chunks``
-are the decode results (futures, in offset order) that the lander waits for.
+are the decode tasks (in offset order) whose results the lander waits for.
 """
 
 from __future__ import annotations
@@ -100,7 +100,6 @@ class PartitionBuffer:
             return self.last_offset >= self.must_end_at
         age = (now if now is not None else time.monotonic()) - self.started
         return self.records >= limits.records or self.bytes >= limits.bytes or age >= limits.age_s
-
 
 
 def with_kafka_columns(

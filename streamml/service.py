@@ -38,7 +38,8 @@ log = logging.getLogger("streamml.service")
 
 S = TypeVar("S", bound=ServiceSettings)
 
-UP = Gauge("streamml_service_ready", "1 when the service is ready to serve", ["service"])
+UP = Gauge("streamml_service_ready", "1 when the service is ready to serve", ["service"],
+           multiprocess_mode="livemax")  # used when a service's processes share their metrics
 
 
 class StartupError(Exception):
@@ -70,6 +71,10 @@ class Service(ABC, Generic[S]):
 
     def close(self) -> None:
         """Release what ``load`` acquired; runs after ``serve`` returns."""
+
+    def metrics(self) -> bytes:
+        """The Prometheus text served at ``/metrics``."""
+        return generate_latest()
 
 
 class ConsumerService(Service[S]):
@@ -213,7 +218,7 @@ def _handler(service: Service) -> type[BaseHTTPRequestHandler]:
                 ready = service.ready() and not service.stopping.is_set()
                 self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
             elif self.path == "/metrics":
-                self._reply(200, generate_latest(), CONTENT_TYPE_LATEST)
+                self._reply(200, service.metrics(), CONTENT_TYPE_LATEST)
             else:
                 self._reply(404, b"not found: try /healthz, /readyz or /metrics\n")
 

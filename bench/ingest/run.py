@@ -5,7 +5,7 @@
 Prints: the raw confluent-kafka consume rate on the topic (batch consume, no
 work: the ceiling), the rate at which one ingest replica lands the same
 records as Parquet in Ceph (validation, Parquet, upload, data.landed, commit),
-their ratio, and the peak RSS of the replica with its decoder processes.
+their ratio, and the peak RSS of the replica with its member processes.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def log_time(line: dict) -> float:
 
 
 def tree_rss(process: psutil.Process) -> int:
-    """RSS of the replica and its decoder processes."""
+    """RSS of the replica and its member processes."""
     total = 0
     for member in [process, *process.children(recursive=True)]:
         try:
@@ -88,7 +88,7 @@ def tree_rss(process: psutil.Process) -> int:
 
 
 def run_ingest(env: dict[str, str], log_path: Path, total: int) -> tuple[float, int, float]:
-    """Rate (records/s from assignment to last landing), peak RSS of the replica and its decoders (bytes)."""
+    """Rate (records/s from the first assignment to the last landing), peak RSS of the replica and its members."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, cwd=ROOT)
@@ -109,8 +109,8 @@ def run_ingest(env: dict[str, str], log_path: Path, total: int) -> tuple[float, 
                 if not raw.startswith("{"):
                     continue
                 line = json.loads(raw)
-                if line["message"] == "partitions assigned":
-                    first = log_time(line)
+                if line["message"] == "partitions assigned" and first is None:
+                    first = log_time(line)  # the first member to start consuming
                 elif line["message"] == "landed":
                     landed += line["rows"]
                     last = log_time(line)

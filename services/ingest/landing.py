@@ -10,9 +10,9 @@ exactly where the uploaded one did, whatever the flush limits say now: the
 buffer learns that boundary (``must_end_at``) from the object already there.
 
 The buffer counts records and bytes as they are taken, before they are
-decoded, so it can be sealed without waiting for the decoder: taken messages
-wait in ``pending`` until a chunk of them goes to the decoder, and ``chunks``
-are the decode tasks (in offset order) whose results the lander waits for.
+decoded: taken messages wait in ``pending`` until a chunk of them is
+decoded, and ``chunks`` are the decoded chunks (in offset order) that the
+lander writes.
 """
 
 from __future__ import annotations

@@ -35,77 +35,24 @@ class DecodedBatch:
 
 
 @dataclass(frozen=True)
-class RawChunk:
-    """Values and Kafka coordinates of consecutive messages of one partition.
-
-    This is what crosses to a decoder process: a few objects whatever the
-    record count, so pickling it is a few memory copies, where a list of
-    values would cost an object per record on the polling thread. The usual
-    case costs least: values without newlines need no lengths, and offsets
-    without gaps are implied by the first one.
-    """
-
-    partition: int
-    first_offset: int
-    count: int
-    data: bytes  # the values joined by newlines; a null value is empty
-    sizes: array | None  # each value's length, only when a value holds a newline
-    offsets: array | None  # only when there are gaps (compaction, transaction markers)
-    times_ms: array
-
-    @classmethod
-    def of(cls, messages: list[Message]) -> RawChunk:
-        # map() over the unbound C methods: this runs per record on the polling thread.
-        values = list(map(Message.value, messages))
-        if None in values:
-            values = [value or b"" for value in values]  # both are an "empty record"
-        data = b"\n".join(values)
-        count = len(values)
-        first, last = messages[0].offset(), messages[-1].offset()
-        return cls(
-            partition=messages[0].partition(),
-            first_offset=first,
-            count=count,
-            data=data,
-            sizes=None if data.count(b"\n") == count - 1 else array("q", map(len, values)),
-            # Offsets only grow within a partition, so this span means no gap.
-            offsets=None if last - first == count - 1 else array("q", map(Message.offset, messages)),
-            times_ms=array("q", list(map(itemgetter(1), map(Message.timestamp, messages)))),
-        )
-
-    def values(self) -> list[bytes]:
-        if self.sizes is None:
-            return self.data.split(b"\n")
-        values, start = [], 0
-        for size in self.sizes:
-            values.append(self.data[start:start + size])
-            start += size + 1
-        return values
-
-    def offset_array(self) -> array:
-        if self.offsets is not None:
-            return self.offsets
-        return array("q", range(self.first_offset, self.first_offset + self.count))
-
-
-@dataclass(frozen=True)
 class DecodedChunk:
-    """The valid records of a ``RawChunk`` as a table with the Kafka columns,
-    and the position in the chunk of each rejected one with the reason."""
+    """The valid records of consecutive messages of one partition, as a table
+    with the Kafka columns, and each rejected message with the reason."""
 
     table: pa.Table
-    rejected: list[tuple[int, str]]
+    rejected: list[tuple[Message, str]]
 
 
-def decode_chunk(chunk: RawChunk, spec: DatasetSpec, max_bytes: int) -> DecodedChunk:
-    """``decode_batch`` over a chunk; runs in a decoder process."""
-    decoded = decode_batch(chunk.values(), spec, max_bytes)
-    offsets, times_ms = chunk.offset_array(), chunk.times_ms
-    if decoded.rejected:
-        offsets = array("q", [offsets[i] for i in decoded.valid])
-        times_ms = array("q", [times_ms[i] for i in decoded.valid])
-    table = with_kafka_columns(decoded.table, chunk.partition, offsets, times_ms)
-    return DecodedChunk(table, sorted(decoded.rejected.items()))
+def decode_messages(messages: list[Message], spec: DatasetSpec, max_bytes: int) -> DecodedChunk:
+    """``decode_batch`` over consecutive messages of one partition, with their Kafka coordinates."""
+    # map() over the unbound C methods: this runs per record.
+    values = list(map(Message.value, messages))
+    decoded = decode_batch(values, spec, max_bytes)
+    kept = [messages[i] for i in decoded.valid] if decoded.rejected else messages
+    offsets = array("q", map(Message.offset, kept))
+    times_ms = array("q", map(itemgetter(1), map(Message.timestamp, kept)))
+    table = with_kafka_columns(decoded.table, messages[0].partition(), offsets, times_ms)
+    return DecodedChunk(table, [(messages[i], reason) for i, reason in sorted(decoded.rejected.items())])
 
 
 def decode_batch(values: list[bytes | None], spec: DatasetSpec, max_bytes: int) -> DecodedBatch:

@@ -1,310 +1,127 @@
 """The ingest service: ``ingest.<dataset>`` topics -> Parquet in the object store.
 
-For each partition, records are buffered until a record, byte or age limit,
-then landed in this order: dead letters (bad records, with the reason) are
-flushed, the Parquet object is written at its deterministic key,
-``data.landed`` is sent, and the offsets are committed. A crash anywhere
-replays the same range into the same key, so no record is lost and none is
-landed twice.
-
-Three stages overlap so one replica keeps up with its partitions: the main
-thread polls, cuts batches and commits; a pool of decoder processes validates
-records into Arrow tables (in processes, since the polling thread holds the
-GIL for most of each record's consume); one lander thread writes sealed
-batches strictly in order. Only the main thread touches the
-consumer (a synchronous commit from another thread can hang inside
-librdkafka while it polls): it commits each batch once its landing is done.
-Before partitions move to another replica, the sealed batches are landed and
-committed, and unsealed ones are dropped: the next owner replays them from
-the committed offset into the same keys.
+One replica runs ``STREAMML_INGEST_PROCESSES`` member processes, each a
+consumer-group member that lands its partitions exactly once (``member.py``).
+Processes, not threads: decoding JSON, like ``consume()`` itself, holds the
+GIL for much of each record, so one process is about one core. This process
+checks the configuration, starts the members, serves health and the members'
+summed metrics, and stops them all when told to or when one dies: the
+replica then exits with an error and, restarted, every member replays from
+its committed offsets.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
-import re
-import time
-from bisect import bisect_right
-from collections import defaultdict, deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from itertools import groupby
-from pathlib import Path
+import multiprocessing
+import os
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 
-import pyarrow as pa
-from confluent_kafka import Message, TopicPartition
-from prometheus_client import Counter, Gauge, Histogram
-from pydantic import Field
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from services.ingest.landing import (
-    META_COLUMNS,
-    FlushLimits,
-    PartitionBuffer,
-    event_time_range,
-    parquet_bytes,
-    parse_last_offset,
-)
-from services.ingest.decoders import DecodeTask, start_decoders
-from services.ingest.records import RawChunk, decode_chunk
-from streamml.events import DataLanded
-from streamml.kafka import Offsets
-from streamml.service import ConsumerService, StartupError, run
-from streamml.settings import Group, ServiceSettings
-from streamml.specs import DatasetSpec, SpecError, load_dataset_specs
+from services.ingest.member import load_specs, run_member
+from services.ingest.settings import IngestSettings
+from streamml.kafka import KafkaUnavailable, check_reachable
+from streamml.service import Service, StartupError, run
+from streamml.store import ObjectStore, StoreError
 
 log = logging.getLogger("streamml.ingest")
 
-GROUP = "streamml-ingest"
-TOPIC_PATTERN = r"ingest\..*"
-
-RECORDS = Counter("streamml_ingest_records_total", "Ingest records by outcome", ["dataset", "outcome"])
-BYTES = Counter("streamml_ingest_bytes_total", "Bytes of landed Parquet objects", ["dataset"])
-FLUSH_SECONDS = Histogram(
-    "streamml_ingest_flush_seconds", "Landing one batch: decoding left, Parquet, upload, announce", ["dataset"]
-)
-LAG = Gauge("streamml_ingest_consumer_lag", "High watermark minus next offset", ["topic", "partition"])
-
-# Records per decode task: large enough that sending a chunk to a decoder
-# process costs little next to decoding it, small enough to spread a batch
-# over the decoders.
-DECODE_CHUNK = 20_000
+START_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 50  # below the chart's grace period: a landing in progress finishes
 
 
-class IngestOptions(Group):
-    specs_dir: Path = Field(Path("datasets"), description="folder of dataset spec YAML files")
-    flush_rows: int = Field(
-        100_000, ge=1, description="land a batch at this many records (dead-lettered ones count)"
-    )
-    flush_bytes: int = Field(64 << 20, ge=1024, description="or at this many input bytes")
-    flush_age_s: float = Field(10.0, gt=0, description="or when its first record is this old")
-    max_record_bytes: int = Field(1 << 20, ge=64, description="larger records are dead-lettered")
-    poll_batch: int = Field(2_000, ge=1, le=1_000_000, description="messages per consume call")
-    decode_processes: int = Field(2, ge=1, le=64, description="processes validating records in parallel")
-    max_sealed_batches: int = Field(
-        4, ge=1, le=64, description="sealed batches waiting to land before polling pauses (memory bound)"
-    )
+@dataclass
+class Member:
+    index: int
+    process: BaseProcess
+    channel: Connection
 
 
-class IngestSettings(ServiceSettings):
-    ingest: IngestOptions = IngestOptions()
-
-
-class IngestService(ConsumerService[IngestSettings]):
+class IngestService(Service[IngestSettings]):
     name = "ingest"
-    group = GROUP
-
-    def input_topics(self) -> list[str]:
-        return [f"^{re.escape(self.settings.kafka.topic_prefix)}{TOPIC_PATTERN}"]
 
     def load(self) -> None:
-        options = self.settings.ingest
-        self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
-        self.decoder: ProcessPoolExecutor = start_decoders(options.decode_processes)
-        self.lander = ThreadPoolExecutor(1, thread_name_prefix="ingest-land")
-        self.sealed: deque[Future[Offsets]] = deque()
-        super().load()
+        # Checked here first, so a bad setting stops the replica with one message.
         try:
-            specs = load_dataset_specs(options.specs_dir)
-        except SpecError as error:
-            raise StartupError(f"STREAMML_INGEST_SPECS_DIR={str(options.specs_dir)!r}: {error}") from None
-        self.specs: dict[str, DatasetSpec] = {
-            self.settings.kafka.topic(spec.ingest_topic): spec for spec in specs.values()
-        }
-        self.limits = FlushLimits(options.flush_rows, options.flush_bytes, options.flush_age_s)
-        # Every polled message is a tracked object: collect the young generation
-        # less often, and never re-scan what load() created.
-        gc.set_threshold(50_000, 20, 100)
-        gc.freeze()
-        log.info("serving datasets", extra={"topics": sorted(self.specs)})
+            check_reachable(self.settings.kafka)
+            ObjectStore.connect(self.settings.s3)
+        except (KafkaUnavailable, StoreError) as error:
+            raise StartupError(str(error)) from None
+        load_specs(self.settings)
+        self.members = start_members(self.settings)
+
+    def ready(self) -> bool:
+        members = getattr(self, "members", [])
+        return bool(members) and all(member.process.is_alive() for member in members)
 
     def serve(self) -> None:
+        sentinels = [member.process.sentinel for member in self.members]
         while not self.stopping.is_set():
-            messages = self.consumer.poll(self.settings.ingest.poll_batch, timeout=0.2)
-            if not messages:
-                # Idle: a decoder that died (killed for memory, say) stops the
-                # replica now (submit raises), not when the next record comes.
-                self.decoder.submit(int)
-            for (topic, partition), batch in by_partition(messages).items():
-                self._take(topic, partition, batch)
-                self._record_lag(topic, partition, batch[-1].offset())
-            self._seal_due()
-            self._wait_for_landings(keep=self.settings.ingest.max_sealed_batches)
-
-    def handle(self, messages: list[Message]) -> list[Message]:
-        raise NotImplementedError("ingest commits per landed batch in serve()")
-
-    def _take(self, topic: str, partition: int, messages: list[Message]) -> None:
-        spec = self.specs.get(topic)
-        if spec is None:
-            for message in messages:
-                self.dead_letters.send(message, f"no dataset spec serves topic {topic!r}", "unknown_dataset")
-            RECORDS.labels(topic, "rejected").inc(len(messages))
-            self.producer.flush()
-            self.consumer.commit(messages)
-            return
-        while messages:
-            buffer = self.buffers.get((topic, partition)) or self._open(spec, messages[0])
-            count = records_to_take(buffer, messages, self.limits.records)
-            if count == 0:
-                # The end of the object landed before is gone from the log (compacted
-                # or expired): end the replay where the log now has a gap.
-                log.warning("the end of a landed range is no longer in the log", extra={"object_key": buffer.key})
-                self._seal(buffer, spec)
-                continue
-            taken, messages = messages[:count], messages[count:]
-            buffer.add(taken, taken[-1].offset(), sum(map(len, taken)))
-            if buffer.should_flush(self.limits):
-                self._seal(buffer, spec)
-            elif len(buffer.pending) >= DECODE_CHUNK:
-                self._decode(buffer, spec)
-
-    def _decode(self, buffer: PartitionBuffer, spec: DatasetSpec) -> None:
-        messages = buffer.take_pending()
-        max_bytes = self.settings.ingest.max_record_bytes
-        future = self.decoder.submit(decode_chunk, RawChunk.of(messages), spec, max_bytes)
-        buffer.chunks.append(DecodeTask(messages, future))
-
-    def _open(self, spec: DatasetSpec, first: Message) -> PartitionBuffer:
-        buffer = PartitionBuffer(
-            dataset=spec.name,
-            topic=first.topic(),
-            partition=first.partition(),
-            first_offset=first.offset(),
-            first_time_ms=first.timestamp()[1],
-        )
-        # A batch from this offset may be landed already but not committed (crash).
-        existing = list(self.store.list(f"{buffer.prefix}{buffer.first_offset:020d}-"))
-        if existing:
-            buffer.must_end_at = parse_last_offset(existing[0])
-            log.info("replaying a landed range", extra={"object_key": existing[0]})
-        self.buffers[(buffer.topic, buffer.partition)] = buffer
-        return buffer
-
-    def _seal_due(self) -> None:
-        now = time.monotonic()
-        for buffer in list(self.buffers.values()):
-            if buffer.should_flush(self.limits, now):
-                self._seal(buffer, self.specs[buffer.topic])
-
-    def _seal(self, buffer: PartitionBuffer, spec: DatasetSpec) -> None:
-        del self.buffers[(buffer.topic, buffer.partition)]
-        if buffer.pending:
-            self._decode(buffer, spec)
-        self._wait_for_landings(keep=self.settings.ingest.max_sealed_batches - 1)
-        self.sealed.append(self.lander.submit(self._land, buffer, spec))
-
-    def _wait_for_landings(self, keep: int) -> None:
-        """Commit landed batches in order, re-raising a failed landing; block while more than ``keep`` remain."""
-        while self.sealed and (self.sealed[0].done() or len(self.sealed) > keep):
-            self.consumer.commit_offsets(self.sealed.popleft().result())
-
-    def _land(self, buffer: PartitionBuffer, spec: DatasetSpec) -> Offsets:
-        """Runs on the lander thread, one batch at a time, in the order sealed.
-
-        Returns the offsets to commit now that the batch is durable."""
-        started = time.monotonic()
-        tables, rejected = [], 0
-        for chunk in buffer.chunks:
-            table, bad = chunk.result()
-            for message, reason in bad:
-                self.dead_letters.send(message, reason, "invalid_record")
-            rejected += len(bad)
-            if table.num_rows:
-                tables.append(table)
-        self.producer.flush()  # dead letters are durable before their offsets are committed
-        rows = sum(table.num_rows for table in tables)
-        if rows:
-            schema, dictionary = landing_schema(spec)
-            data = parquet_bytes(tables, schema, dictionary)
-            self.store.put(buffer.key, data)
-            low, high = event_time_range(tables, spec.event_time)
-            self.producer.send_now(
-                DataLanded(
-                    dataset=spec.name,
-                    object_key=buffer.key,
-                    rows=rows,
-                    bytes=len(data),
-                    topic=buffer.topic,
-                    partition=buffer.partition,
-                    first_offset=buffer.first_offset,
-                    last_offset=buffer.last_offset,
-                    schema_fingerprint=spec.fingerprint(),
-                    min_event_time=low,
-                    max_event_time=high,
+            if wait(sentinels, timeout=0.5) and not self.stopping.is_set():
+                dead = next(m for m in self.members if m.process.exitcode is not None)
+                log.error(
+                    "an ingest process exited; stopping the replica, which replays from the committed offsets "
+                    "when restarted",
+                    extra={"member": dead.index, "pid": dead.process.pid, "exit_code": dead.process.exitcode},
                 )
-            )
-            BYTES.labels(spec.name).inc(len(data))
-        RECORDS.labels(spec.name, "in").inc(buffer.records)
-        RECORDS.labels(spec.name, "landed").inc(rows)
-        RECORDS.labels(spec.name, "rejected").inc(rejected)
-        FLUSH_SECONDS.labels(spec.name).observe(time.monotonic() - started)
-        log.info(
-            "landed" if rows else "committed a batch with no valid record",
-            extra={"dataset": spec.name, "object_key": buffer.key, "rows": rows, "rejected": rejected,
-                   "first_offset": buffer.first_offset, "last_offset": buffer.last_offset},
-        )
-        return {(buffer.topic, buffer.partition): buffer.last_offset + 1}
-
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        # Unsealed buffers are dropped: the next owner replays them from the
-        # committed offset into the same keys. Sealed ones land and commit
-        # first, so no commit of ours arrives after the partition has moved.
-        for partition in partitions:
-            self.buffers.pop((partition.topic, partition.partition), None)
-        if not self.stopping.is_set():
-            self._wait_for_landings(keep=0)
-        super().on_revoke(partitions)
-
-    def _record_lag(self, topic: str, partition: int, offset: int) -> None:
-        high = self.consumer.high_watermark(topic, partition)
-        if high is not None:
-            LAG.labels(topic, str(partition)).set(max(0, high - offset - 1))
+                raise SystemExit(1)
 
     def close(self) -> None:
-        # Stopping seals nothing new: buffered ranges are replayed after a restart.
-        # The batch being landed finishes; batches still queued are cancelled.
-        self.stopping.set()  # also after a crash: the revocation in close() must not wait
-        if hasattr(self, "lander"):
-            self.buffers.clear()
-            self.lander.shutdown(wait=True, cancel_futures=True)
-            self.decoder.shutdown(wait=True, cancel_futures=True)
-        super().close()
+        self.stopping.set()
+        stop_members(getattr(self, "members", []))
+
+    def metrics(self) -> bytes:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
 
 
-def by_partition(messages: list[Message]) -> dict[tuple[str, int], list[Message]]:
-    """Messages grouped by partition, each group in offset order.
-
-    librdkafka returns a partition's messages in runs, so this groups runs with
-    C-level calls instead of looking at each message in Python.
-    """
-    groups: dict[tuple[str, int], list[Message]] = defaultdict(list)
-    for topic, same_topic in groupby(messages, Message.topic):
-        for partition, run in groupby(same_topic, Message.partition):
-            groups[(topic, partition)].extend(run)
-    return groups
-
-
-def records_to_take(buffer: PartitionBuffer, messages: list[Message], max_records: int) -> int:
-    """How many of ``messages`` (one partition, offset order) go into ``buffer``.
-
-    A replay ends exactly at the last offset of the object landed before
-    (offsets may have gaps, so that end is found by offset, not counted);
-    otherwise a batch takes up to the row limit, so batches are exactly that
-    long unless the byte or age limit ends them first.
-    """
-    if buffer.must_end_at is not None:
-        return bisect_right(messages, buffer.must_end_at, key=Message.offset)
-    return max_records - buffer.records
+def start_members(settings: IngestSettings) -> list[Member]:
+    """Start the member processes and wait until each has joined or said why it cannot."""
+    # spawn, not fork: a forked child would inherit librdkafka's and boto3's threads' locks.
+    context = multiprocessing.get_context("spawn")
+    members = []
+    for index in range(settings.ingest.processes):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=run_member, args=(settings, index, os.getpid(), sender),
+                                  name=f"ingest-{index}")
+        process.start()
+        sender.close()
+        members.append(Member(index, process, receiver))
+    for member in members:
+        problem = _start_outcome(member)
+        if problem:
+            stop_members(members)
+            raise StartupError(problem)
+    return members
 
 
-def landing_schema(spec: DatasetSpec) -> tuple[pa.Schema, list[str]]:
-    """The landed Parquet schema and the columns worth dictionary-encoding."""
-    schema = spec.arrow_schema()
-    for meta in META_COLUMNS:
-        schema = schema.append(meta)
-    schema = schema.with_metadata({b"streamml.spec_fingerprint": spec.fingerprint().encode()})
-    dictionary = [f.name for f in spec.fields if f.type in ("category", "bool")] + ["_partition"]
-    return schema, dictionary
+def _start_outcome(member: Member) -> str | None:
+    """None once the member is serving, else why it is not."""
+    if not member.channel.poll(START_TIMEOUT_S):
+        return f"ingest process {member.index} did not start within {START_TIMEOUT_S} s"
+    try:
+        return member.channel.recv()
+    except EOFError:
+        member.process.join(5)
+        return f"ingest process {member.index} exited during start with code {member.process.exitcode}; see its log"
+
+
+def stop_members(members: list[Member]) -> None:
+    """SIGTERM every member, then wait: each finishes the batch it is landing and leaves the group."""
+    for member in members:
+        if member.process.is_alive():
+            member.process.terminate()
+    for member in members:
+        member.process.join(STOP_TIMEOUT_S)
+        if member.process.is_alive():
+            log.warning("an ingest process did not stop in time; killing it", extra={"member": member.index})
+            member.process.kill()
+            member.process.join()
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 from services.trainer.service import main
 
-# Guarded: a spawned child process (a decoder, a data loader) imports this module.
+# Guarded: a spawned child process (a data loader, say) imports this module.
 if __name__ == "__main__":
     main()

@@ -180,6 +180,10 @@ class Supervisor:
             "STREAMML_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.config.kafka_port}",
             # The embedded broker makes a first group join wait session.timeout/2.
             "STREAMML_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            # When two members of a group leave at once (a replica's processes on stop), the
+            # embedded broker can keep the departed leader as the group's leader, and later
+            # members never get an assignment. One ingest process leaves alone.
+            "STREAMML_INGEST_PROCESSES": "1",
             "STREAMML_S3_ENDPOINT": self.endpoint.url,
             "STREAMML_S3_BUCKET": DATA_BUCKET,
             "STREAMML_S3_REGION": self.endpoint.region,

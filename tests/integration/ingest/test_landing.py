@@ -5,6 +5,7 @@ import random
 import shutil
 import signal
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,11 +16,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from services.ingest.landing import PartitionBuffer, parquet_bytes, with_kafka_columns
 from services.ingest.records import decode_batch
-from services.ingest.service import landing_schema
+from services.ingest.member import landing_schema
 from streamml.specs import load_dataset_spec
 from streamml.datagen import to_json_records, transactions
 from streamml.events import DataLanded, decode
 from streamml.kafka import BatchConsumer, EventProducer
+from streamml.stack.ports import free_port
 
 pytestmark = pytest.mark.integration
 SPEC = Path(__file__).resolve().parents[3] / "examples" / "datasets" / "transactions.yaml"
@@ -38,7 +40,9 @@ def world(stack, unique, bucket, tmp_path):
     partitions = {"ingest": 3, "landed": 1, "dlq": 1, "unknown": 1}
     for future in admin.create_topics([NewTopic(topics[k], partitions[k], 1) for k in topics]).values():
         future.result()
-    env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_INGEST_SPECS_DIR": str(specs)}
+    # A group per test too: Tansu can leave a group stuck after its members leave (see the stack's client_env).
+    env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_KAFKA_GROUP_PREFIX": prefix,
+           "STREAMML_INGEST_SPECS_DIR": str(specs)}
     return kafka, topics, env
 
 
@@ -94,12 +98,12 @@ def test_sigkill_three_times_lands_every_record_exactly_once(world, services, st
             assert ingest.poll() is None, ingest.log_path.read_text()[-3000:]
             time.sleep(0.05)
         time.sleep(rng.uniform(0, 0.3))
-        decoders = psutil.Process(ingest.pid).children(recursive=True)
+        members = psutil.Process(ingest.pid).children(recursive=True)
         ingest.send_signal(signal.SIGKILL)
         ingest.wait()
-        # Its decoder processes leave with it instead of waiting forever for work.
-        gone, alive = psutil.wait_procs(decoders, timeout=10)
-        assert decoders and not alive, f"orphaned decoders: {alive}"
+        # Its member processes leave with it: a new replica owns the partitions now.
+        gone, alive = psutil.wait_procs(members, timeout=10)
+        assert members and not alive, f"orphaned ingest processes: {alive}"
         ingest = services.start("ingest", bucket, **env)
 
     deadline = time.monotonic() + 180
@@ -118,18 +122,28 @@ def test_sigkill_three_times_lands_every_record_exactly_once(world, services, st
     assert keys == set(store.list("raw/transactions/"))
 
 
-def test_a_dead_decoder_stops_an_idle_replica_and_a_restart_lands_every_record_once(world, services, store, bucket):
+def test_members_share_one_metrics_endpoint_and_a_dead_member_stops_the_replica(world, services, store, bucket):
     kafka, topics, env = world
     published = publish_transactions(kafka, topics["ingest"], 10_000)
-    env = {**env, "STREAMML_INGEST_FLUSH_ROWS": "2000", "STREAMML_INGEST_FLUSH_AGE_S": "0.5"}
+    port = free_port()
+    env = {**env, "STREAMML_INGEST_FLUSH_ROWS": "2000", "STREAMML_INGEST_FLUSH_AGE_S": "0.5",
+           "STREAMML_HTTP_PORT": str(port)}
     ingest = services.start("ingest", bucket, **env)
     wait_until_landed(ingest, store, published)
+    # Both members landed some of the 3 partitions; /metrics adds up what each counted.
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'streamml_ingest_records_total{dataset="transactions",outcome="landed"} 10000.0' in metrics
+    assert 'streamml_service_ready{service="ingest"} 1.0' in metrics
+    log = ingest.log_path.read_text()
+    assert log.count('"message": "partitions assigned"') >= 2
     # Killed as the kernel's OOM killer would, while the replica waits for records.
-    decoders = [p for p in psutil.Process(ingest.pid).children() if "spawn_main" in " ".join(p.cmdline())]
-    assert len(decoders) == 2
-    decoders[0].kill()
-    assert ingest.wait(timeout=30) != 0
-    assert "BrokenProcessPool" in ingest.log_path.read_text()
+    members = [p for p in psutil.Process(ingest.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+    assert len(members) == 2
+    members[0].kill()
+    assert ingest.wait(timeout=60) == 1
+    assert "an ingest process exited" in ingest.log_path.read_text()
+    gone, alive = psutil.wait_procs(members[1:], timeout=10)
+    assert not alive, "the other member outlived its replica"
 
     published.update(publish_transactions(kafka, topics["ingest"], 10_000, seed=2, first=10_000))
     ingest = services.start("ingest", bucket, **env)
@@ -149,7 +163,10 @@ def test_partitions_moving_between_replicas_lose_and_duplicate_nothing(world, se
     """A second replica joins mid-stream, then the first leaves: each hand-over revokes partitions
     with batches sealed, landing and buffered, and the landed rows stay exact."""
     kafka, topics, env = world
-    env = {**env, "STREAMML_INGEST_FLUSH_ROWS": "1500", "STREAMML_INGEST_POLL_BATCH": "500"}
+    # One process per replica: when two members of a group leave at once, Tansu's coordinator can keep
+    # the departed leader as the group's leader, and the remaining members never get an assignment.
+    env = {**env, "STREAMML_INGEST_FLUSH_ROWS": "1500", "STREAMML_INGEST_POLL_BATCH": "500",
+           "STREAMML_INGEST_PROCESSES": "1"}
     publishing = ThreadPoolExecutor(1)
     published = publishing.submit(publish_slowly, kafka, topics["ingest"], 60_000, seconds=12)
     first = services.start("ingest", bucket, **env)

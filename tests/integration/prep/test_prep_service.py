@@ -40,7 +40,8 @@ def world(stack, unique, tmp_path):
     names = ["ingest.transactions", "data.landed", "dataset.ready", "drift.detected", "dlq.ingest", "dlq.prep"]
     for future in admin.create_topics([NewTopic(kafka.topic(n), 2, 1) for n in names]).values():
         future.result()
-    env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_INGEST_SPECS_DIR": str(specs),
+    env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_KAFKA_GROUP_PREFIX": prefix,
+           "STREAMML_INGEST_SPECS_DIR": str(specs),
            "STREAMML_PREP_SPECS_DIR": str(specs), "STREAMML_PREP_SPARK_MASTER": "local[2]",
            "STREAMML_PREP_JARS_DIR": str(Path.cwd() / "vendor" / "jars"),
            "STREAMML_INGEST_FLUSH_ROWS": "1500", "STREAMML_INGEST_FLUSH_AGE_S": "1",

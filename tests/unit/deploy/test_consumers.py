@@ -5,6 +5,7 @@ every topic KEDA watches is one the service consumes, and the other way round.""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import re
 
@@ -32,10 +33,14 @@ def watched_topics(service: str) -> list[str]:
 
 
 def running_service(service: str) -> ConsumerService:
-    """The service's consumer, built with settings that use a topic prefix."""
-    module = importlib.import_module(f"services.{service}.service")
-    defined_here = [value for value in vars(module).values()
-                    if inspect.isclass(value) and value.__module__ == module.__name__]
+    """The service's consumer, built with settings that use a topic prefix.
+
+    Ingest runs its consumers in member processes (``member.py``)."""
+    package = f"services.{service}"
+    modules = [importlib.import_module(f"{package}.{name}") for name in ("service", "member")
+               if importlib.util.find_spec(f"{package}.{name}")]
+    defined_here = {value for module in modules for value in vars(module).values()
+                    if inspect.isclass(value) and value.__module__.startswith(f"{package}.")}
     (service_cls,) = [c for c in defined_here if issubclass(c, ConsumerService) and not inspect.isabstract(c)]
     (settings_cls,) = [c for c in defined_here if issubclass(c, ServiceSettings)]
     return service_cls(settings_cls(kafka={"topic_prefix": PREFIX}))

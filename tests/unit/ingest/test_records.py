@@ -1,6 +1,4 @@
 import json
-import pickle
-from concurrent.futures import Future
 from pathlib import Path
 
 import pyarrow as pa
@@ -8,9 +6,8 @@ import pytest
 from confluent_kafka import Message
 
 from services.ingest.landing import FlushLimits, PartitionBuffer, object_key, parse_last_offset, partition_prefix
-from services.ingest.decoders import DecodeTask
-from services.ingest.records import RawChunk, decode_batch, decode_chunk
-from services.ingest.service import by_partition, records_to_take
+from services.ingest.member import by_partition, records_to_take
+from services.ingest.records import decode_batch, decode_messages
 from streamml.datagen import to_json_records, transactions
 from streamml.specs import load_dataset_spec
 
@@ -108,39 +105,26 @@ def _message(partition, offset, value, topic="ingest.transactions"):
     return Message(topic=topic, partition=partition, offset=offset, value=value, timestamp=(1, 1_700_000_000_000 + offset))
 
 
-def test_decode_chunk_keeps_kafka_coordinates_of_valid_records_and_positions_of_rejected_ones():
+def test_decoded_messages_keep_kafka_coordinates_and_rejected_ones_keep_the_original_message():
     good = to_json_records(transactions(3, seed=4))
     messages = [_message(2, 10, good[0]), _message(2, 11, b"{not json"), _message(2, 13, good[1]),
                 _message(2, 14, None), _message(2, 15, good[2])]
-    # What a decoder process receives: the chunk after a pickle round trip.
-    raw = pickle.loads(pickle.dumps(RawChunk.of(messages)))
-    assert raw.values() == [good[0], b"{not json", good[1], b"", good[2]]
-    chunk = decode_chunk(raw, SPEC, max_bytes=1 << 20)
+    chunk = decode_messages(messages, SPEC, max_bytes=1 << 20)
     assert chunk.table.column("_offset").to_pylist() == [10, 13, 15]  # offset 12 absent (compaction)
     assert chunk.table.column("_partition").to_pylist() == [2, 2, 2]
     assert chunk.table.column("tx_id").to_pylist() == [json.loads(v)["tx_id"] for v in good]
     times = chunk.table.column("_kafka_time").cast(pa.int64()).to_pylist()
     assert times == [1_700_000_000_010, 1_700_000_000_013, 1_700_000_000_015]
-    assert [(i, reason.split(":")[0]) for i, reason in chunk.rejected] == [(1, "malformed JSON"),
-                                                                             (3, "empty record")]
+    assert [(m.offset(), m.value(), reason.split(":")[0]) for m, reason in chunk.rejected] == [
+        (11, b"{not json", "malformed JSON"), (14, None, "empty record")]
 
 
-def test_decode_task_returns_rejected_messages_and_forgets_the_rest_once_all_are_valid():
-    good = to_json_records(transactions(2, seed=5))
-    messages = [_message(0, 0, good[0]), _message(0, 1, b"{"), _message(0, 2, good[1])]
-    with_bad = Future()
-    task = DecodeTask(messages, with_bad)
-    with_bad.set_result(decode_chunk(RawChunk.of(messages), SPEC, 1 << 20))
-    table, bad = task.result()
-    assert table.column("_offset").to_pylist() == [0, 2]
-    assert [(m.offset(), m.value()) for m, _ in bad] == [(1, b"{")]
-
-    all_valid = Future()
-    clean = DecodeTask([messages[0], messages[2]], all_valid)
-    all_valid.set_result(decode_chunk(RawChunk.of([messages[0], messages[2]]), SPEC, 1 << 20))
-    assert clean.messages is None  # not kept while the batch waits to land
-    table, bad = clean.result()
-    assert table.num_rows == 2 and bad == []
+def test_a_clean_chunk_keeps_every_record_in_offset_order():
+    records = to_json_records(transactions(300, seed=5))
+    chunk = decode_messages([_message(0, 100 + i, r) for i, r in enumerate(records)], SPEC, 1 << 20)
+    assert chunk.rejected == []
+    assert chunk.table.column("_offset").to_pylist() == list(range(100, 400))
+    assert chunk.table.column("tx_id").to_pylist() == [json.loads(r)["tx_id"] for r in records]
 
 
 def test_a_batch_takes_records_up_to_the_row_limit_or_exactly_to_the_end_of_a_landed_range():

@@ -61,8 +61,11 @@ class IngestService(Service[IngestSettings]):
     def serve(self) -> None:
         sentinels = [member.process.sentinel for member in self.members]
         while not self.stopping.is_set():
-            if wait(sentinels, timeout=0.5) and not self.stopping.is_set():
-                dead = next(m for m in self.members if m.process.exitcode is not None)
+            ended = wait(sentinels, timeout=0.5)
+            if ended and not self.stopping.is_set():
+                dead = next(m for m in self.members if m.process.sentinel in ended)
+                # The sentinel closes as the process exits, a moment before it can be reaped.
+                dead.process.join()
                 log.error(
                     "an ingest process exited; stopping the replica, which replays from the committed offsets "
                     "when restarted",

@@ -77,6 +77,15 @@ class Service(ABC, Generic[S]):
         return generate_latest()
 
 
+def connect_dependencies(settings: ServiceSettings) -> ObjectStore:
+    """Check that Kafka answers and connect to the object store; StartupError names the setting."""
+    try:
+        check_reachable(settings.kafka)
+        return ObjectStore.connect(settings.s3)
+    except (KafkaUnavailable, StoreError) as error:
+        raise StartupError(str(error)) from None
+
+
 class ConsumerService(Service[S]):
     """A service that consumes its input topics in a consumer group.
 
@@ -92,11 +101,7 @@ class ConsumerService(Service[S]):
 
     def load(self) -> None:
         kafka = self.settings.kafka
-        try:
-            check_reachable(kafka)
-            self.store = ObjectStore.connect(self.settings.s3)
-        except (KafkaUnavailable, StoreError) as error:
-            raise StartupError(str(error)) from None
+        self.store = connect_dependencies(self.settings)
         self.producer = EventProducer(kafka, client_id=self.name)
         self.dead_letters = DeadLetters(self.producer, self.name)
         self.consumer = BatchConsumer(

@@ -24,9 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from services.ingest.member import load_specs, run_member
 from services.ingest.settings import IngestSettings
-from streamml.kafka import KafkaUnavailable, check_reachable
-from streamml.service import Service, StartupError, run
-from streamml.store import ObjectStore, StoreError
+from streamml.service import Service, StartupError, connect_dependencies, run
 
 log = logging.getLogger("streamml.ingest")
 
@@ -46,11 +44,7 @@ class IngestService(Service[IngestSettings]):
 
     def load(self) -> None:
         # Checked here first, so a bad setting stops the replica with one message.
-        try:
-            check_reachable(self.settings.kafka)
-            ObjectStore.connect(self.settings.s3)
-        except (KafkaUnavailable, StoreError) as error:
-            raise StartupError(str(error)) from None
+        connect_dependencies(self.settings)
         load_specs(self.settings)
         self.members = start_members(self.settings)
 

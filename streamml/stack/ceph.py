@@ -268,6 +268,9 @@ admin socket = {d}/run/$name.asok
 # procs.spawn writes the pid files; Ceph's own would race with it.
 pid file =
 log file = {d}/log/$name.log
+# A daemon that fails at start (say radosgw on a taken port) exits without
+# writing its queued log lines unless told to; the start error quotes them.
+log flush on exit = true
 mon data = {d}/mon/$id
 osd data = {d}/osd/$id
 osd objectstore = memstore

@@ -13,9 +13,10 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, fields: dict[str, object] | None = None) -> None:
         super().__init__()
         self.service = service
+        self.fields = fields or {}
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -24,6 +25,7 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             "logger": record.name,
             "message": record.getMessage(),
+            **self.fields,
         }
         line.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
@@ -31,9 +33,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure_logging(level: str, service: str) -> None:
+def configure_logging(level: str, service: str, **fields: object) -> None:
+    """JSON lines on stderr; ``fields`` go on every line (a member process's index, say)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(JsonFormatter(service, fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

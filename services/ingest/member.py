@@ -83,6 +83,7 @@ class IngestMember(ConsumerService[IngestSettings]):
         self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
         self.lander = ThreadPoolExecutor(1, thread_name_prefix="ingest-land")
         self.sealed: deque[Future[Offsets]] = deque()
+        self.unstarted: set[tuple[str, int]] = set()  # assigned, no record polled yet
         super().load()
         self.specs: dict[str, DatasetSpec] = {
             self.settings.kafka.topic(spec.ingest_topic): spec for spec in load_specs(self.settings).values()
@@ -97,6 +98,9 @@ class IngestMember(ConsumerService[IngestSettings]):
         while not self.stopping.is_set():
             messages = self.consumer.poll(self.settings.ingest.poll_batch, timeout=0.2)
             for (topic, partition), batch in by_partition(messages).items():
+                if (topic, partition) in self.unstarted:
+                    self.unstarted.discard((topic, partition))
+                    log.info("consuming", extra={"partition": f"{topic}[{partition}]", "offset": batch[0].offset()})
                 self._take(topic, partition, batch)
                 self._record_lag(topic, partition, batch[-1].offset())
             self._seal_due()
@@ -214,12 +218,17 @@ class IngestMember(ConsumerService[IngestSettings]):
         )
         return {(buffer.topic, buffer.partition): buffer.last_offset + 1}
 
+    def on_assign(self, partitions: list[TopicPartition]) -> None:
+        self.unstarted.update((p.topic, p.partition) for p in partitions)
+        super().on_assign(partitions)
+
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
         # Unsealed buffers are dropped: the next owner replays them from the
         # committed offset into the same keys. Sealed ones land and commit
         # first, so no commit of ours arrives after the partition has moved.
         for partition in partitions:
             self.buffers.pop((partition.topic, partition.partition), None)
+            self.unstarted.discard((partition.topic, partition.partition))
         if not self.stopping.is_set():
             self._wait_for_landings(keep=0)
         super().on_revoke(partitions)
@@ -284,7 +293,7 @@ def landing_schema(spec: DatasetSpec) -> tuple[pa.Schema, list[str]]:
 
 def run_member(settings: IngestSettings, index: int, parent: int, channel: Connection) -> None:
     """A member process: load, tell the replica (None when ready, else why not), serve until SIGTERM."""
-    configure_logging(settings.log, "ingest")
+    configure_logging(settings.log, "ingest", member=index)
     member = IngestMember(settings)
     # Ctrl-C reaches the whole process group: members stop cleanly, as on SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: member.stop())
@@ -297,7 +306,7 @@ def run_member(settings: IngestSettings, index: int, parent: int, channel: Conne
         channel.send(str(error))
         raise SystemExit(3) from None
     channel.send(None)
-    log.info("member serving", extra={"member": index, "pid": os.getpid()})
+    log.info("member serving", extra={"pid": os.getpid()})
     try:
         member.serve()
     finally:

@@ -1,6 +1,7 @@
 """The ingest service against a real broker and Ceph: exactly once under SIGKILL, and dead letters."""
 
 import io
+import json
 import random
 import shutil
 import signal
@@ -134,8 +135,12 @@ def test_members_share_one_metrics_endpoint_and_a_dead_member_stops_the_replica(
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'streamml_ingest_records_total{dataset="transactions",outcome="landed"} 10000.0' in metrics
     assert 'streamml_service_ready{service="ingest"} 1.0' in metrics
-    log = ingest.log_path.read_text()
-    assert log.count('"message": "partitions assigned"') >= 2
+    rows_by_member = {0: 0, 1: 0}
+    for line in log_lines(ingest):
+        if line["message"] == "landed":
+            rows_by_member[line["member"]] += line["rows"]
+    assert sum(rows_by_member.values()) == 10_000
+    assert all(rows_by_member.values()), f"one member landed nothing: {rows_by_member}"
     # Killed as the kernel's OOM killer would, while the replica waits for records.
     members = [p for p in psutil.Process(ingest.pid).children() if "spawn_main" in " ".join(p.cmdline())]
     assert len(members) == 2
@@ -145,10 +150,21 @@ def test_members_share_one_metrics_endpoint_and_a_dead_member_stops_the_replica(
     gone, alive = psutil.wait_procs(members[1:], timeout=10)
     assert not alive, "the other member outlived its replica"
 
+    # Restarted, each partition resumes right after the last record landed before the kill.
+    resume_at = {f"{topics['ingest']}[{partition}]": offset + 1 for partition, offset in sorted(published)}
     published.update(publish_transactions(kafka, topics["ingest"], 10_000, seed=2, first=10_000))
     ingest = services.start("ingest", bucket, **env)
     wait_until_landed(ingest, store, published)
     assert_exactly(landed_rows(store), published)
+    resumed = {}
+    for line in log_lines(ingest):
+        if line["message"] == "consuming":
+            resumed.setdefault(line["partition"], line["offset"])
+    assert resumed == resume_at
+
+
+def log_lines(process) -> list[dict]:
+    return [json.loads(raw) for raw in process.log_path.read_text().splitlines() if raw.startswith("{")]
 
 
 def wait_until_landed(ingest, store, published, timeout=120):

@@ -8,7 +8,7 @@ records as Parquet in Ceph (validation, Parquet, upload, data.landed, commit),
 their ratio, and the peak RSS of the replica with its member processes.
 
 The ceiling is the median of three passes (a pass takes about a second, and
-one pass alone moved by 2x between runs on a shared 2-core machine). Both
+on a shared 2-core machine the passes of one run differed by up to 1.5x). Both
 clocks start at the first record received, so neither counts joining
 the group or the first fetch; the ceiling stops at the last record
 received, ingest at the last batch landed.

@@ -5,13 +5,20 @@
 Prints: the raw confluent-kafka consume rate on the topic (batch consume, no
 work: the ceiling), the rate at which one ingest replica lands the same
 records as Parquet in Ceph (validation, Parquet, upload, data.landed, commit),
-their ratio, and the peak RSS of the replica with its member processes.
+their ratio, the peak RSS of the replica with its member processes, and the
+CPU time each side spends per record.
 
 The ceiling is the median of three passes (a pass takes about a second, and
 on a shared 2-core machine the passes of one run differed by up to 1.5x). Both
 clocks start at the first record received, so neither counts joining
 the group or the first fetch; the ceiling stops at the last record
 received, ingest at the last batch landed.
+
+CPU per record is steadier than the rates when other work shares the
+machine, and sizes a deployment: records/s per core is its inverse. The
+ceiling's counts the consuming process (its polling thread and librdkafka's
+threads); ingest's counts the replica and its members from the first
+partition assignment on, so it leaves out start-up but not the first fetch.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -42,6 +50,7 @@ from streamml.stack.ports import free_port  # noqa: E402
 from streamml.stack.tansu import TansuBroker  # noqa: E402
 
 STALL_S = 60
+POLL_S = 0.05
 FLUSH_ROWS = 50_000
 CEILING_PASSES = 3
 
@@ -64,44 +73,57 @@ def produce(kafka: KafkaSettings, topic: str, total: int, partitions: int) -> in
     return size
 
 
-def raw_consume_rate(kafka: KafkaSettings, topic: str, total: int) -> float:
+def raw_consume_rate(kafka: KafkaSettings, topic: str, total: int) -> tuple[float, float]:
+    """Records/s, and CPU seconds per record of this process (the polling thread and librdkafka's)."""
     consumer = Consumer({**kafka.client_config(), "group.id": f"raw-{time.time()}", "auto.offset.reset": "earliest",
                          "enable.auto.commit": False, "fetch.queue.backoff.ms": 10, "fetch.wait.max.ms": 50})
     consumer.subscribe([topic])
-    count, started = 0, None
+    count, started, cpu_started = 0, None, 0.0
     while count < total:
         batch = consumer.consume(10_000, 1.0)
         if batch and started is None:
-            started = time.monotonic()
+            started, cpu_started = time.monotonic(), time.process_time()
         count += sum(1 for m in batch if m.error() is None)
-    elapsed = time.monotonic() - started
+    elapsed, cpu = time.monotonic() - started, time.process_time() - cpu_started
     consumer.close()
-    return total / elapsed
+    return total / elapsed, cpu / total
 
 
 def log_time(line: dict) -> float:
     return datetime.fromisoformat(line["time"]).timestamp()
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """RSS of the replica and its member processes."""
-    total = 0
+def tree_usage(process: psutil.Process) -> tuple[int, float]:
+    """RSS and CPU seconds (user and system) of the replica and its member processes."""
+    rss, cpu = 0, 0.0
     for member in [process, *process.children(recursive=True)]:
         try:
-            total += member.memory_info().rss
+            with member.oneshot():
+                rss += member.memory_info().rss
+                times = member.cpu_times()
+                cpu += times.user + times.system
         except psutil.NoSuchProcess:
             pass
-    return total
+    return rss, cpu
 
 
-def run_ingest(env: dict[str, str], log_path: Path, total: int) -> tuple[float, int, float, float]:
-    """Records/s from the first record polled to the last landing, peak RSS of the replica and its
-    members, the seconds so measured, and the seconds from the first assignment to the first record."""
+@dataclass(frozen=True)
+class IngestRun:
+    rate: float  # records/s from the first record polled to the last landing
+    seconds: float  # that span
+    first_fetch_s: float  # from the first assignment to the first record
+    peak_rss: int  # of the replica and its members
+    cpu_per_record: float  # CPU seconds of the replica and its members, from the first assignment on
+    cores: float  # that CPU time over the seconds from the first assignment to the last landing
+
+
+def run_ingest(env: dict[str, str], log_path: Path, total: int) -> IngestRun:
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, cwd=ROOT)
     handle = psutil.Process(process.pid)
     peak, landed, assigned, first, last = 0, 0, None, None, None
+    cpu, cpu_at_assignment = 0.0, None
     progress, progressed_at = -1, time.monotonic()
     try:
         while landed < total:
@@ -111,7 +133,8 @@ def run_ingest(env: dict[str, str], log_path: Path, total: int) -> tuple[float, 
                 progress, progressed_at = landed, time.monotonic()
             elif time.monotonic() - progressed_at > STALL_S:
                 raise SystemExit(f"ingest landed nothing for {STALL_S}s at {landed:,} of {total:,} records")
-            peak = max(peak, tree_rss(handle))
+            rss, cpu = tree_usage(handle)
+            peak = max(peak, rss)
             landed, assigned, first, last = 0, None, None, None
             for raw in log_path.read_text().splitlines():
                 if not raw.startswith("{"):
@@ -124,11 +147,17 @@ def run_ingest(env: dict[str, str], log_path: Path, total: int) -> tuple[float, 
                 elif line["message"] == "landed":
                     landed += line["rows"]
                     last = log_time(line)
-            time.sleep(0.2)
+            if assigned is not None and cpu_at_assignment is None:
+                # Start-up (imports, checks, the group join) is behind; members wait for the first fetch.
+                cpu_at_assignment = cpu
+            time.sleep(POLL_S)
+        cpu = tree_usage(handle)[1]
     finally:
         process.terminate()
         process.wait(timeout=30)
-    return total / (last - first), peak, last - first, first - assigned
+    cpu -= cpu_at_assignment
+    return IngestRun(rate=total / (last - first), seconds=last - first, first_fetch_s=first - assigned,
+                     peak_rss=peak, cpu_per_record=cpu / total, cores=cpu / (last - assigned))
 
 
 def main() -> None:
@@ -155,7 +184,7 @@ def main() -> None:
         size = produce(kafka, topics[0], args.records, args.partitions)
         print(f"published {args.records:,} records, {size / args.records:.0f} B each on average")
         passes = sorted(raw_consume_rate(kafka, topics[0], args.records) for _ in range(CEILING_PASSES))
-        ceiling = passes[len(passes) // 2]
+        ceiling, ceiling_cpu = passes[len(passes) // 2]
         env = {**os.environ, "STREAMML_KAFKA_BOOTSTRAP": kafka.bootstrap, "STREAMML_KAFKA_SESSION_TIMEOUT_MS": "6000",
                "STREAMML_S3_ENDPOINT": endpoint.url, "STREAMML_S3_ACCESS_KEY_ID": endpoint.access_key,
                "STREAMML_S3_SECRET_ACCESS_KEY": endpoint.secret_key, "STREAMML_S3_REGION": endpoint.region,
@@ -163,13 +192,17 @@ def main() -> None:
                "STREAMML_HTTP_PORT": str(free_port()), "STREAMML_LOG": "info",
                # Batches end on the row limit only; every partition's share fills whole batches.
                "STREAMML_INGEST_FLUSH_ROWS": str(FLUSH_ROWS), "STREAMML_INGEST_FLUSH_AGE_S": "300"}
-        rate, peak, seconds, first_fetch = run_ingest(env, root / "ingest.log", args.records)
-        print(f"raw consume (ceiling):   {ceiling:12,.0f} records/s  {ceiling * size / args.records / 1e6:8.1f} MB/s"
-              f"  (median of {', '.join(f'{p:,.0f}' for p in passes)})")
-        print(f"ingest landed:           {rate:12,.0f} records/s  {rate * size / args.records / 1e6:8.1f} MB/s"
-              f"  ({args.records:,} records in {seconds:.1f}s; first record {first_fetch:.2f}s after assignment)")
-        print(f"ratio ingest / ceiling:  {rate / ceiling:12.2f}   (target >= 0.5)")
-        print(f"ingest peak RSS (all):   {peak / 2**20:12.0f} MiB   (target < 1024)")
+        ingest = run_ingest(env, root / "ingest.log", args.records)
+        mb = size / args.records / 1e6
+        print(f"raw consume (ceiling):   {ceiling:12,.0f} records/s  {ceiling * mb:8.1f} MB/s"
+              f"  (median of {', '.join(f'{rate:,.0f}' for rate, _ in passes)})")
+        print(f"ingest landed:           {ingest.rate:12,.0f} records/s  {ingest.rate * mb:8.1f} MB/s"
+              f"  ({args.records:,} records in {ingest.seconds:.1f}s;"
+              f" first record {ingest.first_fetch_s:.2f}s after assignment)")
+        print(f"ratio ingest / ceiling:  {ingest.rate / ceiling:12.2f}   (target >= 0.5)")
+        print(f"ingest peak RSS (all):   {ingest.peak_rss / 2**20:12.0f} MiB   (target < 1024)")
+        print(f"CPU per record:          {ceiling_cpu * 1e6:12.2f} µs ceiling, {ingest.cpu_per_record * 1e6:.2f} µs ingest"
+              f"   (cores busy: {ceiling * ceiling_cpu:.1f} and {ingest.cores:.1f})")
     finally:
         broker.stop()
         ceph.stop()

@@ -1,7 +1,6 @@
 """The ingest service against a real broker and Ceph: exactly once under SIGKILL, and dead letters."""
 
 import io
-import json
 import random
 import shutil
 import signal
@@ -15,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from service_logs import log_lines
 from services.ingest.landing import PartitionBuffer, parquet_bytes, with_kafka_columns
 from services.ingest.records import decode_batch
 from services.ingest.member import landing_schema
@@ -136,7 +136,7 @@ def test_members_share_one_metrics_endpoint_and_a_dead_member_stops_the_replica(
     assert 'streamml_ingest_records_total{dataset="transactions",outcome="landed"} 10000.0' in metrics
     assert 'streamml_service_ready{service="ingest"} 1.0' in metrics
     rows_by_member = {0: 0, 1: 0}
-    for line in log_lines(ingest):
+    for line in log_lines(ingest.log_path):
         if line["message"] == "landed":
             rows_by_member[line["member"]] += line["rows"]
     assert sum(rows_by_member.values()) == 10_000
@@ -157,14 +157,10 @@ def test_members_share_one_metrics_endpoint_and_a_dead_member_stops_the_replica(
     wait_until_landed(ingest, store, published)
     assert_exactly(landed_rows(store), published)
     resumed = {}
-    for line in log_lines(ingest):
+    for line in log_lines(ingest.log_path):
         if line["message"] == "consuming":
             resumed.setdefault(line["partition"], line["offset"])
     assert resumed == resume_at
-
-
-def log_lines(process) -> list[dict]:
-    return [json.loads(raw) for raw in process.log_path.read_text().splitlines() if raw.startswith("{")]
 
 
 def wait_until_landed(ingest, store, published, timeout=120):

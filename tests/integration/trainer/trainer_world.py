@@ -3,7 +3,6 @@ dataset version the way prep writes it, a model spec folder, and event helpers."
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import yaml
 from confluent_kafka import Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from service_logs import log_lines
 from services.trainer.spec import ModelSpec, parse_model_spec
 from services.trainer.synthetic_store import write_synthetic_version
 from streamml.events import Event, decode
@@ -86,16 +86,6 @@ def create_topics(kafka: KafkaSettings) -> None:
     admin = AdminClient(kafka.client_config())
     for future in admin.create_topics([NewTopic(kafka.topic(name), 1, 1) for name in TOPICS]).values():
         future.result()
-
-
-def log_lines(path: Path) -> list[dict]:
-    lines = []
-    for line in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:
-            continue
-    return lines
 
 
 def messages(path: Path, message: str) -> list[dict]:

@@ -175,17 +175,6 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def log_lines(path) -> list[dict]:
-    """The JSON lines of a service's log (other lines skipped)."""
-    lines = []
-    for line in path.read_text().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:
-            continue
-    return lines
-
-
 @dataclass
 class World:
     kafka: KafkaSettings

@@ -11,7 +11,6 @@ import torch
 from registry_builders import (
     MODEL,
     dataset,
-    log_lines,
     now,
     put_dataset,
     put_version,
@@ -19,6 +18,7 @@ from registry_builders import (
     trained_event,
     untrained,
 )
+from service_logs import log_lines
 from services.validator.metrics import auc
 from services.validator.promote import read_decision, set_champion
 from streamml.events import ModelPromoted, ModelRejected, ModelTrained

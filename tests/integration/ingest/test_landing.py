@@ -12,12 +12,13 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from service_logs import log_lines
 from services.ingest.landing import PartitionBuffer, parquet_bytes, with_kafka_columns
 from services.ingest.records import decode_batch
-from services.ingest.member import landing_schema
+from services.ingest.member import GROUP, landing_schema
 from streamml.specs import load_dataset_spec
 from streamml.datagen import to_json_records, transactions
 from streamml.events import DataLanded, decode
@@ -141,6 +142,10 @@ def test_members_share_one_metrics_endpoint_and_a_dead_member_stops_the_replica(
             rows_by_member[line["member"]] += line["rows"]
     assert sum(rows_by_member.values()) == 10_000
     assert all(rows_by_member.values()), f"one member landed nothing: {rows_by_member}"
+    # A batch is committed just after it lands: wait for that, so the restart resumes past it.
+    last_landed = {(topics["ingest"], partition): offset for partition, offset in sorted(published)}
+    group = env["STREAMML_KAFKA_GROUP_PREFIX"] + GROUP
+    wait_until_committed(ingest, kafka, group, {tp: offset + 1 for tp, offset in last_landed.items()})
     # Killed as the kernel's OOM killer would, while the replica waits for records.
     members = [p for p in psutil.Process(ingest.pid).children() if "spawn_main" in " ".join(p.cmdline())]
     assert len(members) == 2
@@ -151,7 +156,7 @@ def test_members_share_one_metrics_endpoint_and_a_dead_member_stops_the_replica(
     assert not alive, "the other member outlived its replica"
 
     # Restarted, each partition resumes right after the last record landed before the kill.
-    resume_at = {f"{topics['ingest']}[{partition}]": offset + 1 for partition, offset in sorted(published)}
+    resume_at = {f"{topic}[{partition}]": offset + 1 for (topic, partition), offset in last_landed.items()}
     published.update(publish_transactions(kafka, topics["ingest"], 10_000, seed=2, first=10_000))
     ingest = services.start("ingest", bucket, **env)
     wait_until_landed(ingest, store, published)
@@ -161,6 +166,23 @@ def test_members_share_one_metrics_endpoint_and_a_dead_member_stops_the_replica(
         if line["message"] == "consuming":
             resumed.setdefault(line["partition"], line["offset"])
     assert resumed == resume_at
+
+
+def wait_until_committed(ingest, kafka, group, expected, timeout=30):
+    """Wait until ``group`` has committed ``expected`` ({(topic, partition): next offset})."""
+    deadline = time.monotonic() + timeout
+    probe = Consumer({**kafka.client_config(), "group.id": group})  # never subscribes: no rebalance
+    try:
+        while True:
+            found = probe.committed([TopicPartition(t, p) for t, p in expected], timeout=10)
+            committed = {(tp.topic, tp.partition): tp.offset for tp in found}
+            if committed == expected:
+                return
+            assert ingest.poll() is None, ingest.log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"committed {committed}, expected {expected}"
+            time.sleep(0.2)
+    finally:
+        probe.close()
 
 
 def wait_until_landed(ingest, store, published, timeout=120):

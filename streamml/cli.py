@@ -462,17 +462,21 @@ def prep_run(
 # ----------------------------------------------------------------- services
 
 
-def _service_command(name: str) -> None:
-    def command() -> None:
-        sys.argv = [f"streamml {name}"]
-        runpy.run_module(f"services.{name}", run_name="__main__")
+def _service_command(group: typer.Typer, name: str, service: str, what: str) -> None:
+    # The service answers --help itself, listing its settings.
+    @group.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                           "help_option_names": []})
+    def command(context: typer.Context) -> None:
+        sys.argv = [context.command_path, *context.args]
+        runpy.run_module(f"services.{service}", run_name="__main__")
 
-    command.__doc__ = f"Run the {name} service (settings from STREAMML_* variables)."
-    app.command(name)(command)
+    command.__doc__ = f"Run {what}; --help lists its STREAMML_* settings."
 
 
-for _name in ("ingest", "prep", "trainer", "validator", "monitor"):
-    _service_command(_name)
+for _name in ("ingest", "trainer", "validator", "monitor"):
+    _service_command(app, _name, _name, f"the {_name} service")
+_service_command(app, "serve", "serve", "the inference server of one model")
+_service_command(prep_app, "serve", "prep", "the prep service")
 
 
 _register_late_apps()

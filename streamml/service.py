@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import textwrap
 import threading
 import time
 from abc import ABC, abstractmethod
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, NoReturn, TypeVar
 
 from confluent_kafka import KafkaException, Message
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
@@ -30,7 +31,14 @@ from streamml.events import Event, EventError, decode
 from streamml.kafka import BatchConsumer, DeadLetters, EventProducer, KafkaUnavailable
 from streamml.kafka import check_reachable
 from streamml.logs import configure_logging
-from streamml.settings import HttpSettings, ServiceSettings, load_settings_or_exit
+from streamml.settings import (
+    CONFIG_FILE_ENV,
+    EXIT_BAD_SETTINGS,
+    HttpSettings,
+    ServiceSettings,
+    load_settings_or_exit,
+    settings_help,
+)
 from streamml.store import ObjectStore, StoreError, StoreUnavailable
 
 EXIT_UNAVAILABLE = 3
@@ -242,6 +250,8 @@ def _handler(service: Service) -> type[BaseHTTPRequestHandler]:
 
 def run(service_cls: type[Service[S]], settings_cls: type[S]) -> None:
     """Run a service to completion; exits the process with its status."""
+    if len(sys.argv) > 1:
+        answer_arguments(service_cls, settings_cls, sys.argv)
     settings = load_settings_or_exit(settings_cls)
     configure_logging(settings.log, service_cls.name)
     service = service_cls(settings)
@@ -269,6 +279,45 @@ def run(service_cls: type[Service[S]], settings_cls: type[S]) -> None:
         service.close()
         health.stop()
     log.info("stopped")
+
+
+def answer_arguments(service_cls: type[Service[S]], settings_cls: type[S], argv: list[str]) -> NoReturn:
+    """A service takes settings, not arguments: ``--help`` lists them, anything else is a usage error."""
+    program = _program(service_cls, argv[0])
+    if argv[1:] in (["--help"], ["-h"]):
+        print(service_help(service_cls, settings_cls, program))
+        raise SystemExit(0)
+    print(f"{program}: unexpected argument {argv[1]!r}; settings come from STREAMML_* variables, "
+          f"see `{program} --help`", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_SETTINGS)
+
+
+def service_help(service_cls: type[Service[S]], settings_cls: type[S], program: str) -> str:
+    """Usage, what the service does, and every setting with its default and meaning."""
+    package = service_cls.__module__.rsplit(".", 1)[0]
+    summary = (sys.modules[service_cls.__module__].__doc__ or "").strip().split("\n")[0]
+    lines = [
+        f"usage: {program}",
+        "",
+        summary.replace("``", ""),
+        f"More in {package.replace('.', '/')}/README.md.",
+        "",
+        "Settings come from environment variables, else from the YAML file named by",
+        f"{CONFIG_FILE_ENV} (nested names: kafka: {{bootstrap: ...}}), else the defaults.",
+        f"A bad value stops the service at start (exit {EXIT_BAD_SETTINGS}); an unreachable broker or",
+        f"object store stops it with exit {EXIT_UNAVAILABLE}.",
+        "",
+    ]
+    for setting in settings_help(settings_cls):
+        lines.append(f"  {setting.variable}  (default: {setting.default})")
+        lines.extend(textwrap.wrap(setting.meaning, 76, initial_indent="      ", subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+def _program(service_cls: type[Service[S]], argv0: str) -> str:
+    if argv0.endswith(".py"):  # python -m services.<name>
+        return f"python -m {service_cls.__module__.rsplit('.', 1)[0]}"
+    return argv0
 
 
 def _fail(message: str, code: int) -> None:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import to_json
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,16 +42,22 @@ class KafkaSettings(Group):
         "127.0.0.1:9092",
         description="Kafka bootstrap servers, host:port[,host:port...]",
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients talk to the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism, with a SASL_* protocol"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password")
     ssl_ca_location: Path | None = Field(None, description="CA bundle (PEM) for TLS")
-    ssl_certificate_location: Path | None = None
-    ssl_key_location: Path | None = None
+    ssl_certificate_location: Path | None = Field(None, description="client certificate (PEM) for TLS")
+    ssl_key_location: Path | None = Field(None, description="client private key (PEM) for TLS")
     topic_prefix: str = Field("", description="prepended to every streamml topic name")
     group_prefix: str = Field("", description="prepended to every consumer group id")
-    session_timeout_ms: int = Field(45_000, ge=6_000, le=300_000)
+    session_timeout_ms: int = Field(
+        45_000, ge=6_000, le=300_000, description="consumer group session timeout, 6000 to 300000 ms"
+    )
     connect_timeout_s: float = Field(10.0, gt=0, description="how long start waits for the broker")
 
     @field_validator("bootstrap")
@@ -88,13 +96,16 @@ class S3Settings(Group):
     endpoint: str | None = Field(
         None, description="S3 endpoint URL, e.g. http://127.0.0.1:7480 (unset: AWS)"
     )
-    bucket: str = Field("streamml", min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+$")
-    region: str = "us-east-1"
-    access_key_id: SecretStr | None = None
-    secret_access_key: SecretStr | None = None
+    bucket: str = Field(
+        "streamml", min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+$",
+        description="bucket for raw data, datasets and models (a valid S3 bucket name)",
+    )
+    region: str = Field("us-east-1", description="region for SigV4 signing")
+    access_key_id: SecretStr | None = Field(None, description="S3 access key (unset: the AWS credential chain)")
+    secret_access_key: SecretStr | None = Field(None, description="S3 secret key")
     create_bucket: bool = Field(True, description="create the bucket when it is missing")
-    connect_timeout_s: float = Field(5.0, gt=0)
-    max_attempts: int = Field(5, ge=1, le=20)
+    connect_timeout_s: float = Field(5.0, gt=0, description="seconds to wait for a connection")
+    max_attempts: int = Field(5, ge=1, le=20, description="tries per request, with backoff, 1 to 20")
 
     @field_validator("endpoint")
     @classmethod
@@ -123,7 +134,9 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     s3: S3Settings = S3Settings()
     http: HttpSettings = HttpSettings()
-    log: Literal["debug", "info", "warning", "error"] = "info"
+    log: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="log level; logs are JSON lines on stderr"
+    )
     state_dir: Path = Field(Path(".streamml"), description="local state: logs, caches, temp files")
 
     @classmethod
@@ -225,3 +238,54 @@ def _is_secret(settings_cls: type[BaseModel], loc: tuple[Any, ...]) -> bool:
 def _field_description(settings_cls: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
     info = _field(settings_cls, loc)
     return info.description if info is not None else None
+
+
+@dataclass(frozen=True)
+class SettingHelp:
+    """One setting as ``--help`` shows it."""
+
+    variable: str
+    default: str
+    meaning: str
+
+
+def settings_help(settings_cls: type[BaseModel]) -> list[SettingHelp]:
+    """Every setting of ``settings_cls``, in declaration order, groups flattened."""
+    return list(_settings_help(settings_cls, ()))
+
+
+def _settings_help(model: type[BaseModel], location: tuple[str, ...]) -> Any:
+    for name, info in model.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Group):
+            yield from _settings_help(info.annotation, (*location, name))
+            continue
+        meaning = info.description or ""
+        choices = _choices(info.annotation)
+        if choices:
+            meaning = "; ".join(filter(None, [meaning, "one of " + ", ".join(choices)]))
+        if "SecretStr" in str(info.annotation):
+            meaning = "; ".join(filter(None, [meaning, "secret, never printed"]))
+        default = info.get_default(call_default_factory=True)
+        # A None default validated at start is a value that must be set.
+        required = info.is_required() or (default is None and info.validate_default)
+        yield SettingHelp(env_name((*location, name)), "required" if required else _shown_default(default), meaning)
+
+
+def _choices(annotation: Any) -> list[str]:
+    if get_origin(annotation) is Literal:
+        return [str(choice) for choice in get_args(annotation)]
+    if get_origin(annotation) in (Union, type(int | None)):
+        return [choice for member in get_args(annotation) for choice in _choices(member)]
+    return []
+
+
+def _shown_default(value: Any) -> str:
+    if isinstance(value, BaseModel | list | dict):
+        return to_json(value).decode()  # as the variable would be set
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value == "":
+        return "empty"
+    return str(value)

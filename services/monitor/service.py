@@ -66,8 +66,12 @@ class MonitorServiceOptions(Group):
     models: list[str] = Field(
         default_factory=list, description="JSON list of model names to watch; empty: every model with a champion"
     )
-    windows: WindowSpec = WindowSpec()
-    thresholds: MonitorThresholds = MonitorThresholds()
+    windows: WindowSpec = Field(
+        default_factory=WindowSpec, description="JSON object: when a window closes (see the monitor's README)"
+    )
+    thresholds: MonitorThresholds = Field(
+        default_factory=MonitorThresholds, description="JSON object: the drift tests and their thresholds"
+    )
     overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="model -> the threshold fields that differ for it"
     )

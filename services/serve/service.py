@@ -1,4 +1,4 @@
-"""The inference server as a streamml service: settings, start, stop.
+"""The inference server: one model's champion over the Open Inference Protocol, swapped on promotion.
 
     STREAMML_SERVE_MODEL=fraud STREAMML_SERVE_PORT=8000 python -m services.serve
 

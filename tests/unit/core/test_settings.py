@@ -1,6 +1,8 @@
+import json
+
 import pytest
 
-from streamml.settings import CONFIG_FILE_ENV, ServiceSettings, SettingsError, load_settings
+from streamml.settings import CONFIG_FILE_ENV, ServiceSettings, SettingsError, load_settings, settings_help
 
 pytestmark = pytest.mark.unit
 
@@ -63,3 +65,44 @@ def test_settings_are_frozen():
     settings = ServiceSettings()
     with pytest.raises(Exception):
         settings.kafka.bootstrap = "other:1"  # type: ignore[misc]
+
+
+def service_settings_classes() -> list[type[ServiceSettings]]:
+    from services.ingest.settings import IngestSettings
+    from services.monitor.service import MonitorSettings
+    from services.prep.service import PrepSettings
+    from services.serve.service import ServeSettings
+    from services.trainer.service import TrainerSettings
+    from services.validator.service import ValidatorSettings
+
+    return [IngestSettings, PrepSettings, TrainerSettings, ValidatorSettings, MonitorSettings, ServeSettings]
+
+
+REQUIRED_VALUES = {"STREAMML_SERVE_MODEL": "fraud"}
+
+
+@pytest.mark.parametrize("settings_cls", service_settings_classes(), ids=lambda cls: cls.__name__)
+def test_help_names_every_setting_as_a_variable_the_service_reads(settings_cls, monkeypatch):
+    """Each listed variable, set to the default --help shows, loads to that default."""
+    listed = settings_help(settings_cls)
+    assert len({setting.variable for setting in listed}) == len(listed)
+    for setting in listed:
+        if setting.default == "required":
+            monkeypatch.setenv(setting.variable, REQUIRED_VALUES[setting.variable])
+    with_defaults = load_settings(settings_cls)
+    for setting in listed:
+        assert setting.meaning, f"{setting.variable} has no description for --help"
+        if setting.default not in ("unset", "required"):
+            monkeypatch.setenv(setting.variable, "" if setting.default == "empty" else setting.default)
+    assert load_settings(settings_cls) == with_defaults
+    secrets = [setting for setting in listed if "secret" in setting.meaning]
+    assert {s.variable for s in secrets} >= {"STREAMML_KAFKA_SASL_PASSWORD", "STREAMML_S3_SECRET_ACCESS_KEY"}
+
+
+def test_help_shows_choices_and_group_defaults():
+    from services.monitor.service import MonitorSettings
+
+    by_variable = {setting.variable: setting for setting in settings_help(MonitorSettings)}
+    assert "one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL" in by_variable["STREAMML_KAFKA_SECURITY_PROTOCOL"].meaning
+    assert by_variable["STREAMML_MONITOR_MODELS"].default == "[]"
+    assert json.loads(by_variable["STREAMML_MONITOR_WINDOWS"].default)["size"] == 10_000

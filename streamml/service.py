@@ -294,13 +294,12 @@ def answer_arguments(service_cls: type[Service[S]], settings_cls: type[S], argv:
 
 def service_help(service_cls: type[Service[S]], settings_cls: type[S], program: str) -> str:
     """Usage, what the service does, and every setting with its default and meaning."""
-    package = service_cls.__module__.rsplit(".", 1)[0]
     summary = (sys.modules[service_cls.__module__].__doc__ or "").strip().split("\n")[0]
     lines = [
         f"usage: {program}",
         "",
         summary.replace("``", ""),
-        f"More in {package.replace('.', '/')}/README.md.",
+        f"More in {_package(service_cls).replace('.', '/')}/README.md.",
         "",
         "Settings come from environment variables, else from the YAML file named by",
         f"{CONFIG_FILE_ENV} (nested names: kafka: {{bootstrap: ...}}), else the defaults.",
@@ -316,8 +315,13 @@ def service_help(service_cls: type[Service[S]], settings_cls: type[S], program: 
 
 def _program(service_cls: type[Service[S]], argv0: str) -> str:
     if argv0.endswith(".py"):  # python -m services.<name>
-        return f"python -m {service_cls.__module__.rsplit('.', 1)[0]}"
+        return f"python -m {_package(service_cls)}"
     return argv0
+
+
+def _package(service_cls: type[Service[S]]) -> str:
+    """services.ingest for services.ingest.service.IngestService."""
+    return service_cls.__module__.rsplit(".", 1)[0]
 
 
 def _fail(message: str, code: int) -> None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_core import to_json
 from pydantic_settings import (
     BaseSettings,
@@ -232,7 +235,11 @@ def _field(settings_cls: type[BaseModel], loc: tuple[Any, ...]) -> Any:
 
 def _is_secret(settings_cls: type[BaseModel], loc: tuple[Any, ...]) -> bool:
     info = _field(settings_cls, loc)
-    return info is not None and "SecretStr" in str(info.annotation)
+    return info is not None and _holds_secret(info)
+
+
+def _holds_secret(info: FieldInfo) -> bool:
+    return "SecretStr" in str(info.annotation)
 
 
 def _field_description(settings_cls: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
@@ -254,17 +261,17 @@ def settings_help(settings_cls: type[BaseModel]) -> list[SettingHelp]:
     return list(_settings_help(settings_cls, ()))
 
 
-def _settings_help(model: type[BaseModel], location: tuple[str, ...]) -> Any:
+def _settings_help(model: type[BaseModel], location: tuple[str, ...]) -> Iterator[SettingHelp]:
     for name, info in model.model_fields.items():
         if isinstance(info.annotation, type) and issubclass(info.annotation, Group):
             yield from _settings_help(info.annotation, (*location, name))
             continue
-        meaning = info.description or ""
-        choices = _choices(info.annotation)
-        if choices:
-            meaning = "; ".join(filter(None, [meaning, "one of " + ", ".join(choices)]))
-        if "SecretStr" in str(info.annotation):
-            meaning = "; ".join(filter(None, [meaning, "secret, never printed"]))
+        notes = [info.description or ""]
+        if choices := _choices(info.annotation):
+            notes.append("one of " + ", ".join(choices))
+        if _holds_secret(info):
+            notes.append("secret, never printed")
+        meaning = "; ".join(filter(None, notes))
         default = info.get_default(call_default_factory=True)
         # A None default validated at start is a value that must be set.
         required = info.is_required() or (default is None and info.validate_default)
@@ -274,7 +281,7 @@ def _settings_help(model: type[BaseModel], location: tuple[str, ...]) -> Any:
 def _choices(annotation: Any) -> list[str]:
     if get_origin(annotation) is Literal:
         return [str(choice) for choice in get_args(annotation)]
-    if get_origin(annotation) in (Union, type(int | None)):
+    if get_origin(annotation) in (Union, UnionType):
         return [choice for member in get_args(annotation) for choice in _choices(member)]
     return []
 

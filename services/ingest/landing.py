@@ -18,12 +18,12 @@ lander writes.
 from __future__ import annotations
 
 import time
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -103,23 +103,17 @@ class PartitionBuffer:
 
 
 def with_kafka_columns(
-    table: pa.Table, partition: int, offsets: Sequence[int], times_ms: Sequence[int]
+    table: pa.Table, partition: int, offsets: Sequence[int] | np.ndarray, times_ms: Sequence[int] | np.ndarray
 ) -> pa.Table:
     count = table.num_rows
     columns = [
         pa.repeat(pa.scalar(partition, pa.int32()), count),
-        _int64(offsets),
-        _int64(times_ms).cast(pa.timestamp("ms", tz="UTC")),
+        pa.array(offsets, pa.int64()),
+        pa.array(times_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
     ]
     for meta, column in zip(META_COLUMNS, columns, strict=True):
         table = table.append_column(meta, column)
     return table
-
-
-def _int64(values: Sequence[int]) -> pa.Array:
-    if isinstance(values, array) and values.typecode == "q":
-        return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
-    return pa.array(values, pa.int64())
 
 
 def parquet_bytes(tables: list[pa.Table], schema: pa.Schema, dictionary: list[str]) -> bytes:

@@ -10,10 +10,10 @@ stays proportional to the number of bad records, not the batch size.
 from __future__ import annotations
 
 import json
-from array import array
 from dataclasses import dataclass, field
 from operator import itemgetter
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -49,10 +49,17 @@ def decode_messages(messages: list[Message], spec: DatasetSpec, max_bytes: int) 
     values = list(map(Message.value, messages))
     decoded = decode_batch(values, spec, max_bytes)
     kept = [messages[i] for i in decoded.valid] if decoded.rejected else messages
-    offsets = array("q", map(Message.offset, kept))
-    times_ms = array("q", map(itemgetter(1), map(Message.timestamp, kept)))
-    table = with_kafka_columns(decoded.table, messages[0].partition(), offsets, times_ms)
+    times_ms = np.fromiter(map(itemgetter(1), map(Message.timestamp, kept)), np.int64, len(kept))
+    table = with_kafka_columns(decoded.table, messages[0].partition(), kafka_offsets(kept), times_ms)
     return DecodedChunk(table, [(messages[i], reason) for i, reason in sorted(decoded.rejected.items())])
+
+
+def kafka_offsets(messages: list[Message]) -> np.ndarray:
+    """The offsets of ``messages`` (one partition, in offset order)."""
+    if messages and messages[-1].offset() - messages[0].offset() == len(messages) - 1:
+        # No gap, the usual case: no call per message (gaps come from compaction or transactions).
+        return np.arange(messages[0].offset(), messages[-1].offset() + 1, dtype=np.int64)
+    return np.fromiter(map(Message.offset, messages), np.int64, len(messages))
 
 
 def decode_batch(values: list[bytes | None], spec: DatasetSpec, max_bytes: int) -> DecodedBatch:

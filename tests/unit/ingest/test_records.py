@@ -125,6 +125,9 @@ def test_a_clean_chunk_keeps_every_record_in_offset_order():
     assert chunk.rejected == []
     assert chunk.table.column("_offset").to_pylist() == list(range(100, 400))
     assert chunk.table.column("tx_id").to_pylist() == [json.loads(r)["tx_id"] for r in records]
+    compacted = [*range(100, 250), *range(260, 410)]  # a gap, yet as many records
+    chunk = decode_messages([_message(0, o, r) for o, r in zip(compacted, records)], SPEC, 1 << 20)
+    assert chunk.table.column("_offset").to_pylist() == compacted
 
 
 def test_a_batch_takes_records_up_to_the_row_limit_or_exactly_to_the_end_of_a_landed_range():

@@ -84,6 +84,8 @@ class IngestMember(ConsumerService[IngestSettings]):
         self.lander = ThreadPoolExecutor(1, thread_name_prefix="ingest-land")
         self.sealed: deque[Future[Offsets]] = deque()
         self.unstarted: set[tuple[str, int]] = set()  # assigned, no record polled yet
+        # Partitions whose earlier owners' uncommitted ranges are all replayed (see _open).
+        self.replayed: set[tuple[str, int]] = set()
         super().load()
         self.specs: dict[str, DatasetSpec] = {
             self.settings.kafka.topic(spec.ingest_topic): spec for spec in load_specs(self.settings).values()
@@ -147,11 +149,19 @@ class IngestMember(ConsumerService[IngestSettings]):
             first_time_ms=first.timestamp()[1],
         )
         # A batch from this offset may be landed already but not committed (crash).
-        existing = list(self.store.list(f"{buffer.prefix}{buffer.first_offset:020d}-"))
-        if existing:
-            buffer.must_end_at = parse_last_offset(existing[0])
-            log.info("replaying a landed range", extra={"object_key": existing[0]})
-        self.buffers[(buffer.topic, buffer.partition)] = buffer
+        # An owner lands its batches in offset order, so what earlier owners left
+        # is one unbroken run of ranges from the committed offset: once an offset
+        # has no object, no later one has either, and listing (the costliest S3
+        # request) stops until the partition is assigned again.
+        partition = (buffer.topic, buffer.partition)
+        if partition not in self.replayed:
+            existing = list(self.store.list(f"{buffer.prefix}{buffer.first_offset:020d}-"))
+            if existing:
+                buffer.must_end_at = parse_last_offset(existing[0])
+                log.info("replaying a landed range", extra={"object_key": existing[0]})
+            else:
+                self.replayed.add(partition)
+        self.buffers[partition] = buffer
         return buffer
 
     def _seal_due(self) -> None:
@@ -220,6 +230,7 @@ class IngestMember(ConsumerService[IngestSettings]):
 
     def on_assign(self, partitions: list[TopicPartition]) -> None:
         self.unstarted.update((p.topic, p.partition) for p in partitions)
+        self.replayed.difference_update((p.topic, p.partition) for p in partitions)
         super().on_assign(partitions)
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:

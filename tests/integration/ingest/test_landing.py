@@ -244,33 +244,37 @@ def assert_exactly(rows, published):
     assert {(p, o): k for p, o, k in rows} == published  # each offset carries its own record
 
 
-def test_a_range_landed_before_a_crash_is_rewritten_with_the_same_boundaries(world, services, store, bucket):
-    """Crash after upload, before commit: the replay must end where the upload did."""
+def test_ranges_landed_before_a_crash_are_rewritten_with_the_same_boundaries(world, services, store, bucket):
+    """Crash after uploads, before their commits: each replayed range must end where its upload did."""
     kafka, topics, env = world
-    published = publish_transactions(kafka, topics["ingest"], 3_000)
-    # What a crashed ingest with 700-row batches left behind: partition 0's first range, uncommitted.
+    published = publish_transactions(kafka, topics["ingest"], 5_000)
+    # What a crashed ingest with 700-row batches left behind: partition 0's first two ranges, uncommitted.
     reader = BatchConsumer(kafka, f"read-{bucket}", [topics["ingest"]])
     messages = []
-    while len([m for m in messages if m.partition() == 0]) < 700:
+    while len([m for m in messages if m.partition() == 0]) < 1_400:
         messages += reader.poll(1000, 1.0)
     reader.close()
-    first_range = sorted((m for m in messages if m.partition() == 0), key=lambda m: m.offset())[:700]
+    in_partition = sorted((m for m in messages if m.partition() == 0), key=lambda m: m.offset())
     spec = load_dataset_spec(SPEC)
-    decoded = decode_batch([m.value() for m in first_range], spec, 1 << 20)
-    table = with_kafka_columns(decoded.table, 0, [m.offset() for m in first_range],
-                               [m.timestamp()[1] for m in first_range])
-    buffer = PartitionBuffer("transactions", topics["ingest"], 0, 0, first_range[0].timestamp()[1])
-    buffer.add(first_range, first_range[-1].offset(), 0)
-    left_behind = parquet_bytes([table], *landing_schema(spec))
-    store.put(buffer.key, left_behind)
+    left_behind = {}
+    for first_range in (in_partition[:700], in_partition[700:1_400]):
+        decoded = decode_batch([m.value() for m in first_range], spec, 1 << 20)
+        table = with_kafka_columns(decoded.table, 0, [m.offset() for m in first_range],
+                                   [m.timestamp()[1] for m in first_range])
+        buffer = PartitionBuffer("transactions", topics["ingest"], 0, first_range[0].offset(),
+                                 first_range[0].timestamp()[1])
+        buffer.add(first_range, first_range[-1].offset(), 0)
+        left_behind[buffer.key] = parquet_bytes([table], *landing_schema(spec))
+        store.put(buffer.key, left_behind[buffer.key])
 
     services.start("ingest", bucket, **env, STREAMML_INGEST_FLUSH_ROWS="50000", STREAMML_INGEST_FLUSH_AGE_S="1")
     deadline = time.monotonic() + 60
-    while len(landed_rows(store)) < 3_000 and time.monotonic() < deadline:
+    while len(landed_rows(store)) < 5_000 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert_exactly(landed_rows(store), published)
-    assert store.get_bytes(buffer.key) == left_behind  # same key, same bytes
-    assert len([k for k in store.list("raw/transactions/") if "/p00000/" in k]) == 2
+    for key, data in left_behind.items():
+        assert store.get_bytes(key) == data  # same key, same bytes
+    assert len([k for k in store.list("raw/transactions/") if "/p00000/" in k]) == 3  # both ranges, then the rest
 
 
 def test_poison_records_are_dead_lettered_and_the_partition_keeps_flowing(world, services, store, bucket):

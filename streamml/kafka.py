@@ -175,7 +175,9 @@ class BatchConsumer:
 
     ``topics`` may hold regular expressions (starting with ``^``), e.g.
     ``^ingest\\..*``. ``on_revoke`` runs before partitions move to another
-    member: a service drops or finishes its unfinished work there.
+    member: a service drops or finishes its unfinished work there. With
+    ``subscribe=False`` the consumer joins the group only when ``subscribe()``
+    is called.
     """
 
     def __init__(
@@ -186,6 +188,7 @@ class BatchConsumer:
         client_id: str | None = None,
         on_assign: RebalanceCallback | None = None,
         on_revoke: RebalanceCallback | None = None,
+        subscribe: bool = True,
         **overrides: Any,
     ) -> None:
         self.group = group
@@ -209,8 +212,13 @@ class BatchConsumer:
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._consumer = Consumer(config)
-        self._consumer.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked)
         self.assignment: set[tuple[str, int]] = set()
+        if subscribe:
+            self.subscribe()
+
+    def subscribe(self) -> None:
+        """Join the group; partitions are assigned while polling."""
+        self._consumer.subscribe(self.topics, on_assign=self._assigned, on_revoke=self._revoked)
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assignment |= {(p.topic, p.partition) for p in partitions}

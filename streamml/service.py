@@ -99,6 +99,10 @@ class ConsumerService(Service[S]):
 
     Subclasses set ``name``, ``group`` and ``input_topics`` and implement
     ``handle``; the loop commits what ``handle`` returns as done.
+
+    ``load`` creates the consumer and ``serve`` joins the group (a subclass
+    that overrides ``serve`` calls ``consumer.subscribe()`` first): partitions
+    go only to a member that is ready to poll them, never to one still loading.
     """
 
     group: ClassVar[str]
@@ -119,6 +123,7 @@ class ConsumerService(Service[S]):
             client_id=self.name,
             on_assign=self.on_assign,
             on_revoke=self.on_revoke,
+            subscribe=False,
         )
         self._ready = True
 
@@ -126,6 +131,7 @@ class ConsumerService(Service[S]):
         return getattr(self, "_ready", False)
 
     def serve(self) -> None:
+        self.consumer.subscribe()
         while not self.stopping.is_set():
             messages = self.consumer.poll(self.max_batch, timeout=0.5)
             done = self.handle(messages)

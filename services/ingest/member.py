@@ -97,6 +97,7 @@ class IngestMember(ConsumerService[IngestSettings]):
         gc.freeze()
 
     def serve(self) -> None:
+        self.consumer.subscribe()
         while not self.stopping.is_set():
             messages = self.consumer.poll(self.settings.ingest.poll_batch, timeout=0.2)
             for (topic, partition), batch in by_partition(messages).items():
@@ -302,8 +303,13 @@ def landing_schema(spec: DatasetSpec) -> tuple[pa.Schema, list[str]]:
     return schema, dictionary
 
 
+# What the replica sends each member once all have loaded.
+SERVE = "serve"
+
+
 def run_member(settings: IngestSettings, index: int, parent: int, channel: Connection) -> None:
-    """A member process: load, tell the replica (None when ready, else why not), serve until SIGTERM."""
+    """A member process: load, tell the replica (None when loaded, else why not),
+    then serve from the replica's SERVE until SIGTERM."""
     configure_logging(settings.log, "ingest", member=index)
     member = IngestMember(settings)
     # Ctrl-C reaches the whole process group: members stop cleanly, as on SIGTERM.
@@ -317,11 +323,20 @@ def run_member(settings: IngestSettings, index: int, parent: int, channel: Conne
         channel.send(str(error))
         raise SystemExit(3) from None
     channel.send(None)
-    log.info("member serving", extra={"pid": os.getpid()})
     try:
-        member.serve()
+        if _serve_allowed(member, channel):
+            log.info("member serving", extra={"pid": os.getpid()})
+            member.serve()
     finally:
         member.close()
+
+
+def _serve_allowed(member: IngestMember, channel: Connection) -> bool:
+    """Wait for the replica's SERVE; False when SIGTERM comes first (another member failed to load)."""
+    while not member.stopping.is_set():
+        if channel.poll(0.1):
+            return channel.recv() == SERVE
+    return False
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -22,7 +22,7 @@ from multiprocessing.process import BaseProcess
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from services.ingest.member import load_specs, run_member
+from services.ingest.member import SERVE, load_specs, run_member
 from services.ingest.settings import IngestSettings
 from streamml.service import Service, StartupError, connect_dependencies, run
 
@@ -78,27 +78,34 @@ class IngestService(Service[IngestSettings]):
 
 
 def start_members(settings: IngestSettings) -> list[Member]:
-    """Start the member processes and wait until each has joined or said why it cannot."""
+    """Start the member processes, wait until each has loaded or said why it cannot, then let all serve.
+
+    Members join the consumer group together, once all have loaded: the group
+    forms in one rebalance, and no member starts consuming while another is
+    still loading.
+    """
     # spawn, not fork: a forked child would inherit librdkafka's and boto3's threads' locks.
     context = multiprocessing.get_context("spawn")
     members = []
     for index in range(settings.ingest.processes):
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=run_member, args=(settings, index, os.getpid(), sender),
+        ours, theirs = context.Pipe()
+        process = context.Process(target=run_member, args=(settings, index, os.getpid(), theirs),
                                   name=f"ingest-{index}")
         process.start()
-        sender.close()
-        members.append(Member(index, process, receiver))
+        theirs.close()
+        members.append(Member(index, process, ours))
     for member in members:
         problem = _start_outcome(member)
         if problem:
             stop_members(members)
             raise StartupError(problem)
+    for member in members:
+        member.channel.send(SERVE)
     return members
 
 
 def _start_outcome(member: Member) -> str | None:
-    """None once the member is serving, else why it is not."""
+    """None once the member has loaded, else why it has not."""
     if not member.channel.poll(START_TIMEOUT_S):
         return f"ingest process {member.index} did not start within {START_TIMEOUT_S} s"
     try:

@@ -137,6 +137,7 @@ class MonitorService(ConsumerService[MonitorSettings]):
                                            "champions": {m: w.version for m, w in self.watches.items()}})
 
     def serve(self) -> None:
+        self.consumer.subscribe()
         while not self.stopping.is_set():
             messages = self.consumer.poll(self.options.poll_batch, timeout=0.2)
             started = time.monotonic()

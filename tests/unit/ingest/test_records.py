@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -7,7 +8,7 @@ from confluent_kafka import Message
 
 from services.ingest.landing import FlushLimits, PartitionBuffer, object_key, parse_last_offset, partition_prefix
 from services.ingest.member import by_partition, records_to_take
-from services.ingest.records import decode_batch, decode_messages
+from services.ingest.records import _read, decode_batch, decode_messages, read_clean
 from streamml.datagen import to_json_records, transactions
 from streamml.specs import load_dataset_spec
 
@@ -73,6 +74,68 @@ def test_nullable_field_accepts_null_and_absence():
     absent = {k: v for k, v in document.items() if k != "distance_km"}
     decoded = decode_batch([json.dumps(document).encode(), json.dumps(absent).encode()], SPEC, 1 << 20)
     assert decoded.rejected == {} and decoded.table.column("distance_km").null_count == 2
+
+
+def _varied_records(count):
+    """Benchmark-like records plus what real producers send: zones, fractions, long numbers, Unicode, nulls."""
+    records = []
+    for i, record in enumerate(to_json_records(transactions(count, seed=8))):
+        document = json.loads(record)
+        if i % 5 == 1:
+            document["ts"] = document["ts"].replace("Z", ".123456+02:00")
+        if i % 5 == 2:
+            document["amount"] = 123456789012345678901234567890 if i % 2 else 0.1 + 0.2
+        if i % 5 == 3:
+            document["tx_id"] = f"tx-é-\u2603-{i}"
+            document["country"] = "Ünîcode"
+        if i % 5 == 4 and i % 2:
+            document["distance_km"] = None
+        elif i % 5 == 4:
+            del document["distance_km"]  # nullable: absent reads as null
+        records.append(json.dumps(document, ensure_ascii=i % 2 == 0).encode())
+    return records
+
+
+def test_the_fast_path_reads_records_exactly_as_the_reference_reader_does():
+    # A replayed range can take the other path (its chunks hold other neighbours):
+    # both must give the same values, hence the same Parquet bytes.
+    records = _varied_records(2_000)
+    fast = read_clean(records, SPEC)
+    assert fast is not None
+    assert fast.equals(_read(b"\n".join(records), SPEC.arrow_schema()))
+
+
+def test_records_the_fast_path_leaves_are_read_by_the_reference_path():
+    record = to_json_records(transactions(1, seed=9))[0]
+    zoneless = record.replace(b"T", b" ", 1).replace(b'Z"', b'"', 1)  # read as UTC
+    nan = json.dumps({**json.loads(record), "distance_km": float("nan")}).encode()
+    # (record as sent, what pyarrow's reader reads the same from)
+    for other, reference in [(zoneless, zoneless), (nan, nan), (b"\xef\xbb\xbf" + record, record)]:
+        assert read_clean([record, other], SPEC) is None
+        decoded = decode_batch([record, other], SPEC, 1 << 20)
+        assert decoded.rejected == {}, other
+        expected = _read(record + b"\n" + reference, SPEC.arrow_schema())
+        assert decoded.table.schema == expected.schema
+        assert repr(decoded.table.to_pylist()) == repr(expected.to_pylist())  # NaN is not equal to itself
+
+
+def test_a_repeated_key_counts_its_last_value_whatever_the_neighbours():
+    good = to_json_records(transactions(2, seed=10))
+    repeated = good[1].replace(b'"hour":', b'"hour":22,"hour":')
+    expected = json.loads(good[1])["hour"]
+    for batch in ([good[0], repeated], [good[0], repeated, b"{not json"]):
+        decoded = decode_batch(batch, SPEC, 1 << 20)
+        assert decoded.valid == [0, 1]
+        assert decoded.table.column("hour").to_pylist()[1] == expected
+
+
+def test_a_number_too_large_for_a_double_is_rejected_whatever_the_neighbours():
+    good = to_json_records(transactions(2, seed=11))
+    huge = re.sub(rb'"merchant_age_days":[0-9.]+', b'"merchant_age_days":1e400', good[1])
+    for batch in ([good[0], huge], [good[0], huge, b"{not json"]):
+        decoded = decode_batch(batch, SPEC, 1 << 20)
+        assert decoded.valid == [0]
+        assert "too large for a double" in decoded.rejected[1]
 
 
 def test_object_keys_encode_range_and_sort_by_offset():

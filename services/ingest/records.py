@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Annotated
 
 import msgspec
@@ -126,8 +126,8 @@ def read_clean(values: list[bytes], spec: DatasetSpec) -> pa.Table | None:
         return None
     schema = spec.arrow_schema()
     columns = []
-    for index, arrow_field in enumerate(schema):
-        column = list(map(attrgetter(f"f{index}"), rows))
+    # Rows to columns in C: a tuple per row, transposed.
+    for arrow_field, column in zip(schema, zip(*map(msgspec.structs.astuple, rows)), strict=True):
         if pa.types.is_timestamp(arrow_field.type):
             try:
                 columns.append(pa.array(column, pa.string()).cast(arrow_field.type))

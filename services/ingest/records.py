@@ -112,10 +112,8 @@ def read_clean(values: list[bytes], spec: DatasetSpec) -> pa.Table | None:
     it does not take (a bad record, a CloudEvent, a pretty-printed record, a
     timestamp without a zone, NaN) goes to ``_parse``.
     """
-    if not values:
-        return None
-    joined = b"\n".join(values)
-    if joined.count(b"\n") != len(values) - 1:
+    joined = _one_per_line(values)
+    if joined is None:
         return None
     shape = tuple((f.name, f.type, f.nullable or not f.required) for f in spec.fields)
     try:
@@ -159,8 +157,8 @@ def _parse(
     if not indexes:
         return [], {}
     chunk = [values[i] for i in indexes]
-    joined = b"\n".join(chunk)
-    if joined.count(b"\n") == len(chunk) - 1:  # else a record spans lines
+    joined = _one_per_line(chunk)
+    if joined is not None:
         try:
             table = _read(joined, schema, max(map(len, chunk)))
             if table.num_rows == len(chunk):
@@ -173,6 +171,12 @@ def _parse(
     left_tables, left_errors = _parse(values, indexes[:middle], schema)
     right_tables, right_errors = _parse(values, indexes[middle:], schema)
     return left_tables + right_tables, {**left_errors, **right_errors}
+
+
+def _one_per_line(values: list[bytes]) -> bytes | None:
+    """The records joined as JSON lines; None when there are none or one spans lines."""
+    joined = b"\n".join(values)
+    return joined if values and joined.count(b"\n") == len(values) - 1 else None
 
 
 def _parse_single(value: bytes, index: int, schema: pa.Schema) -> tuple[list[pa.Table], dict[int, str]]:

@@ -105,15 +105,12 @@ class PartitionBuffer:
 def with_kafka_columns(
     table: pa.Table, partition: int, offsets: Sequence[int] | np.ndarray, times_ms: Sequence[int] | np.ndarray
 ) -> pa.Table:
-    count = table.num_rows
     columns = [
-        pa.repeat(pa.scalar(partition, pa.int32()), count),
+        pa.repeat(pa.scalar(partition, pa.int32()), table.num_rows),
         pa.array(offsets, pa.int64()),
-        pa.array(times_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        pa.array(times_ms, pa.int64()).view(META_COLUMNS.field("_kafka_time").type),
     ]
-    for meta, column in zip(META_COLUMNS, columns, strict=True):
-        table = table.append_column(meta, column)
-    return table
+    return pa.Table.from_arrays([*table.columns, *columns], schema=pa.schema([*table.schema, *META_COLUMNS]))
 
 
 def parquet_bytes(tables: list[pa.Table], schema: pa.Schema, dictionary: list[str]) -> bytes:

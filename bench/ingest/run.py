@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import psutil
 from confluent_kafka import Consumer
@@ -125,39 +126,49 @@ def run_ingest(env: dict[str, str], log_path: Path, total: int) -> IngestRun:
     peak, landed, assigned, first, last = 0, 0, None, None, None
     cpu, cpu_at_assignment = 0.0, None
     progress, progressed_at = -1, time.monotonic()
-    try:
-        while landed < total:
-            if process.poll() is not None:
-                raise SystemExit(f"ingest exited: {log_path.read_text()[-2000:]}")
-            if landed != progress:
-                progress, progressed_at = landed, time.monotonic()
-            elif time.monotonic() - progressed_at > STALL_S:
-                raise SystemExit(f"ingest landed nothing for {STALL_S}s at {landed:,} of {total:,} records")
-            rss, cpu = tree_usage(handle)
-            peak = max(peak, rss)
-            landed, assigned, first, last = 0, None, None, None
-            for raw in log_path.read_text().splitlines():
-                if not raw.startswith("{"):
-                    continue
-                line = json.loads(raw)
-                if line["message"] == "partitions assigned" and assigned is None:
-                    assigned = log_time(line)
-                elif line["message"] == "consuming" and first is None:
-                    first = log_time(line)  # the first record any member polled
-                elif line["message"] == "landed":
-                    landed += line["rows"]
-                    last = log_time(line)
-            if assigned is not None and cpu_at_assignment is None:
-                # Start-up (imports, checks, the group join) is behind; members wait for the first fetch.
-                cpu_at_assignment = cpu
-            time.sleep(POLL_S)
-        cpu = tree_usage(handle)[1]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    # Read only what the log gained since the last look: this loop shares the
+    # machine with the replica it measures.
+    with open(log_path, "rb") as reader:
+        try:
+            while landed < total:
+                if process.poll() is not None:
+                    raise SystemExit(f"ingest exited: {log_path.read_text()[-2000:]}")
+                if landed != progress:
+                    progress, progressed_at = landed, time.monotonic()
+                elif time.monotonic() - progressed_at > STALL_S:
+                    raise SystemExit(f"ingest landed nothing for {STALL_S}s at {landed:,} of {total:,} records")
+                rss, cpu = tree_usage(handle)
+                peak = max(peak, rss)
+                for raw in complete_lines(reader):
+                    if not raw.startswith(b"{"):
+                        continue
+                    line = json.loads(raw)
+                    if line["message"] == "partitions assigned" and assigned is None:
+                        assigned = log_time(line)
+                    elif line["message"] == "consuming" and first is None:
+                        first = log_time(line)  # the first record any member polled
+                    elif line["message"] == "landed":
+                        landed += line["rows"]
+                        last = log_time(line)
+                if assigned is not None and cpu_at_assignment is None:
+                    # Start-up (imports, checks, the group join) is behind; members wait for the first fetch.
+                    cpu_at_assignment = cpu
+                time.sleep(POLL_S)
+            cpu = tree_usage(handle)[1]
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
     cpu -= cpu_at_assignment
     return IngestRun(rate=total / (last - first), seconds=last - first, first_fetch_s=first - assigned,
                      peak_rss=peak, cpu_per_record=cpu / total, cores=cpu / (last - assigned))
+
+
+def complete_lines(reader: BinaryIO) -> list[bytes]:
+    """The lines written since the last call; a line still being written is left for the next."""
+    lines = reader.readlines()
+    if lines and not lines[-1].endswith(b"\n"):
+        reader.seek(-len(lines.pop()), os.SEEK_CUR)
+    return lines
 
 
 def main() -> None:

@@ -8,11 +8,13 @@ records as Parquet in Ceph (validation, Parquet, upload, data.landed, commit),
 their ratio, the peak RSS of the replica with its member processes, and the
 CPU time each side spends per record.
 
-The ceiling is the median of three passes (a pass takes about a second, and
-on a shared 2-core machine the passes of one run differed by up to 1.5x). Both
-clocks start at the first record received, so neither counts joining
-the group or the first fetch; the ceiling stops at the last record
-received, ingest at the last batch landed.
+Both sides are measured three times, alternating (a ceiling pass, then an
+ingest run with a fresh consumer group and bucket), and each reports its
+median: on a shared 2-core machine the passes of one run differed by up to
+1.5x, and alternating exposes both sides to the same noise. Both clocks
+start at the first record received, so neither counts joining the group or
+the first fetch; the ceiling stops at the last record received, ingest at
+the last batch landed.
 
 CPU per record is steadier than the rates when other work shares the
 machine, and sizes a deployment: records/s per core is its inverse. The
@@ -53,7 +55,7 @@ from streamml.stack.tansu import TansuBroker  # noqa: E402
 STALL_S = 60
 POLL_S = 0.05
 FLUSH_ROWS = 50_000
-CEILING_PASSES = 3
+ROUNDS = 3
 
 
 def produce(kafka: KafkaSettings, topic: str, total: int, partitions: int) -> int:
@@ -77,6 +79,7 @@ def produce(kafka: KafkaSettings, topic: str, total: int, partitions: int) -> in
 def raw_consume_rate(kafka: KafkaSettings, topic: str, total: int) -> tuple[float, float]:
     """Records/s, and CPU seconds per record of this process (the polling thread and librdkafka's)."""
     consumer = Consumer({**kafka.client_config(), "group.id": f"raw-{time.time()}", "auto.offset.reset": "earliest",
+                         "session.timeout.ms": kafka.session_timeout_ms,  # the broker forms a new group sooner
                          "enable.auto.commit": False, "fetch.queue.backoff.ms": 10, "fetch.wait.max.ms": 50})
     consumer.subscribe([topic])
     count, started, cpu_started = 0, None, 0.0
@@ -94,18 +97,27 @@ def log_time(line: dict) -> float:
     return datetime.fromisoformat(line["time"]).timestamp()
 
 
-def tree_usage(process: psutil.Process) -> tuple[int, float]:
-    """RSS and CPU seconds (user and system) of the replica and its member processes."""
-    rss, cpu = 0, 0.0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            with member.oneshot():
-                rss += member.memory_info().rss
-                times = member.cpu_times()
-                cpu += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return rss, cpu
+def tree(process: psutil.Process) -> list[psutil.Process]:
+    """The replica and its member processes."""
+    return [process, *process.children(recursive=True)]
+
+
+def tree_cpu(process: psutil.Process) -> float:
+    """CPU seconds (user and system) of the replica and its members."""
+    return sum(sum(member.cpu_times()[:2]) for member in tree(process))
+
+
+def tree_peak_rss(process: psutil.Process) -> int:
+    """The sum of each process's peak RSS (the kernel's high-water mark), at least their peak together.
+
+    Read once at the end, where sampling RSS would cost the replica CPU
+    while it runs and could miss a short peak.
+    """
+    peak = 0
+    for member in tree(process):
+        status = Path(f"/proc/{member.pid}/status").read_text()
+        peak += int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) * 1024
+    return peak
 
 
 @dataclass(frozen=True)
@@ -123,11 +135,10 @@ def run_ingest(env: dict[str, str], log_path: Path, total: int) -> IngestRun:
         process = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, cwd=ROOT)
     handle = psutil.Process(process.pid)
-    peak, landed, assigned, first, last = 0, 0, None, None, None
-    cpu, cpu_at_assignment = 0.0, None
+    landed, assigned, first, last, cpu_at_assignment = 0, None, None, None, 0.0
     progress, progressed_at = -1, time.monotonic()
-    # Read only what the log gained since the last look: this loop shares the
-    # machine with the replica it measures.
+    # The loop shares the machine with the replica it measures: it reads only
+    # what the log gained since the last look, and the processes only twice.
     with open(log_path, "rb") as reader:
         try:
             while landed < total:
@@ -137,28 +148,24 @@ def run_ingest(env: dict[str, str], log_path: Path, total: int) -> IngestRun:
                     progress, progressed_at = landed, time.monotonic()
                 elif time.monotonic() - progressed_at > STALL_S:
                     raise SystemExit(f"ingest landed nothing for {STALL_S}s at {landed:,} of {total:,} records")
-                rss, cpu = tree_usage(handle)
-                peak = max(peak, rss)
                 for raw in complete_lines(reader):
                     if not raw.startswith(b"{"):
                         continue
                     line = json.loads(raw)
                     if line["message"] == "partitions assigned" and assigned is None:
                         assigned = log_time(line)
+                        # Start-up (imports, checks, the group join) is behind; members wait for the first fetch.
+                        cpu_at_assignment = tree_cpu(handle)
                     elif line["message"] == "consuming" and first is None:
                         first = log_time(line)  # the first record any member polled
                     elif line["message"] == "landed":
                         landed += line["rows"]
                         last = log_time(line)
-                if assigned is not None and cpu_at_assignment is None:
-                    # Start-up (imports, checks, the group join) is behind; members wait for the first fetch.
-                    cpu_at_assignment = cpu
                 time.sleep(POLL_S)
-            cpu = tree_usage(handle)[1]
+            cpu, peak = tree_cpu(handle) - cpu_at_assignment, tree_peak_rss(handle)
         finally:
             process.terminate()
             process.wait(timeout=30)
-    cpu -= cpu_at_assignment
     return IngestRun(rate=total / (last - first), seconds=last - first, first_fetch_s=first - assigned,
                      peak_rss=peak, cpu_per_record=cpu / total, cores=cpu / (last - assigned))
 
@@ -194,24 +201,33 @@ def main() -> None:
             future.result()
         size = produce(kafka, topics[0], args.records, args.partitions)
         print(f"published {args.records:,} records, {size / args.records:.0f} B each on average")
-        passes = sorted(raw_consume_rate(kafka, topics[0], args.records) for _ in range(CEILING_PASSES))
-        ceiling, ceiling_cpu = passes[len(passes) // 2]
         env = {**os.environ, "STREAMML_KAFKA_BOOTSTRAP": kafka.bootstrap, "STREAMML_KAFKA_SESSION_TIMEOUT_MS": "6000",
                "STREAMML_S3_ENDPOINT": endpoint.url, "STREAMML_S3_ACCESS_KEY_ID": endpoint.access_key,
                "STREAMML_S3_SECRET_ACCESS_KEY": endpoint.secret_key, "STREAMML_S3_REGION": endpoint.region,
-               "STREAMML_INGEST_SPECS_DIR": str(ROOT / "examples" / "datasets"),
-               "STREAMML_HTTP_PORT": str(free_port()), "STREAMML_LOG": "info",
+               "STREAMML_INGEST_SPECS_DIR": str(ROOT / "examples" / "datasets"), "STREAMML_LOG": "info",
                # Batches end on the row limit only; every partition's share fills whole batches.
                "STREAMML_INGEST_FLUSH_ROWS": str(FLUSH_ROWS), "STREAMML_INGEST_FLUSH_AGE_S": "300"}
-        ingest = run_ingest(env, root / "ingest.log", args.records)
+        passes, runs = [], []
+        for round_ in range(ROUNDS):
+            passes.append(raw_consume_rate(kafka, topics[0], args.records))
+            # A fresh group and bucket: each run lands every record, as the first did.
+            fresh = {"STREAMML_KAFKA_GROUP_PREFIX": f"bench{round_}-", "STREAMML_S3_BUCKET": f"bench-{round_}",
+                     "STREAMML_HTTP_PORT": str(free_port())}
+            runs.append(run_ingest({**env, **fresh}, root / f"ingest-{round_}.log", args.records))
+            print(f"round {round_ + 1} of {ROUNDS}: ceiling {passes[-1][0]:,.0f} records/s, "
+                  f"ingest {runs[-1].rate:,.0f} records/s", flush=True)
+        ceiling, ceiling_cpu = sorted(passes)[len(passes) // 2]
+        ingest = sorted(runs, key=lambda run: run.rate)[len(runs) // 2]
         mb = size / args.records / 1e6
         print(f"raw consume (ceiling):   {ceiling:12,.0f} records/s  {ceiling * mb:8.1f} MB/s"
               f"  (median of {', '.join(f'{rate:,.0f}' for rate, _ in passes)})")
         print(f"ingest landed:           {ingest.rate:12,.0f} records/s  {ingest.rate * mb:8.1f} MB/s"
-              f"  ({args.records:,} records in {ingest.seconds:.1f}s;"
+              f"  (median of {', '.join(f'{run.rate:,.0f}' for run in runs)};"
+              f" {args.records:,} records in {ingest.seconds:.1f}s,"
               f" first record {ingest.first_fetch_s:.2f}s after assignment)")
         print(f"ratio ingest / ceiling:  {ingest.rate / ceiling:12.2f}   (target >= 0.5)")
-        print(f"ingest peak RSS (all):   {ingest.peak_rss / 2**20:12.0f} MiB   (target < 1024)")
+        print(f"ingest peak RSS (all):   {max(run.peak_rss for run in runs) / 2**20:12.0f} MiB   (target < 1024;"
+              f" the highest of the {ROUNDS} runs)")
         print(f"CPU per record:          {ceiling_cpu * 1e6:12.2f} µs ceiling, {ingest.cpu_per_record * 1e6:.2f} µs ingest"
               f"   (cores busy: {ceiling * ceiling_cpu:.1f} and {ingest.cores:.1f})")
     finally:

@@ -1,13 +1,14 @@
 """Decode and validate a batch of ingest records against a dataset spec.
 
 The fast path joins the batch's JSON values with newlines and decodes them in
-one call of msgspec against a record type made from the spec, then checks
-ranges and categories with vectorised compute. When any record does not fit
-that path, pyarrow's JSON reader (the reference) reads the batch, and only
-when it fails too does the batch get bisected to isolate the bad records, so
-per-record Python work stays proportional to the number of bad records, not
-the batch size. Both parsers round numbers correctly, so a range lands the
-same bytes whichever path its records took.
+one call of msgspec against a record type made from the spec. When any
+record does not fit that path, pyarrow's JSON reader (the reference) reads
+the batch, and only when it fails too does the batch get bisected to isolate
+the bad records, so per-record Python work stays proportional to the number
+of bad records, not the batch size. Both parsers round numbers correctly, so
+a range lands the same bytes whichever path its records took. The spec's
+rules (required values, ranges, categories) are then checked with one
+aggregate per rule, and with a mask per rule only where one may be broken.
 """
 
 from __future__ import annotations

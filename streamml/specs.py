@@ -76,6 +76,11 @@ class FieldSpec(Strict):
             raise ValueError("; ".join(problems))
         return self
 
+    @property
+    def null_allowed(self) -> bool:
+        """Parquet cannot tell a missing field from an explicit null, so either permission admits null."""
+        return self.nullable or not self.required
+
 
 class PrepPolicy(Strict):
     splits: dict[Literal["train", "validation", "test"], float] = Field(
@@ -122,7 +127,7 @@ class DatasetSpec(Strict):
                 problems.append(f"{role} {name!r} is not a declared field")
         if self.event_time in by_name and by_name[self.event_time].type != "timestamp":
             problems.append(f"event_time {self.event_time!r} must have type timestamp")
-        if self.key in by_name and (by_name[self.key].nullable or not by_name[self.key].required):
+        if self.key in by_name and by_name[self.key].null_allowed:
             problems.append(f"key {self.key!r} must be required and not nullable")
         if problems:
             raise ValueError("; ".join(problems))
@@ -144,7 +149,7 @@ class DatasetSpec(Strict):
     def arrow_schema(self) -> pa.Schema:
         return pa.schema(
             [
-                pa.field(spec.name, ARROW_TYPES[spec.type], nullable=spec.nullable or not spec.required)
+                pa.field(spec.name, ARROW_TYPES[spec.type], nullable=spec.null_allowed)
                 for spec in self.fields
             ]
         )

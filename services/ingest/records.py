@@ -127,7 +127,7 @@ def read_clean(values: list[bytes], spec: DatasetSpec) -> pa.Table | None:
     joined = _one_per_line(values)
     if joined is None:
         return None
-    shape = tuple((f.name, f.type, f.nullable or not f.required, tuple(f.categories or ())) for f in spec.fields)
+    shape = tuple((f.name, f.type, f.null_allowed, tuple(f.categories or ())) for f in spec.fields)
     try:
         rows = _line_decoder(shape).decode_lines(joined)
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -273,7 +273,7 @@ def check_constraints(table: pa.Table, spec: DatasetSpec) -> dict[int, str]:
     for field_spec in spec.fields:
         column = table.column(field_spec.name)
         name = field_spec.name
-        if not (field_spec.nullable or not field_spec.required):
+        if not field_spec.null_allowed:
             rules.append((pc.is_null(column), f"{name}: required value missing or null"))
         if field_spec.min is not None:
             rules.append((pc.less(column, field_spec.min), f"{name}: below the minimum {field_spec.min:g}"))
@@ -302,7 +302,7 @@ def _may_violate(column: pa.ChunkedArray, rule: FieldSpec) -> bool:
     20 µs, more than the whole reduction over a chunk. NaN is skipped, and
     an integer meets a float bound as a double, as in check_constraints.
     """
-    if column.null_count and not (rule.nullable or not rule.required):
+    if column.null_count and not rule.null_allowed:
         return True
     if rule.min is not None or rule.max is not None:
         values = (column.drop_null() if column.null_count else column).to_numpy()

@@ -50,15 +50,10 @@ def check_spec(spec: DatasetSpec) -> None:
         raise PrepError(f"dataset {spec.name!r}: " + "; ".join(problems))
 
 
-def null_allowed(field: FieldSpec) -> bool:
-    """Parquet cannot tell a missing field from an explicit null, so either permission admits null."""
-    return field.nullable or not field.required
-
-
 def rules_of(field: FieldSpec) -> list[Rule]:
     """The checks a value of this field can fail, in the order they are reported."""
     rules: list[Rule] = ["type"]
-    if not null_allowed(field):
+    if not field.null_allowed:
         rules.append("null")
     if field.min is not None:
         rules.append("min")
@@ -108,7 +103,7 @@ def dedupe_order(spec: DatasetSpec) -> list[str]:
 
 def null_dropping_fields(spec: DatasetSpec) -> list[str]:
     """Fields whose nulls drop the row (only reachable when nulls are allowed at all)."""
-    return [field.name for field in spec.fields if field.nulls == "drop" and null_allowed(field)]
+    return [field.name for field in spec.fields if field.nulls == "drop" and field.null_allowed]
 
 
 PREPARED_TYPES: dict[str, pa.DataType] = {

@@ -73,8 +73,8 @@ def test_rules_of_a_field_follow_its_constraints():
 
 def test_a_field_that_is_not_required_admits_null():
     spec = spec_with([{"name": "x", "type": "float", "required": False}, {"name": "y", "type": "int"}])
-    assert rules.null_allowed(spec.field("x"))
-    assert not rules.null_allowed(spec.field("y"))
+    assert spec.field("x").null_allowed
+    assert not spec.field("y").null_allowed
 
 
 def test_dedupe_order_starts_with_event_time_and_skips_the_key():

@@ -136,8 +136,8 @@ def read_clean(values: list[bytes], spec: DatasetSpec) -> pa.Table | None:
         return None
     schema = spec.arrow_schema()
     # A tuple per row into one struct array: the rows become columns in C.
-    decoded = pa.struct([(f.name, pa.string() if pa.types.is_timestamp(f.type) else f.type) for f in schema])
-    columns = pa.array(list(map(msgspec.structs.astuple, rows)), decoded).flatten()
+    row_type = pa.struct([(f.name, pa.string() if pa.types.is_timestamp(f.type) else f.type) for f in schema])
+    columns = pa.array(list(map(msgspec.structs.astuple, rows)), row_type).flatten()
     for index, arrow_field in enumerate(schema):
         if pa.types.is_timestamp(arrow_field.type):
             try:

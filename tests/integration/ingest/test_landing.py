@@ -257,13 +257,13 @@ def test_ranges_landed_before_a_crash_are_rewritten_with_the_same_boundaries(wor
     in_partition = sorted((m for m in messages if m.partition() == 0), key=lambda m: m.offset())
     spec = load_dataset_spec(SPEC)
     left_behind = {}
-    for first_range in (in_partition[:700], in_partition[700:1_400]):
-        decoded = decode_batch([m.value() for m in first_range], spec, 1 << 20)
-        table = with_kafka_columns(decoded.table, 0, [m.offset() for m in first_range],
-                                   [m.timestamp()[1] for m in first_range])
-        buffer = PartitionBuffer("transactions", topics["ingest"], 0, first_range[0].offset(),
-                                 first_range[0].timestamp()[1])
-        buffer.add(first_range, first_range[-1].offset(), 0)
+    for landed_range in (in_partition[:700], in_partition[700:1_400]):
+        decoded = decode_batch([m.value() for m in landed_range], spec, 1 << 20)
+        table = with_kafka_columns(decoded.table, 0, [m.offset() for m in landed_range],
+                                   [m.timestamp()[1] for m in landed_range])
+        buffer = PartitionBuffer("transactions", topics["ingest"], 0, landed_range[0].offset(),
+                                 landed_range[0].timestamp()[1])
+        buffer.add(landed_range, landed_range[-1].offset(), 0)
         left_behind[buffer.key] = parquet_bytes([table], *landing_schema(spec))
         store.put(buffer.key, left_behind[buffer.key])
 

@@ -41,7 +41,7 @@ class ServeOptions(Group):
     def _named(cls, value: str | None) -> str:
         if value is None:
             raise ValueError("set it to the registry name of the model to serve")
-        if not re.match(NAME, value):
+        if not re.fullmatch(NAME, value):
             raise ValueError(f"must match {NAME}")
         return value
 

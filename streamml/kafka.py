@@ -158,29 +158,22 @@ class EventProducer:
         key: bytes | str | None = None,
         headers: list[tuple[str, bytes]] | dict[str, bytes] | None = None,
         partition: int = -1,
-    ) -> None:
-        """Queue one message; waits while the local queue is full.
+        wait: bool = True,
+    ) -> bool:
+        """Queue one message. While the local queue is full, wait, or with ``wait=False`` return False.
 
         ``partition`` -1 (librdkafka's "unassigned") leaves the choice to the
         configured partitioner, by key."""
-        while not self.offer(topic, value, key, headers, partition):
-            self._producer.poll(0.1)
-
-    def offer(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | str | None = None,
-        headers: list[tuple[str, bytes]] | dict[str, bytes] | None = None,
-        partition: int = -1,
-    ) -> bool:
-        """Queue one message unless the local queue is full (False): never waits."""
-        try:
-            self._producer.produce(
-                topic, value, key, partition=partition, headers=headers, on_delivery=self._on_delivery
-            )
-        except BufferError:
-            return False
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, partition=partition, headers=headers, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:
+                if not wait:
+                    return False
+                self._producer.poll(0.1)
         self._producer.poll(0)
         return True
 

@@ -162,7 +162,7 @@ class ModelClient:
         record = FeedbackRecord(request_id=request_id, model=self.model, label=label, time=datetime.now(UTC))
         message = encode(record, self.producer.source)
         topic = self.producer.settings.topic(record.default_topic())
-        if self.producer.offer(topic, message.value, message.key, list(message.headers.items())):
+        if self.producer.produce(topic, message.value, message.key, list(message.headers.items()), wait=False):
             return True
         FEEDBACK_DROPPED.labels(self.model).inc()
         return False
@@ -243,7 +243,7 @@ class ModelClient:
                 UNLOGGABLE.labels(self.model).inc()
                 self._log.settled(False)
                 continue
-            if not self.producer.offer(self._predictions_topic, value, key, headers):
+            if not self.producer.produce(self._predictions_topic, value, key, headers, wait=False):
                 return taken  # the queue is full: the log offers the rest again later
         return len(batch)
 

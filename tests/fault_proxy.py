@@ -91,6 +91,10 @@ class FaultProxy:
             self._server.close()
             for writer in list(self._writers):
                 writer.transport.abort()
+            piping = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in piping:
+                task.cancel()
+            await asyncio.gather(*piping, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

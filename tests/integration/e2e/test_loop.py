@@ -1,6 +1,5 @@
 """The whole loop on the embedded stack, asserted event by event, then in the object store."""
 
-import io
 import json
 import os
 import signal
@@ -8,8 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
+from landing_checks import landed_offsets
 from rich.console import Console
 
 from streamml.demo import EXAMPLES, DemoPlan, run_demo
@@ -36,14 +35,6 @@ def start_stack(tmp_path: Path) -> tuple[StackConfig, ServiceSettings]:
     finally:
         del os.environ["STREAMML_CONFIG_FILE"]
     return config, settings
-
-
-def landed_offsets(store: ObjectStore) -> list[tuple[int, int]]:
-    offsets = []
-    for key in store.list("raw/transactions/"):
-        table = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["_partition", "_offset"])
-        offsets += zip(table.column(0).to_pylist(), table.column(1).to_pylist())
-    return offsets
 
 
 def assert_final_state(settings: ServiceSettings, timeline) -> None:

@@ -111,15 +111,13 @@ class EventProducer:
 
     Messages never expire in the local queue: while the brokers are away they
     wait there (``produce`` blocks once the queue is full) and ``flush`` raises
-    a transient DeliveryError, so retrying the flush later delivers them.
-    ``on_delivery(error, message)`` sees every acknowledgement or failure."""
+    a transient DeliveryError, so retrying the flush later delivers them."""
 
     def __init__(
         self,
         settings: KafkaSettings,
         client_id: str,
         *,
-        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
         on_error: ErrorCallback | None = None,
         **overrides: Any,
     ) -> None:
@@ -137,7 +135,6 @@ class EventProducer:
             **overrides,
         }
         self._producer = Producer(config)
-        self._notify = on_delivery
         self._errors: list[str] = []
         self._failed = 0
         self._lock = threading.Lock()
@@ -148,8 +145,6 @@ class EventProducer:
                 self._failed += 1
                 if len(self._errors) < KEPT_ERRORS:
                     self._errors.append(f"{message.topic()}: {error.str()}")
-        if self._notify is not None:
-            self._notify(error, message)
 
     def produce(
         self,
@@ -159,15 +154,19 @@ class EventProducer:
         headers: list[tuple[str, bytes]] | dict[str, bytes] | None = None,
         partition: int = -1,
         wait: bool = True,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
     ) -> bool:
         """Queue one message. While the local queue is full, wait, or with ``wait=False`` return False.
 
         ``partition`` -1 (librdkafka's "unassigned") leaves the choice to the
-        configured partitioner, by key."""
+        configured partitioner, by key. ``on_delivery(error, message)``, when
+        given, hears of the message's acknowledgement or failure instead of
+        ``flush``."""
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, partition=partition, headers=headers, on_delivery=self._on_delivery
+                    topic, value, key, partition=partition, headers=headers,
+                    on_delivery=on_delivery or self._on_delivery,
                 )
                 break
             except BufferError:

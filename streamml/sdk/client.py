@@ -35,6 +35,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -111,11 +112,12 @@ class ModelClient:
         self.store = ObjectStore.connect(settings.s3)
         # Positioned before the pointer is read, so no promotion falls in between.
         self._feed = PromotionFeed(settings.kafka, model)
-        self.producer = EventProducer(settings.kafka, client_id=client_id or f"streamml-sdk-{model}",
-                                      on_delivery=self._delivered, **LOCAL_QUEUE)
+        self.producer = EventProducer(settings.kafka, client_id=client_id or f"streamml-sdk-{model}", **LOCAL_QUEUE)
         self._source = self.producer.source.encode()
         self._predictions_topic = settings.kafka.topic(f"predictions.{model}")
-        self._log = (PredictionLog(self._send_predictions, reports=self.producer.poll, name=model)
+        # Delivery reports of logged predictions (True: acknowledged), settled with the log in bulk.
+        self._reports: deque[bool] = deque()
+        self._log = (PredictionLog(self._send_predictions, reports=self._settle, name=model)
                      if log_predictions else None)
         loaded = self._refresh()
         first_check = time.monotonic() + (reconcile_s if loaded else RETRY_AFTER_FAILURE_S)
@@ -243,13 +245,24 @@ class ModelClient:
                 UNLOGGABLE.labels(self.model).inc()
                 self._log.settled(False)
                 continue
-            if not self.producer.produce(self._predictions_topic, value, key, headers, wait=False):
+            if not self.producer.produce(self._predictions_topic, value, key, headers, wait=False,
+                                         on_delivery=self._delivered):
                 return taken  # the queue is full: the log offers the rest again later
         return len(batch)
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        if self._log is not None and message.topic() == self._predictions_topic:
-            self._log.settled(error is None)
+        self._reports.append(error is None)  # one cheap call per message; deque.append is thread-safe
+
+    def _settle(self, timeout: float) -> None:
+        """The prediction log's ``reports``: wait for delivery reports, then settle them in bulk."""
+        self.producer.poll(timeout)
+        count = len(self._reports)
+        if count:
+            delivered = sum(self._reports.popleft() for _ in range(count))
+            if delivered:
+                self._log.settled(True, delivered)
+            if delivered < count:
+                self._log.settled(False, count - delivered)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop following promotions; deliver logged predictions and feedback, waiting at most ``timeout``."""

@@ -7,6 +7,7 @@ becomes.
 """
 
 import asyncio
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -27,6 +28,7 @@ class StandIn:
     def __init__(self, error: Exception | None = None) -> None:
         self.model = f"m{uuid.uuid4().hex[:8]}"
         self.version, self.ready, self.error = "v1", True, error
+        self.threads: list[str] = []
         self.slot = SimpleNamespace(current=lambda: SimpleNamespace(version="v1",
                                                                      transform=SimpleNamespace(features=("x",))))
 
@@ -34,6 +36,7 @@ class StandIn:
         return {}
 
     def predict(self, records, request_ids=None):
+        self.threads.append(threading.current_thread().name)
         if self.error is not None:
             raise self.error
         return SimpleNamespace(version="v1", outputs=np.zeros(len(records)), request_ids=["r"] * len(records))
@@ -46,8 +49,8 @@ class InProcess:
     """Requests to the app in this process, without a server."""
 
     def __init__(self, client: StandIn) -> None:
-        limits = Limits(max_request_bytes=4096, max_rows=10, body_timeout_s=5)
-        self.asgi = inference_app(client, limits, ThreadPoolExecutor(1))
+        limits = Limits(max_request_bytes=4096, max_rows=100, body_timeout_s=5)
+        self.asgi = inference_app(client, limits, ThreadPoolExecutor(1, thread_name_prefix="predict"))
 
     def request(self, method: str, path: str, json: object = None) -> httpx.Response:
         async def send() -> httpx.Response:
@@ -108,3 +111,9 @@ def test_an_unexpected_error_is_a_500_that_shows_nothing_of_it(caplog):
     assert "s3cr3t" not in answer.text and "RuntimeError" not in answer.text
     assert "s3cr3t" in caplog.text  # the operator sees it in the log
     assert counted(client.model, "infer", "500") == 1
+
+
+def test_predictions_run_in_the_worker_threads_not_on_the_event_loop():
+    client = StandIn()
+    assert InProcess(client).post(f"/v2/models/{client.model}/infer", json=BODY).status_code == 200
+    assert [name.split("_")[0] for name in client.threads] == ["predict"]

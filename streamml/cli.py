@@ -363,19 +363,14 @@ def datasets_list(
     state_dir: StateDir = DEFAULT_STATE,
 ) -> None:
     """Committed versions of each dataset: rows per split, trigger, raw objects."""
-    from services.prep.versions import version_numbers
-    from streamml.manifest import DatasetManifest, manifest_key
-    from streamml.store import ObjectNotFound, ObjectStore
+    from streamml.registry.datasets import committed_manifests, dataset_names
+    from streamml.store import ObjectStore
 
     store = ObjectStore.connect(client_settings(state_dir).s3)
-    names = [name] if name else [p.rstrip("/").rsplit("/", 1)[-1] for p in store.list_prefixes("datasets/")]
+    names = [name] if name else dataset_names(store)
     table = Table("dataset", "version", "created", "train", "validation", "test", "trigger", "raw objects")
     for dataset in names:
-        for number in version_numbers(store, dataset):
-            try:
-                m = DatasetManifest.model_validate_json(store.get_bytes(manifest_key(dataset, number)))
-            except ObjectNotFound:
-                continue  # claimed by a build that has not committed
+        for m in committed_manifests(store, dataset):
             table.add_row(dataset, f"v{m.version}", m.created.strftime("%Y-%m-%d %H:%M:%S"), str(m.rows["train"]),
                           str(m.rows["validation"]), str(m.rows["test"]), m.trigger, str(len(m.lineage)))
     console.print(table)
@@ -387,15 +382,13 @@ def datasets_show(
     state_dir: StateDir = DEFAULT_STATE,
 ) -> None:
     """One version's manifest: rows, hashes, lineage and feature statistics."""
-    from services.prep.versions import latest_manifest
-    from streamml.manifest import DatasetManifest, manifest_key
+    from streamml.registry.datasets import latest_manifest, read_manifest
     from streamml.store import ObjectNotFound, ObjectStore
 
     store = ObjectStore.connect(client_settings(state_dir).s3)
     name, _, version = ref.partition(":")
     try:
-        manifest = (DatasetManifest.model_validate_json(store.get_bytes(manifest_key(name, int(version.lstrip("v")))))
-                    if version else latest_manifest(store, name))
+        manifest = read_manifest(store, name, int(version.lstrip("v"))) if version else latest_manifest(store, name)
     except (ObjectNotFound, ValueError):
         manifest = None
     if manifest is None:
@@ -436,9 +429,8 @@ def prep_run(
     state_dir: StateDir = DEFAULT_STATE,
 ) -> None:
     """Build a new version of DATASET now (trigger "manual") and announce it."""
-    from services.prep.builder import BuildFailed, DatasetBuilder
+    from services.prep.builder import BuildFailed, DatasetBuilder, ready_event
     from services.prep.spark import spark_session
-    from streamml.events import DatasetReady
     from streamml.kafka import EventProducer
     from streamml.specs import load_dataset_specs
     from streamml.store import ObjectStore
@@ -453,9 +445,7 @@ def prep_run(
         manifest = DatasetBuilder(store, settings.s3, spark).build(spec, "manual")
     except BuildFailed as error:
         fail(str(error))
-    EventProducer(settings.kafka, "streamml-cli").send_now(DatasetReady(
-        dataset=dataset, version=manifest.version, manifest_key=f"datasets/{dataset}/v{manifest.version}/manifest.json",
-        rows=manifest.rows, trigger="manual", quarantined=sorted(manifest.quarantined)))
+    EventProducer(settings.kafka, "streamml-cli").send_now(ready_event(manifest, "manual"))
     console.print(f"{dataset} v{manifest.version} ready: {manifest.rows}")
 
 

@@ -44,18 +44,18 @@ def report(
 ) -> None:
     """The latest window report of MODEL: tests per column, drifted bins, performance and recent events."""
     from services.monitor.report import print_report, save_png
-    from services.monitor.state import read_state, state_key
     from streamml.cli import client_settings
-    from streamml.sdk.registry import RegistryError
+    from streamml.registry.keys import RegistryError, monitor_state_key
+    from streamml.registry.monitor import read_monitor_state
     from streamml.store import ObjectStore, StoreError
 
     try:
         store = ObjectStore.connect(client_settings(state_dir).s3)
-        state = read_state(store, model)
+        state = read_monitor_state(store, model)
     except (StoreError, RegistryError) as error:
         _fail(str(error), 3 if isinstance(error, StoreError) else 2)
     if state is None:
-        _fail(f"no monitor report for {model!r} at {state_key(model)}: the monitor writes one when the first "
+        _fail(f"no monitor report for {model!r} at {monitor_state_key(model)}: the monitor writes one when the first "
               "window of the champion's predictions closes (every windows.size predictions)", 2)
     if window is None:
         chosen = state.latest_judged()

@@ -62,25 +62,19 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _names(store: Any) -> list[str]:
-    return [prefix.split("/")[1] for prefix in store.list_prefixes("models/")]
-
-
-def _versions(store: Any, model: str) -> list[str]:
-    return [prefix.rstrip("/").rsplit("/", 1)[1] for prefix in store.list_prefixes(f"models/{model}/")]
-
-
 @models_app.command("list")
 def list_models(state_dir: StateDir = Path(".streamml"), as_json: AsJson = False) -> None:
     """Every model in the registry with its champion."""
-    from streamml.sdk.registry import read_champion
+    from streamml.registry.models import read_champion
+
+    from streamml.registry.models import model_names, model_versions
 
     store = _store(state_dir)
     rows = []
-    for name in _names(store):
+    for name in model_names(store):
         champion, _ = read_champion(store, name)
         rows.append({"model": name, "champion": champion.version if champion else None,
-                     "versions": len(_versions(store, name)),
+                     "versions": len(model_versions(store, name)),
                      "since": champion.time.isoformat() if champion else None})
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -98,8 +92,9 @@ def show(
     as_json: AsJson = False,
 ) -> None:
     """The champion pointer and every version with its dataset, metrics and decision."""
-    from services.validator.promote import read_decision
-    from streamml.sdk.registry import RegistryError, check_name, read_card, read_champion
+    from streamml.registry.decisions import read_decision
+    from streamml.registry.keys import RegistryError, check_name
+    from streamml.registry.models import model_versions, read_card, read_champion
     from streamml.store import ObjectNotFound
 
     store = _store(state_dir)
@@ -109,7 +104,7 @@ def show(
     except RegistryError as error:
         _fail(str(error), 2)
     versions = []
-    for version in _versions(store, model):
+    for version in model_versions(store, model):
         try:
             card = read_card(store, model, version)
         except (ObjectNotFound, RegistryError):
@@ -181,7 +176,7 @@ def rollback(
 def _change_and_announce(change: Any, state_dir: Path) -> None:
     from services.validator.manual import ChampionChanged, ManualPromotionRefused
     from streamml.kafka import DeliveryError, EventProducer
-    from streamml.sdk.registry import RegistryError
+    from streamml.registry.keys import RegistryError
 
     settings = _settings(state_dir)
     store = _store(state_dir)

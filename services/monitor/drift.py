@@ -22,7 +22,6 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -43,9 +42,16 @@ from services.monitor.stats.registry import DEFAULT_TESTS, check_tests, run_test
 from services.monitor.windows import ClosedLabelWindow, ClosedWindow
 from streamml.events import DriftDetected, DriftWindow, FeatureDrift
 from streamml.manifest import NumericReference
+from streamml.registry.monitor import (
+    AlarmReport,
+    ColumnReport,
+    Kind,
+    PerformanceReport,
+    Severity,
+    TestReport,
+    WindowReport,
+)
 
-Severity = Literal["low", "medium", "high"]
-Kind = Literal["covariate", "prediction", "performance"]
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high")
 # Effect sizes can be unbounded (an error rising from zero); events carry finite numbers.
 MAX_EFFECT = 1e6
@@ -123,76 +129,6 @@ class MonitorThresholds(Strict):
 
     def levels(self, effect: str) -> EffectLevels:
         return self.psi if effect == "psi" else self.ks
-
-
-class TestReport(Strict):
-    test: str
-    statistic: float
-    p_value: float
-    p_adjusted: float
-    effect: str
-    effect_size: float
-    drifted: bool
-    severity: Severity | None
-
-
-class ColumnReport(Strict):
-    column: str
-    kind: Literal["numeric", "category"]
-    count: int
-    missing: int
-    bins: list[str]
-    live: list[float] = Field(description="share of the window per bin")
-    reference: list[float] = Field(description="share of the reference per bin")
-    tests: list[TestReport]
-    drifted: bool
-    severity: Severity | None
-
-
-class WindowReport(Strict):
-    model: str
-    index: int
-    start: datetime
-    end: datetime
-    count: int
-    judged: bool
-    note: str | None = None
-    features: list[ColumnReport] = []
-    prediction: ColumnReport | None = None
-    covariate_drift: bool = False
-    covariate_severity: Severity | None = None
-    prediction_drift: bool = False
-    prediction_severity: Severity | None = None
-
-
-class AlarmReport(Strict):
-    at: int
-    change_at: int
-    mean_before: float
-    mean_after: float
-    statistic: float
-    relative_increase: float
-    drifted: bool
-
-
-class PerformanceReport(Strict):
-    model: str
-    index: int
-    start: datetime
-    end: datetime
-    count: int
-    judged: bool
-    note: str | None = None
-    metric: str
-    value: float | None = None
-    standard_error: float | None = None
-    baseline: float | None = None
-    decay: float | None = Field(None, description="relative loss against the baseline; > 0 is worse")
-    p_value: float | None = None
-    metric_drift: bool = False
-    alarms: list[AlarmReport] = []
-    drifted: bool = False
-    severity: Severity | None = None
 
 
 def evaluate_window(window: ClosedWindow, reference: MonitorReference, thresholds: MonitorThresholds) -> WindowReport:

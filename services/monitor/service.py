@@ -30,11 +30,12 @@ from services.monitor.champion import read_champion_setup, read_champion_version
 from services.monitor.config import MonitorOptions
 from services.monitor.drift import MonitorThresholds
 from services.monitor.records import DecodedPredictions, decode_feedback, decode_predictions
-from services.monitor.state import MonitorState, read_state, write_state
+from services.monitor.state import write_state
 from services.monitor.watch import ModelWatch
 from services.monitor.windows import WindowSpec
 from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord
-from streamml.sdk.registry import RegistryError, check_name
+from streamml.registry.keys import RegistryError, check_name
+from streamml.registry.monitor import MonitorState, read_monitor_state
 from streamml.service import ConsumerService, run
 from streamml.settings import Group, ServiceSettings
 from streamml.store import ObjectNotFound, StoreUnavailable
@@ -280,7 +281,7 @@ class MonitorService(ConsumerService[MonitorSettings]):
 
     def _stored_state(self, model: str) -> MonitorState | None:
         try:
-            return read_state(self.store, model)
+            return read_monitor_state(self.store, model)
         except RegistryError as error:
             log.warning("ignoring the stored monitor state", extra={"model": model, "error": str(error)})
             return None

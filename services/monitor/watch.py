@@ -4,7 +4,7 @@ A watch judges only the champion's traffic: predictions logged by another
 version (the one before a promotion, a canary) are counted and left out, and
 their feedback then finds no prediction to join and ages out.
 
-    watch = ModelWatch(champion, options, read_state(store, "fraud"))
+    watch = ModelWatch(champion, options, read_monitor_state(store, "fraud"))
     events = watch.add_predictions(decode_predictions(values, watch.layout, "fraud"))
     if watch.changed():
         write_state(store, watch.state())
@@ -22,9 +22,10 @@ from services.monitor.drift import evaluate_window
 from services.monitor.monitor import ModelMonitor
 from services.monitor.performance import Task
 from services.monitor.records import DecodedFeedback, DecodedPredictions, FeatureLayout
-from services.monitor.state import KINDS, MonitorState, capture, restore
+from services.monitor.state import capture, restore
 from services.monitor.windows import ClosedWindow
 from streamml.events import DriftDetected
+from streamml.registry.monitor import KINDS, MonitorState
 
 
 class ModelWatch:

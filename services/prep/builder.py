@@ -12,9 +12,12 @@ from pyspark.sql import SparkSession
 from services.prep.job import prepare_with_spark
 from services.prep.result import build_manifest
 from services.prep.rules import PrepError
-from services.prep.versions import RawObject, build_id, claim_version, raw_objects
+from services.prep.versions import build_id, claim_version
 from streamml import code_version
-from streamml.manifest import DatasetManifest, RawSource, dataset_prefix, manifest_key
+from streamml.events import DatasetReady
+from streamml.manifest import DatasetManifest, RawSource
+from streamml.registry.datasets import raw_objects
+from streamml.registry.keys import RawObject, dataset_manifest_key, dataset_prefix
 from streamml.settings import S3Settings
 from streamml.specs import DatasetSpec
 from streamml.store import ObjectStore
@@ -71,5 +74,15 @@ class DatasetBuilder:
             lineage=[RawSource(key=r.key, topic=r.topic, partition=r.partition, first_offset=r.first_offset,
                                last_offset=r.last_offset, rows=self._rows[r.key]) for r in usable],
         )
-        self.store.create(manifest_key(spec.name, version), manifest.model_dump_json(by_alias=True, indent=1).encode())
+        self.store.create(dataset_manifest_key(spec.name, version),
+                          manifest.model_dump_json(by_alias=True, indent=1).encode())
         return manifest
+
+
+def ready_event(manifest: DatasetManifest, trigger: str) -> DatasetReady:
+    """The ``dataset.ready`` announcing a committed version; ``trigger`` without its detail (``drift``)."""
+    return DatasetReady(
+        dataset=manifest.dataset, version=manifest.version,
+        manifest_key=dataset_manifest_key(manifest.dataset, manifest.version),
+        rows=manifest.rows, trigger=trigger, quarantined=sorted(manifest.quarantined),
+    )

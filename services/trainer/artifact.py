@@ -30,13 +30,12 @@ from services.trainer.data import FeatureLayout
 from services.trainer.model import Predictor, TabularNet
 from services.trainer.spec import ModelSpec
 from services.trainer.train import TrainResult
-from streamml.manifest import DatasetManifest, manifest_key
+from streamml.manifest import DatasetManifest
+from streamml.registry.keys import STATE_DICT_FILE, dataset_manifest_key
 
 log = logging.getLogger(__name__)
 
 PORTABLE_FILES = {"torch.export": "model.pt2", "torchscript": "model.torchscript.pt"}
-STATE_DICT_FILE = "state_dict.pt"
-CARD_FILE = "card.json"
 OUTPUTS = {
     "binary": "probability that the label is 1, shape [N]",
     "multiclass": "probability of each class in classes order, shape [N, K]",
@@ -118,7 +117,7 @@ def model_card(
         "dataset": {
             "name": manifest.dataset,
             "version": manifest.version,
-            "manifest_key": manifest_key(manifest.dataset, manifest.version),
+            "manifest_key": dataset_manifest_key(manifest.dataset, manifest.version),
             "rows": dict(manifest.rows),
             "content_sha256": dict(manifest.content_sha256),
         },

@@ -26,19 +26,15 @@ from typing import Any
 
 from services.trainer.spec import ModelSpec
 from streamml.events import ModelTrained
-from streamml.sdk.registry import CARD_FILE, MANIFEST_FILE, version_key, version_prefix
+from streamml.registry.keys import CARD_FILE, card_key, model_manifest_key, version_key, version_prefix
+from streamml.registry.models import is_committed
 from streamml.store import ObjectConflict, ObjectNotFound, ObjectStore
 
-CHECKPOINT_FILE = "checkpoints/last.pt"
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def model_version(spec: ModelSpec, dataset_version: int) -> str:
     return f"d{dataset_version}-{spec.fingerprint()[:8]}"
-
-
-def checkpoint_key(model: str, version: str) -> str:
-    return version_key(model, version, CHECKPOINT_FILE)
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,7 @@ def version_manifest(model: str, version: str, files: list[VersionFile], created
 
 def publish_version(store: ObjectStore, model: str, version: str, files: list[VersionFile]) -> bool:
     """Write the files, then the manifest; False when another writer committed the version first."""
-    marker_key = version_key(model, version, MANIFEST_FILE)
+    marker_key = model_manifest_key(model, version)
     # A partition that moved to another member mid-training can leave two trainers on one
     # version; the later one must not overwrite files of a version committed meanwhile.
     if store.exists(marker_key):
@@ -78,10 +74,10 @@ def publish_version(store: ObjectStore, model: str, version: str, files: list[Ve
 
 def committed_card(store: ObjectStore, model: str, version: str) -> dict[str, Any] | None:
     """The card of a committed version, or None while its manifest does not exist."""
-    if not store.exists(version_key(model, version, MANIFEST_FILE)):
+    if not is_committed(store, model, version):
         return None
     try:
-        return json.loads(store.get_bytes(version_key(model, version, CARD_FILE)))
+        return json.loads(store.get_bytes(card_key(model, version)))
     except ObjectNotFound:
         raise ValueError(
             f"{version_prefix(model, version)} has a manifest but no {CARD_FILE}; "

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 from services.trainer.spec import Task
 from services.trainer.synthetic import synthetic_dataset
 from streamml.events import DatasetReady
-from streamml.manifest import DatasetManifest, FileEntry, dataset_prefix, manifest_key
+from streamml.manifest import DatasetManifest, FileEntry
+from streamml.registry.keys import dataset_manifest_key, split_prefix
 from streamml.store import ObjectStore
 
 
@@ -30,16 +31,16 @@ def write_synthetic_version(
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         data = buffer.getvalue()
-        key = f"{dataset_prefix(dataset, version)}{split}/part-00000.parquet"
+        key = f"{split_prefix(dataset, version, split)}part-00000.parquet"
         store.put(key, data)
         files[split] = [FileEntry(key=key, rows=table.num_rows, sha256=hashlib.sha256(data).hexdigest())]
     manifest = synthetic.model_copy(update={"version": version, "files": files})
-    store.put(manifest_key(dataset, version), manifest.model_dump_json(by_alias=True).encode())
+    store.put(dataset_manifest_key(dataset, version), manifest.model_dump_json(by_alias=True).encode())
     return manifest, splits
 
 
 def ready_event(manifest: DatasetManifest) -> DatasetReady:
     """The ``dataset.ready`` prep sends once ``manifest`` is committed."""
     return DatasetReady(dataset=manifest.dataset, version=manifest.version,
-                        manifest_key=manifest_key(manifest.dataset, manifest.version),
+                        manifest_key=dataset_manifest_key(manifest.dataset, manifest.version),
                         rows=dict(manifest.rows), trigger="manual")

@@ -5,56 +5,22 @@ overall and per slice, and how fast it answers. ``decide`` judges these.
                           slices={"channel": category_names(codes, vocabulary)},
                           latency=measure_latency(program, (numeric, categorical), batch_size=256))
 
-An undefined metric (NaN: AUC of a one-class slice) is stored as ``None`` so
-``decision.json`` stays standard JSON.
+The types (``Evaluation``, ``SliceEvaluation``, ``Latency``) are part of the
+stored decision, so they live in ``streamml/registry/decisions.py``.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.validator.metrics import Task, slice_metrics, task_metrics
+from streamml.registry.decisions import Evaluation, Latency, SliceEvaluation
 
 OUT_OF_VOCABULARY = "(other)"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _nan_to_none(metrics: dict[str, float | None]) -> dict[str, float | None]:
-    return {name: None if value is None or math.isnan(value) else value for name, value in metrics.items()}
-
-
-class SliceEvaluation(Strict):
-    rows: int = Field(ge=0)
-    metrics: dict[str, float | None]
-
-    undefined_is_none = field_validator("metrics")(_nan_to_none)
-
-
-class Latency(Strict):
-    p50_ms: float = Field(ge=0)
-    p95_ms: float = Field(ge=0)
-    batch_size: int = Field(ge=1)
-    calls: int = Field(ge=1)
-
-
-class Evaluation(Strict):
-    rows: int = Field(ge=0, description="test rows the metrics come from")
-    metrics: dict[str, float | None]
-    slices: dict[str, dict[str, SliceEvaluation]] = Field(
-        default_factory=dict, description="feature -> value -> metrics of the rows with that value"
-    )
-    latency: Latency | None = None
-
-    undefined_is_none = field_validator("metrics")(_nan_to_none)
 
 
 def evaluate(

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from services.validator.evaluation import Evaluation, evaluate, measure_latency
+from services.validator.evaluation import evaluate, measure_latency
 from services.validator.testsplit import TestSplit, labels_for
+from streamml.registry.decisions import Evaluation
 from streamml.sdk.loader import LoadedVersion
 from streamml.sdk.preprocess import Features
 

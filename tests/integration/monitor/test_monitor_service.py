@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from services.monitor.performance import PerformanceBaseline
 from services.monitor.reference import MonitorReference
-from services.monitor.state import MonitorState, read_state
 from services.monitor.synthetic import COUNTRIES, Traffic, traffic, training_reference
 from services.monitor.synthetic_registry import put_champion, synthetic_card
 from streamml.cli_drift import drift_app
 from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord, decode, encode
 from streamml.kafka import EventProducer, dead_letter_reason
+from streamml.registry.monitor import MonitorState, read_monitor_state
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud"
@@ -76,7 +76,7 @@ class World:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert monitor.poll() is None, monitor.log_path.read_text()[-3000:]
-            state = read_state(self.store, MODEL)
+            state = read_monitor_state(self.store, MODEL)
             if state is not None and state.version == version and len(state.window_reports) >= count:
                 return state
             time.sleep(0.3)

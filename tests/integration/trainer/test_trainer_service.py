@@ -20,12 +20,11 @@ from confluent_kafka import Consumer, TopicPartition
 from services.trainer.data import FeatureLayout, tensors_from_table
 from services.trainer.metrics import validation_metrics
 from services.trainer.model import build_model
-from services.trainer.publish import VersionFile, checkpoint_key, model_version, publish_version
+from services.trainer.publish import VersionFile, model_version, publish_version
 from services.trainer.synthetic_store import ready_event
 from services.trainer.train import load_checkpoint
 from streamml.events import ModelTrained
-from streamml.manifest import manifest_key
-from streamml.sdk.registry import version_key, version_prefix
+from streamml.registry.keys import checkpoint_key, dataset_manifest_key, version_key, version_prefix
 from streamml.stack.ports import free_port
 from trainer_world import DATASET, messages, metric, put_dataset, spec_document, wait_for
 
@@ -216,7 +215,7 @@ def test_a_bad_model_spec_stops_the_start_naming_file_and_field(tmp_path):
 def test_a_dataset_ready_without_its_files_is_dead_lettered_and_the_next_one_trains(world, services):
     world.write_spec(max_epochs=1)
     manifest, _ = put_dataset(world.store, rows=2000, version=2)
-    missing = ready_event(manifest).model_copy(update={"version": 1, "manifest_key": manifest_key(DATASET, 1)})
+    missing = ready_event(manifest).model_copy(update={"version": 1, "manifest_key": dataset_manifest_key(DATASET, 1)})
     world.send(missing)
     world.send(ready_event(manifest))
     trainer = services.start("trainer", world.bucket, **world.env)
@@ -226,7 +225,7 @@ def test_a_dataset_ready_without_its_files_is_dead_lettered_and_the_next_one_tra
     assert trained.dataset_version == 2
     [dead] = world.read("dlq.trainer", 1, timeout=10)
     headers = dict(dead.headers())
-    assert manifest_key(DATASET, 1).encode() in headers["dlq_error"]
+    assert dataset_manifest_key(DATASET, 1).encode() in headers["dlq_error"]
     assert headers["dlq_error_type"] == b"processing_error" and headers["dlq_source_offset"] == b"0"
 
 

@@ -17,7 +17,8 @@ from services.trainer.spec import ModelSpec, parse_model_spec
 from services.trainer.synthetic_store import write_synthetic_version
 from streamml.events import Event, decode
 from streamml.kafka import BatchConsumer, EventProducer
-from streamml.manifest import DatasetManifest, manifest_key
+from streamml.manifest import DatasetManifest
+from streamml.registry.keys import dataset_manifest_key
 from streamml.settings import KafkaSettings
 from streamml.store import ObjectStore
 
@@ -46,7 +47,7 @@ def put_dataset(store: ObjectStore, rows: int, version: int = 1, seed: int = 2) 
     """Split Parquet files, then the manifest (last), as prep commits a version."""
     manifest, splits = write_synthetic_version(store, DATASET, version, rows, seed=seed)
     # What the trainer reads must validate as a manifest.
-    stored = DatasetManifest.model_validate_json(store.get_bytes(manifest_key(DATASET, version)))
+    stored = DatasetManifest.model_validate_json(store.get_bytes(dataset_manifest_key(DATASET, version)))
     assert stored == manifest and stored.files["train"][0].key.startswith(f"datasets/{DATASET}/v{version}/")
     return manifest, splits
 

@@ -32,8 +32,8 @@ from services.trainer.synthetic import synthetic_dataset
 from services.trainer.train import TrainResult, train
 from streamml.events import Event, decode, encode
 from streamml.kafka import BatchConsumer, EventProducer
-from streamml.manifest import CategoryTransform, DatasetManifest, FileEntry, NumericTransform, manifest_key
-from streamml.sdk.registry import version_key
+from streamml.manifest import CategoryTransform, DatasetManifest, FileEntry, NumericTransform
+from streamml.registry.keys import dataset_manifest_key, version_key
 from streamml.settings import KafkaSettings
 from streamml.store import ObjectStore
 
@@ -116,7 +116,7 @@ def put_dataset(store, version: int = 1) -> DatasetManifest:
         buffer = io.BytesIO()
         pq.write_table(splits[split], buffer)
         store.put(entries[0].key, buffer.getvalue())
-    store.put(manifest_key(DATASET, version), manifest.model_dump_json(by_alias=True).encode())
+    store.put(dataset_manifest_key(DATASET, version), manifest.model_dump_json(by_alias=True).encode())
     return manifest
 
 

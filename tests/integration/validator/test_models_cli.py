@@ -12,7 +12,7 @@ from registry_builders import MODEL, now, put_dataset, put_version, trained
 from services.validator.promote import ChampionChanged, set_champion
 from streamml.cli_models import models_app
 from streamml.events import ModelPromoted
-from streamml.sdk.registry import read_champion
+from streamml.registry.models import read_champion
 
 pytestmark = pytest.mark.integration
 

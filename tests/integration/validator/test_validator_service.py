@@ -20,11 +20,12 @@ from registry_builders import (
 )
 from service_logs import log_lines
 from services.validator.metrics import auc
-from services.validator.promote import read_decision, set_champion
+from services.validator.promote import set_champion
 from streamml.events import ModelPromoted, ModelRejected, ModelTrained
 from streamml.kafka import dead_letter_reason
+from streamml.registry.decisions import read_decision
+from streamml.registry.models import read_champion
 from streamml.sdk.loader import load_program
-from streamml.sdk.registry import read_champion
 
 pytestmark = pytest.mark.integration
 

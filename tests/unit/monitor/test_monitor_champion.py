@@ -10,7 +10,7 @@ from services.monitor.reference import MonitorReference, category_reference, num
 from services.monitor.performance import PerformanceBaseline
 from services.monitor.synthetic_registry import synthetic_card
 from streamml.manifest import DatasetManifest, NumericTransform
-from streamml.sdk.registry import RegistryError
+from streamml.registry.keys import RegistryError
 
 pytestmark = pytest.mark.unit
 
@@ -32,8 +32,7 @@ def card(reference: MonitorReference, **changes) -> dict:
 
 
 def test_the_reference_comes_from_the_card_and_the_baseline_from_the_validators_test_metric(reference):
-    decision = {"candidate": {"metrics": {"auc": 0.79, "log_loss": 0.4}}}
-    champion = champion_from("fraud", "v7", card(reference), decision)
+    champion = champion_from("fraud", "v7", card(reference), {"auc": 0.79, "log_loss": 0.4})
     assert champion.version == "v7"
     assert champion.reference.features == reference.features
     assert (champion.reference.dataset, champion.reference.dataset_version) == ("transactions", 4)

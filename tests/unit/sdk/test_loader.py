@@ -9,7 +9,7 @@ from torch import nn
 
 from streamml.manifest import CategoryTransform, NumericTransform
 from streamml.sdk.loader import load_program, load_version
-from streamml.sdk.registry import RegistryError
+from streamml.registry.keys import RegistryError
 from streamml.store import ObjectNotFound, StoredObject
 
 pytestmark = pytest.mark.unit

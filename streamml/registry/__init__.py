@@ -1,0 +1,13 @@
+"""The object store's layout and its typed readers: the contract every part reads.
+
+Ingest, prep, the trainer, the validator and the monitor each write their
+own objects; the CLI, the SDK, the services and any console read them. Keys
+are built only by :mod:`streamml.registry.keys`, and read only through:
+
+- :mod:`streamml.registry.datasets`: raw objects, dataset versions, manifests;
+- :mod:`streamml.registry.models`: model versions, cards, the champion pointer;
+- :mod:`streamml.registry.decisions`: the validator's decision on a version;
+- :mod:`streamml.registry.monitor`: the monitor's reports, events and drift episodes.
+
+Writers stay in the service that owns the objects and build their keys here.
+"""

@@ -18,7 +18,7 @@ from services.monitor.performance import PerformanceBaseline
 from services.monitor.reference import MonitorReference
 from services.monitor.synthetic import COUNTRIES, Traffic, traffic, training_reference
 from services.monitor.synthetic_registry import put_champion, synthetic_card
-from streamml.cli_drift import drift_app
+from streamml.cli.drift import app as drift_app
 from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord, decode, encode
 from streamml.kafka import EventProducer, dead_letter_reason
 from streamml.registry.monitor import MonitorState, read_monitor_state

@@ -1,0 +1,56 @@
+"""Arrows run one way: the core package never imports a service or the CLI, and services never import the CLI.
+
+Function-level imports count too: they are how a core module used to reach
+into a service's internals unnoticed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[3]
+# What sits above the core: the CLI imports core and services; the embedded stack runs services as processes.
+ABOVE_CORE = ("streamml/cli/", "streamml/stack/")
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import in a file, wherever it stands."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def imports_of(root: Path, folder: str, forbidden: tuple[str, ...], skip: tuple[str, ...] = ()) -> list[str]:
+    """``file:line imports module`` for each import of a ``forbidden`` package under ``root/folder``."""
+    offences = []
+    for path in sorted((root / folder).rglob("*.py")):
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith(skip):
+            continue
+        for line, module in imported_modules(path):
+            if any(module == name or module.startswith(name + ".") for name in forbidden):
+                offences.append(f"{relative}:{line} imports {module}")
+    return offences
+
+
+def test_the_core_package_imports_no_service_and_not_the_cli():
+    offences = imports_of(ROOT, "streamml", ("services", "streamml.cli"), skip=ABOVE_CORE)
+    assert not offences, "move what both need into the core package:\n" + "\n".join(offences)
+
+
+def test_services_do_not_import_the_cli():
+    assert not imports_of(ROOT, "services", ("streamml.cli",))
+
+
+def test_the_check_sees_function_level_imports(tmp_path):
+    (tmp_path / "streamml").mkdir()
+    (tmp_path / "streamml" / "tool.py").write_text("def run():\n    from services.prep.versions import pending\n")
+    assert imports_of(tmp_path, "streamml", ("services",)) == ["streamml/tool.py:2 imports services.prep.versions"]

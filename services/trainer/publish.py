@@ -14,14 +14,10 @@ one commits it.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import math
-import os
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from services.trainer.spec import ModelSpec
@@ -29,8 +25,6 @@ from streamml.events import ModelTrained
 from streamml.registry.keys import CARD_FILE, card_key, model_manifest_key, version_key, version_prefix
 from streamml.registry.models import is_committed
 from streamml.store import ObjectConflict, ObjectNotFound, ObjectStore
-
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def model_version(spec: ModelSpec, dataset_version: int) -> str:
@@ -99,22 +93,3 @@ def trained_event(card: dict[str, Any]) -> ModelTrained:
         training_seconds=card["training_seconds"],
     )
 
-
-def code_version() -> str:
-    """``git describe`` of a source checkout, else the installed package version."""
-    if (SOURCE_ROOT / ".git").exists():
-        try:
-            described = subprocess.run(
-                ["git", "describe", "--tags", "--always", "--dirty"],
-                cwd=SOURCE_ROOT, capture_output=True, text=True, timeout=5,
-                # Reading only: git would otherwise refresh the index file as a side effect.
-                env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
-            )
-            if described.returncode == 0 and described.stdout.strip():
-                return f"git {described.stdout.strip()}"
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    try:
-        return f"streamml {importlib.metadata.version('streamml')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

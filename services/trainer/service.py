@@ -38,7 +38,6 @@ from services.trainer.data import FeatureLayout, tensors_from_table
 from services.trainer.prepared import TRAINING_SPLITS, read_manifest, read_splits
 from services.trainer.publish import (
     VersionFile,
-    code_version,
     committed_card,
     model_version,
     publish_version,
@@ -54,6 +53,7 @@ from services.trainer.train import (
     resolve_device,
     train,
 )
+from streamml import code_version
 from streamml.events import DatasetReady, Event
 from streamml.registry.keys import CARD_FILE, STATE_DICT_FILE, checkpoint_key
 from streamml.service import EventService, StartupError, run

@@ -12,21 +12,15 @@ TorchScript where export failed. A version is loaded only once its
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
+from streamml.portable import load_program
 from streamml.registry.keys import RegistryError, card_key, model_manifest_key, version_key
 from streamml.registry.models import is_committed, read_card
 from streamml.sdk.preprocess import FeatureTransform
-from streamml.sdk.swap import Model, ModelSnapshot
+from streamml.sdk.swap import ModelSnapshot
 from streamml.store import ReadableStore
-
-FORMATS = ("torch.export", "torchscript")
-
 
 @dataclass(frozen=True)
 class LoadedVersion:
@@ -36,17 +30,6 @@ class LoadedVersion:
     @property
     def version(self) -> str:
         return self.snapshot.version
-
-
-def load_program(data: bytes, format: str) -> Model:
-    """The callable ``(numeric, categorical) -> predictions`` stored in ``data``."""
-    if format == "torch.export":
-        return torch.export.load(io.BytesIO(data)).module()
-    if format == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
-    raise RegistryError(f"portable format {format!r} is unknown; the card must name one of {list(FORMATS)}")
 
 
 def portable_file(card: dict[str, Any], where: str) -> tuple[str, str]:

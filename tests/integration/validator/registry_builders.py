@@ -248,7 +248,7 @@ def prepared(dataset_version: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def direct_predictions(model: Trained) -> np.ndarray:
     """What ``model``'s portable program answers for the test rows, without any streamml preprocessing."""
-    from streamml.sdk.loader import load_program
+    from streamml.portable import load_program
 
     with torch.inference_mode():
         return load_program(model.portable.data, model.portable.format)(*prepared(model.manifest.version)).numpy()

@@ -23,9 +23,9 @@ from services.validator.metrics import auc
 from services.validator.promote import set_champion
 from streamml.events import ModelPromoted, ModelRejected, ModelTrained
 from streamml.kafka import dead_letter_reason
+from streamml.portable import load_program
 from streamml.registry.decisions import read_decision
 from streamml.registry.models import read_champion
-from streamml.sdk.loader import load_program
 
 pytestmark = pytest.mark.integration
 

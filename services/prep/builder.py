@@ -14,7 +14,6 @@ from services.prep.result import build_manifest
 from services.prep.rules import PrepError
 from services.prep.versions import build_id, claim_version
 from streamml import code_version
-from streamml.events import DatasetReady
 from streamml.manifest import DatasetManifest, RawSource
 from streamml.registry.datasets import raw_objects
 from streamml.registry.keys import RawObject, dataset_manifest_key, dataset_prefix
@@ -78,11 +77,3 @@ class DatasetBuilder:
                           manifest.model_dump_json(by_alias=True, indent=1).encode())
         return manifest
 
-
-def ready_event(manifest: DatasetManifest, trigger: str) -> DatasetReady:
-    """The ``dataset.ready`` announcing a committed version; ``trigger`` without its detail (``drift``)."""
-    return DatasetReady(
-        dataset=manifest.dataset, version=manifest.version,
-        manifest_key=dataset_manifest_key(manifest.dataset, manifest.version),
-        rows=manifest.rows, trigger=trigger, quarantined=sorted(manifest.quarantined),
-    )

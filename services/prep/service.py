@@ -17,10 +17,10 @@ from pathlib import Path
 from prometheus_client import Counter, Histogram
 from pydantic import Field
 
-from services.prep.builder import BuildFailed, DatasetBuilder, ready_event
+from services.prep.builder import BuildFailed, DatasetBuilder
 from services.prep.spark import SparkJarsMissing, spark_session
 from services.prep.versions import pending
-from streamml.events import DataLanded, DriftDetected, Event
+from streamml.events import DataLanded, DatasetReady, DriftDetected, Event
 from streamml.registry.datasets import latest_manifest
 from streamml.registry.keys import drift_request_key
 from streamml.service import EventService, StartupError, run
@@ -142,7 +142,7 @@ class PrepService(EventService[PrepSettings]):
             raise
         BUILDS.labels(spec.name, kind, "published").inc()
         BUILD_SECONDS.labels(spec.name).observe(time.monotonic() - started)
-        self.producer.send_now(ready_event(manifest, kind))
+        self.producer.send_now(DatasetReady.of(manifest, kind))
         log.info("dataset ready", extra={"dataset": spec.name, "version": manifest.version, "rows": manifest.rows,
                                          "trigger": trigger, "seconds": round(time.monotonic() - started, 1)})
 

@@ -22,8 +22,9 @@ def prep_run(
     state_dir: StateDir = DEFAULT_STATE,
 ) -> None:
     """Build a new version of DATASET now (trigger "manual") and announce it."""
-    from services.prep.builder import BuildFailed, DatasetBuilder, ready_event
+    from services.prep.builder import BuildFailed, DatasetBuilder
     from services.prep.spark import spark_session
+    from streamml.events import DatasetReady
     from streamml.kafka import EventProducer
     from streamml.specs import load_dataset_specs
     from streamml.store import ObjectStore
@@ -38,7 +39,7 @@ def prep_run(
         manifest = DatasetBuilder(store, settings.s3, spark).build(spec, "manual")
     except BuildFailed as error:
         fail(str(error))
-    EventProducer(settings.kafka, "streamml-cli").send_now(ready_event(manifest, "manual"))
+    EventProducer(settings.kafka, "streamml-cli").send_now(DatasetReady.of(manifest, "manual"))
     console.print(f"{dataset} v{manifest.version} ready: {manifest.rows}")
 
 

@@ -25,7 +25,7 @@ from services.trainer.train import load_checkpoint
 from streamml.events import DatasetReady, ModelTrained
 from streamml.registry.keys import checkpoint_key, dataset_manifest_key, version_key, version_prefix
 from streamml.stack.ports import free_port
-from trainer_world import DATASET, messages, metric, put_dataset, spec_document, wait_for
+from registry_world import DATASET, messages, metric, put_dataset, spec_document, wait_for
 
 pytestmark = pytest.mark.integration
 torch.set_num_threads(2)

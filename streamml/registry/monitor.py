@@ -56,8 +56,8 @@ class ColumnReport(Strict):
     severity: Severity | None
 
 
-class WindowReport(Strict):
-    """How one window of predictions compared with the reference."""
+class Window(Strict):
+    """What every report says first: which window of which model, and whether it was judged."""
 
     model: str
     index: int
@@ -66,6 +66,11 @@ class WindowReport(Strict):
     count: int
     judged: bool
     note: str | None = None
+
+
+class WindowReport(Window):
+    """How one window of predictions compared with the reference."""
+
     features: list[ColumnReport] = []
     prediction: ColumnReport | None = None
     covariate_drift: bool = False
@@ -84,16 +89,9 @@ class AlarmReport(Strict):
     drifted: bool
 
 
-class PerformanceReport(Strict):
+class PerformanceReport(Window):
     """How one window of labelled predictions compared with the validator's test metric."""
 
-    model: str
-    index: int
-    start: datetime
-    end: datetime
-    count: int
-    judged: bool
-    note: str | None = None
     metric: str
     value: float | None = None
     standard_error: float | None = None

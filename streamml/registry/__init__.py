@@ -9,5 +9,9 @@ are built only by :mod:`streamml.registry.keys`, and read only through:
 - :mod:`streamml.registry.decisions`: the validator's decision on a version;
 - :mod:`streamml.registry.monitor`: the monitor's reports, events and drift episodes.
 
+A missing document reads as None (or ObjectNotFound where one must exist); one
+that does not parse is a RegistryError naming its key and the fix
+(:mod:`streamml.registry.documents`).
+
 Writers stay in the service that owns the objects and build their keys here.
 """

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pydantic import ValidationError
-
 from streamml.manifest import DatasetManifest
+from streamml.registry.documents import parse_document
 from streamml.registry.keys import (
     DATASETS_ROOT,
     RawObject,
-    RegistryError,
     dataset_manifest_key,
     dataset_root,
     last_part,
@@ -47,11 +45,8 @@ def version_numbers(store: ObjectStore, dataset: str) -> list[int]:
 
 def manifest_at(store: ReadableStore, key: str) -> DatasetManifest:
     """The manifest stored at ``key``; ObjectNotFound when the version is not committed."""
-    data = store.get(key).data
-    try:
-        return DatasetManifest.model_validate_json(data)
-    except ValidationError as error:
-        raise RegistryError(f"{key} is not a dataset manifest: {error}") from None
+    fix = "delete the version's manifest so prep builds it again"
+    return parse_document(store.get(key).data, key, DatasetManifest, "a dataset manifest", fix)
 
 
 def read_manifest(store: ReadableStore, dataset: str, version: int) -> DatasetManifest:

@@ -19,8 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streamml.registry.keys import VERSION, RegistryError, decision_key
-from streamml.store import ObjectNotFound, ReadableStore
+from streamml.registry.documents import read_document
+from streamml.registry.keys import VERSION, decision_key
+from streamml.store import ReadableStore
 
 
 class Strict(BaseModel):
@@ -80,12 +81,5 @@ class DecisionRecord(Strict):
 
 def read_decision(store: ReadableStore, model: str, version: str) -> DecisionRecord | None:
     """The decision on a version; None when the validator has not judged it."""
-    key = decision_key(model, version)
-    try:
-        data = store.get(key).data
-    except ObjectNotFound:
-        return None
-    try:
-        return DecisionRecord.model_validate_json(data)
-    except ValueError as error:
-        raise RegistryError(f"{key} is not a decision record ({error}); delete it to judge the version again") from None
+    return read_document(store, decision_key(model, version), DecisionRecord, "a decision record",
+                         "delete it to judge the version again")

@@ -12,16 +12,15 @@ writes versions (``services/trainer/publish.py``), the validator and
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from streamml.registry.documents import json_object, parse_document
 from streamml.registry.keys import (
     MODELS_ROOT,
     VERSION,
-    RegistryError,
     card_key,
     champion_key,
     last_part,
@@ -45,17 +44,6 @@ class ChampionPointer(BaseModel):
     def to_bytes(self) -> bytes:
         return self.model_dump_json(indent=2).encode()
 
-    @classmethod
-    def from_bytes(cls, data: bytes, key: str) -> ChampionPointer:
-        try:
-            return cls.model_validate_json(data)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}"
-                for item in error.errors(include_url=False)
-            )
-            raise RegistryError(f"{key} is not a champion pointer ({problems}); rewrite it or delete it") from None
-
 
 def read_champion(store: ReadableStore, name: str) -> tuple[ChampionPointer | None, str | None]:
     """The champion pointer and its ETag, or ``(None, None)`` before any promotion."""
@@ -64,7 +52,8 @@ def read_champion(store: ReadableStore, name: str) -> tuple[ChampionPointer | No
         stored = store.get(key)
     except ObjectNotFound:
         return None, None
-    return ChampionPointer.from_bytes(stored.data, key), stored.etag
+    pointer = parse_document(stored.data, key, ChampionPointer, "a champion pointer", "rewrite it or delete it")
+    return pointer, stored.etag
 
 
 def read_card(store: ReadableStore, name: str, version: str) -> dict[str, Any]:
@@ -90,14 +79,3 @@ def model_names(store: ObjectStore) -> list[str]:
 def model_versions(store: ObjectStore, name: str) -> list[str]:
     """Every version "folder" of a model (committed or not), in key order."""
     return [last_part(prefix) for prefix in store.list_prefixes(model_root(name))]
-
-
-def json_object(data: bytes, key: str) -> dict[str, Any]:
-    """``data`` as a JSON object, or a RegistryError naming ``key``."""
-    try:
-        content = json.loads(data)
-    except ValueError as error:
-        raise RegistryError(f"{key} is not JSON: {error}") from None
-    if not isinstance(content, dict):
-        raise RegistryError(f"{key} must hold a JSON object, found {type(content).__name__}")
-    return content

@@ -16,12 +16,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from streamml.events import DriftDetected
 from streamml.manifest import CategoryReference, NumericReference
-from streamml.registry.keys import RegistryError, monitor_state_key
-from streamml.store import ObjectNotFound, ReadableStore
+from streamml.registry.documents import read_document
+from streamml.registry.keys import monitor_state_key
+from streamml.store import ReadableStore
 
 Severity = Literal["low", "medium", "high"]
 Kind = Literal["covariate", "prediction", "performance"]
@@ -137,15 +138,5 @@ class MonitorState(Strict):
 
 def read_monitor_state(store: ReadableStore, model: str) -> MonitorState | None:
     """The stored state of ``model``; None when the monitor never wrote one."""
-    key = monitor_state_key(model)
-    try:
-        data = store.get(key).data
-    except ObjectNotFound:
-        return None
-    try:
-        return MonitorState.model_validate_json(data)
-    except ValidationError as error:
-        raise RegistryError(
-            f"{key} is not a monitor state ({error.error_count()} problems, first: "
-            f"{error.errors(include_url=False)[0]['msg']}); delete it and the monitor writes a new one"
-        ) from None
+    return read_document(store, monitor_state_key(model), MonitorState, "a monitor state",
+                         "delete it and the monitor writes a new one")

@@ -50,7 +50,56 @@ def test_services_do_not_import_the_cli():
     assert not imports_of(ROOT, "services", ("streamml.cli",))
 
 
+def module_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports (``from a import b`` counts a.b when that is a module)."""
+    paths = {".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): path
+             for path in (root / package).rglob("*.py")}
+    graph = {}
+    for name, path in paths.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        graph[name] = {module for module in found if module in paths and module != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle a depth-first walk meets, as the modules around it."""
+    found, state, path = [], {}, []
+
+    def visit(module: str) -> None:
+        state[module] = "open"
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                found.append(path[path.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return found
+
+
+def test_no_module_of_the_package_imports_itself_round_a_circle():
+    found = cycles(module_graph(ROOT, "streamml"))
+    assert not found, "\n".join(" -> ".join(cycle) for cycle in found)
+
+
 def test_the_check_sees_function_level_imports(tmp_path):
     (tmp_path / "streamml").mkdir()
     (tmp_path / "streamml" / "tool.py").write_text("def run():\n    from services.prep.versions import pending\n")
     assert imports_of(tmp_path, "streamml", ("services",)) == ["streamml/tool.py:2 imports services.prep.versions"]
+
+
+def test_the_cycle_check_sees_a_circle_through_a_function_level_import(tmp_path):
+    (tmp_path / "streamml").mkdir()
+    (tmp_path / "streamml" / "a.py").write_text("from streamml.b import run\n")
+    (tmp_path / "streamml" / "b.py").write_text("def run():\n    from streamml import a\n")
+    assert cycles(module_graph(tmp_path, "streamml")) == [["streamml.a", "streamml.b", "streamml.a"]]

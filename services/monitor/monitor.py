@@ -127,6 +127,8 @@ class ModelMonitor:
         columns = {**batch.features, PREDICTION: self._prediction_column(batch.outputs)}
         if self._accumulator is None:
             self._accumulator = self._build_accumulator(batch.outputs)
+        # Each window is judged as it closes, before the rest of the batch is counted: a prediction
+        # reference adopted from it counts the windows after it, even within this batch.
         events = [event for window in self._accumulator.add(columns, batch.times) for event in self._judge(window)]
         metrics.PREDICTIONS.labels(self.model).inc(len(batch.times))
         self._latest_time = max(self._latest_time, float(np.max(batch.times)))
@@ -174,7 +176,10 @@ class ModelMonitor:
         return self._decide(report)
 
     def _adopt_prediction_reference(self, window: ClosedWindow) -> None:
-        """Without a prediction reference from training, the first judged window becomes it."""
+        """Without a prediction reference from training, the first judged window becomes it.
+
+        The accumulator counts the next window with the adopted reference's bins.
+        """
         live = window.columns[PREDICTION]
         column = self._accumulator.columns[PREDICTION]
         if isinstance(column, CategoryColumn):

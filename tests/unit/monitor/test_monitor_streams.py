@@ -192,3 +192,25 @@ def test_without_a_prediction_reference_the_first_window_becomes_it(trained):
     assert monitor.reference.prediction is not None and monitor.reference.prediction.count == SPEC.sample_size
     assert [report.prediction_drift for report in reports[1:]] == [False, False, False, True, True, True, True]
     assert len(of_kind(events, "prediction")) == 1
+
+
+@pytest.mark.parametrize("outputs", ["probability", "classes"])
+def test_windows_after_the_first_in_one_batch_are_judged_against_the_prediction_reference_it_gave(trained, outputs):
+    """One batch longer than a window: the reference adopted from its first window counts the windows after it."""
+    reference, _ = trained
+    rng = np.random.default_rng(28)
+    n = 3 * SPEC.size + SPEC.size // 2
+    data = traffic(rng, n)
+    if outputs == "classes":
+        # Unequal class shares: the adopted reference lists classes by share, not in output order.
+        reference = reference.model_copy(update={"classes": ["a", "b", "c"]})
+        chosen = rng.choice(3, size=n, p=[0.1, 0.3, 0.6])
+        data = Traffic(data.features, np.eye(3)[chosen] * 0.8 + 0.2 / 3, data.labels)
+    monitor = ModelMonitor(reference.model_copy(update={"prediction": None}), windows=SPEC)
+    events = monitor.add_predictions(prediction_batch(data, 0, START + np.arange(n) / RATE))
+    reports = list(monitor.window_reports)
+    assert [report.prediction is None for report in reports] == [True, False, False]
+    assert [report.prediction.drifted for report in reports[1:]] == [False, False]
+    for report in reports[1:]:
+        assert report.prediction.live == pytest.approx(report.prediction.reference, abs=0.03)
+    assert events == []

@@ -64,7 +64,7 @@ def test_numeric_nulls_are_missing_not_counted_in_a_bin():
 def test_time_windows_close_when_a_row_reaches_the_end_or_when_polled():
     windows = accumulator(WindowSpec(size=None, duration_s=60, min_count=1))
     times = np.array([0.0, 10, 59.9, 60.0, 61, 130])
-    closed = windows.add(batch(6), times)
+    closed = list(windows.add(batch(6), times))
     assert [(w.start, w.end, w.count) for w in closed] == [(0.0, 60.0, 3), (60.0, 120.0, 2)]
     assert windows.poll(now=150) == []  # the open window started at 130
     (late,) = windows.poll(now=190.0)
@@ -73,16 +73,25 @@ def test_time_windows_close_when_a_row_reaches_the_end_or_when_polled():
 
 def test_count_or_time_whichever_comes_first():
     windows = accumulator(WindowSpec(size=3, duration_s=100, min_count=1))
-    closed = windows.add(batch(5), np.array([0.0, 1, 2, 3, 200]))
+    closed = list(windows.add(batch(5), np.array([0.0, 1, 2, 3, 200])))
     assert [w.count for w in closed] == [3, 1]
 
 
 def test_a_new_column_definition_applies_from_the_next_window_even_inside_a_batch():
     windows = WindowAccumulator({"x": NumericColumn(np.empty(0))}, WindowSpec(size=4, min_count=1))
-    assert windows.add({"x": np.arange(2.0)}, np.arange(2.0)) == []
+    assert list(windows.add({"x": np.arange(2.0)}, np.arange(2.0))) == []
     windows.set_column("x", NumericColumn(np.array([1.5])))
-    closed = windows.add({"x": np.array([2.0, 3.0, 4.0, 5.0, 1.0, 0.0])}, np.arange(2.0, 8.0))
+    closed = list(windows.add({"x": np.array([2.0, 3.0, 4.0, 5.0, 1.0, 0.0])}, np.arange(2.0, 8.0)))
     assert [w.columns["x"].counts.tolist() for w in closed] == [[4], [2, 2]]
+
+
+def test_a_column_set_when_a_window_of_a_batch_closes_counts_the_rest_of_that_batch():
+    windows = WindowAccumulator({"x": NumericColumn(np.empty(0))}, WindowSpec(size=2, min_count=1))
+    counts = []
+    for window in windows.add({"x": np.array([0.0, 2.0, 0.0, 2.0, 2.0, 2.0])}, np.arange(6.0)):
+        counts.append(window.columns["x"].counts.tolist())
+        windows.set_column("x", NumericColumn(np.array([1.0])))
+    assert counts == [[2], [1, 1], [0, 2]]
 
 
 def test_reservoir_is_a_uniform_sample_of_the_whole_window():

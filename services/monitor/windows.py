@@ -40,11 +40,9 @@ class WindowSpec(BaseModel):
 
     size: int | None = Field(10_000, ge=1, description="predictions per window; null: by time only")
     duration_s: float | None = Field(None, gt=0, description="seconds per window; null: by count only")
-    min_count: int = Field(1_000, ge=1, description="a smaller window is reported but not judged")
     sample_size: int = Field(5_000, ge=10, description="reservoir per window for the KS test")
     label_size: int | None = Field(5_000, ge=1, description="labelled predictions per performance window")
     label_duration_s: float | None = Field(None, gt=0)
-    min_labels: int = Field(500, ge=1, description="a smaller performance window is reported but not judged")
 
     @model_validator(mode="after")
     def _closes_somehow(self) -> WindowSpec:

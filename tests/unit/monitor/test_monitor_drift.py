@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from services.monitor.config import MonitorOptions
 from services.monitor.drift import (
     DriftDecider,
     EffectLevels,
@@ -31,7 +30,7 @@ def single():
 
 
 def one_window(reference: MonitorReference, values: np.ndarray, seed: int = 0):
-    spec = WindowSpec(size=values.size, min_count=1)
+    spec = WindowSpec(size=values.size)
     windows = WindowAccumulator({name: column_for(ref) for name, ref in reference.features.items()}, spec, seed=seed)
     (window,) = windows.add({"x": values}, np.arange(values.size, dtype=float))
     return window
@@ -123,7 +122,7 @@ def test_the_event_names_the_drifted_columns_and_survives_the_wire():
     rng = np.random.default_rng(2)
     values = {name: np.asarray(ref.sample) for name, ref in reference.features.items() if ref.kind == "numeric"}
     columns = {name: column_for(ref) for name, ref in reference.features.items()}
-    windows = WindowAccumulator(columns, WindowSpec(size=2000, min_count=1), seed=3)
+    windows = WindowAccumulator(columns, WindowSpec(size=2000), seed=3)
     data = {
         **{name: rng.permutation(v)[:2000] for name, v in values.items()},
         "channel": np.full(2000, "web"),
@@ -171,12 +170,3 @@ def test_thresholds_reject_bad_values_with_a_reason():
         EffectLevels(drift=0.3, medium=0.2, high=0.5)
     with pytest.raises(ValidationError, match="test 'ks' does not apply to category columns"):
         MonitorThresholds(category_tests=("ks",))
-
-
-def test_per_model_overrides_replace_only_the_fields_they_name():
-    options = MonitorOptions(thresholds=MonitorThresholds(alpha=0.001), models={"fraud": {"consecutive_windows": 1}})
-    fraud, other = options.thresholds_for("fraud"), options.thresholds_for("churn")
-    assert (fraud.consecutive_windows, fraud.alpha) == (1, 0.001)
-    assert other.consecutive_windows == 2
-    with pytest.raises(ValidationError, match="models.fraud: alpha"):
-        MonitorOptions(models={"fraud": {"alpha": 2}})

@@ -18,10 +18,11 @@ import pyarrow.compute as pc
 from services.monitor import metrics
 from services.monitor.champion import Champion
 from services.monitor.config import MonitorOptions
+from services.monitor.decider import KINDS
 from services.monitor.monitor import ModelMonitor
 from services.monitor.performance import Task
 from services.monitor.records import DecodedFeedback, DecodedPredictions, FeatureLayout
-from services.monitor.state import KINDS, MonitorState, capture, restore
+from services.monitor.state import MonitorState, capture, restore
 from streamml.events import DriftDetected
 
 

@@ -1,6 +1,7 @@
 """Labelled synthetic streams with a known drift row, for the monitor's detection benchmark.
 
-Each row has eight features, six numeric and two categorical:
+Each row has the eight features of ``services/monitor/synthetic.py``, six
+numeric and two categorical:
 
     amount ~ lognormal(3, 1)       hour ~ uniform{0..23}       distance_km ~ exp(10), 2% missing
     age ~ normal(40, 10)           score_a ~ normal(0, 1)      score_b ~ uniform(0, 1)
@@ -33,12 +34,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NUMERIC = ("amount", "hour", "distance_km", "age", "score_a", "score_b")
-CATEGORY = ("channel", "country")
-CHANNELS = np.array(["web", "pos", "atm", "phone"])
-CHANNEL_SHARES = np.array([0.5, 0.3, 0.15, 0.05])
-COUNTRIES = np.array([f"c{k:02d}" for k in range(20)])
-COUNTRY_SHARES = (1 / np.arange(1, 21)) / (1 / np.arange(1, 21)).sum()
+from services.monitor.synthetic import CATEGORY, CHANNEL_SHARES, CHANNELS, COUNTRIES, COUNTRY_SHARES, NUMERIC
+
+__all__ = ["CATEGORY", "NUMERIC", "Stream", "streams", "training_rows"]
+
 DRIFT_ROW = 402_500
 ROWS = 1_000_000
 

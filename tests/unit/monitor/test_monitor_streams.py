@@ -264,37 +264,31 @@ def test_a_lasting_decay_that_hovers_around_the_threshold_raises_one_event(train
     assert monitor.decider.active("performance")
 
 
-def test_one_wrong_label_of_a_near_perfect_model_is_not_a_drift(trained):
-    """Outputs exactly 0 or 1 and right: the detector's warm-up sees no error at all."""
+def near_perfect(trained, wrong: Callable[[np.random.Generator, np.ndarray], np.ndarray]):
+    """A monitor of a model whose outputs are exactly 0 or 1, and a stream of its traffic whose labels
+    are right except where ``wrong(rng, rows)``; outputs of 0 and 1 are its normal, so the prediction
+    reference comes from its live traffic."""
     reference, _ = trained
     baseline = PerformanceBaseline(task="binary", metric="auc", value=1.0)
-    # Outputs of 0 and 1 are its normal: the prediction reference comes from its live traffic.
     monitor = ModelMonitor(reference.model_copy(update={"prediction": None}), windows=SPEC, baseline=baseline)
 
     def make(rng, rows):
         data = traffic(rng, rows.size)
-        labels = data.labels.copy()
-        if rows[0] == 20_000:
-            labels[0] = 1.0 - labels[0]  # the first label after 20,000 right ones is wrong
-        return Traffic(data.features, data.labels, labels)
+        return Traffic(data.features, data.labels, np.where(wrong(rng, rows), 1.0 - data.labels, data.labels))
 
-    events = run_stream(monitor, 3, make, seed=30, labels_later=False)
-    assert events == []
+    return monitor, make
+
+
+def test_one_wrong_label_of_a_near_perfect_model_is_not_a_drift(trained):
+    """The change detector's warm-up sees no error at all; then the first label after 20,000 right ones is wrong."""
+    monitor, make = near_perfect(trained, lambda rng, rows: rows == 20_000)
+    assert run_stream(monitor, 3, make, seed=30, labels_later=False) == []
     last = monitor.performance_reports[-1]
     assert last.value == pytest.approx(1.0, abs=1e-3) and not last.alarms
 
 
 def test_a_near_perfect_model_that_starts_to_err_is_caught_with_a_finite_effect(trained):
-    reference, _ = trained
-    baseline = PerformanceBaseline(task="binary", metric="auc", value=1.0)
-    # Outputs of 0 and 1 are its normal: the prediction reference comes from its live traffic.
-    monitor = ModelMonitor(reference.model_copy(update={"prediction": None}), windows=SPEC, baseline=baseline)
-
-    def make(rng, rows):
-        data = traffic(rng, rows.size)
-        wrong = (rows >= 20_000) & (rng.random(rows.size) < 0.05)
-        return Traffic(data.features, data.labels, np.where(wrong, 1.0 - data.labels, data.labels))
-
+    monitor, make = near_perfect(trained, lambda rng, rows: (rows >= 20_000) & (rng.random(rows.size) < 0.05))
     (event,) = run_stream(monitor, 4, make, seed=31, labels_later=False)
     assert event.kind == "performance" and row_at(event.window.end) <= 21_000
     (feature,) = event.features

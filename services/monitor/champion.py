@@ -3,8 +3,8 @@
 The reference is the champion's model card (``expected_features``, which the
 trainer copies from its dataset's manifest); a card without it falls back to
 the manifest it names. The performance baseline is the validator's test
-metric from ``decision.json``, else the card's validation metric, else none
-(the change detector still runs).
+metric from ``decision.json`` with its sampling error, else the card's
+validation metric, else none (the change detector still runs).
 
     champion = read_champion_setup(store, "fraud")      # None before any promotion
     monitor = ModelMonitor(champion.reference, baseline=champion.baseline, ...)
@@ -21,7 +21,7 @@ from services.monitor.performance import DEFAULT_METRIC, METRICS, PerformanceBas
 from services.monitor.reference import MonitorReference
 from streamml.manifest import DatasetManifest
 from streamml.registry.datasets import manifest_at
-from streamml.registry.decisions import read_decision
+from streamml.registry.decisions import Evaluation, read_decision
 from streamml.registry.keys import RegistryError, card_key, dataset_manifest_key
 from streamml.registry.models import read_card, read_champion
 from streamml.store import ObjectNotFound
@@ -53,17 +53,17 @@ def read_champion_setup(store: Any, model: str, version: str | None = None) -> C
     manifest = None
     if not card.get("expected_features"):
         manifest = _read_manifest(store, card, model, version)
-    return champion_from(model, version, card, decision.candidate.metrics if decision else None, manifest)
+    return champion_from(model, version, card, decision.candidate if decision else None, manifest)
 
 
 def champion_from(
     model: str,
     version: str,
     card: dict[str, Any],
-    test_metrics: dict[str, float | None] | None = None,
+    test: Evaluation | None = None,
     manifest: DatasetManifest | None = None,
 ) -> Champion:
-    """Pure: the champion's reference and baseline from its card, the validator's test metrics and a manifest."""
+    """Pure: the champion's reference and baseline from its card, the validator's test evaluation and a manifest."""
     where = card_key(model, version)
     try:
         if card.get("expected_features"):
@@ -81,10 +81,10 @@ def champion_from(
         raise RegistryError(f"{where} does not give a drift reference: {_describe(error)}") from None
     if not reference.features:
         raise RegistryError(f"{where}: the reference has no feature statistics; nothing to compare traffic with")
-    return Champion(model, version, reference, baseline_from(card, test_metrics))
+    return Champion(model, version, reference, baseline_from(card, test))
 
 
-def baseline_from(card: dict[str, Any], test_metrics: dict[str, float | None] | None) -> PerformanceBaseline | None:
+def baseline_from(card: dict[str, Any], test: Evaluation | None) -> PerformanceBaseline | None:
     """The metric the trainer selected on, valued by the validator's test run when there is one."""
     task = card.get("task")
     if task not in METRICS:
@@ -92,11 +92,20 @@ def baseline_from(card: dict[str, Any], test_metrics: dict[str, float | None] | 
     metric = (card.get("selection") or {}).get("metric") or DEFAULT_METRIC[task]
     if metric not in METRICS[task]:
         metric = DEFAULT_METRIC[task]
-    value = (test_metrics or {}).get(metric)
+    value = test.metrics.get(metric) if test is not None else None
+    # The validator's sampling error of its test metric; unknown for older decisions and for the card's metric.
+    interval = test.intervals.get(metric) if test is not None and value is not None else None
+    error = interval.standard_error if interval is not None else None
     if value is None:
         value = (card.get("metrics") or {}).get(metric)
     classes = (card.get("outputs") or {}).get("classes")
-    return PerformanceBaseline(task=task, metric=metric, value=value, classes=classes if task == "multiclass" else None)
+    return PerformanceBaseline(
+        task=task,
+        metric=metric,
+        value=value,
+        standard_error=error,
+        classes=classes if task == "multiclass" else None,
+    )
 
 
 def _read_manifest(store: Any, card: dict[str, Any], model: str, version: str) -> DatasetManifest | None:

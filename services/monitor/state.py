@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.monitor.drift import DriftDecider, Kind, _Episode
 from services.monitor.monitor import ModelMonitor
 from streamml.events import DriftDetected
 from streamml.registry.keys import monitor_state_key
-from streamml.registry.monitor import EpisodeState, MonitorState
+from streamml.registry.monitor import MonitorState
 
 
 def capture(monitor: ModelMonitor, version: str, events: list[DriftDetected], now: datetime | None = None) -> MonitorState:
@@ -27,7 +26,7 @@ def capture(monitor: ModelMonitor, version: str, events: list[DriftDetected], no
         dataset_version=reference.dataset_version,
         updated=now or datetime.now(UTC),
         prediction_reference=reference.prediction,
-        episodes={kind: EpisodeState(**vars(episode)) for kind, episode in _episodes(monitor.decider).items()},
+        episodes=monitor.decider.state(),
         events=events,
         window_reports=list(monitor.window_reports),
         performance_reports=list(monitor.performance_reports),
@@ -38,14 +37,7 @@ def restore(monitor: ModelMonitor, state: MonitorState) -> None:
     """Continue from ``state``: report history and drift episodes (call before the first batch)."""
     monitor.window_reports.extend(state.window_reports)
     monitor.performance_reports.extend(state.performance_reports)
-    episodes = _episodes(monitor.decider)
-    for kind, episode in state.episodes.items():
-        episodes[kind] = _Episode(**episode.model_dump())
-
-
-def _episodes(decider: DriftDecider) -> dict[Kind, _Episode]:
-    # The decider keeps no other state; it offers no accessor for it.
-    return decider._episodes  # noqa: SLF001
+    monitor.decider.restore({kind: episode.model_dump(mode="json") for kind, episode in state.episodes.items()})
 
 
 def write_state(store, state: MonitorState) -> None:

@@ -5,22 +5,28 @@ overall and per slice, and how fast it answers. ``decide`` judges these.
                           slices={"channel": category_names(codes, vocabulary)},
                           latency=measure_latency(program, (numeric, categorical), batch_size=256))
 
-The types (``Evaluation``, ``SliceEvaluation``, ``Latency``) are part of the
-stored decision, so they live in ``streamml/registry/decisions.py``.
+The types (``Evaluation``, ``SliceEvaluation``, ``Latency``, ``MetricInterval``)
+are part of the stored decision, so they live in ``streamml/registry/decisions.py``.
+``intervals`` holds the 95% interval and standard error of each overall
+metric: the monitor weighs the live metric's loss against both its own and
+the test split's sampling error.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from services.validator.metrics import Task, slice_metrics, task_metrics
-from streamml.registry.decisions import Evaluation, Latency, SliceEvaluation
+from services.validator.metrics import Task, slice_metrics, standard_errors, task_metrics
+from streamml.registry.decisions import Evaluation, Latency, MetricInterval, SliceEvaluation
 
 OUT_OF_VOCABULARY = "(other)"
+# Two-sided 95% normal interval.
+Z_95 = 1.959963984540054
 
 
 def evaluate(
@@ -38,12 +44,26 @@ def evaluate(
         }
         for feature, values in (slices or {}).items()
     }
+    metrics = task_metrics(task, predictions, labels)
     return Evaluation(
         rows=int(np.asarray(labels).shape[0]),
-        metrics=task_metrics(task, predictions, labels),
+        metrics=metrics,
+        intervals=intervals(metrics, standard_errors(task, predictions, labels)),
         slices=by_slice,
         latency=latency,
     )
+
+
+def intervals(metrics: Mapping[str, float], errors: Mapping[str, float]) -> dict[str, MetricInterval]:
+    """95% intervals of the defined metrics that have a defined standard error."""
+    methods = {"auc": "delong", "rmse": "delta"}
+    return {
+        name: MetricInterval(
+            standard_error=error, low=value - Z_95 * error, high=value + Z_95 * error, method=methods.get(name, "mean")
+        )
+        for name, value in metrics.items()
+        if not math.isnan(value) and not math.isnan(error := errors.get(name, math.nan))
+    }
 
 
 def category_names(codes: np.ndarray, vocabulary: Sequence[str]) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -46,11 +46,25 @@ class Latency(Strict):
     calls: int = Field(ge=1)
 
 
+class MetricInterval(Strict):
+    """A metric's sampling error on the test split and its 95% normal interval."""
+
+    standard_error: float = Field(ge=0)
+    low: float
+    high: float
+    method: Literal["delong", "mean", "delta"] = Field(
+        description="delong: AUC; mean: a mean of per-row losses; delta: RMSE from the squared errors' mean"
+    )
+
+
 class Evaluation(Strict):
     """One version's test-split metrics, overall and per slice, and how fast it answers."""
 
     rows: int = Field(ge=0, description="test rows the metrics come from")
     metrics: dict[str, float | None]
+    intervals: dict[str, MetricInterval] = Field(
+        default_factory=dict, description="metric -> its sampling error; absent where the metric is undefined"
+    )
     slices: dict[str, dict[str, SliceEvaluation]] = Field(
         default_factory=dict, description="feature -> value -> metrics of the rows with that value"
     )

@@ -26,7 +26,6 @@ from streamml.store import ReadableStore
 
 Severity = Literal["low", "medium", "high"]
 Kind = Literal["covariate", "prediction", "performance"]
-KINDS: tuple[Kind, ...] = ("covariate", "prediction", "performance")
 
 
 class Strict(BaseModel):
@@ -55,6 +54,7 @@ class ColumnReport(Strict):
     tests: list[TestReport]
     drifted: bool
     severity: Severity | None
+    residual: bool = Field(False, description="a test is significant with at least hold_share of its drift level")
 
 
 class Window(Strict):
@@ -78,16 +78,21 @@ class WindowReport(Window):
     covariate_severity: Severity | None = None
     prediction_drift: bool = False
     prediction_severity: Severity | None = None
+    covariate_residual: bool = False
+    prediction_residual: bool = False
 
 
 class AlarmReport(Strict):
-    at: int
-    change_at: int
+    at: int = Field(description="labelled predictions seen when the detector fired")
+    change_at: int = Field(description="where the error most likely began to rise (same count)")
+    at_time: datetime | None = Field(None, description="event time of the feedback that made it fire")
+    change_time: datetime | None = Field(None, description="event time of the feedback at change_at")
     mean_before: float
     mean_after: float
     statistic: float
     relative_increase: float
     drifted: bool
+    severity: Severity | None = None
 
 
 class PerformanceReport(Window):
@@ -97,9 +102,11 @@ class PerformanceReport(Window):
     value: float | None = None
     standard_error: float | None = None
     baseline: float | None = None
+    baseline_standard_error: float | None = Field(None, description="the validator's sampling error of it")
     decay: float | None = Field(None, description="relative loss against the baseline; > 0 is worse")
     p_value: float | None = None
     metric_drift: bool = False
+    residual: bool = Field(False, description="a significant decay of at least hold_share of its drift level")
     alarms: list[AlarmReport] = []
     drifted: bool = False
     severity: Severity | None = None

@@ -52,6 +52,7 @@ def evaluate_version(
     slices: Sequence[str] = (),
     latency_batch: int | None = None,
     latency_calls: int = 50,
+    latency_rounds: int = 5,
 ) -> Evaluation:
     """Test metrics of ``loaded``, overall and per slice; latency of one call when ``latency_batch`` is set."""
     if len(split) == 0:
@@ -61,7 +62,9 @@ def evaluate_version(
     latency = None
     if latency_batch is not None:
         with torch.inference_mode():
-            latency = measure_latency(loaded.snapshot.model, features.tensors(), latency_batch, calls=latency_calls)
+            latency = measure_latency(
+                loaded.snapshot.model, features.tensors(), latency_batch, calls=latency_calls, rounds=latency_rounds
+            )
     return evaluate(
         loaded.card["task"],
         predictions,

@@ -75,7 +75,10 @@ class ChampionRace(Exception):
 
 class ValidatorOptions(Group):
     policies_dir: Path = Field(Path("policies"), description="folder of promotion policy YAML files, one per model")
-    latency_calls: int = Field(50, ge=1, le=10_000, description="timed predict calls per latency measurement")
+    latency_calls: int = Field(50, ge=1, le=10_000, description="timed predict calls per round of a latency measurement")
+    latency_rounds: int = Field(
+        5, ge=1, le=100, description="rounds of latency_calls; the round with the lowest p95 counts, so a busy host "
+        "does not reject a fast model")
     max_attempts: int = Field(5, ge=1, le=100, description="judgements of one version when promotions keep racing")
     actor: str | None = Field(None, description="name in champion.json and events (default: validator@host:pid)")
 
@@ -151,7 +154,8 @@ class ValidatorService(EventService[ValidatorSettings]):
         slices = [rule.feature for rule in policy.slices]
         batch = policy.latency.batch_size if policy.latency else DEFAULT_LATENCY_BATCH
         candidate_eval = evaluate_version(
-            candidate, split, slices=slices, latency_batch=batch, latency_calls=self.settings.validator.latency_calls
+            candidate, split, slices=slices, latency_batch=batch, latency_calls=self.settings.validator.latency_calls,
+            latency_rounds=self.settings.validator.latency_rounds,
         )
         champions: dict[str, Evaluation] = {}
         for _ in range(self.settings.validator.max_attempts):

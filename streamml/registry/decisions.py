@@ -43,7 +43,10 @@ class Latency(Strict):
     p50_ms: float = Field(ge=0)
     p95_ms: float = Field(ge=0)
     batch_size: int = Field(ge=1)
-    calls: int = Field(ge=1)
+    calls: int = Field(ge=1, description="timed calls per round")
+    round_p95_ms: list[float] = Field(
+        default_factory=list, description="p95 of each round; p50_ms and p95_ms come from the lowest"
+    )
 
 
 class MetricInterval(Strict):

@@ -20,6 +20,9 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamml.manifest import DatasetManifest
+from streamml.registry.keys import dataset_manifest_key
+
 SCHEMA_BASE = "https://streamml.dev/schemas/"
 _FORMAT = JSONFormat()
 
@@ -78,6 +81,15 @@ class DatasetReady(Event):
     rows: dict[str, int] = Field(description="rows per split")
     trigger: Literal["rows", "staleness", "drift", "manual"]
     quarantined: list[str] = Field(default_factory=list, description="raw objects left out")
+
+    @classmethod
+    def of(cls, manifest: DatasetManifest, trigger: str) -> DatasetReady:
+        """The announcement of a committed version; ``trigger`` without its detail (``drift``)."""
+        return cls(
+            dataset=manifest.dataset, version=manifest.version,
+            manifest_key=dataset_manifest_key(manifest.dataset, manifest.version),
+            rows=dict(manifest.rows), trigger=trigger, quarantined=sorted(manifest.quarantined),
+        )
 
     def partition_key(self) -> str:
         return self.dataset

@@ -113,10 +113,3 @@ class DatasetManifest(Strict):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
-
-def dataset_prefix(dataset: str, version: int) -> str:
-    return f"datasets/{dataset}/v{version}/"
-
-
-def manifest_key(dataset: str, version: int) -> str:
-    return dataset_prefix(dataset, version) + "manifest.json"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -66,6 +67,12 @@ class StoredObject:
     key: str
     data: bytes
     etag: str
+
+
+class ReadableStore(Protocol):
+    """What reading needs from :class:`ObjectStore` (tests pass in-memory stores)."""
+
+    def get(self, key: str) -> StoredObject: ...
 
 
 class ObjectStore:

@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from services.trainer.artifact import export_portable, model_card  # noqa: E402
 from services.trainer.data import FeatureLayout, tensors_from_table  # noqa: E402
+from services.trainer.publish import VersionFile, publish_version  # noqa: E402
 from services.trainer.spec import ModelSpec  # noqa: E402
 from services.trainer.synthetic import synthetic_dataset  # noqa: E402
 from services.trainer.train import train  # noqa: E402
@@ -58,6 +59,7 @@ from services.validator.promote import set_champion  # noqa: E402
 from streamml.events import ModelPromoted  # noqa: E402
 from streamml.kafka import EventProducer  # noqa: E402
 from streamml.manifest import NumericTransform  # noqa: E402
+from streamml.registry.keys import CARD_FILE, version_prefix  # noqa: E402
 from streamml.settings import KafkaSettings, S3Settings  # noqa: E402
 from streamml.stack.ceph import CephCluster  # noqa: E402
 from streamml.stack.ports import free_port  # noqa: E402
@@ -80,10 +82,8 @@ def register(store: ObjectStore) -> list[dict]:
         portable = export_portable(result.net, layout)
         card = model_card(spec=spec, manifest=manifest, layout=layout, result=result, portable=portable,
                           model_version=version, code_version="bench")
-        prefix = f"models/{MODEL}/{version}/"
-        store.put(prefix + portable.filename, portable.data)
-        store.put(prefix + "card.json", json.dumps(card).encode())
-        store.put(prefix + "manifest.json", b"{}")
+        publish_version(store, MODEL, version, [VersionFile(portable.filename, portable.data),
+                                                VersionFile(CARD_FILE, json.dumps(card).encode())])
     test = splits["test"]
     records: list[dict] = [{} for _ in range(test.num_rows)]
     for name, transform in manifest.transform.items():
@@ -286,7 +286,7 @@ def swap(server: Server, store: ObjectStore, kafka: KafkaSettings, bodies: list[
     promoted_at, cpu = time.perf_counter(), server.cpu_s()
     set_champion(store, MODEL, "v2", expected="v1", actor="bench", reason="swap", time=datetime.now(UTC))
     EventProducer(kafka, "bench").send_now(ModelPromoted(
-        model=MODEL, version="v2", artifact_prefix=f"models/{MODEL}/v2/", metrics={}, previous_champion="v1",
+        model=MODEL, version="v2", artifact_prefix=version_prefix(MODEL, "v2"), metrics={}, previous_champion="v1",
         actor="bench", reason="swap"))
     wait_switched(clients, promoted_at)
     time.sleep(1.0)

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from services.trainer.publish import model_version  # noqa: E402
 from services.trainer.spec import parse_model_spec  # noqa: E402
-from services.trainer.synthetic_store import ready_event, write_synthetic_version  # noqa: E402
-from streamml.events import ModelTrained, decode  # noqa: E402
+from services.trainer.synthetic_store import write_synthetic_version  # noqa: E402
+from streamml.events import DatasetReady, ModelTrained, decode  # noqa: E402
 from streamml.kafka import BatchConsumer, EventProducer  # noqa: E402
 from streamml.settings import KafkaSettings, S3Settings  # noqa: E402
 from streamml.stack.ceph import CephCluster  # noqa: E402
@@ -145,7 +145,7 @@ def main() -> None:
             manifest, _ = write_synthetic_version(store, DATASET, round_, args.rows, seed=round_)
             version = model_version(spec, round_)
             sent = time.time()
-            producer.send_now(ready_event(manifest))
+            producer.send_now(DatasetReady.of(manifest, "manual"))
             fetched = wait_for_trained(consumer, version, trainer, log)
             lines = [line for line in log_lines(log) if line.get("version") == version]
             start = next(log_time(line) for line in lines if line["message"] == "training")
@@ -160,7 +160,7 @@ def main() -> None:
                   f"auc {done['metrics']['auc']:.4f})")
 
         sent = time.time()
-        producer.send_now(ready_event(manifest))
+        producer.send_now(DatasetReady.of(manifest, "manual"))
         fetched = wait_for_trained(consumer, model_version(spec, args.rounds), trainer, log)
         again = [line for line in log_lines(log) if line["message"] == "trained before; announcing it again"]
         print(f"redelivered dataset.ready -> model.trained (no training): {fetched - sent:.3f} s = "

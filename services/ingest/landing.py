@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-OFFSET_DIGITS = 20
+from streamml.registry.keys import raw_object_key, raw_partition_prefix
+
 META_COLUMNS = pa.schema(
     [
         pa.field("_partition", pa.int32(), nullable=False),
@@ -36,20 +37,6 @@ META_COLUMNS = pa.schema(
         pa.field("_kafka_time", pa.timestamp("ms", tz="UTC"), nullable=False),
     ]
 )
-
-
-def partition_prefix(dataset: str, topic: str, partition: int, first_time_ms: int) -> str:
-    day = datetime.fromtimestamp(first_time_ms / 1000, UTC).strftime("%Y-%m-%d")
-    return f"raw/{dataset}/date={day}/{topic}/p{partition:05d}/"
-
-
-def object_key(prefix: str, first_offset: int, last_offset: int) -> str:
-    return f"{prefix}{first_offset:0{OFFSET_DIGITS}d}-{last_offset:0{OFFSET_DIGITS}d}.parquet"
-
-
-def parse_last_offset(key: str) -> int:
-    """The last offset encoded in an object key made by ``object_key``."""
-    return int(key.rsplit("/", 1)[1].split(".")[0].split("-")[1])
 
 
 @dataclass(frozen=True)
@@ -78,11 +65,11 @@ class PartitionBuffer:
 
     @property
     def prefix(self) -> str:
-        return partition_prefix(self.dataset, self.topic, self.partition, self.first_time_ms)
+        return raw_partition_prefix(self.dataset, self.topic, self.partition, self.first_time_ms)
 
     @property
     def key(self) -> str:
-        return object_key(self.prefix, self.first_offset, self.last_offset)
+        return raw_object_key(self.prefix, self.first_offset, self.last_offset)
 
     def add(self, messages: list[Any], last_offset: int, size: int) -> None:
         """Take ``messages`` (valid or not) up to ``last_offset``; they wait in ``pending``."""

@@ -42,7 +42,6 @@ from services.ingest.landing import (
     PartitionBuffer,
     event_time_range,
     parquet_bytes,
-    parse_last_offset,
 )
 from services.ingest.records import DecodedChunk, decode_messages
 from services.ingest.settings import IngestSettings
@@ -50,6 +49,7 @@ from streamml.events import DataLanded
 from streamml.faults import Interrupted
 from streamml.kafka import Offsets
 from streamml.logs import configure_logging
+from streamml.registry.keys import parse_raw_key, raw_range_start
 from streamml.service import ConsumerService, StartupError
 from streamml.specs import DatasetSpec, SpecError, load_dataset_specs
 
@@ -158,9 +158,9 @@ class IngestMember(ConsumerService[IngestSettings]):
         # request) stops until the partition is assigned again.
         partition = (buffer.topic, buffer.partition)
         if partition not in self.replayed:
-            existing = self.retry(lambda: list(self.store.list(f"{buffer.prefix}{buffer.first_offset:020d}-")))
+            existing = self.retry(lambda: list(self.store.list(raw_range_start(buffer.prefix, buffer.first_offset))))
             if existing:
-                buffer.must_end_at = parse_last_offset(existing[0])
+                buffer.must_end_at = parse_raw_key(existing[0]).last_offset
                 log.info("replaying a landed range", extra={"object_key": existing[0]})
             else:
                 self.replayed.add(partition)

@@ -3,8 +3,8 @@
 The reference is the champion's model card (``expected_features``, which the
 trainer copies from its dataset's manifest); a card without it falls back to
 the manifest it names. The performance baseline is the validator's test
-metric from ``decision.json``, else the card's validation metric, else none
-(the change detector still runs).
+metric from ``decision.json`` with its sampling error, else the card's
+validation metric, else none (the change detector still runs).
 
     champion = read_champion_setup(store, "fraud")      # None before any promotion
     monitor = ModelMonitor(champion.reference, baseline=champion.baseline, ...)
@@ -12,7 +12,6 @@ metric from ``decision.json``, else the card's validation metric, else none
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +19,11 @@ from pydantic import ValidationError
 
 from services.monitor.performance import DEFAULT_METRIC, METRICS, PerformanceBaseline
 from services.monitor.reference import MonitorReference
-from streamml.manifest import DatasetManifest, manifest_key
-from streamml.sdk.registry import DECISION_FILE, RegistryError, read_card, read_champion, version_key
+from streamml.manifest import DatasetManifest
+from streamml.registry.datasets import manifest_at
+from streamml.registry.decisions import Evaluation, read_decision
+from streamml.registry.keys import RegistryError, card_key, dataset_manifest_key
+from streamml.registry.models import read_card, read_champion
 from streamml.store import ObjectNotFound
 
 
@@ -47,22 +49,22 @@ def read_champion_setup(store: Any, model: str, version: str | None = None) -> C
     if version is None:
         return None
     card = read_card(store, model, version)
-    decision = _read_json(store, version_key(model, version, DECISION_FILE))
+    decision = read_decision(store, model, version)
     manifest = None
     if not card.get("expected_features"):
         manifest = _read_manifest(store, card, model, version)
-    return champion_from(model, version, card, decision, manifest)
+    return champion_from(model, version, card, decision.candidate if decision else None, manifest)
 
 
 def champion_from(
     model: str,
     version: str,
     card: dict[str, Any],
-    decision: dict[str, Any] | None = None,
+    test: Evaluation | None = None,
     manifest: DatasetManifest | None = None,
 ) -> Champion:
-    """Pure: the champion's reference and baseline from its card, decision and (optional) manifest."""
-    where = version_key(model, version, "card.json")
+    """Pure: the champion's reference and baseline from its card, the validator's test evaluation and a manifest."""
+    where = card_key(model, version)
     try:
         if card.get("expected_features"):
             reference = MonitorReference.from_card({**card, "model": model})
@@ -79,10 +81,10 @@ def champion_from(
         raise RegistryError(f"{where} does not give a drift reference: {_describe(error)}") from None
     if not reference.features:
         raise RegistryError(f"{where}: the reference has no feature statistics; nothing to compare traffic with")
-    return Champion(model, version, reference, baseline_from(card, decision))
+    return Champion(model, version, reference, baseline_from(card, test))
 
 
-def baseline_from(card: dict[str, Any], decision: dict[str, Any] | None) -> PerformanceBaseline | None:
+def baseline_from(card: dict[str, Any], test: Evaluation | None) -> PerformanceBaseline | None:
     """The metric the trainer selected on, valued by the validator's test run when there is one."""
     task = card.get("task")
     if task not in METRICS:
@@ -90,42 +92,33 @@ def baseline_from(card: dict[str, Any], decision: dict[str, Any] | None) -> Perf
     metric = (card.get("selection") or {}).get("metric") or DEFAULT_METRIC[task]
     if metric not in METRICS[task]:
         metric = DEFAULT_METRIC[task]
-    test_metrics = ((decision or {}).get("candidate") or {}).get("metrics") or {}
-    value = test_metrics.get(metric)
+    value = test.metrics.get(metric) if test is not None else None
+    # The validator's sampling error of its test metric; unknown for older decisions and for the card's metric.
+    interval = test.intervals.get(metric) if test is not None and value is not None else None
+    error = interval.standard_error if interval is not None else None
     if value is None:
         value = (card.get("metrics") or {}).get(metric)
     classes = (card.get("outputs") or {}).get("classes")
-    return PerformanceBaseline(task=task, metric=metric, value=value, classes=classes if task == "multiclass" else None)
+    return PerformanceBaseline(
+        task=task,
+        metric=metric,
+        value=value,
+        standard_error=error,
+        classes=classes if task == "multiclass" else None,
+    )
 
 
 def _read_manifest(store: Any, card: dict[str, Any], model: str, version: str) -> DatasetManifest | None:
     dataset = card.get("dataset") or {}
     key = dataset.get("manifest_key")
     if key is None and dataset.get("name") and dataset.get("version"):
-        key = manifest_key(dataset["name"], dataset["version"])
+        key = dataset_manifest_key(dataset["name"], dataset["version"])
     if key is None:
         return None
-    data = _read_json(store, key)
-    if data is None:
-        raise RegistryError(f"{version_key(model, version, 'card.json')} names manifest {key!r}, which does not exist")
     try:
-        return DatasetManifest.model_validate(data)
-    except ValidationError as error:
-        raise RegistryError(f"{key} is not a dataset manifest: {_describe(error)}") from None
-
-
-def _read_json(store: Any, key: str) -> dict[str, Any] | None:
-    try:
-        data = store.get(key).data
+        return manifest_at(store, key)
     except ObjectNotFound:
-        return None
-    try:
-        content = json.loads(data)
-    except ValueError as error:
-        raise RegistryError(f"{key} is not JSON: {error}") from None
-    if not isinstance(content, dict):
-        raise RegistryError(f"{key} must hold a JSON object, found {type(content).__name__}")
-    return content
+        raise RegistryError(f"{card_key(model, version)} names manifest {key!r}, which does not exist") from None
 
 
 def _describe(error: Exception) -> str:

@@ -1,64 +1,20 @@
-"""What the monitor keeps of a model between restarts, and shows to ``streamml drift report``.
+"""Writing what the monitor keeps of a model between restarts (``monitor/<model>/latest.json``).
 
-One object per model, ``monitor/<model>/latest.json``, rewritten whenever a
-window closes or an event is raised, before the consumed offsets are
-committed. It holds the last window reports, the last events, the prediction
-reference adopted from live traffic, and the decider's episodes (streaks and
-cooldowns), so a restarted monitor continues an ongoing drift episode instead
-of announcing it again. Open windows are not kept: a restart starts them empty.
+The document (``MonitorState``) and its reader live in
+``streamml/registry/monitor.py``: ``streamml drift report`` reads it too. It
+is rewritten whenever a window closes or an event is raised, before the
+consumed offsets are committed. Open windows are not kept: a restart starts
+them empty.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from services.monitor.drift import DriftDecider, Kind, PerformanceReport, WindowReport, _Episode
 from services.monitor.monitor import ModelMonitor
-from services.monitor.reference import ColumnReference
 from streamml.events import DriftDetected
-from streamml.sdk.registry import RegistryError, check_name
-from streamml.store import ObjectNotFound
-
-KINDS: tuple[Kind, ...] = ("covariate", "prediction", "performance")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class EpisodeState(Strict):
-    streak: int = 0
-    clean: int = 0
-    reported: bool = False
-    cooldown_windows: int = 0
-    cooldown_until: datetime | None = None
-
-
-class MonitorState(Strict):
-    model: str
-    version: str
-    dataset: str
-    dataset_version: int | None
-    updated: datetime
-    prediction_reference: ColumnReference | None = None
-    episodes: dict[Kind, EpisodeState] = {}
-    events: list[DriftDetected] = []
-    window_reports: list[WindowReport] = []
-    performance_reports: list[PerformanceReport] = []
-
-    def active(self) -> list[Kind]:
-        return [kind for kind, episode in self.episodes.items() if episode.reported]
-
-    def latest_judged(self) -> WindowReport | None:
-        """The newest judged window, else the newest window, else None."""
-        judged = [report for report in self.window_reports if report.judged]
-        return (judged or self.window_reports or [None])[-1]
-
-
-def state_key(model: str) -> str:
-    return f"monitor/{check_name(model)}/latest.json"
+from streamml.registry.keys import monitor_state_key
+from streamml.registry.monitor import MonitorState
 
 
 def capture(monitor: ModelMonitor, version: str, events: list[DriftDetected], now: datetime | None = None) -> MonitorState:
@@ -70,7 +26,7 @@ def capture(monitor: ModelMonitor, version: str, events: list[DriftDetected], no
         dataset_version=reference.dataset_version,
         updated=now or datetime.now(UTC),
         prediction_reference=reference.prediction,
-        episodes={kind: EpisodeState(**vars(episode)) for kind, episode in _episodes(monitor.decider).items()},
+        episodes=monitor.decider.state(),
         events=events,
         window_reports=list(monitor.window_reports),
         performance_reports=list(monitor.performance_reports),
@@ -81,31 +37,8 @@ def restore(monitor: ModelMonitor, state: MonitorState) -> None:
     """Continue from ``state``: report history and drift episodes (call before the first batch)."""
     monitor.window_reports.extend(state.window_reports)
     monitor.performance_reports.extend(state.performance_reports)
-    episodes = _episodes(monitor.decider)
-    for kind, episode in state.episodes.items():
-        episodes[kind] = _Episode(**episode.model_dump())
-
-
-def _episodes(decider: DriftDecider) -> dict[Kind, _Episode]:
-    # The decider keeps no other state; it offers no accessor for it.
-    return decider._episodes  # noqa: SLF001
-
-
-def read_state(store, model: str) -> MonitorState | None:
-    """The stored state of ``model``; None when the monitor never wrote one."""
-    key = state_key(model)
-    try:
-        data = store.get(key).data
-    except ObjectNotFound:
-        return None
-    try:
-        return MonitorState.model_validate_json(data)
-    except ValidationError as error:
-        raise RegistryError(
-            f"{key} is not a monitor state ({error.error_count()} problems, first: "
-            f"{error.errors(include_url=False)[0]['msg']}); delete it and the monitor writes a new one"
-        ) from None
+    monitor.decider.restore({kind: episode.model_dump(mode="json") for kind, episode in state.episodes.items()})
 
 
 def write_state(store, state: MonitorState) -> None:
-    store.put(state_key(state.model), state.model_dump_json().encode())
+    store.put(monitor_state_key(state.model), state.model_dump_json().encode())

@@ -15,8 +15,8 @@ from typing import Any
 
 from services.monitor.performance import PerformanceBaseline
 from services.monitor.reference import MonitorReference
-from streamml.manifest import manifest_key
-from streamml.sdk.registry import CARD_FILE, ChampionPointer, champion_key, version_key
+from streamml.registry.keys import card_key, champion_key, dataset_manifest_key
+from streamml.registry.models import ChampionPointer
 
 
 def synthetic_card(
@@ -35,7 +35,7 @@ def synthetic_card(
         "dataset": {
             "name": reference.dataset,
             "version": reference.dataset_version,
-            "manifest_key": manifest_key(reference.dataset, reference.dataset_version or 1),
+            "manifest_key": dataset_manifest_key(reference.dataset, reference.dataset_version or 1),
         },
         "metrics": {baseline.metric: baseline.value},
         "selection": {"metric": baseline.metric, "mode": baseline.better},
@@ -52,7 +52,7 @@ def synthetic_card(
 def put_champion(store: Any, card: dict[str, Any], reason: str = "synthetic champion") -> ChampionPointer:
     """Write the card and point the champion at its version (unconditionally: this is for tests and demos)."""
     model, version = card["model"], card["version"]
-    store.put(version_key(model, version, CARD_FILE), json.dumps(card).encode())
+    store.put(card_key(model, version), json.dumps(card).encode())
     pointer = ChampionPointer(version=version, actor="synthetic", reason=reason, time=datetime.now(UTC))
     store.put(champion_key(model), pointer.to_bytes())
     return pointer

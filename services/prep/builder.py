@@ -13,9 +13,11 @@ from services.prep.job import prepare_with_spark
 from services.prep.result import build_manifest
 from services.prep.rules import PrepError
 from services.prep.spark import error_summary, lost_the_store
-from services.prep.versions import RawObject, build_id, claim_version, raw_objects
+from services.prep.versions import build_id, claim_version
 from streamml import code_version
-from streamml.manifest import DatasetManifest, RawSource, dataset_prefix, manifest_key
+from streamml.manifest import DatasetManifest, RawSource
+from streamml.registry.datasets import raw_objects
+from streamml.registry.keys import RawObject, dataset_manifest_key, dataset_prefix
 from streamml.settings import S3Settings
 from streamml.specs import DatasetSpec
 from streamml.store import ObjectStore, StoreUnavailable
@@ -76,5 +78,7 @@ class DatasetBuilder:
             lineage=[RawSource(key=r.key, topic=r.topic, partition=r.partition, first_offset=r.first_offset,
                                last_offset=r.last_offset, rows=self._rows[r.key]) for r in usable],
         )
-        self.store.create(manifest_key(spec.name, version), manifest.model_dump_json(by_alias=True, indent=1).encode())
+        self.store.create(dataset_manifest_key(spec.name, version),
+                          manifest.model_dump_json(by_alias=True, indent=1).encode())
         return manifest
+

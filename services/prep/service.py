@@ -20,8 +20,10 @@ from pydantic import Field
 from services.prep.builder import BuildFailed, DatasetBuilder
 from services.prep.s3a_signing import Signer
 from services.prep.spark import SparkJarsMissing, spark_session
-from services.prep.versions import latest_manifest, pending
+from services.prep.versions import pending
 from streamml.events import DataLanded, DatasetReady, DriftDetected, Event
+from streamml.registry.datasets import latest_manifest
+from streamml.registry.keys import drift_request_key
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import DatasetSpec, PrepPolicy, SpecError, load_dataset_specs
@@ -51,10 +53,6 @@ class PrepOptions(Group):
 
 class PrepSettings(ServiceSettings):
     prep: PrepOptions = PrepOptions()
-
-
-def drift_request_key(dataset: str) -> str:
-    return f"datasets/{dataset}/_drift_request"
 
 
 def trigger_for(records: int, oldest_seen: float | None, now: float, policy: PrepPolicy) -> str | None:
@@ -154,12 +152,7 @@ class PrepService(EventService[PrepSettings]):
             raise
         BUILDS.labels(spec.name, kind, "published").inc()
         BUILD_SECONDS.labels(spec.name).observe(time.monotonic() - started)
-        self.producer.send(
-            DatasetReady(
-                dataset=spec.name, version=manifest.version, manifest_key=f"datasets/{spec.name}/v{manifest.version}/manifest.json",
-                rows=manifest.rows, trigger=kind, quarantined=sorted(manifest.quarantined),
-            )
-        )
+        self.producer.send(DatasetReady.of(manifest, kind))
         self.retry(self.producer.flush)
         log.info("dataset ready", extra={"dataset": spec.name, "version": manifest.version, "rows": manifest.rows,
                                          "trigger": trigger, "seconds": round(time.monotonic() - started, 1)})

@@ -11,6 +11,8 @@ card lists, and answering P(label = 1) ``[N]`` (binary), class probabilities
     import torch
     predict = torch.export.load("model.pt2").module()
     probabilities = predict(numeric, categorical)
+
+Loading either format is ``streamml.portable.load_program``, which the SDK uses too.
 """
 
 from __future__ import annotations
@@ -18,11 +20,9 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -30,30 +30,27 @@ from services.trainer.data import FeatureLayout
 from services.trainer.model import Predictor, TabularNet
 from services.trainer.spec import ModelSpec
 from services.trainer.train import TrainResult
-from streamml.manifest import DatasetManifest, manifest_key
+from streamml.manifest import DatasetManifest
+from streamml.portable import FORMAT_FILES, Format
+from streamml.registry.keys import STATE_DICT_FILE, dataset_manifest_key
 
 log = logging.getLogger(__name__)
 
-PORTABLE_FILES = {"torch.export": "model.pt2", "torchscript": "model.torchscript.pt"}
-STATE_DICT_FILE = "state_dict.pt"
-CARD_FILE = "card.json"
 OUTPUTS = {
     "binary": "probability that the label is 1, shape [N]",
     "multiclass": "probability of each class in classes order, shape [N, K]",
     "regression": "predicted label value, shape [N]",
 }
 
-Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 @dataclass(frozen=True)
 class PortableModel:
-    format: Literal["torch.export", "torchscript"]
+    format: Format
     data: bytes
 
     @property
     def filename(self) -> str:
-        return PORTABLE_FILES[self.format]
+        return FORMAT_FILES[self.format]
 
 
 def export_portable(net: TabularNet, layout: FeatureLayout) -> PortableModel:
@@ -76,19 +73,6 @@ def export_portable(net: TabularNet, layout: FeatureLayout) -> PortableModel:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.save(torch.jit.trace(predictor, example, check_trace=False), buffer)
     return PortableModel("torchscript", buffer.getvalue())
-
-
-def load_portable(data: bytes) -> Predict:
-    """A callable ``(numeric, categorical) -> predictions`` from either portable format."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        names = archive.namelist()
-    if any(name.endswith("/archive_format") for name in names):
-        return torch.export.load(io.BytesIO(data)).module()
-    if any(name.endswith("/data.pkl") for name in names) and any("/code/" in name for name in names):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
-    raise ValueError(f"not a torch.export or TorchScript archive (entries: {names[:5]}...)")
 
 
 def state_dict_bytes(net: TabularNet) -> bytes:
@@ -118,7 +102,7 @@ def model_card(
         "dataset": {
             "name": manifest.dataset,
             "version": manifest.version,
-            "manifest_key": manifest_key(manifest.dataset, manifest.version),
+            "manifest_key": dataset_manifest_key(manifest.dataset, manifest.version),
             "rows": dict(manifest.rows),
             "content_sha256": dict(manifest.content_sha256),
         },

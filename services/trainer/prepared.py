@@ -11,20 +11,18 @@ import hashlib
 from collections.abc import Sequence
 
 import pyarrow as pa
-from pydantic import ValidationError
 
 from services.trainer.data import read_parquet
 from streamml.manifest import DatasetManifest
+from streamml.registry.datasets import manifest_at
 from streamml.store import ObjectStore
 
 TRAINING_SPLITS = ("train", "validation")
 
 
 def read_manifest(store: ObjectStore, key: str, dataset: str, version: int) -> DatasetManifest:
-    try:
-        manifest = DatasetManifest.model_validate_json(store.get_bytes(key))
-    except ValidationError as error:
-        raise ValueError(f"{key} is not a dataset manifest: {error}") from None
+    """The manifest a ``dataset.ready`` names, checked to be the version it announced."""
+    manifest = manifest_at(store, key)
     if (manifest.dataset, manifest.version) != (dataset, version):
         raise ValueError(
             f"{key} describes {manifest.dataset} v{manifest.version}, but the event announced {dataset} v{version}"

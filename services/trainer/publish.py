@@ -14,31 +14,21 @@ one commits it.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import math
-import os
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from services.trainer.spec import ModelSpec
 from streamml.events import ModelTrained
-from streamml.sdk.registry import CARD_FILE, MANIFEST_FILE, version_key, version_prefix
+from streamml.registry.keys import CARD_FILE, card_key, model_manifest_key, version_key, version_prefix
+from streamml.registry.models import is_committed
 from streamml.store import ObjectConflict, ObjectNotFound, ObjectStore
-
-CHECKPOINT_FILE = "checkpoints/last.pt"
-SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def model_version(spec: ModelSpec, dataset_version: int) -> str:
     return f"d{dataset_version}-{spec.fingerprint()[:8]}"
-
-
-def checkpoint_key(model: str, version: str) -> str:
-    return version_key(model, version, CHECKPOINT_FILE)
 
 
 @dataclass(frozen=True)
@@ -61,7 +51,7 @@ def version_manifest(model: str, version: str, files: list[VersionFile], created
 
 def publish_version(store: ObjectStore, model: str, version: str, files: list[VersionFile]) -> bool:
     """Write the files, then the manifest; False when another writer committed the version first."""
-    marker_key = version_key(model, version, MANIFEST_FILE)
+    marker_key = model_manifest_key(model, version)
     # A partition that moved to another member mid-training can leave two trainers on one
     # version; the later one must not overwrite files of a version committed meanwhile.
     if store.exists(marker_key):
@@ -78,10 +68,10 @@ def publish_version(store: ObjectStore, model: str, version: str, files: list[Ve
 
 def committed_card(store: ObjectStore, model: str, version: str) -> dict[str, Any] | None:
     """The card of a committed version, or None while its manifest does not exist."""
-    if not store.exists(version_key(model, version, MANIFEST_FILE)):
+    if not is_committed(store, model, version):
         return None
     try:
-        return json.loads(store.get_bytes(version_key(model, version, CARD_FILE)))
+        return json.loads(store.get_bytes(card_key(model, version)))
     except ObjectNotFound:
         raise ValueError(
             f"{version_prefix(model, version)} has a manifest but no {CARD_FILE}; "
@@ -103,22 +93,3 @@ def trained_event(card: dict[str, Any]) -> ModelTrained:
         training_seconds=card["training_seconds"],
     )
 
-
-def code_version() -> str:
-    """``git describe`` of a source checkout, else the installed package version."""
-    if (SOURCE_ROOT / ".git").exists():
-        try:
-            described = subprocess.run(
-                ["git", "describe", "--tags", "--always", "--dirty"],
-                cwd=SOURCE_ROOT, capture_output=True, text=True, timeout=5,
-                # Reading only: git would otherwise refresh the index file as a side effect.
-                env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
-            )
-            if described.returncode == 0 and described.stdout.strip():
-                return f"git {described.stdout.strip()}"
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    try:
-        return f"streamml {importlib.metadata.version('streamml')}"
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

@@ -31,14 +31,12 @@ import torch
 from pydantic import Field
 
 from services.trainer import progress
-from services.trainer.artifact import STATE_DICT_FILE, export_portable, model_card, state_dict_bytes
+from services.trainer.artifact import export_portable, model_card, state_dict_bytes
 from services.trainer.cpus import available_cpus
 from services.trainer.data import FeatureLayout, tensors_from_table
 from services.trainer.prepared import TRAINING_SPLITS, read_manifest, read_splits
 from services.trainer.publish import (
     VersionFile,
-    checkpoint_key,
-    code_version,
     committed_card,
     model_version,
     publish_version,
@@ -54,8 +52,9 @@ from services.trainer.train import (
     resolve_device,
     train,
 )
+from streamml import code_version
 from streamml.events import DatasetReady, Event
-from streamml.sdk.registry import CARD_FILE
+from streamml.registry.keys import CARD_FILE, STATE_DICT_FILE, checkpoint_key
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import SpecError

@@ -22,6 +22,7 @@ from streamml.manifest import (
     NumericReference,
     NumericTransform,
 )
+from streamml.registry.keys import split_prefix
 
 SPLIT_SHARES = {"train": 0.8, "validation": 0.1, "test": 0.1}
 CLASSES = 3
@@ -95,7 +96,7 @@ def _manifest(name: str, splits: dict[str, pa.Table], numeric: int, cardinalitie
         features=[*(f"num_{i}" for i in range(numeric)), *(f"cat_{i}" for i in range(len(cardinalities)))],
         files={
             split: [
-                FileEntry(key=f"datasets/{name}/v1/{split}/part-0.parquet", rows=table.num_rows, sha256=_sha256(table))
+                FileEntry(key=f"{split_prefix(name, 1, split)}part-0.parquet", rows=table.num_rows, sha256=_sha256(table))
             ]
             for split, table in splits.items()
         },

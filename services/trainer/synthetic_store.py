@@ -3,7 +3,7 @@ commits one (split files first, manifest last), to try or measure the trainer
 service without ingest and prep.
 
     manifest, splits = write_synthetic_version(store, "payments", version=1, rows=100_000)
-    producer.send_now(DatasetReady(dataset="payments", version=1, manifest_key=..., ...))
+    producer.send_now(DatasetReady.of(manifest, "manual"))
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 
 from services.trainer.spec import Task
 from services.trainer.synthetic import synthetic_dataset
-from streamml.events import DatasetReady
-from streamml.manifest import DatasetManifest, FileEntry, dataset_prefix, manifest_key
+from streamml.manifest import DatasetManifest, FileEntry
+from streamml.registry.keys import dataset_manifest_key, split_prefix
 from streamml.store import ObjectStore
 
 
@@ -25,21 +25,19 @@ def write_synthetic_version(
     store: ObjectStore, dataset: str, version: int, rows: int, *, task: Task = "binary", seed: int = 0
 ) -> tuple[DatasetManifest, dict[str, pa.Table]]:
     synthetic, splits = synthetic_dataset(rows, task=task, seed=seed, name=dataset)
+    return commit_version(store, synthetic.model_copy(update={"version": version}), splits), splits
+
+
+def commit_version(store: ObjectStore, manifest: DatasetManifest, splits: dict[str, pa.Table]) -> DatasetManifest:
+    """One Parquet file per split, then the manifest naming them (last); returns that manifest."""
     files = {}
     for split, table in splits.items():
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         data = buffer.getvalue()
-        key = f"{dataset_prefix(dataset, version)}{split}/part-00000.parquet"
+        key = f"{split_prefix(manifest.dataset, manifest.version, split)}part-00000.parquet"
         store.put(key, data)
         files[split] = [FileEntry(key=key, rows=table.num_rows, sha256=hashlib.sha256(data).hexdigest())]
-    manifest = synthetic.model_copy(update={"version": version, "files": files})
-    store.put(manifest_key(dataset, version), manifest.model_dump_json(by_alias=True).encode())
-    return manifest, splits
-
-
-def ready_event(manifest: DatasetManifest) -> DatasetReady:
-    """The ``dataset.ready`` prep sends once ``manifest`` is committed."""
-    return DatasetReady(dataset=manifest.dataset, version=manifest.version,
-                        manifest_key=manifest_key(manifest.dataset, manifest.version),
-                        rows=dict(manifest.rows), trigger="manual")
+    manifest = manifest.model_copy(update={"files": files})
+    store.put(dataset_manifest_key(manifest.dataset, manifest.version), manifest.model_dump_json(by_alias=True).encode())
+    return manifest

@@ -9,9 +9,10 @@ champion pointer is announced exactly once.
 
 from __future__ import annotations
 
-from services.validator.promote import DecisionRecord, promoted_event, rejected_event
+from services.validator.promote import promoted_event, rejected_event
 from streamml.events import ModelPromoted, ModelRejected
-from streamml.sdk.registry import ChampionPointer
+from streamml.registry.decisions import DecisionRecord
+from streamml.registry.models import ChampionPointer
 
 
 def after_judging(

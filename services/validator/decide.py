@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from services.validator.evaluation import Evaluation, Latency, SliceEvaluation
 from services.validator.policy import HIGHER_IS_BETTER, LatencyBudget, PromotionPolicy, SlicePolicy
-
-__all__ = ["Decision", "Evaluation", "Latency", "SliceEvaluation", "decide"]
+from streamml.registry.decisions import Evaluation, Latency
 
 # Differences of nearly equal floats (0.83 - 0.82) miss their threshold by ~1e-17.
 TOLERANCE = 1e-12

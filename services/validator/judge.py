@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from services.validator.evaluation import Evaluation, evaluate, measure_latency
+from services.validator.evaluation import evaluate, measure_latency
 from services.validator.testsplit import TestSplit, labels_for
+from streamml.registry.decisions import Evaluation
 from streamml.sdk.loader import LoadedVersion
 from streamml.sdk.preprocess import Features
 
@@ -51,6 +52,7 @@ def evaluate_version(
     slices: Sequence[str] = (),
     latency_batch: int | None = None,
     latency_calls: int = 50,
+    latency_rounds: int = 5,
 ) -> Evaluation:
     """Test metrics of ``loaded``, overall and per slice; latency of one call when ``latency_batch`` is set."""
     if len(split) == 0:
@@ -60,7 +62,9 @@ def evaluate_version(
     latency = None
     if latency_batch is not None:
         with torch.inference_mode():
-            latency = measure_latency(loaded.snapshot.model, features.tensors(), latency_batch, calls=latency_calls)
+            latency = measure_latency(
+                loaded.snapshot.model, features.tensors(), latency_batch, calls=latency_calls, rounds=latency_rounds
+            )
     return evaluate(
         loaded.card["task"],
         predictions,

@@ -14,17 +14,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.validator.promote import ChampionChanged, WritableStore, read_decision, rollback, set_champion
+from services.validator.promote import ChampionChanged, WritableStore, rollback, set_champion
 from streamml.events import ModelPromoted
-from streamml.sdk.registry import (
-    MANIFEST_FILE,
-    RegistryError,
-    read_card,
-    read_champion,
-    version_key,
-    version_prefix,
-)
-from streamml.store import ObjectNotFound
+from streamml.registry.decisions import read_decision
+from streamml.registry.keys import RegistryError, model_manifest_key, version_prefix
+from streamml.registry.models import is_committed, read_card, read_champion
 
 __all__ = ["ChampionChanged", "ManualPromotionRefused", "promote_by_hand", "roll_back", "version_metrics"]
 
@@ -44,13 +38,11 @@ def version_metrics(store: Any, model: str, version: str) -> dict[str, float]:
 
 
 def _require_committed(store: Any, model: str, version: str) -> None:
-    try:
-        store.get(version_key(model, version, MANIFEST_FILE))
-    except ObjectNotFound:
+    if not is_committed(store, model, version):
         raise RegistryError(
-            f"model {model!r} has no committed version {version!r} ({version_key(model, version, MANIFEST_FILE)} "
+            f"model {model!r} has no committed version {version!r} ({model_manifest_key(model, version)} "
             "is missing); `streamml models show` lists its versions"
-        ) from None
+        )
 
 
 def promote_by_hand(

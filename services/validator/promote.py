@@ -23,24 +23,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from services.validator.decide import Decision
-from services.validator.evaluation import Evaluation
 from services.validator.policy import PromotionPolicy
 from streamml.events import ModelPromoted, ModelRejected
-from streamml.sdk.registry import (
-    DECISION_FILE,
-    VERSION,
-    ChampionPointer,
-    ReadableStore,
-    RegistryError,
-    champion_key,
-    read_champion,
-    version_key,
-    version_prefix,
-)
-from streamml.store import ObjectConflict, ObjectNotFound
+from streamml.registry.decisions import DecisionRecord, Evaluation, read_decision
+from streamml.registry.keys import RegistryError, champion_key, decision_key, version_prefix
+from streamml.registry.models import ChampionPointer, read_champion
+from streamml.store import ObjectConflict, ReadableStore
 
 
 class WritableStore(ReadableStore, Protocol):
@@ -105,63 +94,28 @@ def rollback(store: WritableStore, model: str, *, actor: str, reason: str, time:
     return set_champion(store, model, current.previous, expected=current.version, actor=actor, reason=reason, time=time)
 
 
-class DecisionRecord(BaseModel):
-    """The content of ``models/<name>/<version>/decision.json``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: str
-    version: str = Field(pattern=VERSION)
-    promote: bool
-    reasons: list[str]
-    notes: list[str]
-    candidate: Evaluation
-    champion_version: str | None = Field(description="the champion the candidate was compared with")
-    champion: Evaluation | None
-    policy: PromotionPolicy
-    actor: str
-    time: datetime
-
-    @classmethod
-    def of(
-        cls,
-        decision: Decision,
-        *,
-        model: str,
-        version: str,
-        candidate: Evaluation,
-        champion_version: str | None,
-        champion: Evaluation | None,
-        policy: PromotionPolicy,
-        actor: str,
-        time: datetime,
-    ) -> DecisionRecord:
-        return cls(
-            model=model, version=version, promote=decision.promote, reasons=decision.reasons, notes=decision.notes,
-            candidate=candidate, champion_version=champion_version, champion=champion, policy=policy,
-            actor=actor, time=time,
-        )
-
-    @property
-    def summary(self) -> str:
-        return "; ".join(self.notes if self.promote else self.reasons)
-
-
-def read_decision(store: ReadableStore, model: str, version: str) -> DecisionRecord | None:
-    key = version_key(model, version, DECISION_FILE)
-    try:
-        data = store.get(key).data
-    except ObjectNotFound:
-        return None
-    try:
-        return DecisionRecord.model_validate_json(data)
-    except ValueError as error:
-        raise RegistryError(f"{key} is not a decision record ({error}); delete it to judge the version again") from None
+def decision_record(
+    decision: Decision,
+    *,
+    model: str,
+    version: str,
+    candidate: Evaluation,
+    champion_version: str | None,
+    champion: Evaluation | None,
+    policy: PromotionPolicy,
+    actor: str,
+    time: datetime,
+) -> DecisionRecord:
+    return DecisionRecord(
+        model=model, version=version, promote=decision.promote, reasons=decision.reasons, notes=decision.notes,
+        candidate=candidate, champion_version=champion_version, champion=champion,
+        policy=policy.model_dump(mode="json"), actor=actor, time=time,
+    )
 
 
 def record_decision(store: WritableStore, record: DecisionRecord) -> DecisionRecord:
     """Write ``record`` unless a decision for the version exists; returns the one that stands."""
-    key = version_key(record.model, record.version, DECISION_FILE)
+    key = decision_key(record.model, record.version)
     try:
         store.create(key, record.model_dump_json(indent=2).encode())
     except ObjectConflict:

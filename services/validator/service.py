@@ -28,22 +28,21 @@ from pydantic import Field
 
 from services.validator.announce import after_judging
 from services.validator.decide import decide
-from services.validator.evaluation import Evaluation
 from services.validator.judge import evaluate_version
 from services.validator.policy import PolicyError, PromotionPolicy, load_policies
 from services.validator.promote import (
     ChampionChanged,
-    DecisionRecord,
     announcement,
-    read_decision,
+    decision_record,
     record_decision,
     set_champion,
 )
 from services.validator.testsplit import TestSplit, read_test_split
 from streamml.events import Event, ModelPromoted, ModelTrained
-from streamml.manifest import DatasetManifest, manifest_key
+from streamml.registry.datasets import read_manifest
+from streamml.registry.decisions import DecisionRecord, Evaluation, read_decision
+from streamml.registry.models import ChampionPointer, read_champion
 from streamml.sdk.loader import LoadedVersion, load_version
-from streamml.sdk.registry import ChampionPointer, read_champion
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 
@@ -76,7 +75,10 @@ class ChampionRace(Exception):
 
 class ValidatorOptions(Group):
     policies_dir: Path = Field(Path("policies"), description="folder of promotion policy YAML files, one per model")
-    latency_calls: int = Field(50, ge=1, le=10_000, description="timed predict calls per latency measurement")
+    latency_calls: int = Field(50, ge=1, le=10_000, description="timed predict calls per round of a latency measurement")
+    latency_rounds: int = Field(
+        5, ge=1, le=100, description="rounds of latency_calls; the round with the lowest p95 counts, so a busy host "
+        "does not reject a fast model")
     max_attempts: int = Field(5, ge=1, le=100, description="judgements of one version when promotions keep racing")
     actor: str | None = Field(None, description="name in champion.json and events (default: validator@host:pid)")
 
@@ -147,12 +149,13 @@ class ValidatorService(EventService[ValidatorSettings]):
     ) -> tuple[DecisionRecord, DecisionRecord, ChampionPointer | None, bool]:
         """This instance's decision, the decision that stands, the pointer (on promote), and
         whether this instance wrote that pointer."""
-        split = read_test_split(self.store, self._manifest(event))
+        split = read_test_split(self.store, read_manifest(self.store, event.dataset, event.dataset_version))
         candidate = load_version(self.store, event.model, event.version)
         slices = [rule.feature for rule in policy.slices]
         batch = policy.latency.batch_size if policy.latency else DEFAULT_LATENCY_BATCH
         candidate_eval = evaluate_version(
-            candidate, split, slices=slices, latency_batch=batch, latency_calls=self.settings.validator.latency_calls
+            candidate, split, slices=slices, latency_batch=batch, latency_calls=self.settings.validator.latency_calls,
+            latency_rounds=self.settings.validator.latency_rounds,
         )
         champions: dict[str, Evaluation] = {}
         for _ in range(self.settings.validator.max_attempts):
@@ -174,7 +177,7 @@ class ValidatorService(EventService[ValidatorSettings]):
                     CONFLICTS.labels(event.model).inc()
                     log.info("champion changed while judging; judging again", extra={**context, "reason": str(changed)})
                     continue
-            record = DecisionRecord.of(
+            record = decision_record(
                 decision, model=event.model, version=event.version, candidate=candidate_eval,
                 champion_version=against, champion=champion_eval, policy=policy, actor=self.actor, time=now,
             )
@@ -186,10 +189,6 @@ class ValidatorService(EventService[ValidatorSettings]):
             f"the champion of {event.model!r} changed {self.settings.validator.max_attempts} times while "
             f"{event.version} was judged; send its model.trained again once promotions settle"
         )
-
-    def _manifest(self, event: ModelTrained) -> DatasetManifest:
-        key = manifest_key(event.dataset, event.dataset_version)
-        return DatasetManifest.model_validate_json(self.store.get_bytes(key))
 
     def _evaluate_champion(self, model: str, version: str, split: TestSplit, slices: list[str]) -> Evaluation:
         champion: LoadedVersion = load_version(self.store, model, version, warm_up=False)

@@ -48,10 +48,11 @@ from prometheus_client import Counter, Gauge
 from streamml.events import FeedbackRecord, encode
 from streamml.faults import OBJECT_STORE, FaultPolicy, transient_dependency
 from streamml.kafka import DeliveryError, EventProducer
+from streamml.registry.keys import check_name
+from streamml.registry.models import read_champion
 from streamml.sdk.loader import LoadedVersion, load_version
 from streamml.sdk.prediction_log import LogStats, PredictionLog
 from streamml.sdk.promotions import PromotionFeed
-from streamml.sdk.registry import check_name, read_champion
 from streamml.sdk.swap import ModelSlot
 from streamml.sdk.wire import plain, plain_output, prediction_message, timestamp
 from streamml.settings import ServiceSettings

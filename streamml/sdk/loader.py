@@ -12,23 +12,15 @@ TorchScript where export failed. A version is loaded only once its
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import torch
-
+from streamml.portable import load_program
+from streamml.registry.keys import RegistryError, card_key, model_manifest_key, version_key
+from streamml.registry.models import is_committed, read_card
 from streamml.sdk.preprocess import FeatureTransform
-from streamml.sdk.registry import MANIFEST_FILE, ReadableStore, RegistryError, read_card, version_key
-from streamml.sdk.swap import Model, ModelSnapshot
-
-FORMATS = ("torch.export", "torchscript")
-
-
-class VersionStore(ReadableStore, Protocol):
-    def exists(self, key: str) -> bool: ...
-
+from streamml.sdk.swap import ModelSnapshot
+from streamml.store import ReadableStore
 
 @dataclass(frozen=True)
 class LoadedVersion:
@@ -40,17 +32,6 @@ class LoadedVersion:
         return self.snapshot.version
 
 
-def load_program(data: bytes, format: str) -> Model:
-    """The callable ``(numeric, categorical) -> predictions`` stored in ``data``."""
-    if format == "torch.export":
-        return torch.export.load(io.BytesIO(data)).module()
-    if format == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
-    raise RegistryError(f"portable format {format!r} is unknown; the card must name one of {list(FORMATS)}")
-
-
 def portable_file(card: dict[str, Any], where: str) -> tuple[str, str]:
     """(file name, format) of the portable program a card names."""
     artifacts = card.get("artifacts")
@@ -59,20 +40,19 @@ def portable_file(card: dict[str, Any], where: str) -> tuple[str, str]:
     return str(artifacts["portable"]), str(artifacts["format"])
 
 
-def load_version(store: VersionStore, name: str, version: str, *, warm_up: bool = True) -> LoadedVersion:
+def load_version(store: ReadableStore, name: str, version: str, *, warm_up: bool = True) -> LoadedVersion:
     """Card, program and transform of one committed version.
 
     ``warm_up`` runs one prediction on an all-missing record (every feature
     imputed) so the first real request does not pay for lazy initialisation.
     """
-    marker = version_key(name, version, MANIFEST_FILE)
-    if not store.exists(marker):
+    if not is_committed(store, name, version):
         raise RegistryError(
-            f"version {version!r} of model {name!r} is not committed: {marker} does not exist "
-            "(the trainer writes it last; a version without it is incomplete)"
+            f"version {version!r} of model {name!r} is not committed: {model_manifest_key(name, version)} "
+            "does not exist (the trainer writes it last; a version without it is incomplete)"
         )
     card = read_card(store, name, version)
-    filename, format = portable_file(card, version_key(name, version, "card.json"))
+    filename, format = portable_file(card, card_key(name, version))
     program = load_program(store.get(version_key(name, version, filename)).data, format)
     snapshot = ModelSnapshot(version, program, FeatureTransform.from_card(card))
     if warm_up:

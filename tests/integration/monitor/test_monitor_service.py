@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 from services.monitor.performance import PerformanceBaseline
 from services.monitor.reference import MonitorReference
-from services.monitor.state import MonitorState, read_state
 from services.monitor.synthetic import COUNTRIES, Traffic, traffic, training_reference
 from services.monitor.synthetic_registry import put_champion, synthetic_card
-from streamml.cli_drift import drift_app
+from streamml.cli.drift import app as drift_app
 from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord, decode, encode
 from streamml.kafka import EventProducer, dead_letter_reason
+from streamml.registry.monitor import MonitorState, read_monitor_state
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud"
@@ -76,7 +76,7 @@ class World:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert monitor.poll() is None, monitor.log_path.read_text()[-3000:]
-            state = read_state(self.store, MODEL)
+            state = read_monitor_state(self.store, MODEL)
             if state is not None and state.version == version and len(state.window_reports) >= count:
                 return state
             time.sleep(0.3)
@@ -153,7 +153,7 @@ def test_a_drifting_feature_raises_exactly_one_event_and_the_report_shows_it(sta
     assert all(report.judged and not report.covariate_drift for report in clean.window_reports)
     assert drift_events(world, 2) == []  # events are flushed before the state that counts their window is written
 
-    world.windows(3, drift=True)  # the second drifting window raises the event; the third continues the episode
+    world.windows(3, drift=True)  # a strong shift: the first drifting window raises the event, the others continue it
     state = world.wait_for_windows(6, monitor)
     ((key, event),) = drift_events(world, 3)
     assert key == b"transactions"

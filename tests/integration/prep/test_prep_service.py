@@ -17,9 +17,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from services.prep.content import content_sha256
 from services.prep.rules import prepared_schema
+from services.prep.service import GROUP
 from streamml.datagen import to_json_records, transactions
 from streamml.events import DatasetReady, DriftDetected, DriftWindow, decode
 from streamml.kafka import BatchConsumer, EventProducer
+from streamml.lag import partition_lags
 from streamml.manifest import DatasetManifest
 from streamml.specs import load_dataset_spec
 
@@ -63,6 +65,14 @@ def next_ready(consumer, timeout=240):
         for message in consumer.poll(10, 1.0):
             return decode(message.headers(), message.key(), message.value())[0]
     raise AssertionError(f"no dataset.ready within {timeout}s")
+
+
+def wait_until_handled(kafka, group: str, topic: str, events: int, timeout: float = 120) -> None:
+    """Until ``group`` has committed ``events`` records of ``topic``: the service handled them."""
+    deadline = time.monotonic() + timeout
+    while sum(p.committed or 0 for p in partition_lags(kafka, group) if p.topic == kafka.topic(topic)) < events:
+        assert time.monotonic() < deadline, f"{group} did not handle {events} events of {topic} within {timeout}s"
+        time.sleep(0.2)
 
 
 def check_manifest(store, spec, event: DatasetReady) -> DatasetManifest:
@@ -114,7 +124,8 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
                           window=DriftWindow(start=now, end=now, count=1))
     EventProducer(kafka, "test").send_now(drift)
     EventProducer(kafka, "test").send_now(drift.model_copy(update={"kind": "prediction"}))  # same episode
-    time.sleep(5)
+    # Both handled before new data lands: the second must find the first's request, not start another.
+    wait_until_handled(kafka, env["STREAMML_KAFKA_GROUP_PREFIX"] + GROUP, "drift.detected", 2)
     publish(kafka, 6000, 500)
     v3 = next_ready(ready)
     assert (v3.version, v3.trigger) == (3, "drift")

@@ -1,17 +1,12 @@
-"""SDK tests build their registry with the validator tests' helpers (registry_builders)."""
+"""The SDK's tests read a registry the validator's world writes."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "validator"))
-
-from registry_builders import World, make_world  # noqa: E402
+from registry_world import World, validator_world
 
 
 @pytest.fixture
 def world(stack, unique, bucket, store, tmp_path) -> World:
-    return make_world(stack, unique, store, bucket, tmp_path)
+    return validator_world(stack, unique, store, bucket, tmp_path)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry_builders import MODEL, direct_predictions, now, put_dataset, put_version, raw_records, trained
+from registry_world import MODEL, direct_predictions, now, put_dataset, put_version, raw_records, trained
 from services.validator.promote import set_champion
 from streamml.events import FeedbackRecord, ModelPromoted
 from streamml.stack.ports import free_port

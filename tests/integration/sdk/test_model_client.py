@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from registry_builders import (
+from registry_world import (
     MODEL,
     direct_predictions,
     now,

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from services.trainer import artifact
-from services.trainer.artifact import export_portable, load_portable
+from services.trainer.artifact import export_portable
 from services.trainer.data import FeatureLayout, tensors_from_table
 from services.trainer.model import Predictor
 from services.trainer.spec import parse_model_spec
 from services.trainer.synthetic import synthetic_dataset
 from services.trainer.train import train
+from streamml.portable import load_program
 
 pytestmark = pytest.mark.integration
 torch.set_num_threads(2)
@@ -72,7 +73,7 @@ def test_exported_program_predicts_the_same_in_a_fresh_process(tmp_path, task):
     assert full.shape == expected.shape == ((len(validation), 3) if task == "multiclass" else (len(validation),))
     assert torch.allclose(full, expected, rtol=0, atol=1e-6)
     assert torch.allclose(single, expected[:1], rtol=0, atol=1e-6)
-    assert torch.allclose(load_portable(portable.data)(validation.numeric, validation.categorical), expected,
+    assert torch.allclose(load_program(portable.data, portable.format)(validation.numeric, validation.categorical), expected,
                           rtol=0, atol=1e-6)
 
 
@@ -90,5 +91,5 @@ def test_torchscript_fallback_when_export_fails(tmp_path, monkeypatch):
     assert torch.allclose(full, expected, rtol=0, atol=1e-6)
     assert torch.allclose(single, expected[:1], rtol=0, atol=1e-6)
     with torch.no_grad():
-        assert torch.allclose(load_portable(portable.data)(validation.numeric, validation.categorical), expected,
+        assert torch.allclose(load_program(portable.data, portable.format)(validation.numeric, validation.categorical), expected,
                               rtol=0, atol=1e-6)

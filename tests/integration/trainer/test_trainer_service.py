@@ -20,14 +20,12 @@ from confluent_kafka import Consumer, TopicPartition
 from services.trainer.data import FeatureLayout, tensors_from_table
 from services.trainer.metrics import validation_metrics
 from services.trainer.model import build_model
-from services.trainer.publish import VersionFile, checkpoint_key, model_version, publish_version
-from services.trainer.synthetic_store import ready_event
+from services.trainer.publish import VersionFile, model_version, publish_version
 from services.trainer.train import load_checkpoint
-from streamml.events import ModelTrained
-from streamml.manifest import manifest_key
-from streamml.sdk.registry import version_key, version_prefix
+from streamml.events import DatasetReady, ModelTrained
+from streamml.registry.keys import checkpoint_key, dataset_manifest_key, version_key, version_prefix
 from streamml.stack.ports import free_port
-from trainer_world import DATASET, messages, metric, put_dataset, spec_document, wait_for
+from registry_world import DATASET, messages, metric, put_dataset, spec_document, wait_for
 
 pytestmark = pytest.mark.integration
 torch.set_num_threads(2)
@@ -57,7 +55,7 @@ SLOW_ROWS = 25_000
 def test_dataset_ready_commits_a_version_that_predicts_the_same_without_streamml(world, services, tmp_path):
     spec = world.write_spec()
     manifest, splits = put_dataset(world.store, rows=4000)
-    world.send(ready_event(manifest))
+    world.send(DatasetReady.of(manifest, "manual"))
     trainer = services.start("trainer", world.bucket, **world.env)
 
     [event] = world.events("model.trained", 1, timeout=90) or [None]
@@ -110,7 +108,7 @@ def test_dataset_ready_commits_a_version_that_predicts_the_same_without_streamml
 def test_a_redelivered_dataset_ready_is_announced_again_not_trained_again(world, services):
     spec = world.write_spec(max_epochs=2)
     manifest, _ = put_dataset(world.store, rows=3000)
-    event = ready_event(manifest)
+    event = DatasetReady.of(manifest, "manual")
     world.send(event)
     first = services.start("trainer", world.bucket, **world.env)
     [trained] = world.events("model.trained", 1, timeout=90) or [None]
@@ -135,7 +133,7 @@ def test_sigkill_after_a_checkpoint_resumes_from_it(world, services):
     spec = world.write_spec(**SLOW)
     manifest, _ = put_dataset(world.store, rows=SLOW_ROWS)
     version = model_version(spec, manifest.version)
-    world.send(ready_event(manifest))
+    world.send(DatasetReady.of(manifest, "manual"))
     trainer = services.start("trainer", world.bucket, **world.env)
 
     key = checkpoint_key("risk", version)
@@ -169,7 +167,7 @@ def test_sigterm_stops_after_the_epoch_checkpoint_and_leaves_the_event_uncommitt
     spec = world.write_spec(**SLOW)
     manifest, _ = put_dataset(world.store, rows=SLOW_ROWS)
     version = model_version(spec, manifest.version)
-    world.send(ready_event(manifest))
+    world.send(DatasetReady.of(manifest, "manual"))
     trainer = services.start("trainer", world.bucket, **world.env)
 
     key = checkpoint_key("risk", version)
@@ -216,9 +214,9 @@ def test_a_bad_model_spec_stops_the_start_naming_file_and_field(tmp_path):
 def test_a_dataset_ready_without_its_files_is_dead_lettered_and_the_next_one_trains(world, services):
     world.write_spec(max_epochs=1)
     manifest, _ = put_dataset(world.store, rows=2000, version=2)
-    missing = ready_event(manifest).model_copy(update={"version": 1, "manifest_key": manifest_key(DATASET, 1)})
+    missing = DatasetReady.of(manifest, "manual").model_copy(update={"version": 1, "manifest_key": dataset_manifest_key(DATASET, 1)})
     world.send(missing)
-    world.send(ready_event(manifest))
+    world.send(DatasetReady.of(manifest, "manual"))
     trainer = services.start("trainer", world.bucket, **world.env)
 
     [trained] = world.events("model.trained", 1, timeout=90) or [None]
@@ -226,7 +224,7 @@ def test_a_dataset_ready_without_its_files_is_dead_lettered_and_the_next_one_tra
     assert trained.dataset_version == 2
     [dead] = world.read("dlq.trainer", 1, timeout=10)
     headers = dict(dead.headers())
-    assert manifest_key(DATASET, 1).encode() in headers["dlq_error"]
+    assert dataset_manifest_key(DATASET, 1).encode() in headers["dlq_error"]
     assert headers["dlq_error_type"] == b"processing_error" and headers["dlq_source_offset"] == b"0"
 
 

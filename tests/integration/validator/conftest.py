@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from registry_builders import World, make_world
+from registry_world import World, validator_world
 
 
 @pytest.fixture
 def world(stack, unique, bucket, store, tmp_path) -> World:
-    return make_world(stack, unique, store, bucket, tmp_path)
+    return validator_world(stack, unique, store, bucket, tmp_path)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fault_proxy import FaultProxy
-from registry_builders import (
+from registry_world import (
     MODEL,
     dataset,
     now,
@@ -22,11 +22,12 @@ from registry_builders import (
 )
 from service_logs import log_lines
 from services.validator.metrics import auc
-from services.validator.promote import read_decision, set_champion
+from services.validator.promote import set_champion
 from streamml.events import ModelPromoted, ModelRejected, ModelTrained
 from streamml.kafka import dead_letter_reason
-from streamml.sdk.loader import load_program
-from streamml.sdk.registry import read_champion
+from streamml.portable import load_program
+from streamml.registry.decisions import read_decision
+from streamml.registry.models import read_champion
 from streamml.stack.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -98,7 +99,7 @@ def test_a_model_without_a_policy_is_dead_lettered(world, services):
 
 
 def test_a_bad_policy_stops_the_validator_naming_file_and_field(world, services):
-    (world.policies / "broken.yaml").write_text("model: churn\nmin: {log_loss: 0.3}\n")
+    (world.folder / "broken.yaml").write_text("model: churn\nmin: {log_loss: 0.3}\n")
     validator = services.start("validator", world.bucket, **world.env)
     assert validator.wait(timeout=60) == 3
     output = validator.log_path.read_text()
@@ -113,7 +114,7 @@ def test_two_validators_racing_on_two_candidates_leave_one_champion_and_one_prom
     set_champion(world.store, MODEL, "v1", expected=None, actor="test", reason="seeded", time=now())
     for version in ("w0", "w1", "v2", "v3"):
         put_version(world.store, version, trained("weak" if version.startswith("w") else "strong", 1))
-    trained_topic = world.topics["model.trained"]
+    trained_topic = world.kafka.topic("model.trained")
     first = services.start("validator", world.bucket, **world.env)
     second = services.start("validator", world.bucket, **world.env)
     _wait_one_partition_each([first, second], trained_topic)

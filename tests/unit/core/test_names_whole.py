@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.serve.service import ServeOptions
-from streamml.sdk.registry import RegistryError, check_name, check_version
+from streamml.registry.keys import RegistryError, check_name, check_version
 from streamml.specs import DatasetSpec
 
 pytestmark = pytest.mark.unit

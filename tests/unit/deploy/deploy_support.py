@@ -14,6 +14,15 @@ CHART = REPO / "charts" / "streamml"
 VALUE_SETS = ("values.yaml", "values-gpu.yaml", "values-openshift.yaml")
 RELEASE = "streamml"
 NAMESPACE = "ml"
+# One Dockerfile builds ingest, validator and monitor (--build-arg SERVICE=<name>);
+# prep (Java, the S3A jars) and the trainer (a CUDA base) keep their own.
+SHARED_DOCKERFILE = "deploy/docker/Dockerfile"
+OWN_DOCKERFILE = {"prep": "services/prep/Dockerfile", "trainer": "services/trainer/Dockerfile"}
+
+
+def dockerfile_of(service: str) -> str:
+    """The Dockerfile (relative to the repository) that builds ``service``'s image."""
+    return OWN_DOCKERFILE.get(service, SHARED_DOCKERFILE)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_support import REPO
+from deploy_support import REPO, SHARED_DOCKERFILE, dockerfile_of
 
 from streamml.settings import ServiceSettings, load_settings
 
@@ -60,8 +60,10 @@ def test_every_service_has_an_image_to_build_or_pull():
     for name in SERVICES:
         build = COMPOSE["services"][name]["build"]
         assert build["context"] == "."
-        assert build["dockerfile"] == f"services/{name}/Dockerfile"
+        assert build["dockerfile"] == dockerfile_of(name)
         assert (REPO / build["dockerfile"]).is_file()
+        if build["dockerfile"] == SHARED_DOCKERFILE:
+            assert build["args"] == {"SERVICE": name}, f"{name}: the shared Dockerfile needs SERVICE={name}"
 
 
 def test_long_running_services_have_health_checks_and_one_shots_do_not_restart():

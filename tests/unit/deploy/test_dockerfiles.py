@@ -1,6 +1,8 @@
 """The service images, checked as text (no Docker here): multi-stage, a
 pinned base, a non-root numeric user, no build tools at run time, a health
-check, and the entry point and files each service really needs."""
+check, and the entry point and files each service really needs. Ingest,
+validator and monitor share deploy/docker/Dockerfile (``--build-arg
+SERVICE=<name>``); prep and the trainer have their own."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 import pytest
-from deploy_support import REPO
+from deploy_support import REPO, SHARED_DOCKERFILE, dockerfile_of
 
 pytestmark = pytest.mark.unit
 
@@ -55,7 +57,24 @@ def resolve(reference: str, global_args: dict[str, str]) -> str:
 
 
 def dockerfile(service: str) -> tuple[dict[str, str], list[Stage]]:
-    return parse((REPO / "services" / service / "Dockerfile").read_text())
+    return parse((REPO / dockerfile_of(service)).read_text())
+
+
+def entry_command(service: str) -> list[str]:
+    """What the image runs after tini: the shared image's launcher, written at build time, read back."""
+    _, stages = dockerfile(service)
+    (entrypoint,) = stages[-1].args("ENTRYPOINT")
+    command = ast.literal_eval(entrypoint)  # exec form: SIGTERM reaches tini, then the service
+    assert command[:2] == ["tini", "--"]
+    if dockerfile_of(service) != SHARED_DOCKERFILE:
+        return command[2:]
+    assert command[2:] == ["streamml-service"]
+    assert "SERVICE" in stages[-1].args("ARG"), "the final stage must declare ARG SERVICE to see its value"
+    (launcher,) = [run for run in stages[-1].args("RUN") if "/usr/local/bin/streamml-service" in run]
+    template = re.search(r"printf '([^']*)' \"\$\{SERVICE\}\"", launcher)[1]
+    script = template.replace("\\n", "\n") % service
+    (line,) = [line for line in script.splitlines() if line.startswith("exec ")]
+    return [word for word in line.split()[1:] if word != '"$@"']  # the arguments pass through
 
 
 def dockerignore_allows(path: str) -> bool:
@@ -110,10 +129,7 @@ def test_final_image_installs_no_build_tools(service):
 def test_image_starts_the_service_under_an_init_with_a_health_check(service):
     _, stages = dockerfile(service)
     final = stages[-1]
-    (entrypoint,) = final.args("ENTRYPOINT")
-    command = ast.literal_eval(entrypoint)  # exec form: SIGTERM reaches tini, then the service
-    assert command[:2] == ["tini", "--"]
-    assert command[-3:] == ["python", "-m", f"services.{service}"]
+    assert entry_command(service)[-3:] == ["python", "-m", f"services.{service}"]
     (healthcheck,) = final.args("HEALTHCHECK")
     assert healthcheck.endswith('CMD ["streamml-healthcheck"]')
     copies = " ".join(final.args("COPY"))

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 from confluent_kafka import Message
 
-from services.ingest.landing import FlushLimits, PartitionBuffer, object_key, parse_last_offset, partition_prefix
+from services.ingest.landing import FlushLimits, PartitionBuffer
 from services.ingest.member import by_partition, records_to_take
 from services.ingest.records import _read, decode_batch, decode_messages, read_clean
 from streamml.datagen import to_json_records, transactions
@@ -136,14 +136,6 @@ def test_a_number_too_large_for_a_double_is_rejected_whatever_the_neighbours():
         decoded = decode_batch(batch, SPEC, 1 << 20)
         assert list(decoded.valid) == [0]
         assert "too large for a double" in decoded.rejected[1]
-
-
-def test_object_keys_encode_range_and_sort_by_offset():
-    prefix = partition_prefix("tx", "ingest.tx", 2, 1767225600000)
-    assert prefix == "raw/tx/date=2026-01-01/ingest.tx/p00002/"
-    keys = [object_key(prefix, a, b) for a, b in [(100, 199), (0, 99), (1000, 1999)]]
-    assert sorted(keys) == [keys[1], keys[0], keys[2]]
-    assert parse_last_offset(keys[2]) == 1999
 
 
 def test_buffer_flush_rules_and_fixed_boundary():

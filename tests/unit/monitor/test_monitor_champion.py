@@ -10,7 +10,8 @@ from services.monitor.reference import MonitorReference, category_reference, num
 from services.monitor.performance import PerformanceBaseline
 from services.monitor.synthetic_registry import synthetic_card
 from streamml.manifest import DatasetManifest, NumericTransform
-from streamml.sdk.registry import RegistryError
+from streamml.registry.decisions import Evaluation, MetricInterval
+from streamml.registry.keys import RegistryError
 
 pytestmark = pytest.mark.unit
 
@@ -32,13 +33,21 @@ def card(reference: MonitorReference, **changes) -> dict:
 
 
 def test_the_reference_comes_from_the_card_and_the_baseline_from_the_validators_test_metric(reference):
-    decision = {"candidate": {"metrics": {"auc": 0.79, "log_loss": 0.4}}}
-    champion = champion_from("fraud", "v7", card(reference), decision)
+    test = Evaluation(rows=2_000, metrics={"auc": 0.79, "log_loss": 0.4})
+    champion = champion_from("fraud", "v7", card(reference), test)
     assert champion.version == "v7"
     assert champion.reference.features == reference.features
     assert (champion.reference.dataset, champion.reference.dataset_version) == ("transactions", 4)
     assert champion.reference.prediction is None  # the trainer's card has none: adopted from live traffic
     assert champion.baseline == PerformanceBaseline(task="binary", metric="auc", value=0.79)
+
+
+def test_the_baseline_carries_the_validators_sampling_error_of_its_test_metric(reference):
+    interval = MetricInterval(standard_error=0.006, low=0.778, high=0.802, method="delong")
+    test = Evaluation(rows=2_000, metrics={"auc": 0.79}, intervals={"auc": interval})
+    baseline = champion_from("fraud", "v7", card(reference), test).baseline
+    assert (baseline.value, baseline.standard_error) == (0.79, 0.006)
+    assert champion_from("fraud", "v7", card(reference)).baseline.standard_error is None  # the card's has none
 
 
 def test_without_a_decision_the_cards_validation_metric_is_the_baseline(reference):

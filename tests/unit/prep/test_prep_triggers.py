@@ -1,7 +1,7 @@
 import pytest
 
 from services.prep.service import trigger_for
-from services.prep.versions import build_id, parse_raw_key
+from services.prep.versions import build_id
 from streamml.specs import PrepPolicy
 
 pytestmark = pytest.mark.unit
@@ -16,12 +16,6 @@ def test_stale_pending_data_builds_even_when_small():
     assert trigger_for(10, oldest_seen=0.0, now=59.0, policy=POLICY) is None
     assert trigger_for(10, oldest_seen=0.0, now=60.0, policy=POLICY) == "staleness"
     assert trigger_for(0, oldest_seen=0.0, now=600.0, policy=POLICY) is None
-
-
-def test_raw_keys_parse_back_to_their_offset_range():
-    raw = parse_raw_key("raw/tx/date=2026-01-01/ingest.tx/p00003/00000000000000000100-00000000000000000199.parquet")
-    assert (raw.topic, raw.partition, raw.first_offset, raw.last_offset, raw.records) == ("ingest.tx", 3, 100, 199, 100)
-    assert parse_raw_key("raw/tx/something-else.json") is None
 
 
 def test_build_id_depends_on_inputs_not_their_order():

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from streamml.manifest import CategoryTransform, NumericTransform
-from streamml.sdk.loader import load_program, load_version
-from streamml.sdk.registry import RegistryError
+from streamml.portable import load_program
+from streamml.registry.keys import RegistryError
+from streamml.sdk.loader import load_version
 from streamml.store import ObjectNotFound, StoredObject
 
 pytestmark = pytest.mark.unit

@@ -6,11 +6,11 @@ import pytest
 
 from services.validator.announce import after_judging
 from services.validator.decide import Decision
-from services.validator.evaluation import Evaluation
 from services.validator.policy import PromotionPolicy
-from services.validator.promote import DecisionRecord
+from services.validator.promote import decision_record
 from streamml.events import ModelPromoted, ModelRejected
-from streamml.sdk.registry import ChampionPointer
+from streamml.registry.decisions import DecisionRecord, Evaluation
+from streamml.registry.models import ChampionPointer
 
 pytestmark = pytest.mark.unit
 T = datetime(2024, 6, 1, tzinfo=UTC)
@@ -19,9 +19,9 @@ POINTER = ChampionPointer(version="v2", previous="v1", actor="validator@a", reas
 
 def record(promote: bool, actor: str = "validator@a") -> DecisionRecord:
     decision = Decision(promote=promote, reasons=[] if promote else ["latency p95 30 ms > budget 20 ms"], notes=[])
-    return DecisionRecord.of(decision, model="fraud", version="v2", candidate=Evaluation(rows=5, metrics={"auc": 0.9}),
-                             champion_version="v1", champion=None, policy=PromotionPolicy(model="fraud"),
-                             actor=actor, time=T)
+    return decision_record(decision, model="fraud", version="v2", candidate=Evaluation(rows=5, metrics={"auc": 0.9}),
+                           champion_version="v1", champion=None, policy=PromotionPolicy(model="fraud"),
+                           actor=actor, time=T)
 
 
 def test_a_recorded_decision_of_mine_is_announced_as_it_is():

@@ -1,7 +1,8 @@
 import pytest
 
-from services.validator.decide import Decision, Evaluation, Latency, SliceEvaluation, decide
+from services.validator.decide import Decision, decide
 from services.validator.policy import parse_policy
+from streamml.registry.decisions import Evaluation, Latency, SliceEvaluation
 
 pytestmark = pytest.mark.unit
 

@@ -43,7 +43,7 @@ def test_latency_times_only_the_model_on_full_batches_after_warmup():
 
     numeric = np.arange(10, dtype=np.float32).reshape(5, 2)
     categorical = np.zeros((5, 1), dtype=np.int64)
-    latency = measure_latency(predict, (numeric, categorical), batch_size=8, calls=10, warmup=3, clock=clock)
+    latency = measure_latency(predict, (numeric, categorical), batch_size=8, calls=10, rounds=1, warmup=3, clock=clock)
     assert len(seen) == 13
     assert all(numeric_shape == (8, 2) and categorical_shape == (8, 1) for numeric_shape, categorical_shape, _ in seen)
     # Batches wrap around the 5 rows: the second starts at row 8 % 5 = 3.
@@ -53,6 +53,42 @@ def test_latency_times_only_the_model_on_full_batches_after_warmup():
     assert latency.p95_ms == pytest.approx(np.percentile([1.0] * 9 + [5.0], 95))
 
 
+def test_latency_counts_the_least_disturbed_round_and_records_every_round():
+    ticks = itertools.count()
+    clock = lambda: next(ticks) * 0.001  # every clock read advances 1 ms  # noqa: E731
+    calls = 0
+
+    def predict(numeric, categorical):
+        nonlocal calls
+        calls += 1
+        in_round = (calls - 2 - 1) // 4  # after 2 warm-up calls, rounds of 4 calls
+        if in_round in (0, 2):  # a busy host slows the first and last round: 9 ms per call
+            for _ in range(8):
+                clock()
+
+    numeric = np.zeros((4, 2), dtype=np.float32)
+    categorical = np.zeros((4, 1), dtype=np.int64)
+    latency = measure_latency(predict, (numeric, categorical), batch_size=2, calls=4, rounds=3, warmup=2, clock=clock)
+    assert calls == 2 + 3 * 4
+    assert latency.round_p95_ms == pytest.approx([9.0, 1.0, 9.0])
+    assert latency.p95_ms == pytest.approx(1.0) and latency.p50_ms == pytest.approx(1.0)
+
+
 def test_latency_needs_rows():
     with pytest.raises(ValueError, match="no rows"):
         measure_latency(lambda *a: None, (np.zeros((0, 2)),), batch_size=4)
+
+
+def test_evaluate_records_the_sampling_error_of_each_defined_metric():
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 2, 2_000)
+    scores = np.clip(rng.random(2_000) * 0.6 + labels * 0.3, 0, 1)
+    result = evaluate("binary", scores, labels)
+    auc = result.intervals["auc"]
+    assert auc.method == "delong" and 0 < auc.standard_error < 0.02
+    assert auc.low < result.metrics["auc"] < auc.high
+    assert auc.high - auc.low == pytest.approx(2 * 1.96 * auc.standard_error, rel=1e-3)
+    assert set(result.intervals) == {"auc", "log_loss", "accuracy"}
+    one_class = evaluate("binary", scores, np.ones(2_000))
+    assert one_class.metrics["auc"] is None and "auc" not in one_class.intervals
+    assert type(result).model_validate_json(result.model_dump_json()) == result

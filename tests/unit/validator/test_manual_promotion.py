@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 import pytest
 
 from services.validator.decide import Decision
-from services.validator.evaluation import Evaluation
 from services.validator.manual import ManualPromotionRefused, promote_by_hand, roll_back
 from services.validator.policy import PromotionPolicy
-from services.validator.promote import ChampionChanged, DecisionRecord, record_decision, set_champion
-from streamml.sdk.registry import RegistryError, read_champion
+from services.validator.promote import ChampionChanged, decision_record, record_decision, set_champion
+from streamml.registry.decisions import Evaluation
+from streamml.registry.keys import RegistryError
+from streamml.registry.models import read_champion
 
 pytestmark = pytest.mark.unit
 T = datetime(2024, 6, 1, tzinfo=UTC)
@@ -24,7 +25,7 @@ def committed(store, *versions: str) -> None:
 
 def judged(store, version: str, promote: bool) -> None:
     decision = Decision(promote=promote, reasons=[] if promote else ["auc 0.7 < floor 0.8"], notes=["ok"])
-    record_decision(store, DecisionRecord.of(
+    record_decision(store, decision_record(
         decision, model="fraud", version=version, candidate=Evaluation(rows=10, metrics={"auc": 0.91, "rmse": None}),
         champion_version=None, champion=None, policy=PromotionPolicy(model="fraud"), actor="validator@x", time=T))
 

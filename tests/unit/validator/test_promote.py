@@ -3,19 +3,20 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.validator.decide import Evaluation, decide
+from services.validator.decide import decide
 from services.validator.policy import parse_policy
 from services.validator.promote import (
     ChampionChanged,
-    DecisionRecord,
     announcement,
-    read_decision,
+    decision_record,
     record_decision,
     rollback,
     set_champion,
 )
 from streamml.events import ModelPromoted, ModelRejected
-from streamml.sdk.registry import RegistryError, read_champion
+from streamml.registry.decisions import Evaluation, read_decision
+from streamml.registry.keys import RegistryError
+from streamml.registry.models import read_champion
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -98,9 +99,9 @@ def record(version="v2", promote_it=True, champion_version="v1"):
     policy = parse_policy({"model": "fraud", "min": {"auc": 0.8 if promote_it else 0.95}})
     candidate = Evaluation(rows=100, metrics={"auc": 0.9, "log_loss": float("nan")})
     decision = decide(candidate, None, policy)
-    return DecisionRecord.of(decision, model="fraud", version=version, candidate=candidate,
-                             champion_version=champion_version, champion=None, policy=policy,
-                             actor="validator-0", time=NOW)
+    return decision_record(decision, model="fraud", version=version, candidate=candidate,
+                           champion_version=champion_version, champion=None, policy=policy,
+                           actor="validator-0", time=NOW)
 
 
 def test_the_first_recorded_decision_stands(memory_store):

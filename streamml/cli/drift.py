@@ -15,47 +15,38 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-drift_app = typer.Typer(help="Drift monitoring: the monitor's window reports and drift events.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+from streamml.cli.common import DEFAULT_STATE, StateDir, client_settings, console, fail
 
-StateDir = Annotated[Path, typer.Option("--state-dir", envvar="STREAMML_STACK_DIR", help="the embedded stack's folder")]
+app = typer.Typer(help="Drift monitoring: the monitor's window reports and drift events.", no_args_is_help=True)
 
 
-@drift_app.callback()
+@app.callback()
 def drift() -> None:
     """Drift monitoring: the monitor's window reports and drift events."""
 
 
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-@drift_app.command()
+@app.command()
 def report(
     model: Annotated[str, typer.Argument(help="model name")],
     png: Annotated[Path | None, typer.Option("--png", help="also write a chart of the window to this PNG file")] = None,
     window: Annotated[int | None, typer.Option("--window", help="window index; default: the latest judged")] = None,
-    state_dir: StateDir = Path(".streamml"),
+    state_dir: StateDir = DEFAULT_STATE,
 ) -> None:
     """The latest window report of MODEL: tests per column, drifted bins, performance and recent events."""
     from services.monitor.report import print_report, save_png
-    from services.monitor.state import read_state, state_key
-    from streamml.cli import client_settings
-    from streamml.sdk.registry import RegistryError
+    from streamml.registry.keys import RegistryError, monitor_state_key
+    from streamml.registry.monitor import read_monitor_state
     from streamml.store import ObjectStore, StoreError
 
     try:
         store = ObjectStore.connect(client_settings(state_dir).s3)
-        state = read_state(store, model)
+        state = read_monitor_state(store, model)
     except (StoreError, RegistryError) as error:
-        _fail(str(error), 3 if isinstance(error, StoreError) else 2)
+        fail(str(error), 3 if isinstance(error, StoreError) else 2)
     if state is None:
-        _fail(f"no monitor report for {model!r} at {state_key(model)}: the monitor writes one when the first "
+        fail(f"no monitor report for {model!r} at {monitor_state_key(model)}: the monitor writes one when the first "
               "window of the champion's predictions closes (every windows.size predictions)", 2)
     if window is None:
         chosen = state.latest_judged()
@@ -63,7 +54,7 @@ def report(
         chosen = next((r for r in reversed(state.window_reports) if r.index == window), None)
         if chosen is None:
             kept = sorted({r.index for r in state.window_reports})
-            _fail(f"window {window} is not kept for {model!r}; kept: {kept or 'none'}", 2)
+            fail(f"window {window} is not kept for {model!r}; kept: {kept or 'none'}", 2)
     version = f"v{state.dataset_version}" if state.dataset_version is not None else "(version unknown)"
     console.print(
         f"[bold]{model}[/bold] champion {state.version}, reference {state.dataset} {version}; "
@@ -79,11 +70,11 @@ def report(
         console.print(events_table(state.events[-10:]))
     if png is not None:
         if chosen is None:
-            _fail("no window to chart yet", 2)
+            fail("no window to chart yet", 2)
         try:
             written = save_png(chosen, png)
         except (ValueError, OSError) as error:
-            _fail(f"cannot write {png}: {error}", 2)
+            fail(f"cannot write {png}: {error}", 2)
         console.print(f"wrote {written}", highlight=False)
 
 

@@ -24,37 +24,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-models_app = typer.Typer(help="Model registry: versions, champion, promotion and rollback.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
+from streamml.cli.common import DEFAULT_STATE, AsJson, StateDir, client_settings, connect_store, console, fail
 
-StateDir = Annotated[Path, typer.Option("--state-dir", envvar="STREAMML_STACK_DIR", help="the embedded stack's folder")]
+app = typer.Typer(help="Model registry: versions, champion, promotion and rollback.", no_args_is_help=True)
+
 Reason = Annotated[str, typer.Option("--reason", help="why; recorded in champion.json and the event")]
 Actor = Annotated[str | None, typer.Option("--actor", help="who; default $USER@hostname")]
-AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _settings(state_dir: Path):
-    from streamml.cli import client_settings
-
-    return client_settings(state_dir)
-
-
-def _store(state_dir: Path):
-    from streamml.store import ObjectStore, StoreError
-
-    try:
-        return ObjectStore.connect(_settings(state_dir).s3)
-    except StoreError as error:
-        _fail(str(error), 3)
 
 
 def default_actor() -> str:
@@ -62,25 +39,19 @@ def default_actor() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _names(store: Any) -> list[str]:
-    return [prefix.split("/")[1] for prefix in store.list_prefixes("models/")]
-
-
-def _versions(store: Any, model: str) -> list[str]:
-    return [prefix.rstrip("/").rsplit("/", 1)[1] for prefix in store.list_prefixes(f"models/{model}/")]
-
-
-@models_app.command("list")
-def list_models(state_dir: StateDir = Path(".streamml"), as_json: AsJson = False) -> None:
+@app.command("list")
+def list_models(state_dir: StateDir = DEFAULT_STATE, as_json: AsJson = False) -> None:
     """Every model in the registry with its champion."""
-    from streamml.sdk.registry import read_champion
+    from streamml.registry.models import read_champion
 
-    store = _store(state_dir)
+    from streamml.registry.models import model_names, model_versions
+
+    store = connect_store(state_dir)
     rows = []
-    for name in _names(store):
+    for name in model_names(store):
         champion, _ = read_champion(store, name)
         rows.append({"model": name, "champion": champion.version if champion else None,
-                     "versions": len(_versions(store, name)),
+                     "versions": len(model_versions(store, name)),
                      "since": champion.time.isoformat() if champion else None})
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -91,25 +62,26 @@ def list_models(state_dir: StateDir = Path(".streamml"), as_json: AsJson = False
     console.print(table)
 
 
-@models_app.command("show")
+@app.command("show")
 def show(
     model: Annotated[str, typer.Argument(help="model name")],
-    state_dir: StateDir = Path(".streamml"),
+    state_dir: StateDir = DEFAULT_STATE,
     as_json: AsJson = False,
 ) -> None:
     """The champion pointer and every version with its dataset, metrics and decision."""
-    from services.validator.promote import read_decision
-    from streamml.sdk.registry import RegistryError, check_name, read_card, read_champion
+    from streamml.registry.decisions import read_decision
+    from streamml.registry.keys import RegistryError, check_name
+    from streamml.registry.models import model_versions, read_card, read_champion
     from streamml.store import ObjectNotFound
 
-    store = _store(state_dir)
+    store = connect_store(state_dir)
     try:
         check_name(model)
         champion, _ = read_champion(store, model)
     except RegistryError as error:
-        _fail(str(error), 2)
+        fail(str(error), 2)
     versions = []
-    for version in _versions(store, model):
+    for version in model_versions(store, model):
         try:
             card = read_card(store, model, version)
         except (ObjectNotFound, RegistryError):
@@ -124,7 +96,7 @@ def show(
             "metrics": {k: v for k, v in (decision.candidate.metrics if decision else card.get("metrics", {})).items()},
         })
     if not versions and champion is None:
-        _fail(f"no model {model!r} in the registry; `streamml models list` shows the models", 2)
+        fail(f"no model {model!r} in the registry; `streamml models list` shows the models", 2)
     pointer = champion.model_dump(mode="json") if champion else None
     if as_json:
         print(json.dumps({"model": model, "champion": pointer, "versions": versions}, indent=2))
@@ -142,7 +114,7 @@ def show(
     console.print(table)
 
 
-@models_app.command("promote")
+@app.command("promote")
 def promote(
     model: Annotated[str, typer.Argument(help="model name")],
     version: Annotated[str, typer.Argument(help="the version to serve")],
@@ -151,7 +123,7 @@ def promote(
         bool, typer.Option("--force", help="promote even a version the validator did not approve")
     ] = False,
     actor: Actor = None,
-    state_dir: StateDir = Path(".streamml"),
+    state_dir: StateDir = DEFAULT_STATE,
 ) -> None:
     """Make VERSION the champion and announce it."""
     from services.validator.manual import promote_by_hand
@@ -163,12 +135,12 @@ def promote(
     _change_and_announce(change, state_dir)
 
 
-@models_app.command("rollback")
+@app.command("rollback")
 def rollback(
     model: Annotated[str, typer.Argument(help="model name")],
     reason: Reason,
     actor: Actor = None,
-    state_dir: StateDir = Path(".streamml"),
+    state_dir: StateDir = DEFAULT_STATE,
 ) -> None:
     """Make the champion's predecessor the champion again and announce it."""
     from services.validator.manual import roll_back
@@ -181,21 +153,21 @@ def rollback(
 def _change_and_announce(change: Any, state_dir: Path) -> None:
     from services.validator.manual import ChampionChanged, ManualPromotionRefused
     from streamml.kafka import DeliveryError, EventProducer
-    from streamml.sdk.registry import RegistryError
+    from streamml.registry.keys import RegistryError
 
-    settings = _settings(state_dir)
-    store = _store(state_dir)
+    settings = client_settings(state_dir)
+    store = connect_store(state_dir)
     try:
         event = change(store, datetime.now(UTC))
     except (ManualPromotionRefused, RegistryError) as error:
-        _fail(str(error), 2)
+        fail(str(error), 2)
     except ChampionChanged as error:
-        _fail(f"{error}; nothing was changed, run the command again", 1)
+        fail(f"{error}; nothing was changed, run the command again", 1)
     producer = EventProducer(settings.kafka, client_id="streamml-cli")
     try:
         producer.send_now(event, timeout=settings.kafka.connect_timeout_s * 3)
     except DeliveryError as error:
-        _fail(f"champion of {event.model!r} is now {event.version}, but model.promoted was not sent ({error}); "
+        fail(f"champion of {event.model!r} is now {event.version}, but model.promoted was not sent ({error}); "
               f"applications pick it up when they next read the pointer, or run "
               f"`streamml models promote {event.model} {event.version} --reason ...` again to announce it", 1)
     console.print(f"champion of {event.model!r} is now {event.version} (was {event.previous_champion or '-'}); "

@@ -1,0 +1,3 @@
+from streamml.cli.app import main
+
+main()

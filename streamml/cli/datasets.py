@@ -1,0 +1,96 @@
+"""``streamml datasets``: dataset specs, and the versions prep committed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from streamml.cli.common import DEFAULT_STATE, StateDir, client_settings, console, err, fail
+
+app = typer.Typer(help="Dataset specs and versions.", no_args_is_help=True)
+
+
+@app.command("validate")
+def datasets_validate(
+    files: Annotated[list[Path], typer.Argument(help="dataset spec YAML files")],
+) -> None:
+    """Check dataset specs and report every problem at once."""
+    from streamml.specs import SpecError, load_dataset_spec
+
+    bad = 0
+    for path in files:
+        try:
+            spec = load_dataset_spec(path)
+        except SpecError as error:
+            bad += 1
+            for problem in error.problems:
+                err.print(f"{path}: {problem}", highlight=False)
+            continue
+        console.print(
+            f"{path}: ok — dataset {spec.name!r}, {len(spec.fields)} fields, "
+            f"topic {spec.ingest_topic}, fingerprint {spec.fingerprint()}"
+        )
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command("list")
+def datasets_list(
+    name: Annotated[str | None, typer.Argument(help="one dataset (default: all)")] = None,
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """Committed versions of each dataset: rows per split, trigger, raw objects."""
+    from streamml.registry.datasets import committed_manifests, dataset_names
+    from streamml.store import ObjectStore
+
+    store = ObjectStore.connect(client_settings(state_dir).s3)
+    names = [name] if name else dataset_names(store)
+    table = Table("dataset", "version", "created", "train", "validation", "test", "trigger", "raw objects")
+    for dataset in names:
+        for m in committed_manifests(store, dataset):
+            table.add_row(dataset, f"v{m.version}", m.created.strftime("%Y-%m-%d %H:%M:%S"), str(m.rows["train"]),
+                          str(m.rows["validation"]), str(m.rows["test"]), m.trigger, str(len(m.lineage)))
+    console.print(table)
+
+
+@app.command("show")
+def datasets_show(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (default: the newest)")],
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """One version's manifest: rows, hashes, lineage and feature statistics."""
+    from streamml.registry.datasets import latest_manifest, read_manifest
+    from streamml.store import ObjectNotFound, ObjectStore
+
+    store = ObjectStore.connect(client_settings(state_dir).s3)
+    name, _, version = ref.partition(":")
+    try:
+        manifest = read_manifest(store, name, int(version.lstrip("v"))) if version else latest_manifest(store, name)
+    except (ObjectNotFound, ValueError):
+        manifest = None
+    if manifest is None:
+        fail(f"no committed version {ref!r}; see `streamml datasets list`", 2)
+    console.print(f"[bold]{manifest.dataset} v{manifest.version}[/bold] created {manifest.created:%Y-%m-%d %H:%M:%S}, "
+                  f"trigger {manifest.trigger}, engine {manifest.engine}, code {manifest.code_version}")
+    for split in ("train", "validation", "test"):
+        console.print(f"  {split:<10} {manifest.rows[split]:>9} rows  sha256 {manifest.content_sha256[split][:16]}…")
+    stats = Table("feature", "kind", "transform", "reference")
+    for feature in manifest.features:
+        t, r = manifest.transform[feature], manifest.reference[feature]
+        if t.kind == "numeric":
+            stats.add_row(feature, "numeric", f"mean {t.mean:.4g} std {t.std:.4g}", f"{len(r.edges)} quantile edges")
+        else:
+            top = sorted(r.frequencies.items(), key=lambda kv: -kv[1])[:3]
+            stats.add_row(feature, "category", f"{len(t.vocabulary)} values + OOV",
+                          ", ".join(f"{k} {v:.0%}" for k, v in top))
+    console.print(stats)
+    lineage = Table("raw object", "partition", "offsets", "rows")
+    for source in manifest.lineage:
+        lineage.add_row(source.key.rsplit("/", 1)[-1], str(source.partition),
+                        f"{source.first_offset}-{source.last_offset}", str(source.rows))
+    console.print(lineage)
+    for key, reason in manifest.quarantined.items():
+        console.print(f"[yellow]quarantined[/yellow] {key}: {reason}")

@@ -1,0 +1,52 @@
+"""``streamml publish``: a file's rows to ``ingest.<dataset>``, checked as the ingest service checks them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streamml.cli.common import DEFAULT_STATE, StateDir, client_settings, console, err, fail
+
+
+def publish(
+    dataset: Annotated[str, typer.Argument(help="dataset name, as in its spec")],
+    file: Annotated[Path, typer.Argument(help="a .csv, .jsonl or .parquet file", exists=True, dir_okay=False)],
+    specs: Annotated[
+        Path, typer.Option(envvar="STREAMML_INGEST_SPECS_DIR", help="folder of dataset specs")
+    ] = Path("datasets"),
+    rate: Annotated[float | None, typer.Option(help="records per second (default: as fast as possible)")] = None,
+    validate: Annotated[bool, typer.Option(help="check rows against the spec before sending")] = True,
+    max_record_bytes: Annotated[int, typer.Option(help="the ingest service's record size limit")] = 1 << 20,
+    state_dir: StateDir = DEFAULT_STATE,
+) -> None:
+    """Publish a file's rows to ingest.<dataset>, keyed by the dataset's key field.
+
+    Rows the ingest service would reject are reported and not sent, unless --no-validate.
+    """
+    from services.ingest import publish as publisher
+    from streamml.specs import SpecError, load_dataset_specs
+
+    settings = client_settings(state_dir)
+    try:
+        spec = load_dataset_specs(specs).get(dataset)
+    except SpecError as error:
+        fail(str(error), 2)
+    if spec is None:
+        fail(f"no dataset {dataset!r} in {specs}/ (set --specs or STREAMML_INGEST_SPECS_DIR)", 2)
+    try:
+        records = publisher.read_records(file)
+    except (publisher.PublishError, OSError, ValueError) as error:
+        fail(str(error), 2)
+    rejected = publisher.validate(records, spec, max_record_bytes) if validate else {}
+    for row, reason in sorted(rejected.items())[:20]:
+        err.print(f"row {row + 1}: {reason}", highlight=False)
+    if len(rejected) > 20:
+        err.print(f"... and {len(rejected) - 20} more rejected rows")
+    summary = publisher.publish(records, spec, settings.kafka, rate, set(rejected), err.is_terminal)
+    console.print(
+        f"published {summary.records} records ({summary.bytes / 1e6:.1f} MB) to "
+        f"{settings.kafka.topic(spec.ingest_topic)} in {summary.seconds:.1f}s "
+        f"({summary.records / max(summary.seconds, 1e-9):,.0f}/s); rejected {len(rejected)}"
+    )

@@ -1,0 +1,102 @@
+"""The validator's decision on a model version: ``models/<name>/<version>/decision.json``.
+
+The validator writes one per version it judged (the first written stands,
+``services/validator/promote.py``); ``streamml models``, the monitor (its
+performance baseline) and any console read it here.
+
+    decision = read_decision(store, "fraud", "d3-1f2e3d4c")   # None: never judged
+    decision.promote, decision.summary, decision.candidate.metrics["auc"]
+
+An undefined metric (NaN: AUC of a one-class slice) is stored as ``None`` so
+the file stays standard JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from streamml.registry.documents import read_document
+from streamml.registry.keys import VERSION, decision_key
+from streamml.store import ReadableStore
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _nan_to_none(metrics: dict[str, float | None]) -> dict[str, float | None]:
+    return {name: None if value is None or math.isnan(value) else value for name, value in metrics.items()}
+
+
+class SliceEvaluation(Strict):
+    rows: int = Field(ge=0)
+    metrics: dict[str, float | None]
+
+    undefined_is_none = field_validator("metrics")(_nan_to_none)
+
+
+class Latency(Strict):
+    p50_ms: float = Field(ge=0)
+    p95_ms: float = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    calls: int = Field(ge=1, description="timed calls per round")
+    round_p95_ms: list[float] = Field(
+        default_factory=list, description="p95 of each round; p50_ms and p95_ms come from the lowest"
+    )
+
+
+class MetricInterval(Strict):
+    """A metric's sampling error on the test split and its 95% normal interval."""
+
+    standard_error: float = Field(ge=0)
+    low: float
+    high: float
+    method: Literal["delong", "mean", "delta"] = Field(
+        description="delong: AUC; mean: a mean of per-row losses; delta: RMSE from the squared errors' mean"
+    )
+
+
+class Evaluation(Strict):
+    """One version's test-split metrics, overall and per slice, and how fast it answers."""
+
+    rows: int = Field(ge=0, description="test rows the metrics come from")
+    metrics: dict[str, float | None]
+    intervals: dict[str, MetricInterval] = Field(
+        default_factory=dict, description="metric -> its sampling error; absent where the metric is undefined"
+    )
+    slices: dict[str, dict[str, SliceEvaluation]] = Field(
+        default_factory=dict, description="feature -> value -> metrics of the rows with that value"
+    )
+    latency: Latency | None = None
+
+    undefined_is_none = field_validator("metrics")(_nan_to_none)
+
+
+class DecisionRecord(Strict):
+    """The content of ``models/<name>/<version>/decision.json``."""
+
+    model: str
+    version: str = Field(pattern=VERSION)
+    promote: bool
+    reasons: list[str] = Field(description="every failed rule; empty exactly when promote is true")
+    notes: list[str] = Field(description="rules that held, and what could not be judged")
+    candidate: Evaluation
+    champion_version: str | None = Field(description="the champion the candidate was compared with")
+    champion: Evaluation | None
+    policy: dict[str, Any] = Field(description="the promotion policy applied, as services/validator/policy.py reads it")
+    actor: str
+    time: datetime
+
+    @property
+    def summary(self) -> str:
+        return "; ".join(self.notes if self.promote else self.reasons)
+
+
+def read_decision(store: ReadableStore, model: str, version: str) -> DecisionRecord | None:
+    """The decision on a version; None when the validator has not judged it."""
+    return read_document(store, decision_key(model, version), DecisionRecord, "a decision record",
+                         "delete it to judge the version again")

@@ -1,0 +1,192 @@
+"""Every object key streamml reads or writes, built and parsed in one place.
+
+    raw/<dataset>/date=<day>/<topic>/p<partition>/<first offset>-<last offset>.parquet
+    datasets/<dataset>/v<N>/_claim.json             the build that owns version N
+    datasets/<dataset>/v<N>/<split>/part-*.parquet  prepared rows of a split
+    datasets/<dataset>/v<N>/manifest.json           written last: the version exists once this does
+    datasets/<dataset>/_drift_request               a drift.detected waiting for the next build
+    models/<model>/<version>/card.json              what the model is
+    models/<model>/<version>/<portable program>     named by the card (model.pt2, model.torchscript.pt)
+    models/<model>/<version>/state_dict.pt          weights
+    models/<model>/<version>/checkpoints/last.pt    the trainer's last epoch, to resume from
+    models/<model>/<version>/manifest.json          written last: the version exists once this does
+    models/<model>/<version>/decision.json          the validator's verdict on the version
+    models/<model>/champion.json                    which version applications serve
+    monitor/<model>/latest.json                     the monitor's reports, events and drift episodes
+
+Raw keys encode their offset range, so a replayed batch lands on the same key.
+Model names and versions become parts of keys, so they are checked here: a
+version must not contain ``/`` or ``..``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from streamml.specs import NAME
+
+# A version becomes part of object keys, so it must not contain "/" or "..".
+VERSION = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+OFFSET_DIGITS = 20
+
+RAW_ROOT = "raw/"
+DATASETS_ROOT = "datasets/"
+MODELS_ROOT = "models/"
+MONITOR_ROOT = "monitor/"
+
+MANIFEST_FILE = "manifest.json"
+CLAIM_FILE = "_claim.json"
+DRIFT_REQUEST_FILE = "_drift_request"
+CARD_FILE = "card.json"
+STATE_DICT_FILE = "state_dict.pt"
+CHECKPOINT_FILE = "checkpoints/last.pt"
+DECISION_FILE = "decision.json"
+CHAMPION_FILE = "champion.json"
+MONITOR_STATE_FILE = "latest.json"
+
+_RAW_RANGE = re.compile(r"/(?P<topic>[^/]+)/p(?P<partition>\d+)/(?P<first>\d+)-(?P<last>\d+)\.parquet$")
+_DATASET_VERSION = re.compile(r"/v(\d+)/$")
+
+
+class RegistryError(ValueError):
+    """A name, version or stored object that is not what the layout says."""
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(NAME, name):
+        raise RegistryError(f"model name {name!r} must match {NAME} (lower case, digits, underscores)")
+    return name
+
+
+def check_version(version: str) -> str:
+    if not re.fullmatch(VERSION, version):
+        raise RegistryError(f"model version {version!r} must match {VERSION} (no slashes, at most 128 characters)")
+    return version
+
+
+def last_part(prefix: str) -> str:
+    """``models/fraud/`` -> ``fraud``: the name of a "folder" that ``list_prefixes`` returned."""
+    return prefix.rstrip("/").rsplit("/", 1)[-1]
+
+
+# -- raw objects (ingest writes, prep reads) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawObject:
+    """A landed batch, as its key describes it."""
+
+    key: str
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+
+    @property
+    def records(self) -> int:
+        """Records of the offset range: an upper bound of the rows (dead letters included)."""
+        return self.last_offset - self.first_offset + 1
+
+
+def raw_prefix(dataset: str) -> str:
+    return f"{RAW_ROOT}{dataset}/"
+
+
+def raw_partition_prefix(dataset: str, topic: str, partition: int, first_time_ms: int) -> str:
+    """Where the batches of one partition land, per day of their first record's Kafka time."""
+    day = datetime.fromtimestamp(first_time_ms / 1000, UTC).strftime("%Y-%m-%d")
+    return f"{raw_prefix(dataset)}date={day}/{topic}/p{partition:05d}/"
+
+
+def raw_range_start(partition_prefix: str, first_offset: int) -> str:
+    """The prefix every batch starting at ``first_offset`` has, whatever its last offset."""
+    return f"{partition_prefix}{first_offset:0{OFFSET_DIGITS}d}-"
+
+
+def raw_object_key(partition_prefix: str, first_offset: int, last_offset: int) -> str:
+    return f"{raw_range_start(partition_prefix, first_offset)}{last_offset:0{OFFSET_DIGITS}d}.parquet"
+
+
+def parse_raw_key(key: str) -> RawObject | None:
+    """The batch a raw key names; None for a key that is not a landed batch."""
+    match = _RAW_RANGE.search(key)
+    if match is None:
+        return None
+    return RawObject(key, match["topic"], int(match["partition"]), int(match["first"]), int(match["last"]))
+
+
+# -- dataset versions (prep writes; trainer, validator, SDK and monitor read) ---------
+
+
+def dataset_root(dataset: str) -> str:
+    return f"{DATASETS_ROOT}{dataset}/"
+
+
+def dataset_prefix(dataset: str, version: int) -> str:
+    return f"{dataset_root(dataset)}v{version}/"
+
+
+def dataset_manifest_key(dataset: str, version: int) -> str:
+    return dataset_prefix(dataset, version) + MANIFEST_FILE
+
+
+def split_prefix(dataset: str, version: int, split: str) -> str:
+    return f"{dataset_prefix(dataset, version)}{split}/"
+
+
+def claim_key(dataset: str, version: int) -> str:
+    return dataset_prefix(dataset, version) + CLAIM_FILE
+
+
+def drift_request_key(dataset: str) -> str:
+    return dataset_root(dataset) + DRIFT_REQUEST_FILE
+
+
+def parse_dataset_version(prefix: str) -> int | None:
+    """``datasets/tx/v3/`` -> 3; None for another "folder" under the dataset."""
+    match = _DATASET_VERSION.search(prefix)
+    return int(match[1]) if match else None
+
+
+# -- model versions (trainer and validator write; SDK, monitor and CLI read) ----------
+
+
+def model_root(name: str) -> str:
+    return f"{MODELS_ROOT}{check_name(name)}/"
+
+
+def version_prefix(name: str, version: str) -> str:
+    return f"{model_root(name)}{check_version(version)}/"
+
+
+def version_key(name: str, version: str, filename: str) -> str:
+    return version_prefix(name, version) + filename
+
+
+def card_key(name: str, version: str) -> str:
+    return version_key(name, version, CARD_FILE)
+
+
+def model_manifest_key(name: str, version: str) -> str:
+    return version_key(name, version, MANIFEST_FILE)
+
+
+def decision_key(name: str, version: str) -> str:
+    return version_key(name, version, DECISION_FILE)
+
+
+def checkpoint_key(name: str, version: str) -> str:
+    return version_key(name, version, CHECKPOINT_FILE)
+
+
+def champion_key(name: str) -> str:
+    return model_root(name) + CHAMPION_FILE
+
+
+# -- monitor (the monitor writes; the CLI reads) --------------------------------------
+
+
+def monitor_state_key(model: str) -> str:
+    return f"{MONITOR_ROOT}{check_name(model)}/{MONITOR_STATE_FILE}"

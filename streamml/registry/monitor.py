@@ -1,0 +1,149 @@
+"""What the monitor keeps of a model: ``monitor/<model>/latest.json``.
+
+The monitor rewrites it whenever a window closes or an event is raised,
+before it commits the consumed offsets (``services/monitor/state.py``). It
+holds the last window reports, the last events, the prediction reference
+adopted from live traffic, and the drift episodes (streaks and cooldowns),
+so a restarted monitor continues an episode instead of announcing it again.
+``streamml drift report`` and any console read it here.
+
+    state = read_monitor_state(store, "fraud")     # None before the first window closes
+    state.latest_judged(), state.active(), state.events[-1]
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamml.events import DriftDetected
+from streamml.manifest import CategoryReference, NumericReference
+from streamml.registry.documents import read_document
+from streamml.registry.keys import monitor_state_key
+from streamml.store import ReadableStore
+
+Severity = Literal["low", "medium", "high"]
+Kind = Literal["covariate", "prediction", "performance"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TestReport(Strict):
+    test: str
+    statistic: float
+    p_value: float
+    p_adjusted: float
+    effect: str
+    effect_size: float
+    drifted: bool
+    severity: Severity | None
+
+
+class ColumnReport(Strict):
+    column: str
+    kind: Literal["numeric", "category"]
+    count: int
+    missing: int
+    bins: list[str]
+    live: list[float] = Field(description="share of the window per bin")
+    reference: list[float] = Field(description="share of the reference per bin")
+    tests: list[TestReport]
+    drifted: bool
+    severity: Severity | None
+    residual: bool = Field(False, description="a test is significant with at least hold_share of its drift level")
+
+
+class Window(Strict):
+    """What every report says first: which window of which model, and whether it was judged."""
+
+    model: str
+    index: int
+    start: datetime
+    end: datetime
+    count: int
+    judged: bool
+    note: str | None = None
+
+
+class WindowReport(Window):
+    """How one window of predictions compared with the reference."""
+
+    features: list[ColumnReport] = []
+    prediction: ColumnReport | None = None
+    covariate_drift: bool = False
+    covariate_severity: Severity | None = None
+    prediction_drift: bool = False
+    prediction_severity: Severity | None = None
+    covariate_residual: bool = False
+    prediction_residual: bool = False
+
+
+class AlarmReport(Strict):
+    at: int = Field(description="labelled predictions seen when the detector fired")
+    change_at: int = Field(description="where the error most likely began to rise (same count)")
+    at_time: datetime | None = Field(None, description="event time of the feedback that made it fire")
+    change_time: datetime | None = Field(None, description="event time of the feedback at change_at")
+    mean_before: float
+    mean_after: float
+    statistic: float
+    relative_increase: float
+    drifted: bool
+    severity: Severity | None = None
+
+
+class PerformanceReport(Window):
+    """How one window of labelled predictions compared with the validator's test metric."""
+
+    metric: str
+    value: float | None = None
+    standard_error: float | None = None
+    baseline: float | None = None
+    baseline_standard_error: float | None = Field(None, description="the validator's sampling error of it")
+    decay: float | None = Field(None, description="relative loss against the baseline; > 0 is worse")
+    p_value: float | None = None
+    metric_drift: bool = False
+    residual: bool = Field(False, description="a significant decay of at least hold_share of its drift level")
+    alarms: list[AlarmReport] = []
+    drifted: bool = False
+    severity: Severity | None = None
+
+
+class EpisodeState(Strict):
+    streak: int = 0
+    clean: int = 0
+    reported: bool = False
+    cooldown_windows: int = 0
+    cooldown_until: datetime | None = None
+
+
+class MonitorState(Strict):
+    """The content of ``monitor/<model>/latest.json``."""
+
+    model: str
+    version: str
+    dataset: str
+    dataset_version: int | None
+    updated: datetime
+    prediction_reference: NumericReference | CategoryReference | None = None
+    episodes: dict[Kind, EpisodeState] = {}
+    events: list[DriftDetected] = []
+    window_reports: list[WindowReport] = []
+    performance_reports: list[PerformanceReport] = []
+
+    def active(self) -> list[Kind]:
+        return [kind for kind, episode in self.episodes.items() if episode.reported]
+
+    def latest_judged(self) -> WindowReport | None:
+        """The newest judged window, else the newest window, else None."""
+        judged = [report for report in self.window_reports if report.judged]
+        return (judged or self.window_reports or [None])[-1]
+
+
+def read_monitor_state(store: ReadableStore, model: str) -> MonitorState | None:
+    """The stored state of ``model``; None when the monitor never wrote one."""
+    return read_document(store, monitor_state_key(model), MonitorState, "a monitor state",
+                         "delete it and the monitor writes a new one")

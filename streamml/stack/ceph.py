@@ -467,7 +467,7 @@ osd memory target = 939524096"""
         cmd = [str(a) for a in args]
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                 stdin=subprocess.DEVNULL, env=_ceph_env())
+                                 stdin=subprocess.DEVNULL, env=_ceph_env(), umask=0o077)
         except subprocess.TimeoutExpired:
             raise CephStartError(f"{cmd[0]} timed out after {timeout:.0f}s: {' '.join(cmd)}") from None
         if res.returncode != 0:

@@ -6,6 +6,7 @@ import importlib.util
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 
@@ -13,7 +14,7 @@ import pytest
 
 from streamml.stack import procs
 from streamml.stack.ceph import CephCluster, CephEndpoint, CephStartError, ceph_missing_packages
-from streamml.stack.ports import free_port, port_open
+from streamml.stack.ports import free_port, port_open, wait_for_port
 from streamml.stack.tansu import TansuBroker, TansuStartError
 
 pytestmark = [
@@ -129,40 +130,52 @@ def test_ceph_keeps_data_across_clean_restart_and_rebuilds_after_kill(tmp_path_f
         assert s3.get_object(Bucket="keep", Key="k")["Body"].read() == b"kept"
 
         # A SIGKILLed memstore OSD cannot be trusted: the cluster is rebuilt
-        # empty, with the same port and keys.
+        # empty, on the same port, with new keys.
         for pid in cluster.pids().values():
             os.kill(pid, signal.SIGKILL)
-        assert cluster.start() == ep
-        assert "keep" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        rebuilt = cluster.start()
+        assert rebuilt.url == ep.url and rebuilt.secret_key != ep.secret_key
+        assert "keep" not in [b["Name"] for b in s3_client(rebuilt).list_buckets()["Buckets"]]
     finally:
         cluster.stop()
     assert cluster.pids() == {}
 
 
-def test_tansu_s3_storage_on_ceph(tmp_path_factory):
-    """Durable Tansu storage on RGW: refused with a clear error on Ceph 16.2
-    (quoted If-Match always 412s); should a Ceph fix it, it must round-trip
-    records across a broker restart."""
+def test_tansu_s3_storage_on_ceph_needs_the_rgw_proxy(tmp_path_factory):
+    """Durable Tansu storage on RGW: refused with a clear error straight on
+    Ceph 16.2 (a quoted If-Match always 412s); through the RGW proxy it
+    keeps its records across a SIGKILL of the broker."""
     base = tmp_path_factory.mktemp("stk")
     cluster = CephCluster(base / "c", free_port())
-    broker = None
+    proxy_port, proxy_pid, broker = free_port(), None, None
     try:
         ep = cluster.start()
-        broker = TansuBroker(base / "k", free_port(), storage="s3://tansu/", s3=ep)
-        try:
-            bootstrap = broker.start()
-        except TansuStartError as exc:
-            assert "If-Match" in str(exc)
-            return
-        values = [b"a", b"b", b"c"]
-        assert kafka_round_trip(bootstrap, "durable", values) == values
-        broker.stop()
-        bootstrap = broker.start()
-        assert kafka_round_trip(bootstrap, "durable", values, produce=False) == values
+        direct = TansuBroker(base / "direct", free_port(), storage="s3://tansu/", s3=ep)
+        with pytest.raises(TansuStartError, match="rejects a correct quoted If-Match"):
+            direct.start()
+        assert direct.pid() is None
+
+        proxy_pid = procs.spawn(
+            [sys.executable, "-m", "streamml.stack.rgw_proxy", "--listen-port", str(proxy_port),
+             "--rgw-port", str(cluster.rgw_port), "--keys", str(cluster.dir / "s3.json")],
+            log_path=base / "rgw-proxy.log", pid_path=base / "rgw-proxy.pid")
+        wait_for_port("127.0.0.1", proxy_port, 10)
+        proxied = CephEndpoint(f"http://127.0.0.1:{proxy_port}", ep.access_key, ep.secret_key)
+        broker = TansuBroker(base / "k", free_port(), storage="s3://tansu/", s3=proxied)
+        values = [f"v{i}".encode() for i in range(50)]
+        assert kafka_round_trip(broker.start(), "durable", values) == values
+        killed = broker.pid()
+        os.kill(killed, signal.SIGKILL)
+        while procs.pid_alive(killed):
+            time.sleep(0.02)
+        assert kafka_round_trip(broker.start(), "durable", values, produce=False) == values
     finally:
         if broker is not None:
             broker.stop()
+        if proxy_pid is not None:
+            procs.terminate(proxy_pid)
         cluster.stop()
+    assert ep.secret_key not in (base / "rgw-proxy.log").read_text()
 
 
 def test_ceph_start_error_names_the_dead_daemon(tmp_path_factory):

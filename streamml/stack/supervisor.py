@@ -34,7 +34,7 @@ import yaml
 from streamml.stack import procs
 from streamml.stack.ceph import CephCluster, CephEndpoint
 from streamml.stack.files import redact, write_private
-from streamml.stack.ports import free_port, port_open, wait_for_port
+from streamml.stack.ports import free_port, wait_for_port
 from streamml.stack.tansu import TansuBroker
 from streamml.topics import apply_declared
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -188,4 +189,23 @@ def test_ceph_start_error_names_the_dead_daemon(tmp_path_factory):
             cluster.start(timeout=30)
     assert "radosgw died" in str(err.value)
     assert "Address already in use" in str(err.value)
+    assert cluster.pids() == {}
+
+
+def test_a_durable_cluster_with_damaged_metadata_is_refused_and_kept(tmp_path):
+    cluster = CephCluster(tmp_path, free_port(), objectstore="bluestore")
+    (cluster.dir / "mon" / "ceph-a").mkdir(parents=True)
+    (cluster.dir / "mon" / "ceph-a" / "store.db").write_text("the monitor's maps")
+    with pytest.raises(CephStartError, match=r"cluster.json is missing or unreadable but .* holds a cluster; "
+                                             "nothing was deleted"):
+        cluster.start(timeout=10)
+    (cluster.dir / "cluster.json").write_text(json.dumps({"fsid": "f", "osd_uuid": "o", "mon_port": free_port(),
+                                                          "objectstore": "bluestore"}))
+    (cluster.dir / "s3.json").write_text("{damaged")
+    with pytest.raises(CephStartError, match=r"s3.json \(the S3 keys\) is missing or unreadable; nothing was deleted"):
+        cluster.start(timeout=10)
+    (cluster.dir / "cluster.json").write_text(json.dumps({"fsid": "f", "osd_uuid": "o", "mon_port": free_port()}))
+    with pytest.raises(CephStartError, match="holds a memstore cluster, not bluestore"):
+        cluster.start(timeout=10)
+    assert (cluster.dir / "mon" / "ceph-a" / "store.db").read_text() == "the monitor's maps"
     assert cluster.pids() == {}

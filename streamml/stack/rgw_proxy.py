@@ -11,8 +11,17 @@ the request again with the same key.
 
 It re-signs only a request whose original signature it has verified with
 that key, so it never signs anything for a client that does not hold the
-key. Every other byte, and every request without a quoted ``If-Match``,
-passes through untouched; responses are not parsed at all.
+key.
+
+A conditional write (``If-None-Match: *`` or ``If-Match``) also meets a
+crash: when the proxy or RGW dies after RGW stored the object but before
+the answer reached Tansu, Tansu's client sends the write again and gets 412,
+and the broker reports a failed produce for records it did store. So each
+conditional write goes to RGW on a connection of its own; on 412 the proxy
+asks RGW for the object's ETag (the MD5 of its bytes) and, when the object
+already holds exactly the bytes being written, answers 200: the earlier try
+succeeded. Every other request passes through byte for byte, and its
+response is not parsed at all.
 
     python -m streamml.stack.rgw_proxy --listen-port P --rgw-port R --keys <state>/ceph/s3.json
 
@@ -36,6 +45,9 @@ from urllib.parse import urlsplit
 HOST = "127.0.0.1"
 _HEAD_LIMIT = 1 << 20  # request line + headers; S3 allows far less
 _CHUNK = 1 << 18
+# Conditional writes larger than this stream through unchecked (Tansu's are a batch or a small JSON).
+_MAX_CHECKED_WRITE = 32 << 20
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 log = logging.getLogger("rgw-proxy")
 
 
@@ -86,30 +98,78 @@ def parse_authorization(value: str) -> tuple[str, str, list[str], str] | None:
         return None
 
 
-def unquote_if_match(head: bytes, signer: SigV4) -> bytes:
-    """The request head with a quoted If-Match unquoted and signed again;
-    unchanged when there is nothing to fix or the signature does not verify."""
+def _parse(head: bytes) -> tuple[str, list[tuple[str, str]]]:
     lines = head.decode("latin-1").split("\r\n")
-    request_line, header_lines = lines[0], [line for line in lines[1:] if line]
-    headers = [(name.strip(), value.strip()) for name, _, value in (h.partition(":") for h in header_lines)]
-    at = next((i for i, (n, v) in enumerate(headers)
-               if n.lower() == "if-match" and len(v) > 2 and v[0] == v[-1] == '"'), None)
-    auth = next((i for i, (n, _) in enumerate(headers) if n.lower() == "authorization"), None)
-    if at is None or auth is None:
-        return head
-    parsed = parse_authorization(headers[auth][1])
+    headers = [(name.strip(), value.strip()) for name, _, value in
+               (line.partition(":") for line in lines[1:] if line)]
+    return lines[0], headers
+
+
+def _verified(request_line: str, headers: list[tuple[str, str]], signer: SigV4) -> tuple[str, str, list[str], str] | None:
+    """(method, target, signed header names, scope) when the stack's key signed this request."""
+    auth = next((v for n, v in headers if n.lower() == "authorization"), None)
+    parsed = parse_authorization(auth) if auth else None
     if parsed is None or parsed[0] != signer.access_key:
-        return head
+        return None
     _, scope, signed, signature = parsed
     method, target = request_line.split(" ", 2)[:2]
     target = urlsplit(target)._replace(scheme="", netloc="").geturl() if "://" in target else target
     if not hmac.compare_digest(signer.signature(method, target, headers, scope, signed), signature):
-        log.warning("a request with a quoted If-Match is not signed by the stack's key; passed on unchanged")
+        log.warning("a %s request is not signed by the stack's key; passed on unchanged", method)
+        return None
+    return method, target, signed, scope
+
+
+def unquote_if_match(head: bytes, signer: SigV4) -> bytes:
+    """The request head with a quoted If-Match unquoted and signed again;
+    unchanged when there is nothing to fix or the signature does not verify."""
+    request_line, headers = _parse(head)
+    at = next((i for i, (n, v) in enumerate(headers)
+               if n.lower() == "if-match" and len(v) > 2 and v[0] == v[-1] == '"'), None)
+    if at is None:
         return head
+    verified = _verified(request_line, headers, signer)
+    if verified is None:
+        return head
+    method, target, signed, scope = verified
+    auth = next(i for i, (n, _) in enumerate(headers) if n.lower() == "authorization")
+    signature = headers[auth][1].rsplit("Signature=", 1)[1]
     headers[at] = (headers[at][0], headers[at][1][1:-1])
     new_signature = signer.signature(method, target, headers, scope, signed)
     headers[auth] = (headers[auth][0], headers[auth][1].replace(signature, new_signature))
     return "\r\n".join([request_line, *(f"{n}: {v}" for n, v in headers), "", ""]).encode("latin-1")
+
+
+def is_conditional_write(head: bytes) -> bool:
+    """A PUT with If-None-Match or If-Match whose body has a known length and no 100-continue."""
+    request_line, headers = _parse(head)
+    names = {name.lower() for name, _ in headers}
+    return (request_line.startswith("PUT ") and bool(names & {"if-none-match", "if-match"})
+            and not names & {"expect", "transfer-encoding"})
+
+
+def head_request(write: bytes, signer: SigV4) -> bytes | None:
+    """A HEAD of the object a conditional write names, signed with the stack's
+    key at the write's own date and scope; None unless that key signed the write."""
+    request_line, headers = _parse(write)
+    verified = _verified(request_line, headers, signer)
+    if verified is None:
+        return None
+    _, target, _, scope = verified
+    path = target.split("?", 1)[0]
+    host = next((v for n, v in headers if n.lower() == "host"), f"{HOST}")
+    date = next((v for n, v in headers if n.lower() == "x-amz-date"), "")
+    check = [("host", host), ("x-amz-content-sha256", _EMPTY_SHA256), ("x-amz-date", date)]
+    names = [name for name, _ in check]
+    signature = signer.signature("HEAD", path, check, scope, names)
+    auth = (f"AWS4-HMAC-SHA256 Credential={signer.access_key}/{scope}, "
+            f"SignedHeaders={';'.join(names)}, Signature={signature}")
+    lines = [f"HEAD {path} HTTP/1.1", *(f"{n}: {v}" for n, v in check), f"Authorization: {auth}", "", ""]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+def etag_of(response_head: bytes) -> str | None:
+    return next((v.strip('"') for n, v in _parse(response_head)[1] if n.lower() == "etag"), None)
 
 
 def body_length(head: bytes) -> int | None:
@@ -153,7 +213,7 @@ class Proxy:
             self.rgw_down = False
         responses = asyncio.create_task(_pipe(rgw_in, client_out))
         try:
-            await self._requests(client_in, rgw_out)
+            await self._requests(client_in, client_out, rgw_out)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass  # the client or RGW went away, or sent what is not HTTP: drop both sides
         finally:
@@ -162,7 +222,8 @@ class Proxy:
             responses.cancel()
             client_out.close()
 
-    async def _requests(self, client_in: asyncio.StreamReader, rgw_out: asyncio.StreamWriter) -> None:
+    async def _requests(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter,
+                        rgw_out: asyncio.StreamWriter) -> None:
         while True:
             try:
                 head = await client_in.readuntil(b"\r\n\r\n")
@@ -171,11 +232,53 @@ class Proxy:
                     raise
                 return  # the client closed between requests
             length = body_length(head)
-            rgw_out.write(unquote_if_match(head, self.signer))
+            head = unquote_if_match(head, self.signer)
+            if length is not None and length <= _MAX_CHECKED_WRITE and is_conditional_write(head):
+                # The client sends its next request only once it has this answer
+                # (no pipelining), so answering from another connection keeps the order.
+                body = await client_in.readexactly(length)
+                client_out.write(await self._conditional_write(head, body))
+                await client_out.drain()
+                continue
+            rgw_out.write(head)
             if length is None:
                 await _copy_chunked(client_in, rgw_out)
             else:
                 await _copy(client_in, rgw_out, length)
+
+
+    async def _conditional_write(self, head: bytes, body: bytes) -> bytes:
+        """RGW's answer to a conditional write, or 200 when a 412 only means
+        that an earlier try of this very write was stored."""
+        response = await self._exchange(head + body)
+        if not response.startswith((b"HTTP/1.1 412", b"HTTP/1.0 412")):
+            return response
+        check = head_request(head, self.signer)
+        if check is None:
+            return response
+        found = await self._exchange(check, head_only=True)
+        etag = etag_of(found)
+        if not found.startswith(b"HTTP/1.1 200") or etag != hashlib.md5(body, usedforsecurity=False).hexdigest():
+            return response
+        log.info("a conditional write found its own bytes already stored (an earlier try was answered by "
+                 "nobody): answered 200 for %s", _parse(head)[0].split(" ")[1])
+        return f'HTTP/1.1 200 OK\r\nETag: "{etag}"\r\nContent-Length: 0\r\n\r\n'.encode()
+
+    async def _exchange(self, request: bytes, head_only: bool = False) -> bytes:
+        """One request to RGW on a connection of its own; its whole response."""
+        reader, writer = await asyncio.open_connection(HOST, self.rgw_port, limit=_HEAD_LIMIT)
+        try:
+            writer.write(request)
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head_only:
+                return head
+            length = body_length(head)
+            if length is None:
+                raise ValueError("a chunked answer to a conditional write")
+            return head + await reader.readexactly(length)
+        finally:
+            writer.close()
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, length: int) -> None:

@@ -5,22 +5,27 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from streamml.stack.rgw_proxy import SigV4, body_length, parse_authorization, unquote_if_match
+from streamml.stack.rgw_proxy import (
+    SigV4, body_length, etag_of, head_request, is_conditional_write, parse_authorization, unquote_if_match,
+)
 
 pytestmark = pytest.mark.unit
 ACCESS, SECRET = "AKIDEXAMPLE0123456789", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
 URL = "http://127.0.0.1:7480/tansu/clusters/c1/topics/t/partitions/0000000000/watermark.json"
 
 
-def signed_head(if_match: str | None, secret: str = SECRET, url: str = URL, body: bytes = b"{}") -> bytes:
+def signed_head(if_match: str | None, secret: str = SECRET, url: str = URL, body: bytes = b"{}",
+                method: str = "PUT", if_none_match: str | None = None) -> bytes:
     """A request head exactly as an S3 client signs and sends it."""
-    headers = {"Content-Length": str(len(body))}
+    headers = {"Content-Length": str(len(body))} if method == "PUT" else {}
     if if_match is not None:
         headers["If-Match"] = if_match
-    request = AWSRequest(method="PUT", url=url, data=body, headers=headers)
+    if if_none_match is not None:
+        headers["If-None-Match"] = if_none_match
+    request = AWSRequest(method=method, url=url, data=body if method == "PUT" else b"", headers=headers)
     S3SigV4Auth(Credentials(ACCESS, secret), "s3", "default").add_auth(request)
     target = url.split("7480", 1)[1]
-    lines = [f"PUT {target} HTTP/1.1", "Host: 127.0.0.1:7480", *(f"{k}: {v}" for k, v in request.headers.items())]
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1:7480", *(f"{k}: {v}" for k, v in request.headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -84,3 +89,26 @@ def test_body_length():
     assert body_length(b"PUT /b/k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n") is None
     with pytest.raises(ValueError, match="negative Content-Length -1"):
         body_length(b"PUT /b/k HTTP/1.1\r\nContent-Length: -1\r\n\r\n")
+
+
+def test_conditional_writes_are_recognised():
+    assert is_conditional_write(signed_head('"abc"'))
+    assert is_conditional_write(signed_head(None, if_none_match="*"))
+    assert not is_conditional_write(signed_head(None))
+    assert not is_conditional_write(signed_head(None, method="GET"))
+    assert not is_conditional_write(signed_head(None, if_none_match="*").replace(b"\r\n\r\n", b"\r\nExpect: 100-continue\r\n\r\n"))
+
+
+def test_the_check_after_a_412_is_a_head_signed_as_botocore_signs_it():
+    write = signed_head(None, if_none_match="*")
+    check = head_request(write, SigV4(ACCESS, SECRET))
+    assert check is not None and check.startswith(b"HEAD /tansu/clusters/c1/")
+    expected = signed_head(None, method="HEAD")  # botocore signs a HEAD of the same key
+    if header(expected, "x-amz-date") == header(check, "x-amz-date"):
+        assert signature(check) == signature(expected)
+    assert head_request(signed_head(None, if_none_match="*", secret="not-the-secret"), SigV4(ACCESS, SECRET)) is None
+
+
+def test_etag_of_a_response():
+    assert etag_of(b'HTTP/1.1 200 OK\r\nETag: "d41d8cd98f00b204e9800998ecf8427e"\r\n\r\n') == "d41d8cd98f00b204e9800998ecf8427e"
+    assert etag_of(b"HTTP/1.1 404 Not Found\r\n\r\n") is None

@@ -3,8 +3,8 @@
 The reference is the champion's model card (``expected_features``, which the
 trainer copies from its dataset's manifest); a card without it falls back to
 the manifest it names. The performance baseline is the validator's test
-metric from ``decision.json``, else the card's validation metric, else none
-(the change detector still runs).
+metric from ``decision.json`` with its sampling error, else the card's
+validation metric, else none (the change detector still runs).
 
     champion = read_champion_setup(store, "fraud")      # None before any promotion
     monitor = ModelMonitor(champion.reference, baseline=champion.baseline, ...)
@@ -90,12 +90,20 @@ def baseline_from(card: dict[str, Any], decision: dict[str, Any] | None) -> Perf
     metric = (card.get("selection") or {}).get("metric") or DEFAULT_METRIC[task]
     if metric not in METRICS[task]:
         metric = DEFAULT_METRIC[task]
-    test_metrics = ((decision or {}).get("candidate") or {}).get("metrics") or {}
-    value = test_metrics.get(metric)
+    test = (decision or {}).get("candidate") or {}
+    value = (test.get("metrics") or {}).get(metric)
+    # The validator's sampling error of its test metric; unknown for older decisions and for the card's metric.
+    error = ((test.get("intervals") or {}).get(metric) or {}).get("standard_error") if value is not None else None
     if value is None:
         value = (card.get("metrics") or {}).get(metric)
     classes = (card.get("outputs") or {}).get("classes")
-    return PerformanceBaseline(task=task, metric=metric, value=value, classes=classes if task == "multiclass" else None)
+    return PerformanceBaseline(
+        task=task,
+        metric=metric,
+        value=value,
+        standard_error=error,
+        classes=classes if task == "multiclass" else None,
+    )
 
 
 def _read_manifest(store: Any, card: dict[str, Any], model: str, version: str) -> DatasetManifest | None:

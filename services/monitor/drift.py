@@ -1,26 +1,25 @@
-"""Drift decisions: from a closed window to a report, and from reports to events.
+"""Drift evidence: from a closed window to a report.
 
 ``evaluate_window`` tests every feature of a prediction window against its
 reference and, separately, the model's predictions; ``evaluate_performance``
-compares a label window's metric with the validator's test metric and looks
-at the change detector's alarms. A column drifts only when a test's effect
-size reaches its threshold AND the test's p-value, corrected over all tests
-of the window (Holm by default), is below ``alpha``: on a large window a
-trivial shift is significant but small, and on a small window a large
-apparent shift may be noise; neither is drift.
+compares a label window's metric with the validator's test metric (both
+uncertain: the test includes the sampling error of each) and lists the
+change detector's alarms. A column drifts only when a test's effect size
+reaches its threshold AND the test's p-value, corrected over all tests of the
+window (Holm by default), is below ``alpha``: on a large window a trivial
+shift is significant but small, and on a small window a large apparent shift
+may be noise; neither is drift.
 
-``DriftDecider`` turns the reports of one model into at most one
-``DriftDetected`` per episode and kind: an event needs ``consecutive_windows``
-drifting windows in a row, none comes during ``cooldown_windows`` /
-``cooldown_s`` after an event, and an episode ends after
-``clean_windows_to_end`` clean windows.
+A window that does not drift may still show a residual drift: significant,
+with an effect of at least ``hold_share`` of the drift level. It keeps an
+open episode going (``decider.py``), so a drift that hovers around its
+threshold is one episode, not many.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -41,7 +40,6 @@ from services.monitor.stats.multiple_testing import Correction, adjust
 from services.monitor.stats.page_hinkley import ChangeAlarm
 from services.monitor.stats.registry import DEFAULT_TESTS, check_tests, run_tests
 from services.monitor.windows import ClosedLabelWindow, ClosedWindow
-from streamml.events import DriftDetected, DriftWindow, FeatureDrift
 from streamml.manifest import NumericReference
 
 Severity = Literal["low", "medium", "high"]
@@ -105,11 +103,19 @@ class MonitorThresholds(Strict):
     category_tests: tuple[str, ...] = DEFAULT_TESTS["category"]
     min_count: int = Field(1_000, ge=1, description="a prediction window with fewer rows is not judged")
     min_labels: int = Field(500, ge=1, description="a label window with fewer labels gets no metric verdict")
-    consecutive_windows: int = Field(2, ge=1, description="covariate/prediction: drifting windows in a row")
-    performance_consecutive_windows: int = Field(1, ge=1)
-    cooldown_windows: int = Field(3, ge=0, description="judged windows after an event with no new event")
-    cooldown_s: float = Field(0.0, ge=0, description="seconds after an event with no new event")
-    clean_windows_to_end: int = Field(1, ge=1, description="clean windows that end an episode")
+    consecutive_windows: int = Field(
+        2, ge=1, description="covariate/prediction: drifting windows in a row that raise a drift below immediate_severity"
+    )
+    performance_consecutive_windows: int = Field(1, ge=1, description="the same for label windows")
+    immediate_severity: Severity | None = Field(
+        "medium", description="a window drifting at this severity or above raises at once (null: never at once)"
+    )
+    cooldown_windows: int = Field(3, ge=0, description="judged windows of a kind after its event with no new event")
+    cooldown_s: float = Field(0.0, ge=0, description="seconds after an event with no new event of its kind")
+    clean_windows_to_end: int = Field(3, ge=1, description="clean windows in a row that end an episode")
+    hold_share: float = Field(
+        0.5, gt=0, le=1, description="a significant effect of this share of its drift level keeps an episode open"
+    )
 
     @field_validator("numeric_tests")
     @classmethod
@@ -123,6 +129,12 @@ class MonitorThresholds(Strict):
 
     def levels(self, effect: str) -> EffectLevels:
         return self.psi if effect == "psi" else self.ks
+
+    def immediate(self, severity: Severity | None) -> bool:
+        """True when a drift of ``severity`` raises without waiting for consecutive windows."""
+        if severity is None or self.immediate_severity is None:
+            return False
+        return SEVERITIES.index(severity) >= SEVERITIES.index(self.immediate_severity)
 
 
 class TestReport(Strict):
@@ -147,6 +159,7 @@ class ColumnReport(Strict):
     tests: list[TestReport]
     drifted: bool
     severity: Severity | None
+    residual: bool = Field(False, description="a test is significant with at least hold_share of its drift level")
 
 
 class WindowReport(Strict):
@@ -163,16 +176,21 @@ class WindowReport(Strict):
     covariate_severity: Severity | None = None
     prediction_drift: bool = False
     prediction_severity: Severity | None = None
+    covariate_residual: bool = False
+    prediction_residual: bool = False
 
 
 class AlarmReport(Strict):
-    at: int
-    change_at: int
+    at: int = Field(description="labelled predictions seen when the detector fired")
+    change_at: int = Field(description="where the error most likely began to rise (same count)")
+    at_time: datetime | None = Field(None, description="event time of the feedback that made it fire")
+    change_time: datetime | None = Field(None, description="event time of the feedback at change_at")
     mean_before: float
     mean_after: float
     statistic: float
     relative_increase: float
     drifted: bool
+    severity: Severity | None = None
 
 
 class PerformanceReport(Strict):
@@ -187,16 +205,18 @@ class PerformanceReport(Strict):
     value: float | None = None
     standard_error: float | None = None
     baseline: float | None = None
+    baseline_standard_error: float | None = Field(None, description="the validator's sampling error of it")
     decay: float | None = Field(None, description="relative loss against the baseline; > 0 is worse")
     p_value: float | None = None
     metric_drift: bool = False
+    residual: bool = Field(False, description="a significant decay of at least hold_share of its drift level")
     alarms: list[AlarmReport] = []
     drifted: bool = False
     severity: Severity | None = None
 
 
 def evaluate_window(window: ClosedWindow, reference: MonitorReference, thresholds: MonitorThresholds) -> WindowReport:
-    start, end = _time(window.start), _time(window.end)
+    start, end = as_datetime(window.start), as_datetime(window.end)
     if window.count < thresholds.min_count:
         return WindowReport(
             model=reference.model,
@@ -225,9 +245,11 @@ def evaluate_window(window: ClosedWindow, reference: MonitorReference, threshold
         features=features,
         prediction=prediction,
         covariate_drift=bool(drifted),
-        covariate_severity=_worst(column.severity for column in drifted),
+        covariate_severity=worst(column.severity for column in drifted),
         prediction_drift=prediction is not None and prediction.drifted,
         prediction_severity=prediction.severity if prediction is not None else None,
+        covariate_residual=any(column.residual for column in features),
+        prediction_residual=prediction is not None and prediction.residual,
     )
 
 
@@ -258,10 +280,16 @@ def _judge_family(
                 reference=(shares(reference) / shares(reference).sum()).tolist(),
                 tests=tests,
                 drifted=bool(passed),
-                severity=_worst(test.severity for test in passed),
+                severity=worst(test.severity for test in passed),
+                residual=any(_residual(test, thresholds) for test in tests),
             )
         )
     return reports
+
+
+def _residual(test: TestReport, thresholds: MonitorThresholds) -> bool:
+    level = thresholds.levels(test.effect).drift * thresholds.hold_share
+    return test.p_adjusted <= thresholds.alpha and test.effect_size >= level
 
 
 def _test_report(result: TestResult, p_adjusted: float, thresholds: MonitorThresholds) -> TestReport:
@@ -287,18 +315,17 @@ def evaluate_performance(
     model: str,
 ) -> PerformanceReport:
     """The window's metric against the baseline, plus the detector's alarms raised while it filled."""
-    alarm_reports = [_alarm_report(alarm, thresholds) for alarm in alarms]
-    alarm_severity = _worst(
-        thresholds.error_increase.severity(alarm.relative_increase) for alarm in alarm_reports if alarm.drifted
-    )
+    alarm_reports = [alarm_report(alarm, thresholds) for alarm in alarms]
+    alarm_severity = worst(alarm.severity for alarm in alarm_reports)
     common = dict(
         model=model,
         index=window.index,
-        start=_time(window.start),
-        end=_time(window.end),
+        start=as_datetime(window.start),
+        end=as_datetime(window.end),
         count=window.count,
         metric=baseline.metric,
         baseline=baseline.value,
+        baseline_standard_error=baseline.standard_error,
         alarms=alarm_reports,
     )
     value, error = window_metric(baseline.task, baseline.metric, window.outputs, window.labels)
@@ -321,10 +348,13 @@ def evaluate_performance(
         )
     loss = baseline.value - value if baseline.better == "max" else value - baseline.value
     decay = loss / max(abs(baseline.value), 1e-12)
-    # One-sided: only getting worse matters; a zero error (constant window) makes any loss certain.
-    p_value = float(stats.norm.sf(loss / error)) if error > 0 else (0.0 if loss > 0 else 1.0)
+    # The baseline was measured on a finite test split: its sampling error adds to the window's.
+    spread = math.hypot(error, baseline.standard_error or 0.0)
+    # One-sided: only getting worse matters; no spread at all (constant window, exact baseline) makes any loss certain.
+    p_value = float(stats.norm.sf(loss / spread)) if spread > 0 else (0.0 if loss > 0 else 1.0)
     metric_severity = thresholds.metric_decay.severity(decay)
-    metric_drift = metric_severity is not None and p_value <= thresholds.alpha
+    significant = p_value <= thresholds.alpha
+    metric_drift = metric_severity is not None and significant
     return PerformanceReport(
         **common,
         judged=True,
@@ -333,152 +363,34 @@ def evaluate_performance(
         decay=decay,
         p_value=p_value,
         metric_drift=metric_drift,
+        residual=significant and decay >= thresholds.metric_decay.drift * thresholds.hold_share,
         drifted=metric_drift or any(alarm.drifted for alarm in alarm_reports),
-        severity=_worst([metric_severity if metric_drift else None, alarm_severity]),
+        severity=worst([metric_severity if metric_drift else None, alarm_severity]),
     )
 
 
-def _alarm_report(alarm: ChangeAlarm, thresholds: MonitorThresholds) -> AlarmReport:
+def alarm_report(alarm: ChangeAlarm, thresholds: MonitorThresholds) -> AlarmReport:
+    """A change-detector alarm, judged by how much the mean error rose."""
     increase = min(alarm.relative_increase, MAX_EFFECT)
+    severity = thresholds.error_increase.severity(increase)
     return AlarmReport(
         at=alarm.at,
         change_at=alarm.change_at,
+        at_time=None if alarm.at_time is None else as_datetime(alarm.at_time),
+        change_time=None if alarm.change_time is None else as_datetime(alarm.change_time),
         mean_before=alarm.mean_before,
         mean_after=alarm.mean_after,
         statistic=alarm.statistic,
         relative_increase=increase,
-        drifted=thresholds.error_increase.severity(increase) is not None,
+        drifted=severity is not None,
+        severity=severity,
     )
 
 
-def _worst(severities: Iterable[Severity | None]) -> Severity | None:
+def worst(severities: Iterable[Severity | None]) -> Severity | None:
     present = [severity for severity in severities if severity is not None]
     return max(present, key=SEVERITIES.index) if present else None
 
 
-def _time(seconds: float) -> datetime:
+def as_datetime(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
-
-
-@dataclass
-class _Episode:
-    streak: int = 0
-    clean: int = 0
-    reported: bool = False
-    cooldown_windows: int = 0
-    cooldown_until: datetime | None = None
-
-
-class DriftDecider:
-    """Debounce and cooldown for one model: at most one event per drift episode and kind.
-
-    decider = DriftDecider(reference, thresholds)
-    for report in reports:
-        for event in decider.observe(report):
-            producer.send(event)
-    """
-
-    def __init__(self, reference: MonitorReference, thresholds: MonitorThresholds):
-        self.reference = reference
-        self.thresholds = thresholds
-        self._episodes: dict[Kind, _Episode] = {kind: _Episode() for kind in ("covariate", "prediction", "performance")}
-
-    def active(self, kind: Kind) -> bool:
-        """True while an episode of ``kind`` has been reported and has not ended."""
-        return self._episodes[kind].reported
-
-    def observe(self, report: WindowReport | PerformanceReport) -> list[DriftDetected]:
-        if isinstance(report, PerformanceReport):
-            judged = report.judged or bool(report.alarms)
-            flags: list[tuple[Kind, bool]] = [("performance", report.drifted)] if judged else []
-        else:
-            flags = [("covariate", report.covariate_drift)] if report.judged else []
-            if report.prediction is not None:
-                flags.append(("prediction", report.prediction_drift))
-        events = []
-        for kind, drifted in flags:
-            if self._step(kind, drifted, report.end):
-                events.append(self._event(kind, report))
-        return events
-
-    def _step(self, kind: Kind, drifted: bool, at: datetime) -> bool:
-        """Advance one judged window; True when this window raises the episode's event."""
-        episode = self._episodes[kind]
-        cooling = episode.cooldown_windows > 0 or (episode.cooldown_until is not None and at < episode.cooldown_until)
-        episode.cooldown_windows = max(0, episode.cooldown_windows - 1)
-        if not drifted:
-            episode.streak = 0
-            episode.clean += 1
-            if episode.reported and episode.clean >= self.thresholds.clean_windows_to_end:
-                episode.reported = False
-            return False
-        episode.streak += 1
-        episode.clean = 0
-        needed = (
-            self.thresholds.performance_consecutive_windows
-            if kind == "performance"
-            else self.thresholds.consecutive_windows
-        )
-        if episode.reported or cooling or episode.streak < needed:
-            return False
-        episode.reported = True
-        episode.cooldown_windows = self.thresholds.cooldown_windows
-        episode.cooldown_until = datetime.fromtimestamp(at.timestamp() + self.thresholds.cooldown_s, UTC)
-        return True
-
-    def _event(self, kind: Kind, report: WindowReport | PerformanceReport) -> DriftDetected:
-        reference = self.reference
-        if isinstance(report, PerformanceReport):
-            features = _performance_features(report)
-            severity = report.severity
-        else:
-            columns = report.features if kind == "covariate" else [report.prediction]
-            features = [
-                FeatureDrift(
-                    feature=column.column,
-                    test=test.test,
-                    statistic=test.statistic,
-                    p_value=test.p_adjusted,
-                    effect_size=test.effect_size,
-                )
-                for column in columns
-                if column is not None and column.drifted
-                for test in column.tests
-                if test.drifted
-            ]
-            severity = report.covariate_severity if kind == "covariate" else report.prediction_severity
-        return DriftDetected(
-            model=reference.model,
-            dataset=reference.dataset,
-            dataset_version=reference.dataset_version,
-            kind=kind,
-            window=DriftWindow(start=report.start, end=report.end, count=report.count),
-            features=features,
-            severity=severity or "low",
-        )
-
-
-def _performance_features(report: PerformanceReport) -> list[FeatureDrift]:
-    features = []
-    if report.metric_drift:
-        features.append(
-            FeatureDrift(
-                feature=report.metric,
-                test="metric_decay",
-                statistic=report.value,
-                p_value=report.p_value,
-                effect_size=report.decay,
-            )
-        )
-    features += [
-        FeatureDrift(
-            feature="error",
-            test="page_hinkley",
-            statistic=alarm.statistic,
-            p_value=None,
-            effect_size=alarm.relative_increase,
-        )
-        for alarm in report.alarms
-        if alarm.drifted
-    ]
-    return features

@@ -22,11 +22,12 @@ import numpy as np
 import pyarrow as pa
 
 from services.monitor import metrics
+from services.monitor.decider import KINDS, DriftDecider
 from services.monitor.drift import (
-    DriftDecider,
     MonitorThresholds,
     PerformanceReport,
     WindowReport,
+    alarm_report,
     evaluate_performance,
     evaluate_window,
 )
@@ -112,7 +113,9 @@ class ModelMonitor:
         self._labels = LabelWindowAccumulator(self.windows)
         self._join = LabelJoin(label_ttl_s, max_pending)
         ph = self.thresholds.page_hinkley
-        self._detector = PageHinkley(ph.delta, ph.threshold, ph.block, ph.warmup)
+        # Binary (Brier) and multiclass (1 - p(true class)) errors lie in [0, 1]; regression errors are unbounded.
+        bound = 1.0 if baseline is not None and baseline.task != "regression" else None
+        self._detector = PageHinkley(ph.delta, ph.threshold, ph.block, ph.warmup, error_bound=bound)
         self._alarms: list[ChangeAlarm] = []
         self._labels_closed = 0  # labels in closed label windows, to place alarms
         self._latest_time = -np.inf
@@ -127,6 +130,8 @@ class ModelMonitor:
         columns = {**batch.features, PREDICTION: self._prediction_column(batch.outputs)}
         if self._accumulator is None:
             self._accumulator = self._build_accumulator(batch.outputs)
+        # Each window is judged as it closes, before the rest of the batch is counted: a prediction
+        # reference adopted from it counts the windows after it, even within this batch.
         events = [event for window in self._accumulator.add(columns, batch.times) for event in self._judge(window)]
         metrics.PREDICTIONS.labels(self.model).inc(len(batch.times))
         self._latest_time = max(self._latest_time, float(np.max(batch.times)))
@@ -174,7 +179,10 @@ class ModelMonitor:
         return self._decide(report)
 
     def _adopt_prediction_reference(self, window: ClosedWindow) -> None:
-        """Without a prediction reference from training, the first judged window becomes it."""
+        """Without a prediction reference from training, the first judged window becomes it.
+
+        The accumulator counts the next window with the adopted reference's bins.
+        """
         live = window.columns[PREDICTION]
         column = self._accumulator.columns[PREDICTION]
         if isinstance(column, CategoryColumn):
@@ -190,9 +198,13 @@ class ModelMonitor:
         if matched.count == 0:
             return []
         errors = prediction_errors(self.baseline.task, matched.outputs, matched.labels)
-        self._alarms += self._detector.update(errors)
+        alarms = self._detector.update(errors, matched.times)
+        self._alarms += alarms
         metrics.ERROR_CHANGE.labels(self.model).set(self._detector.statistic)
+        # An alarm raises at once, not when its label window closes; the window's report lists it again.
         events = []
+        for alarm in alarms:
+            events += self._published(self.decider.observe_alarm(alarm_report(alarm, self.thresholds)))
         for window in self._labels.add(matched.outputs, matched.labels, matched.times):
             events += self._judge_labels(window)
         metrics.WINDOW_FILL.labels(self.model, "labels").set(self._labels.fill)
@@ -211,10 +223,12 @@ class ModelMonitor:
         if isinstance(report, WindowReport):
             self.window_reports.append(report)
             metrics.publish_window(report)
-        events = self.decider.observe(report)
+        return self._published(self.decider.observe(report))
+
+    def _published(self, events: list[DriftDetected]) -> list[DriftDetected]:
         for event in events:
             metrics.publish_event(event)
-        for kind in ("covariate", "prediction", "performance"):
+        for kind in KINDS:
             metrics.DRIFT_ACTIVE.labels(self.model, kind).set(1 if self.decider.active(kind) else 0)
         return events
 

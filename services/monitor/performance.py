@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.monitor.reference import category_text
 
@@ -42,6 +42,8 @@ class PerformanceBaseline(BaseModel):
     task: Task
     metric: str
     value: float | None = None
+    standard_error: float | None = Field(None, ge=0)
+    """Sampling error of ``value`` from the finite test split (null: unknown, taken as exact)."""
     classes: list[str] | None = None
     """Multiclass: class text per output column, to read text labels."""
 

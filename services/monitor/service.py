@@ -19,24 +19,19 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from typing import Any
-
 import pyarrow.compute as pc
 from confluent_kafka import KafkaException, Message
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import Field, ValidationError, field_validator, model_validator
 
 from services.monitor.champion import read_champion_setup, read_champion_version
 from services.monitor.config import MonitorOptions
-from services.monitor.drift import MonitorThresholds
 from services.monitor.records import DecodedPredictions, decode_feedback, decode_predictions
 from services.monitor.state import MonitorState, read_state, write_state
 from services.monitor.watch import ModelWatch
-from services.monitor.windows import WindowSpec
 from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord
 from streamml.sdk.registry import RegistryError, check_name
 from streamml.service import ConsumerService, run
-from streamml.settings import Group, ServiceSettings
+from streamml.settings import ServiceSettings
 from streamml.store import ObjectNotFound, StoreUnavailable
 
 log = logging.getLogger("streamml.monitor")
@@ -60,60 +55,8 @@ CHAMPION_FAILURES = Counter(
 )
 
 
-class MonitorServiceOptions(Group):
-    """The ``monitor`` settings group (STREAMML_MONITOR_*)."""
-
-    models: list[str] = Field(
-        default_factory=list, description="JSON list of model names to watch; empty: every model with a champion"
-    )
-    windows: WindowSpec = Field(
-        default_factory=WindowSpec, description="JSON object: when a window closes (see the monitor's README)"
-    )
-    thresholds: MonitorThresholds = Field(
-        default_factory=MonitorThresholds, description="JSON object: the drift tests and their thresholds"
-    )
-    overrides: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="model -> the threshold fields that differ for it"
-    )
-    label_ttl_s: float = Field(86_400.0, gt=0, description="how long a prediction waits for its feedback")
-    max_pending: int = Field(2_000_000, ge=1, description="predictions (and early feedback) kept waiting, per model")
-    history: int = Field(100, ge=1, description="reports and events kept per model for `streamml drift report`")
-    poll_batch: int = Field(20_000, ge=1, le=1_000_000, description="records polled and judged at once")
-    champion_refresh_s: float = Field(10.0, gt=0, description="how often each champion pointer is re-read")
-
-    @field_validator("models")
-    @classmethod
-    def _model_names(cls, names: list[str]) -> list[str]:
-        for name in names:
-            check_name(name)
-        return names
-
-    @model_validator(mode="after")
-    def _overrides_valid(self) -> MonitorServiceOptions:
-        for model, fields in self.overrides.items():
-            try:
-                MonitorThresholds.model_validate({**self.thresholds.model_dump(), **fields})
-            except ValidationError as error:
-                problems = "; ".join(
-                    f"{'.'.join(map(str, item['loc']))}: {item['msg']}" for item in error.errors(include_url=False)
-                )
-                raise ValueError(f"overrides.{model}: {problems}") from None
-        return self
-
-    def drift_options(self) -> MonitorOptions:
-        """The judging part of these settings, as the monitor's logic takes it."""
-        return MonitorOptions(
-            windows=self.windows,
-            thresholds=self.thresholds,
-            models=self.overrides,
-            label_ttl_s=self.label_ttl_s,
-            max_pending=self.max_pending,
-            history=self.history,
-        )
-
-
 class MonitorSettings(ServiceSettings):
-    monitor: MonitorServiceOptions = MonitorServiceOptions()
+    monitor: MonitorOptions = MonitorOptions()
 
 
 class MonitorService(ConsumerService[MonitorSettings]):
@@ -127,7 +70,6 @@ class MonitorService(ConsumerService[MonitorSettings]):
     def load(self) -> None:
         super().load()
         self.options = self.settings.monitor
-        self.drift_options = self.options.drift_options()
         self.watches: dict[str, ModelWatch] = {}
         self.next_refresh: dict[str, float] = {}
         self.last_followed: dict[str, float] = {}
@@ -262,7 +204,7 @@ class MonitorService(ConsumerService[MonitorSettings]):
                 return
             champion = read_champion_setup(self.store, model, version)
             stored = self._stored_state(model)
-            watch = ModelWatch(champion, self.drift_options, stored)
+            watch = ModelWatch(champion, self.options, stored)
         except (ValueError, ObjectNotFound) as error:  # RegistryError and ValidationError are ValueErrors
             CHAMPION_FAILURES.labels(model).inc()
             log.error("cannot watch the champion; retrying at the next refresh",

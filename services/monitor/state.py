@@ -14,14 +14,12 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from services.monitor.drift import DriftDecider, Kind, PerformanceReport, WindowReport, _Episode
+from services.monitor.drift import Kind, PerformanceReport, WindowReport
 from services.monitor.monitor import ModelMonitor
 from services.monitor.reference import ColumnReference
 from streamml.events import DriftDetected
 from streamml.sdk.registry import RegistryError, check_name
 from streamml.store import ObjectNotFound
-
-KINDS: tuple[Kind, ...] = ("covariate", "prediction", "performance")
 
 
 class Strict(BaseModel):
@@ -70,7 +68,7 @@ def capture(monitor: ModelMonitor, version: str, events: list[DriftDetected], no
         dataset_version=reference.dataset_version,
         updated=now or datetime.now(UTC),
         prediction_reference=reference.prediction,
-        episodes={kind: EpisodeState(**vars(episode)) for kind, episode in _episodes(monitor.decider).items()},
+        episodes=monitor.decider.state(),
         events=events,
         window_reports=list(monitor.window_reports),
         performance_reports=list(monitor.performance_reports),
@@ -81,14 +79,7 @@ def restore(monitor: ModelMonitor, state: MonitorState) -> None:
     """Continue from ``state``: report history and drift episodes (call before the first batch)."""
     monitor.window_reports.extend(state.window_reports)
     monitor.performance_reports.extend(state.performance_reports)
-    episodes = _episodes(monitor.decider)
-    for kind, episode in state.episodes.items():
-        episodes[kind] = _Episode(**episode.model_dump())
-
-
-def _episodes(decider: DriftDecider) -> dict[Kind, _Episode]:
-    # The decider keeps no other state; it offers no accessor for it.
-    return decider._episodes  # noqa: SLF001
+    monitor.decider.restore({kind: episode.model_dump(mode="json") for kind, episode in state.episodes.items()})
 
 
 def read_state(store, model: str) -> MonitorState | None:

@@ -84,8 +84,8 @@ def training_reference(seed: int = 1, rows: int = 200_000) -> tuple[MonitorRefer
         features=refs,
         prediction=numeric_reference(train.outputs, seed=seed),
     )
-    auc, _ = window_metric("binary", "auc", test.outputs, test.labels)
-    return reference, PerformanceBaseline(task="binary", metric="auc", value=auc)
+    auc, error = window_metric("binary", "auc", test.outputs, test.labels)
+    return reference, PerformanceBaseline(task="binary", metric="auc", value=auc, standard_error=error)
 
 
 def prediction_batch(data: Traffic, first_id: int, times: np.ndarray) -> PredictionBatch:

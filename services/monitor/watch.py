@@ -18,12 +18,11 @@ import pyarrow.compute as pc
 from services.monitor import metrics
 from services.monitor.champion import Champion
 from services.monitor.config import MonitorOptions
-from services.monitor.drift import evaluate_window
+from services.monitor.decider import KINDS
 from services.monitor.monitor import ModelMonitor
 from services.monitor.performance import Task
 from services.monitor.records import DecodedFeedback, DecodedPredictions, FeatureLayout
-from services.monitor.state import KINDS, MonitorState, capture, restore
-from services.monitor.windows import ClosedWindow
+from services.monitor.state import MonitorState, capture, restore
 from streamml.events import DriftDetected
 
 
@@ -36,7 +35,7 @@ class ModelWatch:
         if continues and reference.prediction is None and state.prediction_reference is not None:
             # The prediction reference adopted from live traffic before the restart, not from drifted traffic after it.
             reference = reference.model_copy(update={"prediction": state.prediction_reference})
-        self.monitor = AdoptingMonitor(
+        self.monitor = ModelMonitor(
             reference,
             thresholds=options.thresholds_for(self.model),
             windows=options.windows,
@@ -100,27 +99,3 @@ class ModelWatch:
         return tuple(items[-1] if items else None
                      for items in (self.monitor.window_reports, self.monitor.performance_reports, self.events))
 
-
-class AdoptingMonitor(ModelMonitor):
-    """A ModelMonitor whose windows counted before it adopted a prediction reference skip the prediction test.
-
-    ModelMonitor adopts the reference when it judges the first full window of
-    a batch, but a batch spanning several windows has already started the
-    next ones with the earlier bins; judged against the adopted reference they
-    would fail on a length mismatch or, for classes, compare bins in another
-    order. Those windows are judged on their features only.
-    """
-
-    _first_adopted_window: int | None = None
-
-    def _judge(self, window: ClosedWindow) -> list[DriftDetected]:
-        if self._first_adopted_window is not None and window.index < self._first_adopted_window:
-            features_only = self.reference.model_copy(update={"prediction": None})
-            return self._decide(evaluate_window(window, features_only, self.thresholds))
-        adopting = self.reference.prediction is None
-        events = super()._judge(window)
-        if adopting and self.reference.prediction is not None:
-            # The open window (if any) keeps its bins; the next one started uses the adopted reference.
-            accumulator = self._accumulator
-            self._first_adopted_window = accumulator._index + (1 if accumulator._open else 0)  # noqa: SLF001
-        return events

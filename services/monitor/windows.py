@@ -8,7 +8,9 @@ the numeric values for the KS test. A label window keeps the joined
 when it holds ``size`` rows or when a row's time reaches ``start +
 duration_s``, whichever comes first; ``poll(now)`` closes a time window that
 traffic stopped filling. A batch is split exactly at the boundary, so
-windows never overlap.
+windows never overlap. ``add`` yields each window as it closes, before it
+counts the rows after it, so a column changed with ``set_column`` between
+two windows of one batch counts the rest of the batch.
 
     columns = columns_for(reference)
     windows = WindowAccumulator(columns, WindowSpec(size=10_000))
@@ -18,7 +20,7 @@ windows never overlap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,11 +40,9 @@ class WindowSpec(BaseModel):
 
     size: int | None = Field(10_000, ge=1, description="predictions per window; null: by time only")
     duration_s: float | None = Field(None, gt=0, description="seconds per window; null: by count only")
-    min_count: int = Field(1_000, ge=1, description="a smaller window is reported but not judged")
     sample_size: int = Field(5_000, ge=10, description="reservoir per window for the KS test")
     label_size: int | None = Field(5_000, ge=1, description="labelled predictions per performance window")
     label_duration_s: float | None = Field(None, gt=0)
-    min_labels: int = Field(500, ge=1, description="a smaller performance window is reported but not judged")
 
     @model_validator(mode="after")
     def _closes_somehow(self) -> WindowSpec:
@@ -172,13 +172,17 @@ class WindowAccumulator:
             return 0.0
         return self._count / self.spec.size
 
-    def add(self, columns: Mapping[str, Values], times: np.ndarray) -> list[ClosedWindow]:
+    def add(self, columns: Mapping[str, Values], times: np.ndarray) -> Iterator[ClosedWindow]:
+        """Count a batch, yielding each window as it closes; iterate to the end, the rows are counted as it runs.
+
+        The rows after a yielded window are counted only when iteration resumes,
+        so the caller can ``set_column`` for them first.
+        """
         times = np.asarray(times, dtype=np.float64)
         missing = [name for name in self._columns if name not in columns]
         if missing:
             raise ValueError(f"batch lacks columns {missing}; it has {sorted(columns)}")
         coded = self._code(columns)
-        closed = []
         position = 0
         while position < times.size:
             if not self._open and self._start(float(times[position])):
@@ -188,8 +192,7 @@ class WindowAccumulator:
             self._take(coded, position, cut, times)
             position = cut
             if reason is not None:
-                closed.append(self._close(self._end_time if reason == "time" else self._last_time))
-        return closed
+                yield self._close(self._end_time if reason == "time" else self._last_time)
 
     def poll(self, now: float) -> list[ClosedWindow]:
         if self._open and self._end_time is not None and now >= self._end_time:

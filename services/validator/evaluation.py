@@ -6,7 +6,9 @@ overall and per slice, and how fast it answers. ``decide`` judges these.
                           latency=measure_latency(program, (numeric, categorical), batch_size=256))
 
 An undefined metric (NaN: AUC of a one-class slice) is stored as ``None`` so
-``decision.json`` stays standard JSON.
+``decision.json`` stays standard JSON. ``intervals`` holds the 95% interval
+and standard error of each overall metric: the monitor weighs the live
+metric's loss against both its own and the test split's sampling error.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.validator.metrics import Task, slice_metrics, task_metrics
+from services.validator.metrics import Task, slice_metrics, standard_errors, task_metrics
 
 OUT_OF_VOCABULARY = "(other)"
+# Two-sided 95% normal interval.
+Z_95 = 1.959963984540054
 
 
 class Strict(BaseModel):
@@ -46,9 +50,23 @@ class Latency(Strict):
     calls: int = Field(ge=1)
 
 
+class MetricInterval(Strict):
+    """A metric's sampling error on the test split and its 95% normal interval."""
+
+    standard_error: float = Field(ge=0)
+    low: float
+    high: float
+    method: Literal["delong", "mean", "delta"] = Field(
+        description="delong: AUC; mean: a mean of per-row losses; delta: RMSE from the squared errors' mean"
+    )
+
+
 class Evaluation(Strict):
     rows: int = Field(ge=0, description="test rows the metrics come from")
     metrics: dict[str, float | None]
+    intervals: dict[str, MetricInterval] = Field(
+        default_factory=dict, description="metric -> its sampling error; absent where the metric is undefined"
+    )
     slices: dict[str, dict[str, SliceEvaluation]] = Field(
         default_factory=dict, description="feature -> value -> metrics of the rows with that value"
     )
@@ -72,12 +90,26 @@ def evaluate(
         }
         for feature, values in (slices or {}).items()
     }
+    metrics = task_metrics(task, predictions, labels)
     return Evaluation(
         rows=int(np.asarray(labels).shape[0]),
-        metrics=task_metrics(task, predictions, labels),
+        metrics=metrics,
+        intervals=intervals(metrics, standard_errors(task, predictions, labels)),
         slices=by_slice,
         latency=latency,
     )
+
+
+def intervals(metrics: Mapping[str, float], errors: Mapping[str, float]) -> dict[str, MetricInterval]:
+    """95% intervals of the defined metrics that have a defined standard error."""
+    methods = {"auc": "delong", "rmse": "delta"}
+    return {
+        name: MetricInterval(
+            standard_error=error, low=value - Z_95 * error, high=value + Z_95 * error, method=methods.get(name, "mean")
+        )
+        for name, value in metrics.items()
+        if not math.isnan(value) and not math.isnan(error := errors.get(name, math.nan))
+    }
 
 
 def category_names(codes: np.ndarray, vocabulary: Sequence[str]) -> np.ndarray:

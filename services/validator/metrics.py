@@ -6,6 +6,11 @@ indices), the predicted value ``[N]`` for regression. Binary gives ``auc``,
 ``log_loss`` and ``accuracy`` (at probability 0.5), multiclass ``accuracy``
 and ``log_loss``, regression ``rmse`` and ``mae``. A metric that is undefined
 on the rows given (AUC of one class, anything of no rows) is NaN.
+
+``standard_errors`` gives the sampling error of each metric on the rows
+given (DeLong for AUC, the error of the mean for per-row losses, the delta
+method for RMSE), so whoever compares live traffic with a test metric knows
+how exact it is.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from scipy import stats
 
 Task = Literal["binary", "multiclass", "regression"]
 # Probabilities are clipped so one confident mistake costs a large, finite loss.
@@ -94,4 +100,49 @@ def slice_metrics(
     return {
         str(value): (int(rows.size), task_metrics(task, predictions[rows], labels[rows]))
         for value, rows in zip(distinct.tolist(), groups, strict=True)
+    }
+
+
+def delong_standard_error(scores: np.ndarray, labels: np.ndarray) -> float:
+    """DeLong's standard error of the AUC (ties counting half); NaN with fewer than two of either class."""
+    positive = np.asarray(labels).astype(bool).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    pos, neg = scores[positive], scores[~positive]
+    m, n = pos.size, neg.size
+    if m < 2 or n < 2:
+        return float("nan")
+    ranks = stats.rankdata(np.concatenate([pos, neg]))
+    # Per positive: the share of negatives it outranks; per negative: the share of positives that outrank it.
+    wins_of_positives = (ranks[:m] - stats.rankdata(pos)) / n
+    losses_of_negatives = 1.0 - (ranks[m:] - stats.rankdata(neg)) / m
+    variance = wins_of_positives.var(ddof=1) / m + losses_of_negatives.var(ddof=1) / n
+    return float(np.sqrt(variance))
+
+
+def standard_errors(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The sampling error of each metric ``task_metrics`` gives on these rows (NaN where undefined)."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+
+    def of_mean(values: np.ndarray) -> float:
+        return float(values.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+
+    if task == "regression":
+        squared = (predictions - labels.astype(np.float64)) ** 2
+        root = np.sqrt(squared.mean()) if n else float("nan")
+        # Delta method: d sqrt(m) = dm / (2 sqrt(m)).
+        rmse_error = of_mean(squared) / (2 * root) if n > 1 and root > 0 else float("nan")
+        return {"rmse": rmse_error, "mae": of_mean(np.sqrt(squared))}
+    if task == "multiclass":
+        chosen = predictions[np.arange(n), labels.astype(np.int64)]
+        hits = (predictions.argmax(axis=1) == labels).astype(np.float64)
+        return {"accuracy": of_mean(hits), "log_loss": of_mean(-np.log(np.clip(chosen, EPSILON, 1.0)))}
+    p = np.clip(predictions, EPSILON, 1 - EPSILON)
+    y = labels.astype(np.float64)
+    hits = ((predictions > 0.5) == (y > 0.5)).astype(np.float64)
+    return {
+        "auc": delong_standard_error(predictions, labels),
+        "log_loss": of_mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))),
+        "accuracy": of_mean(hits),
     }

@@ -153,7 +153,7 @@ def test_a_drifting_feature_raises_exactly_one_event_and_the_report_shows_it(sta
     assert all(report.judged and not report.covariate_drift for report in clean.window_reports)
     assert drift_events(world, 2) == []  # events are flushed before the state that counts their window is written
 
-    world.windows(3, drift=True)  # the second drifting window raises the event; the third continues the episode
+    world.windows(3, drift=True)  # a strong shift: the first drifting window raises the event, the others continue it
     state = world.wait_for_windows(6, monitor)
     ((key, event),) = drift_events(world, 3)
     assert key == b"transactions"

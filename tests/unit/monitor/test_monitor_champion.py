@@ -41,6 +41,14 @@ def test_the_reference_comes_from_the_card_and_the_baseline_from_the_validators_
     assert champion.baseline == PerformanceBaseline(task="binary", metric="auc", value=0.79)
 
 
+def test_the_baseline_carries_the_validators_sampling_error_of_its_test_metric(reference):
+    interval = {"standard_error": 0.006, "low": 0.778, "high": 0.802, "method": "delong"}
+    decision = {"candidate": {"metrics": {"auc": 0.79}, "intervals": {"auc": interval}}}
+    baseline = champion_from("fraud", "v7", card(reference), decision).baseline
+    assert (baseline.value, baseline.standard_error) == (0.79, 0.006)
+    assert champion_from("fraud", "v7", card(reference)).baseline.standard_error is None  # the card's has none
+
+
 def test_without_a_decision_the_cards_validation_metric_is_the_baseline(reference):
     assert champion_from("fraud", "v7", card(reference)).baseline.value == 0.81
 

@@ -91,15 +91,18 @@ def test_page_hinkley_finds_a_rise_in_the_error_mean_soon_after_it_starts():
     rng = np.random.default_rng(1)
     before = rng.binomial(1, 0.10, 50_000).astype(float)
     after = rng.binomial(1, 0.13, 20_000).astype(float)
+    times = 1_000.0 + np.arange(70_000)  # one error a second
     detector = PageHinkley()
-    assert detector.update(before) == []
+    assert detector.update(before, times[:50_000]) == []
     alarms = []
-    for chunk in np.array_split(after, 37):  # odd batch sizes: blocks carry over between updates
-        alarms += detector.update(chunk)
+    # Odd batch sizes: blocks (and their times) carry over between updates.
+    for chunk, stamps in zip(np.array_split(after, 37), np.array_split(times[50_000:], 37), strict=True):
+        alarms += detector.update(chunk, stamps)
     assert len(alarms) == 1
     alarm = alarms[0]
     assert 50_000 < alarm.at < 50_000 + 10_000
     assert abs(alarm.change_at - 50_000) < 3_000
+    assert (alarm.at_time, alarm.change_time) == (times[alarm.at - 1], times[alarm.change_at - 1])
     assert alarm.mean_before == pytest.approx(0.10, abs=0.01) and alarm.mean_after > 0.115
 
 
@@ -113,3 +116,22 @@ def test_page_hinkley_ignores_a_fall_in_the_error_mean():
 def test_page_hinkley_rejects_a_warmup_shorter_than_a_block():
     with pytest.raises(ValueError, match="warmup >= block"):
         PageHinkley(block=100, warmup=50)
+
+
+def test_a_warmup_without_errors_keeps_a_scale_so_one_miss_is_not_a_change():
+    bounded, unbounded = PageHinkley(error_bound=1.0), PageHinkley()
+    errors = np.zeros(20_100)
+    errors[20_000] = 1.0  # a perfect model's first miss
+    assert bounded.update(errors) == []
+    (alarm,) = unbounded.update(errors)  # no spread in the warm-up: one miss looks like 10,000 standard deviations
+    assert alarm.relative_increase == float("inf")
+
+
+def test_a_perfect_model_that_starts_to_miss_is_caught_with_a_finite_rise():
+    rng = np.random.default_rng(3)
+    detector = PageHinkley(error_bound=1.0)
+    assert detector.update(np.zeros(20_000)) == []
+    (alarm,) = detector.update(rng.binomial(1, 0.05, 2_000).astype(float))
+    assert alarm.at <= 20_600
+    # Against the smallest rate the warm-up could tell from zero (1 in 2,001), not against zero.
+    assert alarm.mean_before == 0 and alarm.relative_increase == pytest.approx(alarm.mean_after * 2001, rel=1e-9)

@@ -56,3 +56,18 @@ def test_latency_times_only_the_model_on_full_batches_after_warmup():
 def test_latency_needs_rows():
     with pytest.raises(ValueError, match="no rows"):
         measure_latency(lambda *a: None, (np.zeros((0, 2)),), batch_size=4)
+
+
+def test_evaluate_records_the_sampling_error_of_each_defined_metric():
+    rng = np.random.default_rng(12)
+    labels = rng.integers(0, 2, 2_000)
+    scores = np.clip(rng.random(2_000) * 0.6 + labels * 0.3, 0, 1)
+    result = evaluate("binary", scores, labels)
+    auc = result.intervals["auc"]
+    assert auc.method == "delong" and 0 < auc.standard_error < 0.02
+    assert auc.low < result.metrics["auc"] < auc.high
+    assert auc.high - auc.low == pytest.approx(2 * 1.96 * auc.standard_error, rel=1e-3)
+    assert set(result.intervals) == {"auc", "log_loss", "accuracy"}
+    one_class = evaluate("binary", scores, np.ones(2_000))
+    assert one_class.metrics["auc"] is None and "auc" not in one_class.intervals
+    assert type(result).model_validate_json(result.model_dump_json()) == result

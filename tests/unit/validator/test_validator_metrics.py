@@ -3,7 +3,17 @@ import math
 import numpy as np
 import pytest
 
-from services.validator.metrics import accuracy, auc, log_loss, mae, rmse, slice_metrics, task_metrics
+from services.validator.metrics import (
+    accuracy,
+    auc,
+    delong_standard_error,
+    log_loss,
+    mae,
+    rmse,
+    slice_metrics,
+    standard_errors,
+    task_metrics,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -87,3 +97,41 @@ def test_slice_metrics_equal_the_metrics_of_each_subset():
 def test_slice_column_must_match_rows():
     with pytest.raises(ValueError, match="slice column has 2 values for 3 rows"):
         slice_metrics("regression", np.zeros(3), np.zeros(3), np.array(["a", "b"]))
+
+
+def test_delong_standard_error_matches_its_pairwise_definition():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300) * 0.6 + labels * 0.3, 2)  # with ties
+    positives, negatives = scores[labels == 1], scores[labels == 0]
+    wins = (positives[:, None] > negatives[None, :]) + 0.5 * (positives[:, None] == negatives[None, :])
+    v10, v01 = wins.mean(axis=1), wins.mean(axis=0)
+    expected = np.sqrt(v10.var(ddof=1) / positives.size + v01.var(ddof=1) / negatives.size)
+    assert delong_standard_error(scores, labels) == pytest.approx(expected, rel=1e-12)
+    assert math.isnan(delong_standard_error(scores[:3], np.array([1, 0, 0])))
+
+
+def test_the_auc_standard_error_is_the_spread_of_the_auc_over_test_splits():
+    rng = np.random.default_rng(6)
+
+    def split(n):
+        labels = rng.integers(0, 2, n)
+        return rng.normal(0, 1, n) + 0.8 * labels, labels
+
+    aucs = [auc(*split(2_000)) for _ in range(300)]
+    errors = [standard_errors("binary", *split(2_000))["auc"] for _ in range(20)]
+    assert np.mean(errors) == pytest.approx(np.std(aucs, ddof=1), rel=0.15)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_every_metric_has_a_standard_error(task):
+    rng = np.random.default_rng(7)
+    if task == "multiclass":
+        labels = rng.integers(0, 3, 500)
+        predictions = rng.dirichlet(np.ones(3), 500)
+    else:
+        labels = rng.integers(0, 2, 500).astype(float) if task == "binary" else rng.normal(0, 1, 500)
+        predictions = rng.random(500) if task == "binary" else labels + rng.normal(0, 0.5, 500)
+    errors = standard_errors(task, predictions, labels)
+    assert set(errors) == set(task_metrics(task, predictions, labels))
+    assert all(0 < error < 0.1 for error in errors.values())

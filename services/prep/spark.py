@@ -100,8 +100,9 @@ def s3a_conf(s3: S3Settings, buffer_dir: Path, signer: Literal["v4", "v2"]) -> d
     return conf
 
 
-def s3a_keys(s3: S3Settings) -> dict[str, str]:
-    """The Hadoop settings that hold the S3 keys: set on the running session only (see the module doc)."""
+def s3a_credentials(s3: S3Settings) -> dict[str, str]:
+    """The S3A keys, set on the running session's Hadoop configuration rather
+    than passed as --conf, which would put the secret on the JVM's command line."""
     if s3.access_key_id is None or s3.secret_access_key is None:
         return {}
     return {"fs.s3a.access.key": s3.access_key_id.get_secret_value(),
@@ -160,7 +161,8 @@ def spark_session(
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
-    hadoop = session.sparkContext._jsc.hadoopConfiguration()
-    for key, value in (s3a_keys(s3) if s3 is not None else {}).items():
-        hadoop.set(key, value)
+    if s3 is not None:
+        hadoop = session.sparkContext._jsc.hadoopConfiguration()
+        for key, value in s3a_credentials(s3).items():
+            hadoop.set(key, value)
     return session

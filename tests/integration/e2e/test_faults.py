@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fault_proxy import FaultProxy
-from landing_checks import landed_offsets
+from landing_checks import landed
 from rich.console import Console
 
 from streamml.demo import EXAMPLES, DemoPlan, run_demo
@@ -162,8 +162,8 @@ def test_the_loop_rides_out_a_store_and_a_broker_outage(stack, bucket, services,
         assert all(process.poll() is None for process in services.running), "a service exited"
         assert dead_letters(settings) == 0
         store = ObjectStore.connect(settings.s3)
-        offsets = landed_offsets(store)
-        assert len(offsets) == len(set(offsets)) == PLAN.first_records + PLAN.drift_records
+        offsets, keys = landed(store)
+        assert len(offsets) == len(set(offsets)) == len(set(keys)) == PLAN.first_records + PLAN.drift_records
         for outage, (started, ended) in chaos.outages.items():
             for name, seen in readiness.seen.items():
                 assert any(not ready for at, ready in seen if started <= at <= ended + 10), (name, outage)

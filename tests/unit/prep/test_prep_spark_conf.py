@@ -9,7 +9,7 @@ from services.prep.spark import (
     error_summary,
     lost_the_store,
     s3a_jars,
-    s3a_keys,
+    s3a_credentials,
     spark_conf,
 )
 from streamml.settings import S3Settings
@@ -48,7 +48,7 @@ def test_s3a_points_at_the_endpoint_by_path_without_ssl_for_http(tmp_path):
 def test_the_keys_stay_off_the_command_line_the_jvm_starts_with(tmp_path):
     conf = spark_conf("local[2]", tmp_path, s3(), [], 4)
     assert not [key for key, value in conf.items() if "key" in key.rsplit(".", 1)[-1] or value in ("AK", "SK")]
-    assert s3a_keys(s3()) == {"fs.s3a.access.key": "AK", "fs.s3a.secret.key": "SK"}
+    assert s3a_credentials(s3()) == {"fs.s3a.access.key": "AK", "fs.s3a.secret.key": "SK"}
 
 
 def test_s3a_signs_with_sigv4_unless_told_to_use_the_old_signer(tmp_path):

@@ -107,6 +107,7 @@ class ModelClient:
         self.slot = ModelSlot(model)
         self._cards: dict[str, dict[str, Any]] = {}
         self._on_swap = on_swap
+        self._last_error: str | None = None  # logged already; the same error is not logged again
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self.faults = FaultPolicy("sdk")
@@ -120,8 +121,8 @@ class ModelClient:
         self._reports: deque[bool] = deque()
         self._log = (PredictionLog(self._send_predictions, reports=self._settle, name=model)
                      if log_predictions else None)
-        loaded = self._refresh()
-        first_check = time.monotonic() + (reconcile_s if loaded else RETRY_AFTER_FAILURE_S)
+        reachable = self._refresh()
+        first_check = time.monotonic() + (reconcile_s if reachable else RETRY_AFTER_FAILURE_S)
         self._watcher = threading.Thread(target=self._watch, args=(first_check,), name=f"model-client-{model}",
                                          daemon=True)
         self._watcher.start()
@@ -187,12 +188,16 @@ class ModelClient:
                 failures += 1
                 continue
             if promoted or time.monotonic() >= next_check:
-                ok = self._refresh()
-                failures = 0 if ok else failures + 1
-                next_check = time.monotonic() + (self.reconcile_s if ok else self.faults.backoff.delay(failures))
+                reachable = self._refresh()
+                failures = 0 if reachable else failures + 1
+                next_check = time.monotonic() + (self.reconcile_s if reachable else self.faults.backoff.delay(failures))
 
     def _refresh(self) -> bool:
-        """Load and swap in the version the pointer names, if it is not served already; False on failure."""
+        """Load and swap in the version the pointer names, if it is not served already.
+
+        False while the store is away: retried with backoff. A broken pointer or
+        version is logged once and looked at again on the next promotion or
+        reconciliation; the version being served stays."""
         try:
             pointer, _ = read_champion(self.store, self.model)
             if pointer is None or pointer.version == self.version:
@@ -202,19 +207,22 @@ class ModelClient:
         except Exception as error:  # noqa: BLE001 - a bad version must not stop serving the current one
             if transient_dependency(error) is None:
                 LOAD_FAILURES.labels(self.model).inc()
+                self.faults.succeeded(OBJECT_STORE)
             self._failed(error, f"could not load the champion of {self.model!r}; still serving {self.version}")
-            return False
+            return transient_dependency(error) is None
         self.faults.succeeded(OBJECT_STORE)
+        self._last_error = None
         self._swap(loaded)
         return True
 
     def _failed(self, error: Exception, what: str) -> None:
-        """An outage goes to the fault policy (one log line per episode); anything else is logged here."""
+        """An outage goes to the fault policy (one log line per episode); any other error is logged once."""
         dependency = transient_dependency(error)
         if dependency is not None:
             self.faults.failed(dependency, error)
-        else:
-            log.error(what, exc_info=error)
+        elif str(error) != self._last_error:
+            self._last_error = str(error)
+            log.error(f"{what}: {type(error).__name__}: {error}")
 
     def _swap(self, loaded: LoadedVersion) -> None:
         # The replaced version's card stays while its last requests finish.

@@ -128,7 +128,7 @@ def test_a_client_under_load_switches_to_the_promoted_version_with_no_failed_req
     assert (feedback[0].request_id, feedback[0].label) == (request_id, 1)
 
 
-def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world):
+def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world, caplog):
     put_dataset(world.store, 1)
     put_version(world.store, "v1", trained("weak", 1))
     put_version(world.store, "v2", trained("strong", 1))
@@ -145,6 +145,10 @@ def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world):
         promote(world, "v2", "v1")
         wait_until(lambda: failures() > before)
         assert client.version == "v1"
+        # One line that names the damaged object, without a stack trace.
+        [line] = [r for r in caplog.records if r.name == "streamml.sdk.client" and r.levelname == "ERROR"]
+        assert f"models/{MODEL}/v2/model.pt2 is not a loadable torch.export program" in line.getMessage()
+        assert line.exc_info is None
         promote(world, "v3", "v2")
         wait_until(lambda: load.all_saw("v3"))
     client.close()

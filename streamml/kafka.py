@@ -106,9 +106,12 @@ class EventProducer:
                 self._producer.poll(0.1)
         self._producer.poll(0)
 
-    def send(self, event: Event, topic: str | None = None) -> None:
-        """Queue one event on its default (prefixed) topic unless ``topic`` is given."""
-        message = encode(event, self.source)
+    def send(self, event: Event, topic: str | None = None, event_id: str | None = None) -> None:
+        """Queue one event on its default (prefixed) topic unless ``topic`` is given.
+
+        ``event_id``: the CloudEvents id, for an announcement that may be sent again
+        (see ``streamml.events.stable_id``); a new one otherwise."""
+        message = encode(event, self.source, event_id)
         name = topic or self.settings.topic(event.default_topic())
         self.produce(name, message.value, message.key, list(message.headers.items()))
 
@@ -122,8 +125,10 @@ class EventProducer:
         if remaining:
             raise DeliveryError(f"{remaining} message(s) still unacknowledged after {timeout:g}s")
 
-    def send_now(self, event: Event, topic: str | None = None, timeout: float = 60.0) -> None:
-        self.send(event, topic)
+    def send_now(
+        self, event: Event, topic: str | None = None, timeout: float = 60.0, event_id: str | None = None
+    ) -> None:
+        self.send(event, topic, event_id)
         self.flush(timeout)
 
 

@@ -265,6 +265,12 @@ class BatchConsumer:
                 asynchronous=False,
             )
 
+    def seek(self, offsets: Offsets) -> None:
+        """Read assigned partitions again from ``offsets`` (a service that lost its in-memory state)."""
+        for (topic, partition), offset in offsets.items():
+            if (topic, partition) in self.assignment:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+
     def committed(self, partitions: list[tuple[str, int]], timeout: float = 10) -> dict:
         found = self._consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout)
         return {(tp.topic, tp.partition): tp.offset for tp in found}

@@ -6,6 +6,14 @@ builds a version when the spec's policy says so (enough new records, or the
 oldest pending data is stale). ``drift.detected`` builds as soon as any new
 data has landed, whatever the row policy says. Builds run on one long-lived
 SparkSession while the consumer keeps polling.
+
+Events are keyed by dataset, so one replica gets a dataset's events; after a
+start every replica looks at every dataset once, since events committed
+before a crash are not delivered again. Which replica builds is settled in
+the store: a build claims the next version number with a lease
+(``versions.py``), so while one replica builds a dataset the others skip it,
+and a replica that dies mid-build hands the number over when its lease runs
+out.
 """
 
 from __future__ import annotations
@@ -17,10 +25,10 @@ from pathlib import Path
 from prometheus_client import Counter, Histogram
 from pydantic import Field
 
-from services.prep.builder import BuildFailed, DatasetBuilder
+from services.prep.builder import BuildFailed, Busy, DatasetBuilder, LostRace
 from services.prep.spark import SparkJarsMissing, spark_session
 from services.prep.versions import pending
-from streamml.events import DataLanded, DatasetReady, DriftDetected, Event
+from streamml.events import DataLanded, DatasetReady, DriftDetected, Event, stable_id
 from streamml.registry.datasets import latest_manifest
 from streamml.registry.keys import drift_request_key
 from streamml.service import EventService, StartupError, run
@@ -44,6 +52,11 @@ class PrepOptions(Group):
     spark_master: str = Field("local[*]", description="local[N], spark://host:port or k8s://...")
     jars_dir: Path = Field(Path("vendor/jars"), description="folder with the S3A connector jars")
     driver_memory: str = Field("2g", description="Spark driver memory")
+    lease_s: float = Field(
+        60.0, ge=1, le=3600,
+        description="a build renews its claim on a version number every third of this; a claim not renewed "
+        "for this long (a replica that died mid-build) is taken over by another replica",
+    )
 
 
 class PrepSettings(ServiceSettings):
@@ -79,9 +92,10 @@ class PrepService(EventService[PrepSettings]):
                                   options.jars_dir, driver_memory=options.driver_memory)
         except SparkJarsMissing as error:
             raise StartupError(f"STREAMML_PREP_JARS_DIR={str(options.jars_dir)!r}: {error}") from None
-        self.builder = DatasetBuilder(self.store, self.settings.s3, spark)
+        self.builder = DatasetBuilder(self.store, self.settings.s3, spark, lease_s=options.lease_s)
         self.marked: set[str] = set(self.specs)  # look at every dataset once after a start
         self.first_seen: dict[str, float] = {}
+        self.waiting_on: dict[str, str] = {}  # dataset -> the attempt of another replica it waits for
         self.last_check = 0.0
 
     def handle_event(self, event: Event, context: dict) -> None:
@@ -115,15 +129,23 @@ class PrepService(EventService[PrepSettings]):
             self.first_seen.setdefault(name, now)
             drift = self._drift_request(name)
             trigger = drift or trigger_for(records, self.first_seen[name], now, spec.prep)
-            if trigger is not None:
-                self.marked.discard(name)  # looked at again on the next data.landed
-                self.first_seen.pop(name, None)
-                try:
-                    self._build(spec, trigger)
-                except BuildFailed:
-                    continue  # logged and counted; the next landed batch retries
+            if trigger is None:
+                continue
+            try:
+                self._build(spec, trigger)
+            except Busy as busy:
+                if self.waiting_on.get(name) != busy.held.attempt:
+                    self.waiting_on[name] = busy.held.attempt
+                    log.info("another replica builds this dataset; looking again later",
+                             extra={"dataset": name, "reason": str(busy)})
+                continue  # still marked: if that build fails or its replica dies, this one builds
+            except (BuildFailed, LostRace):
+                pass  # logged and counted; the next landed batch retries
+            else:
                 if drift:
                     self.store.delete(drift_request_key(name))
+            self.marked.discard(name)  # looked at again on the next data.landed
+            self.first_seen.pop(name, None)
 
     def _drift_request(self, dataset: str) -> str | None:
         try:
@@ -140,9 +162,15 @@ class PrepService(EventService[PrepSettings]):
             BUILDS.labels(spec.name, kind, "failed").inc()
             log.error("build failed; no version published", extra={"dataset": spec.name, "reason": str(error)})
             raise
+        except LostRace as error:
+            BUILDS.labels(spec.name, kind, "lost").inc()
+            log.warning("another attempt published this version first; this build's files are deleted",
+                        extra={"dataset": spec.name, "reason": str(error)})
+            raise
         BUILDS.labels(spec.name, kind, "published").inc()
         BUILD_SECONDS.labels(spec.name).observe(time.monotonic() - started)
-        self.producer.send_now(DatasetReady.of(manifest, kind))
+        self.producer.send_now(DatasetReady.of(manifest, kind),
+                               event_id=stable_id("dataset.ready", manifest.dataset, manifest.version))
         log.info("dataset ready", extra={"dataset": spec.name, "version": manifest.version, "rows": manifest.rows,
                                          "trigger": trigger, "seconds": round(time.monotonic() - started, 1)})
 

@@ -24,6 +24,7 @@ from streamml.manifest import DatasetManifest
 from streamml.registry.keys import dataset_manifest_key
 
 SCHEMA_BASE = "https://streamml.dev/schemas/"
+ID_NAMESPACE = uuid.UUID("6f1d3c2e-5b7a-4e0f-9c84-2a6b1e7d9f30")
 _FORMAT = JSONFormat()
 
 
@@ -186,7 +187,8 @@ class PredictionRecord(Event):
     time: datetime
 
     def partition_key(self) -> str:
-        return self.request_id
+        # One model's predictions share a partition, so one monitor replica judges them all.
+        return self.model
 
     def default_topic(self) -> str:
         return f"predictions.{self.model}"
@@ -202,7 +204,9 @@ class FeedbackRecord(Event):
     time: datetime
 
     def partition_key(self) -> str:
-        return self.request_id
+        # The partition of the model's predictions (topics of equal partition counts), so
+        # the replica that holds a model's predictions also gets their labels.
+        return self.model
 
     def default_topic(self) -> str:
         return f"feedback.{self.model}"
@@ -227,11 +231,21 @@ class EventError(ValueError):
     """A message that is not a valid streamml event; the text says why."""
 
 
-def encode(event: Event, source: str) -> KafkaMessage:
-    """The Kafka key, headers and value of ``event`` in CloudEvents binary mode."""
+def stable_id(*parts: object) -> str:
+    """An event id that is a function of what the event announces.
+
+    A service that announces a fact again after a crash (a committed version,
+    a decision, a pointer move) sends it with the same id, so consumers can
+    tell a repeat from a new event (CloudEvents: same source and id, same event).
+    """
+    return str(uuid.uuid5(ID_NAMESPACE, "/".join(str(part) for part in parts)))
+
+
+def encode(event: Event, source: str, event_id: str | None = None) -> KafkaMessage:
+    """The Kafka key, headers and value of ``event`` in CloudEvents binary mode (a new id unless given)."""
     ce = CloudEvent(
         attributes={
-            "id": str(uuid.uuid4()),
+            "id": event_id or str(uuid.uuid4()),
             "source": source,
             "type": event.ce_type(),
             "time": datetime.now(UTC),

@@ -176,9 +176,12 @@ class EventProducer:
         self._producer.poll(0)
         return True
 
-    def send(self, event: Event, topic: str | None = None) -> None:
-        """Queue one event on its default (prefixed) topic unless ``topic`` is given."""
-        message = encode(event, self.source)
+    def send(self, event: Event, topic: str | None = None, event_id: str | None = None) -> None:
+        """Queue one event on its default (prefixed) topic unless ``topic`` is given.
+
+        ``event_id``: the CloudEvents id, for an announcement that may be sent again
+        (see ``streamml.events.stable_id``); a new one otherwise."""
+        message = encode(event, self.source, event_id)
         name = topic or self.settings.topic(event.default_topic())
         self.produce(name, message.value, message.key, list(message.headers.items()))
 
@@ -202,8 +205,10 @@ class EventProducer:
             raise DeliveryError(f"{remaining} message(s) still unacknowledged after {timeout:g}s: "
                                 f"the brokers at {self.settings.bootstrap} do not answer", transient=True)
 
-    def send_now(self, event: Event, topic: str | None = None, timeout: float = 60.0) -> None:
-        self.send(event, topic)
+    def send_now(
+        self, event: Event, topic: str | None = None, timeout: float = 60.0, event_id: str | None = None
+    ) -> None:
+        self.send(event, topic, event_id)
         self.flush(timeout)
 
 
@@ -357,6 +362,12 @@ class BatchConsumer:
                 return False
             raise
         return True
+
+    def seek(self, offsets: Offsets) -> None:
+        """Read assigned partitions again from ``offsets`` (a service that lost its in-memory state)."""
+        for (topic, partition), offset in offsets.items():
+            if (topic, partition) in self.assignment:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def committed(self, partitions: list[tuple[str, int]], timeout: float = 10) -> dict:
         found = self._consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -67,6 +69,17 @@ class StoredObject:
     key: str
     data: bytes
     etag: str
+    modified: datetime | None = None
+    """When the object was last written, by the store's clock."""
+    read_at: datetime | None = None
+    """When it was read, by the store's clock (the response's Date): with ``modified``, its age
+    without trusting this host's clock (leases)."""
+
+    def age_s(self) -> float | None:
+        """Seconds since the object was written, by the store's clock; None when the store did not say."""
+        if self.modified is None or self.read_at is None:
+            return None
+        return (self.read_at - self.modified).total_seconds()
 
 
 class ReadableStore(Protocol):
@@ -118,7 +131,9 @@ class ObjectStore:
 
     def get(self, key: str) -> StoredObject:
         response = self._call("get_object", key, Key=key)
-        return StoredObject(key, response["Body"].read(), response["ETag"])
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        return StoredObject(key, response["Body"].read(), response["ETag"], response.get("LastModified"),
+                            parsedate_to_datetime(date) if date else None)
 
     def get_bytes(self, key: str) -> bytes:
         return self.get(key).data

@@ -22,7 +22,7 @@ from services.monitor.reference import MonitorReference
 from streamml.manifest import DatasetManifest
 from streamml.registry.datasets import manifest_at
 from streamml.registry.decisions import Evaluation, read_decision
-from streamml.registry.keys import RegistryError, card_key, dataset_manifest_key
+from streamml.registry.keys import RegistryError, dataset_manifest_key
 from streamml.registry.models import read_card, read_champion
 from streamml.store import ObjectNotFound
 
@@ -64,7 +64,7 @@ def champion_from(
     manifest: DatasetManifest | None = None,
 ) -> Champion:
     """Pure: the champion's reference and baseline from its card, the validator's test evaluation and a manifest."""
-    where = card_key(model, version)
+    where = _card(model, version)
     try:
         if card.get("expected_features"):
             reference = MonitorReference.from_card({**card, "model": model})
@@ -118,7 +118,11 @@ def _read_manifest(store: Any, card: dict[str, Any], model: str, version: str) -
     try:
         return manifest_at(store, key)
     except ObjectNotFound:
-        raise RegistryError(f"{card_key(model, version)} names manifest {key!r}, which does not exist") from None
+        raise RegistryError(f"{_card(model, version)} names manifest {key!r}, which does not exist") from None
+
+
+def _card(model: str, version: str) -> str:
+    return f"the model card of {model} {version}"
 
 
 def _describe(error: Exception) -> str:

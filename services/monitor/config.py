@@ -47,6 +47,10 @@ class MonitorOptions(Group):
     history: int = Field(100, ge=1, description="reports and events kept per model for `streamml drift report`")
     poll_batch: int = Field(20_000, ge=1, le=1_000_000, description="records polled and judged at once")
     champion_refresh_s: float = Field(10.0, gt=0, description="how often each champion pointer is re-read")
+    checkpoint_interval_s: float = Field(
+        10.0, gt=0, description="a model's checkpoint is written at least this often while records come (and "
+        "whenever a window closes or drift is raised); offsets are committed with it, so at most this much "
+        "traffic is read again after a crash")
 
     @field_validator("models")
     @classmethod

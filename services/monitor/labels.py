@@ -86,6 +86,18 @@ class _Waiting:
         self._replace(merged, keep if dropped else None)
         return dropped
 
+    def snapshot(self) -> dict:
+        if self.rows == 0:
+            return {"rows": 0}
+        merged = self._merged()
+        return {"rows": self.rows, "ids": merged.ids, "payload": merged.payload, "times": merged.times}
+
+    def restore(self, state: dict) -> None:
+        if state["rows"] == 0:
+            self._replace(_Rows(pa.array([], pa.string()), np.empty(0), np.empty(0)), None)
+        else:
+            self._replace(_Rows(state["ids"], state["payload"], state["times"]), None)
+
     def _merged(self) -> _Rows:
         return _Rows(
             pa.concat_arrays(self._ids) if len(self._ids) > 1 else self._ids[0],
@@ -142,6 +154,14 @@ class LabelJoin:
         new_rows, old_rows = new_rows[order], old_rows[order]
         self._feedback.append(_unmatched(new, found.ids))
         return Matched(found.payload[old_rows], new.payload[new_rows], new.times[new_rows])
+
+    def snapshot(self) -> dict:
+        """Every row still waiting, on both sides (see ``snapshot.py``)."""
+        return {"predictions": self._predictions.snapshot(), "feedback": self._feedback.snapshot()}
+
+    def restore(self, state: dict) -> None:
+        self._predictions.restore(state["predictions"])
+        self._feedback.restore(state["feedback"])
 
     def expire(self, now: float) -> tuple[int, int]:
         """Drop rows older than ``now - ttl_s`` (or over the cap): (predictions, feedback) dropped."""

@@ -1,10 +1,10 @@
-"""Writing what the monitor keeps of a model between restarts (``monitor/<model>/latest.json``).
+"""The watched champion's part of a checkpoint, and its readable copy (``monitor/<model>/latest.json``).
 
 The document (``MonitorState``) and its reader live in
-``streamml/registry/monitor.py``: ``streamml drift report`` reads it too. It
-is rewritten whenever a window closes or an event is raised, before the
-consumed offsets are committed. Open windows are not kept: a restart starts
-them empty.
+``streamml/registry/monitor.py``: ``streamml drift report`` reads it. The
+monitor writes it, conditionally like the checkpoint (``checkpoint.py``),
+right after each checkpoint in which a window closed or an event was raised.
+A restart continues from the checkpoint, which holds the same document.
 """
 
 from __future__ import annotations
@@ -40,5 +40,7 @@ def restore(monitor: ModelMonitor, state: MonitorState) -> None:
     monitor.decider.restore({kind: episode.model_dump(mode="json") for kind, episode in state.episodes.items()})
 
 
-def write_state(store, state: MonitorState) -> None:
-    store.put(monitor_state_key(state.model), state.model_dump_json().encode())
+def write_state(store, state: MonitorState, etag: str | None) -> str:
+    """Write it if the stored one is still ``etag`` (None: if there is none); the new ETag."""
+    key, data = monitor_state_key(state.model), state.model_dump_json().encode()
+    return store.create(key, data) if etag is None else store.replace(key, data, etag)

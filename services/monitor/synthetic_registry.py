@@ -15,8 +15,8 @@ from typing import Any
 
 from services.monitor.performance import PerformanceBaseline
 from services.monitor.reference import MonitorReference
-from streamml.registry.keys import card_key, champion_key, dataset_manifest_key
-from streamml.registry.models import ChampionPointer
+from streamml.registry.keys import CARD_FILE, attempt_prefix, champion_key, dataset_manifest_key, model_manifest_key
+from streamml.registry.models import ChampionPointer, VersionManifest
 
 
 def synthetic_card(
@@ -50,9 +50,13 @@ def synthetic_card(
 
 
 def put_champion(store: Any, card: dict[str, Any], reason: str = "synthetic champion") -> ChampionPointer:
-    """Write the card and point the champion at its version (unconditionally: this is for tests and demos)."""
+    """Commit a version holding the card and point the champion at it (unconditionally: for tests and demos)."""
     model, version = card["model"], card["version"]
-    store.put(card_key(model, version), json.dumps(card).encode())
+    data = json.dumps(card).encode()
+    prefix = attempt_prefix(model, version, "synthetic")
+    store.put(prefix + CARD_FILE, data)
+    manifest = VersionManifest.of(model, version, prefix, {CARD_FILE: data}, datetime.now(UTC))
+    store.put(model_manifest_key(model, version), manifest.to_bytes())
     pointer = ChampionPointer(version=version, actor="synthetic", reason=reason, time=datetime.now(UTC))
     store.put(champion_key(model), pointer.to_bytes())
     return pointer

@@ -28,7 +28,9 @@ from streamml.registry.monitor import MonitorState
 
 
 class ModelWatch:
-    def __init__(self, champion: Champion, options: MonitorOptions, state: MonitorState | None = None):
+    def __init__(self, champion: Champion, options: MonitorOptions, state: MonitorState | None = None,
+                 snapshot: dict | None = None):
+        """``state`` and ``snapshot`` (``ModelMonitor.snapshot``): where a checkpoint of this champion left off."""
         self.model = champion.model
         self.version = champion.version
         continues = state is not None and state.version == champion.version
@@ -50,6 +52,8 @@ class ModelWatch:
         self.events: list[DriftDetected] = list(state.events) if continues else []
         if continues:
             restore(self.monitor, state)
+            if snapshot is not None:
+                self.monitor.restore(snapshot)
         for kind in KINDS:
             metrics.DRIFT_ACTIVE.labels(self.model, kind).set(1 if self.monitor.decider.active(kind) else 0)
         self._saved = None if not continues else self._marks()
@@ -88,6 +92,9 @@ class ModelWatch:
     def state(self) -> MonitorState:
         self._saved = self._marks()
         return capture(self.monitor, self.version, self.events)
+
+    def snapshot(self) -> dict:
+        return self.monitor.snapshot()
 
     def _kept(self, events: list[DriftDetected]) -> list[DriftDetected]:
         if events:

@@ -98,6 +98,18 @@ class CategoryColumn:
 Column = NumericColumn | CategoryColumn
 
 
+def column_snapshot(column: Column) -> dict:
+    if isinstance(column, NumericColumn):
+        return {"kind": "numeric", "edges": column.edges}
+    return {"kind": "category", "vocabulary": list(column.vocabulary)}
+
+
+def column_from_snapshot(snapshot: dict) -> Column:
+    if snapshot["kind"] == "numeric":
+        return NumericColumn(np.asarray(snapshot["edges"], dtype=np.float64))
+    return CategoryColumn(list(snapshot["vocabulary"]))
+
+
 def column_for(reference: ColumnReference | None, kind: str = "numeric") -> Column:
     if reference is None:
         return NumericColumn(np.empty(0)) if kind == "numeric" else CategoryColumn([])
@@ -199,6 +211,29 @@ class WindowAccumulator:
             return [self._close(self._end_time)]
         return []
 
+    def snapshot(self) -> dict:
+        """The open window and everything needed to continue exactly here (see ``snapshot.py``)."""
+        state = {
+            "columns": {name: column_snapshot(column) for name, column in self._columns.items()},
+            "next_columns": {name: column_snapshot(column) for name, column in self._next_columns.items()},
+            "rng": self._rng.bit_generator.state,
+            "index": self._index,
+            "open": self._open,
+        }
+        if self._open:
+            state.update(start=self._window_start, last=self._last_time, end=self._end_time, count=self._count,
+                         counts=dict(self._counts), sample=dict(self._sample))
+        return state
+
+    def restore(self, state: dict) -> None:
+        self._columns = {name: column_from_snapshot(column) for name, column in state["columns"].items()}
+        self._next_columns = {name: column_from_snapshot(column) for name, column in state["next_columns"].items()}
+        self._rng.bit_generator.state = state["rng"]
+        self._index, self._open = state["index"], state["open"]
+        if self._open:
+            self._window_start, self._last_time, self._end_time = state["start"], state["last"], state["end"]
+            self._count, self._counts, self._sample = state["count"], dict(state["counts"]), dict(state["sample"])
+
     def _code(self, columns: Mapping[str, Values]) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
         return {name: column.codes(columns[name]) for name, column in self._columns.items()}
 
@@ -299,6 +334,23 @@ class LabelWindowAccumulator:
         if self._open and self._end_time is not None and now >= self._end_time:
             return [self._close(self._end_time)]
         return []
+
+    def snapshot(self) -> dict:
+        state = {"index": self._index, "open": self._open}
+        if self._open:
+            outputs = np.concatenate(self._outputs) if self._outputs else np.empty(0)
+            labels = np.concatenate(self._labels) if self._labels else np.empty(0)
+            state.update(start=self._window_start, last=self._last_time, end=self._end_time, count=self._count,
+                         outputs=outputs, labels=labels)
+        return state
+
+    def restore(self, state: dict) -> None:
+        self._index, self._open = state["index"], state["open"]
+        if self._open:
+            self._window_start, self._last_time, self._end_time = state["start"], state["last"], state["end"]
+            self._count = state["count"]
+            self._outputs = [state["outputs"]] if state["count"] else []
+            self._labels = [state["labels"]] if state["count"] else []
 
     def _start(self, time: float) -> None:
         self._open = True

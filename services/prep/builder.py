@@ -1,5 +1,6 @@
-"""Build one dataset version: check the raw objects, claim a number, run the
-Spark job, and write the manifest last (If-None-Match) as the commit marker."""
+"""Build one dataset version: check the raw objects, claim the next number
+(a lease, see ``versions.py``), run the Spark job into the attempt's own
+folder, and create the manifest last (If-None-Match): it publishes the version."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from services.prep.job import prepare_with_spark
 from services.prep.result import build_manifest
 from services.prep.rules import PrepError
 from services.prep.spark import error_summary, lost_the_store
-from services.prep.versions import build_id, claim_version
+from services.prep.versions import Held, Lease, build_id, claim_next_version, discard
 from streamml import code_version
 from streamml.manifest import DatasetManifest, RawSource
 from streamml.registry.datasets import raw_objects
-from streamml.registry.keys import RawObject, dataset_manifest_key, dataset_prefix
+from streamml.registry.keys import RawObject, dataset_manifest_key
 from streamml.settings import S3Settings
 from streamml.specs import DatasetSpec
-from streamml.store import ObjectStore, StoreUnavailable
+from streamml.store import ObjectConflict, ObjectStore, StoreUnavailable
 
 log = logging.getLogger("streamml.prep")
 
@@ -29,9 +30,21 @@ class BuildFailed(Exception):
     """No version was published; the message says why."""
 
 
+class Busy(Exception):
+    """Another attempt holds the next version of the dataset (a live lease): nothing was built."""
+
+    def __init__(self, held: Held) -> None:
+        super().__init__(f"version {held.version} is being built by {held.owner} (attempt {held.attempt})")
+        self.held = held
+
+
+class LostRace(Exception):
+    """Another attempt published the version first (this one had lost its lease); its files are gone."""
+
+
 class DatasetBuilder:
-    def __init__(self, store: ObjectStore, s3: S3Settings, spark: SparkSession) -> None:
-        self.store, self.s3, self.spark = store, s3, spark
+    def __init__(self, store: ObjectStore, s3: S3Settings, spark: SparkSession, lease_s: float = 60.0) -> None:
+        self.store, self.s3, self.spark, self.lease_s = store, s3, spark, lease_s
         self._rows: dict[str, int] = {}  # raw key -> rows, for objects already checked
         self._bad: dict[str, str] = {}  # raw key -> why it cannot be read
 
@@ -58,27 +71,44 @@ class DatasetBuilder:
         usable = [raw for raw in raws if raw.key not in quarantined]
         if not usable:
             raise BuildFailed(f"dataset {spec.name!r} has no readable raw data")
-        build = build_id([raw.key for raw in usable], trigger)
-        version = claim_version(self.store, spec.name, build)
-        out = f"s3a://{self.s3.bucket}/{dataset_prefix(spec.name, version).rstrip('/')}"
-        log.info("building", extra={"dataset": spec.name, "version": version, "trigger": trigger,
-                                    "raw_objects": len(usable), "quarantined": len(quarantined)})
-        try:
-            result = prepare_with_spark(
-                self.spark, spec, [f"s3a://{self.s3.bucket}/{raw.key}" for raw in usable], out, self.s3
-            )
-        except PrepError as error:
-            raise BuildFailed(str(error)) from None
-        except Exception as error:
-            if lost_the_store(error):
-                raise StoreUnavailable(f"the Spark job lost the object store: {error_summary(error)}") from error
-            raise
-        manifest = build_manifest(
-            result, spec, version=version, trigger=trigger, code_version=code_version(), quarantined=quarantined,
-            lineage=[RawSource(key=r.key, topic=r.topic, partition=r.partition, first_offset=r.first_offset,
-                               last_offset=r.last_offset, rows=self._rows[r.key]) for r in usable],
-        )
-        self.store.create(dataset_manifest_key(spec.name, version),
-                          manifest.model_dump_json(by_alias=True, indent=1).encode())
+        claim = claim_next_version(self.store, spec.name, build_id([raw.key for raw in usable], trigger),
+                                   self.lease_s)
+        if isinstance(claim, Held):
+            raise Busy(claim)
+        out = f"s3a://{self.s3.bucket}/{claim.prefix.rstrip('/')}"
+        log.info("building", extra={"dataset": spec.name, "version": claim.version, "trigger": trigger,
+                                    "attempt": claim.attempt, "raw_objects": len(usable),
+                                    "quarantined": len(quarantined)})
+        with Lease(self.store, claim, self.lease_s) as lease:
+            try:
+                result = prepare_with_spark(
+                    self.spark, spec, [f"s3a://{self.s3.bucket}/{raw.key}" for raw in usable], out, self.s3
+                )
+            except PrepError as error:
+                failed = error
+            except Exception as error:
+                if not lost_the_store(error):
+                    raise
+                failed = StoreUnavailable(f"the Spark job lost the object store: {error_summary(error)}")
+            else:
+                failed = None
+                manifest = build_manifest(
+                    result, spec, version=claim.version, trigger=trigger, code_version=code_version(),
+                    quarantined=quarantined,
+                    lineage=[RawSource(key=r.key, topic=r.topic, partition=r.partition, first_offset=r.first_offset,
+                                       last_offset=r.last_offset, rows=self._rows[r.key]) for r in usable],
+                )
+                try:
+                    self.store.create(dataset_manifest_key(spec.name, claim.version),
+                                      manifest.model_dump_json(by_alias=True, indent=1).encode())
+                except ObjectConflict:
+                    failed = LostRace(f"version {claim.version} was published by another attempt first")
+        if failed is not None:
+            discard(self.store, claim)
+            if isinstance(failed, LostRace):
+                raise failed
+            lease.release()
+            if isinstance(failed, StoreUnavailable):
+                raise failed  # waited out by the fault policy; the retry claims the version again
+            raise BuildFailed(str(failed)) from None
         return manifest
-

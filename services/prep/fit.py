@@ -1,10 +1,24 @@
 """Train-split statistics, finished from exact aggregates an engine computes.
 
 Engines hand over only order-independent or order-fixed aggregates: counts,
-order statistics (the k-th smallest value), and bucketed sums. Every
-floating-point step beyond that happens here, once, so two engines that
-agree on the aggregates produce bit-identical transforms, references and
-therefore content hashes.
+bucketed sums, and a column's quantile sample (below). Every floating-point
+step beyond that happens here, once, so two engines that agree on the
+aggregates produce bit-identical transforms, references and therefore
+content hashes.
+
+Quantiles (the reference's bin edges, the median that imputes, the clip
+bounds) come from a column's quantile sample: its values in the
+``QUANTILE_SAMPLE`` train rows with the smallest (key hash, key) among the
+rows where it is not null. With at most that many values the sample is the
+whole column and the quantiles are exact. Above, key hashes are uniform and
+independent of the values, so the sample is a uniform sample without
+replacement, and the quantile at probability p has the rank of the true
+quantile at p plus an error of standard deviation sqrt(p(1-p)/n) (n the
+sample size): 0.16 percentage points at the median for n = 100,000, and
+0.03 at p = 0.001 or 0.999; three times that covers 99.7% of builds. The
+bin shares, means and standard deviations are still exact over every row,
+with those edges. An engine takes the sample with a bounded top-n, so
+memory does not grow with the dataset.
 
 Floating-point addition is not associative, so "the sum" of a column is
 defined by an order: rows go to bucket ``key_hash % SUM_BUCKETS``, each
@@ -25,6 +39,7 @@ from streamml.specs import DatasetSpec
 
 REFERENCE_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SAMPLE_SIZE = 2000
+QUANTILE_SAMPLE = 100_000
 SUM_BUCKETS = 64
 
 
@@ -80,6 +95,13 @@ def quantile(order_stats: Mapping[int, float], count: int, probability: float) -
     if fraction == 0:
         return low
     return low + (order_stats[min(lower + 1, count - 1)] - low) * fraction
+
+
+def cuts_from_sample(plan: NumericPlan, sample: Sequence[float]) -> NumericCuts:
+    """Median, clip bounds and reference edges from a column's quantile sample (see the module's notes)."""
+    values = sorted(sample)
+    ranks = quantile_ranks(len(values), plan.probabilities) if values else []
+    return numeric_cuts(plan, len(values), {rank: values[rank] for rank in ranks})
 
 
 @dataclass(frozen=True)

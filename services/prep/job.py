@@ -11,7 +11,7 @@ nulls where the spec says ``nulls: drop``; assign each key to a split by its
 hash; fit imputation, clipping, standardisation and vocabularies on train;
 write every split transformed as Parquet under ``<out_prefix>/<split>/``.
 
-Statistics are finished in ``fit`` from counts, order statistics and
+Statistics are finished in ``fit`` from counts, bounded quantile samples and
 bucketed sums in a fixed order, so they do not depend on partitioning and
 match the reference engine bit for bit.
 """
@@ -235,43 +235,42 @@ def fit_numeric(
     """Numeric transforms and references; ``train`` must be in bucket order (see ``latest_per_key``)."""
     if not plans:
         return {}, {}
-    as_double = [F.col(plan.name).cast("double").alias(plan.name) for plan in plans]
-    values = train.select(BUCKET, *as_double)
-    cuts = numeric_cuts(values, plans)
-    # The sample: train rows with the smallest key hashes (the key breaks ties).
-    sample_rows = train.orderBy(HASH, spec.key).limit(fit.SAMPLE_SIZE).select(*as_double).collect()
+    values = train.select(BUCKET, *[F.col(plan.name).cast("double").alias(plan.name) for plan in plans])
+    cuts, samples = numeric_cuts(train, spec, plans)
     sums = bucket_sums(values, plans, cuts)
     transforms, references = {}, {}
-    for position, plan in enumerate(plans):
-        sample = [row[position] for row in sample_rows if row[position] is not None]
-        references[plan.name] = fit.numeric_reference(cuts[plan.name], sums[plan.name], sample)
+    for plan in plans:
+        references[plan.name] = fit.numeric_reference(cuts[plan.name], sums[plan.name], samples[plan.name])
         if plan.transformed:
             transforms[plan.name] = fit.numeric_transform(plan, cuts[plan.name], sums[plan.name])
     return transforms, references
 
 
-def numeric_cuts(values: DataFrame, plans: list[fit.NumericPlan]) -> dict[str, fit.NumericCuts]:
-    """Median, clip bounds and reference edges from the exact order statistics of raw train values."""
-    counts = values.agg(*[F.count(plan.name).alias(plan.name) for plan in plans]).first()
-    ranks = {
-        plan.name: fit.quantile_ranks(counts[plan.name], plan.probabilities) if counts[plan.name] else []
-        for plan in plans
-    }
-    # One sort per column; the k-th smallest values are picked from the sorted array.
-    sorted_values = values.agg(*[F.sort_array(F.collect_list(plan.name)).alias(plan.name) for plan in plans])
-    picked = sorted_values.select(
-        *[
-            F.element_at(plan.name, rank + 1).alias(f"{plan.name}#{rank}")
-            for plan in plans
-            for rank in ranks[plan.name]
-        ]
-    ).first()
-    return {
-        plan.name: fit.numeric_cuts(
-            plan, counts[plan.name], {rank: picked[f"{plan.name}#{rank}"] for rank in ranks[plan.name]}
-        )
-        for plan in plans
-    }
+def numeric_cuts(
+    train: DataFrame, spec: DatasetSpec, plans: list[fit.NumericPlan]
+) -> tuple[dict[str, fit.NumericCuts], dict[str, list[float]]]:
+    """Cuts from each column's quantile sample, and its reference sample (see ``fit``).
+
+    Both come from top-n queries in (key hash, key) order, which keep at most
+    n rows per partition: the driver and the executors hold at most
+    ``QUANTILE_SAMPLE`` values per column, whatever the size of the dataset.
+    """
+    size = fit.QUANTILE_SAMPLE
+    as_double = [F.col(plan.name).cast("double").alias(plan.name) for plan in plans]
+    rows = train.orderBy(HASH, spec.key).limit(max(size, fit.SAMPLE_SIZE)).select(*as_double).collect()
+    head = rows[:size]
+    cuts, references = {}, {}
+    for position, plan in enumerate(plans):
+        values = [row[position] for row in head if row[position] is not None]
+        # The reference sample: the column's values in the train rows with the smallest key hashes.
+        references[plan.name] = [row[position] for row in rows[: fit.SAMPLE_SIZE] if row[position] is not None]
+        if len(values) < len(head) == size:
+            # Nulls among these rows: the column's own first `size` non-null rows.
+            column = F.col(plan.name)
+            own = train.where(column.isNotNull()).orderBy(HASH, spec.key).limit(size).select(column.cast("double"))
+            values = [row[0] for row in own.collect()]
+        cuts[plan.name] = fit.cuts_from_sample(plan, values)
+    return cuts, references
 
 
 def bucket_sums(

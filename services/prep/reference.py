@@ -204,9 +204,8 @@ def _fit_numeric(
     transforms, references = {}, {}
     for plan in fit.numeric_plans(spec):
         raw = _as_float(train[plan.name])
-        present = np.sort(raw[~np.isnan(raw)])
-        ranks = fit.quantile_ranks(len(present), plan.probabilities) if len(present) else []
-        cuts = fit.numeric_cuts(plan, len(present), {rank: float(present[rank]) for rank in ranks})
+        present = raw[~np.isnan(raw)]  # in (key hash, key) order: the quantile sample is its head
+        cuts = fit.cuts_from_sample(plan, [float(value) for value in present[: fit.QUANTILE_SAMPLE]])
         processed = raw  # NaN stands for null throughout
         if cuts.impute is not None:
             processed = np.where(np.isnan(processed), cuts.impute, processed)

@@ -6,6 +6,14 @@ builds a version when the spec's policy says so (enough new records, or the
 oldest pending data is stale). ``drift.detected`` builds as soon as any new
 data has landed, whatever the row policy says. Builds run on one long-lived
 SparkSession while the consumer keeps polling.
+
+Events are keyed by dataset, so one replica gets a dataset's events; after a
+start every replica looks at every dataset once, since events committed
+before a crash are not delivered again. Which replica builds is settled in
+the store: a build claims the next version number with a lease
+(``versions.py``), so while one replica builds a dataset the others skip it,
+and a replica that dies mid-build hands the number over when its lease runs
+out.
 """
 
 from __future__ import annotations
@@ -17,11 +25,11 @@ from pathlib import Path
 from prometheus_client import Counter, Histogram
 from pydantic import Field
 
-from services.prep.builder import BuildFailed, DatasetBuilder
+from services.prep.builder import BuildFailed, Busy, DatasetBuilder, LostRace
 from services.prep.s3a_signing import Signer
 from services.prep.spark import SparkJarsMissing, spark_session
 from services.prep.versions import pending
-from streamml.events import DataLanded, DatasetReady, DriftDetected, Event
+from streamml.events import DataLanded, DatasetReady, DriftDetected, Event, stable_id
 from streamml.registry.datasets import latest_manifest
 from streamml.registry.keys import drift_request_key
 from streamml.service import EventService, StartupError, run
@@ -48,6 +56,11 @@ class PrepOptions(Group):
     s3a_signer: Signer = Field(
         "auto", description="how Spark signs S3 requests: v4 (SigV4), v2 (the old S3 signer, for Ceph 16's gateway) "
         "or auto (v4 unless the endpoint is found to need v2)"
+    )
+    lease_s: float = Field(
+        60.0, ge=1, le=3600,
+        description="a build renews its claim on a version number every third of this; a claim not renewed "
+        "for this long (a replica that died mid-build) is taken over by another replica",
     )
 
 
@@ -87,9 +100,10 @@ class PrepService(EventService[PrepSettings]):
         except (OSError, StoreError) as error:  # asking the endpoint which signer it needs
             raise StartupError(f"choosing the S3A signer for STREAMML_S3_ENDPOINT={self.settings.s3.endpoint}: "
                                f"{error}; or set STREAMML_PREP_S3A_SIGNER to v4 or v2") from None
-        self.builder = DatasetBuilder(self.store, self.settings.s3, spark)
+        self.builder = DatasetBuilder(self.store, self.settings.s3, spark, lease_s=options.lease_s)
         self.marked: set[str] = set(self.specs)  # look at every dataset once after a start
         self.first_seen: dict[str, float] = {}
+        self.waiting_on: dict[str, str] = {}  # dataset -> the attempt of another replica it waits for
         self.last_check = 0.0
 
     def handle_event(self, event: Event, context: dict) -> None:
@@ -123,17 +137,24 @@ class PrepService(EventService[PrepSettings]):
             self.first_seen.setdefault(name, now)
             drift = self._drift_request(name)
             trigger = drift or trigger_for(records, self.first_seen[name], now, spec.prep)
-            if trigger is not None:
-                # An outage raises out of here with the dataset still marked: the retry builds it.
-                try:
-                    self._build(spec, trigger)
-                except BuildFailed:
-                    pass  # logged and counted; the next landed batch retries
-                else:
-                    if drift:
-                        self.store.delete(drift_request_key(name))
-                self.marked.discard(name)  # looked at again on the next data.landed
-                self.first_seen.pop(name, None)
+            if trigger is None:
+                continue
+            # An outage raises out of here with the dataset still marked: the retry builds it.
+            try:
+                self._build(spec, trigger)
+            except Busy as busy:
+                if self.waiting_on.get(name) != busy.held.attempt:
+                    self.waiting_on[name] = busy.held.attempt
+                    log.info("another replica builds this dataset; looking again later",
+                             extra={"dataset": name, "reason": str(busy)})
+                continue  # still marked: if that build fails or its replica dies, this one builds
+            except (BuildFailed, LostRace):
+                pass  # logged and counted; the next landed batch retries
+            else:
+                if drift:
+                    self.store.delete(drift_request_key(name))
+            self.marked.discard(name)  # looked at again on the next data.landed
+            self.first_seen.pop(name, None)
 
     def _drift_request(self, dataset: str) -> str | None:
         try:
@@ -150,9 +171,15 @@ class PrepService(EventService[PrepSettings]):
             BUILDS.labels(spec.name, kind, "failed").inc()
             log.error("build failed; no version published", extra={"dataset": spec.name, "reason": str(error)})
             raise
+        except LostRace as error:
+            BUILDS.labels(spec.name, kind, "lost").inc()
+            log.warning("another attempt published this version first; this build's files are deleted",
+                        extra={"dataset": spec.name, "reason": str(error)})
+            raise
         BUILDS.labels(spec.name, kind, "published").inc()
         BUILD_SECONDS.labels(spec.name).observe(time.monotonic() - started)
-        self.producer.send(DatasetReady.of(manifest, kind))
+        self.producer.send(DatasetReady.of(manifest, kind),
+                           event_id=stable_id("dataset.ready", manifest.dataset, manifest.version))
         self.retry(self.producer.flush)
         log.info("dataset ready", extra={"dataset": spec.name, "version": manifest.version, "rows": manifest.rows,
                                          "trigger": trigger, "seconds": round(time.monotonic() - started, 1)})

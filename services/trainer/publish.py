@@ -2,10 +2,14 @@
 
 A version name is a function of what was trained, ``d<dataset version>-<spec
 fingerprint, 8 hex>``, so a redelivered ``dataset.ready`` maps to the version
-it produced before and is never trained twice. A version's files are written
-first and ``manifest.json`` last, with ``If-None-Match: *``: the version exists
-once the manifest does, and of two trainers that finish the same version only
-one commits it.
+it produced before and is never trained twice. Each attempt to publish a
+version writes its files under a folder of its own
+(``models/<name>/<version>/attempts/<attempt>/``), then creates
+``manifest.json`` with ``If-None-Match: *`` naming that folder and each
+file's sha256. The version exists once the manifest does. Of two trainers
+that finish the same version (a partition that moved mid-training), the
+first manifest wins; the other attempt's files are never named by it, and
+the losing attempt deletes them.
 
     version = model_version(spec, dataset_version=3)          # "d3-1f2e3d4c"
     publish_version(store, spec.name, version, files)         # False: someone else committed it first
@@ -13,18 +17,16 @@ one commits it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from services.trainer.spec import ModelSpec
-from streamml.events import ModelTrained
-from streamml.registry.keys import CARD_FILE, card_key, model_manifest_key, version_key, version_prefix
-from streamml.registry.models import is_committed
-from streamml.store import ObjectConflict, ObjectNotFound, ObjectStore
+from streamml.events import ModelTrained, stable_id
+from streamml.registry.keys import attempt_prefix, model_manifest_key, new_attempt, version_prefix
+from streamml.registry.models import VersionManifest, is_committed, read_card
+from streamml.store import ObjectConflict, ObjectStore
 
 
 def model_version(spec: ModelSpec, dataset_version: int) -> str:
@@ -37,46 +39,37 @@ class VersionFile:
     data: bytes
 
 
-def version_manifest(model: str, version: str, files: list[VersionFile], created: datetime) -> dict[str, Any]:
-    """The commit marker's content: what the version holds, so a reader can check it."""
-    return {
-        "model": model,
-        "version": version,
-        "created": created.isoformat(),
-        "files": [file.name for file in files],
-        "sha256": {file.name: hashlib.sha256(file.data).hexdigest() for file in files},
-        "bytes": {file.name: len(file.data) for file in files},
-    }
-
-
-def publish_version(store: ObjectStore, model: str, version: str, files: list[VersionFile]) -> bool:
-    """Write the files, then the manifest; False when another writer committed the version first."""
+def publish_version(
+    store: ObjectStore, model: str, version: str, files: list[VersionFile], attempt: str | None = None
+) -> bool:
+    """Write the files under this attempt's folder, then create the manifest; False when another
+    attempt committed the version first (this attempt's files are deleted then)."""
     marker_key = model_manifest_key(model, version)
-    # A partition that moved to another member mid-training can leave two trainers on one
-    # version; the later one must not overwrite files of a version committed meanwhile.
     if store.exists(marker_key):
-        return False
+        return False  # committed meanwhile: nothing to write
+    prefix = attempt_prefix(model, version, attempt or new_attempt())
     for file in files:
-        store.put(version_key(model, version, file.name), file.data)
-    marker = version_manifest(model, version, files, datetime.now(UTC))
+        store.put(prefix + file.name, file.data)
+    manifest = VersionManifest.of(model, version, prefix, {file.name: file.data for file in files}, datetime.now(UTC))
     try:
-        store.create(marker_key, json.dumps(marker, indent=2).encode())
+        store.create(marker_key, manifest.to_bytes())
     except ObjectConflict:
+        for file in files:
+            store.delete(prefix + file.name)
         return False
     return True
 
 
 def committed_card(store: ObjectStore, model: str, version: str) -> dict[str, Any] | None:
-    """The card of a committed version, or None while its manifest does not exist."""
+    """The card of a committed version (checked against its manifest), or None while it is not committed."""
     if not is_committed(store, model, version):
         return None
-    try:
-        return json.loads(store.get_bytes(card_key(model, version)))
-    except ObjectNotFound:
-        raise ValueError(
-            f"{version_prefix(model, version)} has a manifest but no {CARD_FILE}; "
-            "the version is damaged: delete its manifest.json so it is trained again"
-        ) from None
+    return read_card(store, model, version)
+
+
+def trained_id(model: str, version: str) -> str:
+    """The id of a version's ``model.trained``: the same each time the version is announced."""
+    return stable_id("model.trained", model, version)
 
 
 def trained_event(card: dict[str, Any]) -> ModelTrained:

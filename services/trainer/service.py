@@ -9,9 +9,10 @@ For each model spec of the announced dataset, in this order:
    on (GPU when there is one) while the consumer keeps polling, so a long run
    does not cost the member its place in the group; after every epoch a
    checkpoint goes to ``models/<name>/<version>/checkpoints/last.pt``;
-3. the portable program, the weights and the card are written, then the
-   version's ``manifest.json`` (only if absent); ``model.trained`` is sent and
-   the event committed.
+3. the portable program, the weights and the card are written under this
+   attempt's folder, then the version's ``manifest.json`` is created (only if
+   absent), naming them with their sha256; ``model.trained`` is sent and the
+   event committed.
 
 A crash leaves the event uncommitted: it is redelivered and training resumes
 from the last checkpoint. SIGTERM stops after the running epoch's checkpoint,
@@ -41,6 +42,7 @@ from services.trainer.publish import (
     model_version,
     publish_version,
     trained_event,
+    trained_id,
 )
 from services.trainer.spec import ModelSpec, load_model_specs, specs_for_dataset
 from services.trainer.train import (
@@ -138,7 +140,7 @@ class TrainerService(EventService[TrainerSettings]):
         else:
             # Polls every 0.1 s, so the announcement follows the commit without waiting out a long poll.
             card = self.consumer.work_while_polling(lambda: self._train(spec, event, version, context), heartbeat_s=0.1)
-        self.producer.send(trained_event(card))
+        self.producer.send(trained_event(card), event_id=trained_id(spec.name, version))
 
     def _train(self, spec: ModelSpec, event: DatasetReady, version: str, context: dict) -> dict[str, Any]:
         """Runs in a worker thread; returns the card of the committed version."""

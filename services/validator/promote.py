@@ -1,13 +1,23 @@
-"""Recording decisions in the registry so that replays and races are harmless.
+"""Recording decisions in the registry so that replays, crashes and races are harmless.
 
 For one ``model.trained`` event the validator does, and may repeat after a crash::
 
-    1. read_decision: a decision exists already -> go to 5, judge nothing
-    2. read_champion, evaluate candidate and champion on the same split, decide
-    3. promote only: set_champion(expected=<champion read in 2>)
-         ChampionChanged -> another promotion won meanwhile: back to 2
-    4. record_decision (the first decision written for a version wins)
-    5. send announcement(record, champion), then commit the offset
+    1. read_decision: a decision exists already -> go to 4, judge nothing
+    2. read_champion, evaluate candidate and champion on the same split, decide;
+       the champion moved meanwhile -> decide again against the new one
+    3. record_decision: the first decision written for a version stands
+    4. follow_decision: a promotion moves the pointer from the champion it was
+       judged against to the version (compare-and-swap)
+    5. send announcement(decision, pointer), then commit the offset
+
+The decision is written before the pointer moves, and the pointer moves only
+as a recorded decision says, so a crash at any point leaves them agreeing:
+before 3 nothing is written and the version is judged again; between 3 and 4
+the replay finds the decision and moves the pointer; after 4 it finds both and
+announces again. The validator never points the champion at a version whose
+decision is a rejection (a person can, with ``streamml models promote --force``).
+Two validators judging one version (a redelivery during a rebalance) both
+follow the decision recorded first.
 
 Applications load whatever ``champion.json`` names when a ``model.promoted``
 arrives; the event is the signal, the pointer is the truth.
@@ -15,7 +25,7 @@ arrives; the event is the signal, the pointer is the truth.
 ``set_champion`` is a compare-and-swap on the pointer's ETag: of two writers
 that read the same pointer, one write succeeds and the other gets
 ``ChampionChanged``. Writing the version that is already champion succeeds
-without a write, so step 3 can be replayed.
+without a write, so step 4 can be replayed.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from typing import Protocol
 
 from services.validator.decide import Decision
 from services.validator.policy import PromotionPolicy
-from streamml.events import ModelPromoted, ModelRejected
+from streamml.events import ModelPromoted, ModelRejected, stable_id
 from streamml.registry.decisions import DecisionRecord, Evaluation, read_decision
 from streamml.registry.keys import RegistryError, champion_key, decision_key, version_prefix
 from streamml.registry.models import ChampionPointer, read_champion
@@ -124,6 +134,33 @@ def record_decision(store: WritableStore, record: DecisionRecord) -> DecisionRec
             return record_decision(store, record)
         return existing
     return record
+
+
+def follow_decision(store: WritableStore, record: DecisionRecord, *, actor: str, time: datetime) -> ChampionPointer | None:
+    """Move the champion pointer as a recorded decision says; returns the pointer after it.
+
+    A promotion moves the pointer from the champion it was judged against to
+    the version. Nothing is written when the pointer names the version already
+    (a replay), or when it moved on from that champion since the decision (a
+    later promotion or a person's; with one partition per model, a promotion
+    of another version happens only after this one was followed).
+    """
+    current, _ = read_champion(store, record.model)
+    found = current.version if current is not None else None
+    if not record.promote or found == record.version or found != record.champion_version:
+        return current
+    try:
+        return set_champion(store, record.model, record.version, expected=found, actor=actor,
+                            reason=record.summary, time=time)
+    except ChampionChanged:  # another validator followed the same decision, or the pointer moved on
+        return read_champion(store, record.model)[0]
+
+
+def announcement_id(event: ModelPromoted | ModelRejected, pointer: ChampionPointer | None) -> str:
+    """The same id each time one decision or one pointer move is announced (after a crash, by two validators)."""
+    if isinstance(event, ModelRejected):
+        return stable_id("model.rejected", event.model, event.version)
+    return stable_id("model.promoted", event.model, event.version, pointer.time.isoformat() if pointer else "")
 
 
 def _defined(metrics: dict[str, float | None]) -> dict[str, float]:

@@ -1,17 +1,23 @@
 """The validator service: ``model.trained`` -> a decision, the champion pointer, an announcement.
 
 For each trained version (see ``promote.py`` for why each step is safe to
-repeat and to race):
+repeat, to crash in and to race):
 
-1. a decision recorded already -> announce it again and stop;
+1. a decision recorded already -> follow it (move the pointer if a crash came
+   between the decision and the pointer), announce it again and stop;
 2. evaluate the candidate on its dataset version's test split (metrics,
-   slices, latency) and the champion on the same rows;
-3. decide; on promote, compare-and-swap the champion pointer, and when
-   another promotion won meanwhile, judge again against the new champion;
-4. record the decision, then send ``model.promoted`` or ``model.rejected``.
+   slices, latency) and the champion on the same rows; decide, and decide
+   again if the champion moved meanwhile;
+3. record the decision, then follow it: on promote, compare-and-swap the
+   champion pointer from the champion it was judged against;
+4. send ``model.promoted`` or ``model.rejected``, with an id that is the same
+   each time this decision (or pointer move) is announced.
 
-Evaluation runs while the consumer keeps polling, so a long one never
-costs the group membership. A model without a policy is dead-lettered.
+A model's ``model.trained`` events share a partition (keyed by model), so one
+replica judges a model's versions one after the other. Evaluation runs while
+the consumer keeps polling, so a long one never costs the group membership.
+A model without a policy, or a version whose files do not match its
+manifest, is dead-lettered.
 """
 
 from __future__ import annotations
@@ -26,16 +32,15 @@ from pathlib import Path
 from prometheus_client import Counter, Histogram
 from pydantic import Field
 
-from services.validator.announce import after_judging
 from services.validator.decide import decide
 from services.validator.judge import evaluate_version
 from services.validator.policy import PolicyError, PromotionPolicy, load_policies
 from services.validator.promote import (
-    ChampionChanged,
     announcement,
+    announcement_id,
     decision_record,
+    follow_decision,
     record_decision,
-    set_champion,
 )
 from services.validator.testsplit import TestSplit, read_test_split
 from streamml.events import Event, ModelPromoted, ModelTrained
@@ -56,7 +61,7 @@ HEARTBEAT_S = 0.05
 
 DECISIONS = Counter("streamml_validator_decisions_total", "Versions judged", ["model", "outcome"])
 CONFLICTS = Counter(
-    "streamml_validator_champion_conflicts_total", "Promotions that lost the pointer to another and were re-judged",
+    "streamml_validator_champion_conflicts_total", "Judgements made again because the champion moved meanwhile",
     ["model"],
 )
 JUDGE_SECONDS = Histogram(
@@ -121,34 +126,34 @@ class ValidatorService(EventService[ValidatorSettings]):
             )
         recorded = read_decision(self.store, event.model, event.version)
         if recorded is not None:
-            champion, _ = read_champion(self.store, event.model)
-            replayed = announcement(recorded, champion)
-            log.info("decided before; announcing again" if replayed else "decided before; superseded since",
-                     extra=context)
-            if replayed is not None:
-                self.producer.send(replayed)
-            return
-        started = time.monotonic()
-        log.info("judging", extra={**context, "dataset": event.dataset, "dataset_version": event.dataset_version})
-        record, stands, pointer, wrote = self.consumer.work_while_polling(
-            lambda: self._judge(event, policy, context), heartbeat_s=HEARTBEAT_S
-        )
-        JUDGE_SECONDS.labels(event.model).observe(time.monotonic() - started)
-        event_out = after_judging(record, stands, pointer, wrote)
-        if stands is not record:
-            log.info("another validator decided this version first", extra=context)
+            standing = recorded
+            pointer = follow_decision(self.store, recorded, actor=self.actor, time=datetime.now(UTC))
+            log.info("decided before; announcing again", extra=context)
+        else:
+            started = time.monotonic()
+            log.info("judging", extra={**context, "dataset": event.dataset, "dataset_version": event.dataset_version})
+            mine, standing, pointer = self.consumer.work_while_polling(
+                lambda: self._judge(event, policy, context), heartbeat_s=HEARTBEAT_S
+            )
+            JUDGE_SECONDS.labels(event.model).observe(time.monotonic() - started)
+            if standing is mine:
+                DECISIONS.labels(event.model, "promoted" if mine.promote else "rejected").inc()
+            else:
+                log.info("another validator decided this version first; following its decision", extra=context)
+        event_out = announcement(standing, pointer)
         if event_out is None:
+            log.info("promotion superseded: the champion moved on since the decision", extra={
+                **context, "champion": pointer.version if pointer else None})
             return
-        DECISIONS.labels(event.model, "promoted" if isinstance(event_out, ModelPromoted) else "rejected").inc()
-        self.producer.send(event_out)
+        self.producer.send(event_out, event_id=announcement_id(event_out, pointer))
         log.info("promoted" if isinstance(event_out, ModelPromoted) else "rejected",
-                 extra={**context, "champion": record.champion_version, "summary": record.summary})
+                 extra={**context, "champion": standing.champion_version, "summary": standing.summary})
 
     def _judge(
         self, event: ModelTrained, policy: PromotionPolicy, context: dict
-    ) -> tuple[DecisionRecord, DecisionRecord, ChampionPointer | None, bool]:
-        """This instance's decision, the decision that stands, the pointer (on promote), and
-        whether this instance wrote that pointer."""
+    ) -> tuple[DecisionRecord, DecisionRecord, ChampionPointer | None]:
+        """This instance's decision, the decision that stands (the first recorded), and the pointer
+        after following it."""
         split = read_test_split(self.store, read_manifest(self.store, event.dataset, event.dataset_version))
         candidate = load_version(self.store, event.model, event.version)
         slices = [rule.feature for rule in policy.slices]
@@ -158,33 +163,30 @@ class ValidatorService(EventService[ValidatorSettings]):
             latency_rounds=self.settings.validator.latency_rounds,
         )
         champions: dict[str, Evaluation] = {}
+        current, _ = read_champion(self.store, event.model)
         for _ in range(self.settings.validator.max_attempts):
-            current, _ = read_champion(self.store, event.model)
             against = current.version if current else None
             if current is not None and against == event.version:
-                # Promoted before a crash that came before the decision was recorded.
+                # Made champion by a person (or by a validator of a release before decisions came first).
                 against = current.previous
             if against is not None and against not in champions:
                 champions[against] = self._evaluate_champion(event.model, against, split, slices)
             champion_eval = champions.get(against) if against else None
             decision = decide(candidate_eval, champion_eval, policy)
-            pointer, now = None, datetime.now(UTC)
-            if decision.promote:
-                try:
-                    pointer = set_champion(self.store, event.model, event.version, expected=against,
-                                           actor=self.actor, reason=decision.summary, time=now)
-                except ChampionChanged as changed:
-                    CONFLICTS.labels(event.model).inc()
-                    log.info("champion changed while judging; judging again", extra={**context, "reason": str(changed)})
-                    continue
-            record = decision_record(
+            latest, _ = read_champion(self.store, event.model)
+            if (latest.version if latest else None) != (current.version if current else None):
+                CONFLICTS.labels(event.model).inc()
+                log.info("champion changed while judging; judging again",
+                         extra={**context, "was": against, "now": latest.version if latest else None})
+                current = latest
+                continue
+            now = datetime.now(UTC)
+            mine = decision_record(
                 decision, model=event.model, version=event.version, candidate=candidate_eval,
                 champion_version=against, champion=champion_eval, policy=policy, actor=self.actor, time=now,
             )
-            stands = record_decision(self.store, record)
-            # set_champion returns the existing pointer, not ours, when the version was champion already.
-            wrote = pointer is not None and pointer.time == now and pointer.actor == self.actor
-            return record, stands, pointer, wrote
+            standing = record_decision(self.store, mine)
+            return mine, standing, follow_decision(self.store, standing, actor=self.actor, time=now)
         raise ChampionRace(
             f"the champion of {event.model!r} changed {self.settings.validator.max_attempts} times while "
             f"{event.version} was judged; send its model.trained again once promotions settle"

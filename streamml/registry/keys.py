@@ -1,18 +1,23 @@
 """Every object key streamml reads or writes, built and parsed in one place.
 
     raw/<dataset>/date=<day>/<topic>/p<partition>/<first offset>-<last offset>.parquet
-    datasets/<dataset>/v<N>/_claim.json             the build that owns version N
-    datasets/<dataset>/v<N>/<split>/part-*.parquet  prepared rows of a split
-    datasets/<dataset>/v<N>/manifest.json           written last: the version exists once this does
+    datasets/<dataset>/v<N>/_claim.json             the build attempt that holds version N, and its lease
+    datasets/<dataset>/v<N>/attempts/<attempt>/<split>/part-*.parquet
+                                                    prepared rows of a split, as one attempt wrote them
+    datasets/<dataset>/v<N>/manifest.json           created last: the version exists once this does, and
+                                                    its files are the ones it names
     datasets/<dataset>/_drift_request               a drift.detected waiting for the next build
-    models/<model>/<version>/card.json              what the model is
-    models/<model>/<version>/<portable program>     named by the card (model.pt2, model.torchscript.pt)
-    models/<model>/<version>/state_dict.pt          weights
+    models/<model>/<version>/attempts/<attempt>/    the files one training attempt wrote:
+        card.json                                   what the model is
+        <portable program>                          named by the card (model.pt2, model.torchscript.pt)
+        state_dict.pt                               weights
     models/<model>/<version>/checkpoints/last.pt    the trainer's last epoch, to resume from
-    models/<model>/<version>/manifest.json          written last: the version exists once this does
+    models/<model>/<version>/manifest.json          created last: names the attempt whose files are
+                                                    the version, with their sha256
     models/<model>/<version>/decision.json          the validator's verdict on the version
     models/<model>/champion.json                    which version applications serve
     monitor/<model>/latest.json                     the monitor's reports, events and drift episodes
+    monitor/<model>/checkpoint.npz                  all the monitor holds of the model, and the offsets it covers
 
 Raw keys encode their offset range, so a replayed batch lands on the same key.
 Model names and versions become parts of keys, so they are checked here: a
@@ -22,6 +27,7 @@ version must not contain ``/`` or ``..``.
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,6 +43,7 @@ MODELS_ROOT = "models/"
 MONITOR_ROOT = "monitor/"
 
 MANIFEST_FILE = "manifest.json"
+ATTEMPTS_DIR = "attempts"
 CLAIM_FILE = "_claim.json"
 DRIFT_REQUEST_FILE = "_drift_request"
 CARD_FILE = "card.json"
@@ -45,6 +52,7 @@ CHECKPOINT_FILE = "checkpoints/last.pt"
 DECISION_FILE = "decision.json"
 CHAMPION_FILE = "champion.json"
 MONITOR_STATE_FILE = "latest.json"
+MONITOR_CHECKPOINT_FILE = "checkpoint.npz"
 
 _RAW_RANGE = re.compile(r"/(?P<topic>[^/]+)/p(?P<partition>\d+)/(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 _DATASET_VERSION = re.compile(r"/v(\d+)/$")
@@ -136,6 +144,16 @@ def split_prefix(dataset: str, version: int, split: str) -> str:
     return f"{dataset_prefix(dataset, version)}{split}/"
 
 
+def new_attempt() -> str:
+    """A name for one attempt at writing a version: when it started (UTC), then random digits."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def dataset_attempt_prefix(dataset: str, version: int, attempt: str) -> str:
+    """Where one build attempt writes its splits; only the manifest that names them publishes them."""
+    return f"{dataset_prefix(dataset, version)}{ATTEMPTS_DIR}/{check_version(attempt)}/"
+
+
 def claim_key(dataset: str, version: int) -> str:
     return dataset_prefix(dataset, version) + CLAIM_FILE
 
@@ -165,8 +183,9 @@ def version_key(name: str, version: str, filename: str) -> str:
     return version_prefix(name, version) + filename
 
 
-def card_key(name: str, version: str) -> str:
-    return version_key(name, version, CARD_FILE)
+def attempt_prefix(name: str, version: str, attempt: str) -> str:
+    """Where one training attempt writes the files of a version; the manifest names the attempt that won."""
+    return version_key(name, version, f"{ATTEMPTS_DIR}/{check_version(attempt)}/")
 
 
 def model_manifest_key(name: str, version: str) -> str:
@@ -190,3 +209,7 @@ def champion_key(name: str) -> str:
 
 def monitor_state_key(model: str) -> str:
     return f"{MONITOR_ROOT}{check_name(model)}/{MONITOR_STATE_FILE}"
+
+
+def monitor_checkpoint_key(model: str) -> str:
+    return f"{MONITOR_ROOT}{check_name(model)}/{MONITOR_CHECKPOINT_FILE}"

@@ -1,10 +1,11 @@
 """What the monitor keeps of a model: ``monitor/<model>/latest.json``.
 
-The monitor rewrites it whenever a window closes or an event is raised,
-before it commits the consumed offsets (``services/monitor/state.py``). It
+The monitor writes it, with a conditional write, after each checkpoint of
+the model in which a window closed or an event was raised
+(``services/monitor/state.py``; the checkpoint, ``monitor/<model>/checkpoint.npz``,
+holds the same document and is what a restarted monitor continues from). It
 holds the last window reports, the last events, the prediction reference
-adopted from live traffic, and the drift episodes (streaks and cooldowns),
-so a restarted monitor continues an episode instead of announcing it again.
+adopted from live traffic, and the drift episodes (streaks and cooldowns).
 ``streamml drift report`` and any console read it here.
 
     state = read_monitor_state(store, "fraud")     # None before the first window closes

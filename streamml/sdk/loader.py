@@ -7,7 +7,9 @@
 The portable program is the file the card names (``artifacts.portable``) in
 the format it names (``artifacts.format``): a ``torch.export`` archive, or
 TorchScript where export failed. A version is loaded only once its
-``manifest.json`` exists, because the registry writes that file last.
+``manifest.json`` exists, because the registry writes that file last, and
+only when every file it names has the sha256 it records: a damaged or
+half-overwritten version is refused with a ``RegistryError`` naming the file.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamml.portable import load_program
-from streamml.registry.keys import VERSION, RegistryError, card_key, model_manifest_key, version_key
-from streamml.registry.models import is_committed, read_card
+from streamml.registry.documents import json_object
+from streamml.registry.keys import CARD_FILE, VERSION, RegistryError
+from streamml.registry.models import read_version_files
 from streamml.sdk.preprocess import FeatureTransform
 from streamml.sdk.swap import ModelSnapshot
 from streamml.store import ReadableStore
@@ -58,17 +61,18 @@ def load_version(store: ReadableStore, name: str, version: str, *, warm_up: bool
     ``warm_up`` runs one prediction on an all-missing record (every feature
     imputed) so the first real request does not pay for lazy initialisation.
     """
-    if not is_committed(store, name, version):
-        raise RegistryError(
-            f"version {version!r} of model {name!r} is not committed: {model_manifest_key(name, version)} "
-            "does not exist (the trainer writes it last; a version without it is incomplete)"
-        )
-    card = read_card(store, name, version)
-    filename, format = portable_file(card, card_key(name, version))
-    key = version_key(name, version, filename)
-    data = store.get(key).data
+    manifest, files = read_version_files(store, name, version)
+    where = manifest.key(CARD_FILE)
+    if CARD_FILE not in files:
+        raise RegistryError(f"version {version!r} of model {name!r} has no {CARD_FILE} (files: {manifest.files})")
+    card = json_object(files[CARD_FILE], where)
+    filename, format = portable_file(card, where)
+    if filename not in files:
+        raise RegistryError(f"{where} names the program {filename!r}, which the version does not hold "
+                            f"(files: {manifest.files})")
+    key = manifest.key(filename)
     try:
-        program = load_program(data, format)
+        program = load_program(files[filename], format)
     except RegistryError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever torch makes of damaged bytes

@@ -124,6 +124,21 @@ defaults. A JSON object keyed by topic name.
 {{- toJson $resolved -}}
 {{- end -}}
 
+{{/*
+The spec files each service reads, as JSON: service -> the ConfigMap holding
+them (a name suffix), where it is mounted, and the variable that points the
+service there.
+*/}}
+{{- define "streamml.specFiles" -}}
+{{- $datasets := dict "configMap" "datasets" "path" "/etc/streamml/datasets" -}}
+{{- toJson (dict
+  "ingest" (merge (dict "env" "STREAMML_INGEST_SPECS_DIR") $datasets)
+  "prep" (merge (dict "env" "STREAMML_PREP_SPECS_DIR") $datasets)
+  "trainer" (dict "configMap" "models" "path" "/etc/streamml/models" "env" "STREAMML_TRAINER_MODELS_DIR")
+  "validator" (dict "configMap" "policies" "path" "/etc/streamml/policies" "env" "STREAMML_VALIDATOR_POLICIES_DIR")
+) -}}
+{{- end -}}
+
 {{/* The ConfigMap-held settings of one service: shared ones, then its own. */}}
 {{- define "streamml.settings" -}}
 {{- $root := .root -}}
@@ -150,7 +165,8 @@ defaults. A JSON object keyed by topic name.
 {{- /* The claim's bucket exists already and its user may not create buckets. */ -}}
 {{- $_ := set $settings "STREAMML_S3_CREATE_BUCKET" "false" -}}
 {{- end -}}
-{{- if eq .service "ingest" }}{{ $_ := set $settings "STREAMML_INGEST_SPECS_DIR" "/etc/streamml/datasets" }}{{ end -}}
+{{- if $kafka.groupPrefix }}{{ $_ := set $settings "STREAMML_KAFKA_GROUP_PREFIX" $kafka.groupPrefix }}{{ end -}}
+{{- with (get (include "streamml.specFiles" $root | fromJson) .service) }}{{ $_ := set $settings .env .path }}{{ end -}}
 {{- if eq .service "monitor" }}{{ $_ := set $settings "STREAMML_MONITOR_MODELS" (toJson $root.Values.models) }}{{ end -}}
 {{- if and $svc.files $svc.filesEnv }}{{ $_ := set $settings $svc.filesEnv "/etc/streamml/files" }}{{ end -}}
 {{- range $key, $value := $root.Values.config }}{{ $_ := set $settings $key (toString $value) }}{{ end -}}
@@ -173,11 +189,24 @@ defaults. A JSON object keyed by topic name.
 {{- if and (not .Values.objectStore.bucketClaim.enabled) (not .Values.objectStore.existingSecret) -}}
 {{- fail "objectStore.existingSecret is empty: name the Secret with the S3 credentials, or set objectStore.bucketClaim.enabled=true to provision a bucket" -}}
 {{- end -}}
-{{- $seen := dict -}}
-{{- range .Values.datasets -}}
-{{- if hasKey $seen .name -}}
-{{- fail (printf "datasets: %q is declared twice; dataset names must be unique" .name) -}}
+{{- $enabled := include "streamml.enabledServices" . | fromJsonArray -}}
+{{- if and (or (has "ingest" $enabled) (has "prep" $enabled)) (not .Values.datasets) -}}
+{{- fail "datasets is empty: ingest and prep need at least one dataset spec (like examples/datasets/transactions.yaml); add one, or disable both services" -}}
 {{- end -}}
-{{- $_ := set $seen .name true -}}
+{{- if and (has "trainer" $enabled) (not .Values.modelSpecs) -}}
+{{- fail "modelSpecs is empty: the trainer needs at least one model spec (like examples/models/transactions.yaml); add one, or set services.trainer.enabled=false" -}}
+{{- end -}}
+{{- if and (has "validator" $enabled) (not .Values.policies) -}}
+{{- fail "policies is empty: the validator needs a promotion policy per model (like examples/policies/transactions.yaml); add one, or set services.validator.enabled=false" -}}
+{{- end -}}
+{{- range $list := list (list "datasets" "name" "dataset names") (list "modelSpecs" "name" "model names") (list "policies" "model" "policies (one per model)") -}}
+{{- $seen := dict -}}
+{{- range (index $.Values (index $list 0)) -}}
+{{- $name := index . (index $list 1) -}}
+{{- if hasKey $seen $name -}}
+{{- fail (printf "%s: %q is declared twice; %s must be unique" (index $list 0) $name (index $list 2)) -}}
+{{- end -}}
+{{- $_ := set $seen $name true -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}

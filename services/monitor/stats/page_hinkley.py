@@ -95,6 +95,17 @@ class PageHinkley:
         self._min_time: float | None = None  # time of the last error of that block
         self._mean_floor = 0.0
 
+    def snapshot(self) -> dict:
+        """Where the detector stands (its settings come from the constructor), as plain data and arrays."""
+        return {name: value for name, value in vars(self).items() if name.startswith("_")}
+
+    def restore(self, state: dict) -> None:
+        expected = set(self.snapshot())
+        if set(state) != expected:
+            raise ValueError(f"detector state has fields {sorted(state)}; expected {sorted(expected)}")
+        for name, value in state.items():
+            setattr(self, name, value)
+
     @property
     def warming_up(self) -> bool:
         return self._warm_blocks < self.warmup_blocks

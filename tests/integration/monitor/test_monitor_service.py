@@ -4,6 +4,7 @@ promotion, dead letters, and `streamml drift report`."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -47,8 +48,9 @@ class World:
     next_id: int = 0
     version: str = "v1"
 
-    def publish(self, data: Traffic) -> None:
-        """Predictions of the champion, then the truth for each of them."""
+    def publish(self, data: Traffic, labels: bool = True) -> list[tuple[str, int]]:
+        """Predictions of the champion, then (unless ``labels`` is false) the truth for each of them;
+        returns the (request id, label) pairs."""
         n = data.outputs.size
         ids = [f"q{self.next_id + i}" for i in range(n)]
         start = datetime.now(UTC)
@@ -58,11 +60,19 @@ class World:
             self.producer.send(PredictionRecord(
                 request_id=request_id, model=MODEL, model_version=self.version, features=features,
                 output=float(data.outputs[i]), time=start + timedelta(milliseconds=i)))
-        for i, request_id in enumerate(ids):
-            self.producer.send(FeedbackRecord(request_id=request_id, model=MODEL, label=int(data.labels[i]),
-                                              time=start + timedelta(milliseconds=n + i)))
+        truth = list(zip(ids, data.labels.astype(int).tolist(), strict=True))
+        if labels:
+            self.send_labels(truth)
         self.producer.flush()
         self.next_id += n
+        return truth
+
+    def send_labels(self, truth: list[tuple[str, int]]) -> None:
+        start = datetime.now(UTC)
+        for i, (request_id, label) in enumerate(truth):
+            self.producer.send(FeedbackRecord(request_id=request_id, model=MODEL, label=label,
+                                              time=start + timedelta(milliseconds=i)))
+        self.producer.flush()
 
     def windows(self, count: int, drift: bool = False) -> None:
         for _ in range(count):
@@ -127,12 +137,14 @@ def drift_events(world: World, timeout: float) -> list[tuple[bytes, DriftDetecte
 
 
 def send_bad_records(world: World) -> None:
-    """Three records the monitor cannot judge: a body that is not JSON, no event type, another event type."""
+    """Four records the monitor cannot judge: a body that is not JSON, no event type, another event type,
+    and a prediction keyed by its request id instead of the model (another replica could hold it)."""
     valid = encode(PredictionRecord(request_id="bad", model=MODEL, model_version="v1", features={}, output=0.5,
                                     time=datetime.now(UTC)), "/test")
     headers = list(valid.headers.items())
-    world.producer.produce(world.topics["predictions"], b"{not json", b"bad-1", headers)
-    world.producer.produce(world.topics["predictions"], valid.value, b"bad-2", [])
+    world.producer.produce(world.topics["predictions"], b"{not json", MODEL.encode(), headers)
+    world.producer.produce(world.topics["predictions"], valid.value, MODEL.encode(), [])
+    world.producer.produce(world.topics["predictions"], valid.value, b"bad", headers)
     world.producer.send(FeedbackRecord(request_id="bad-3", model=MODEL, label=1, time=datetime.now(UTC)),
                         topic=world.topics["predictions"])
     world.producer.flush()
@@ -165,11 +177,12 @@ def test_a_drifting_feature_raises_exactly_one_event_and_the_report_shows_it(sta
     assert [r.covariate_drift for r in state.window_reports] == [False] * 3 + [True] * 3
     assert state.performance_reports and not any(r.drifted for r in state.performance_reports)
 
-    reasons = [dead_letter_reason(m) for m in world.read("dlq", 10, expected=3)]
-    assert len(reasons) == 3, reasons
+    reasons = [dead_letter_reason(m) for m in world.read("dlq", 10, expected=4)]
+    assert len(reasons) == 4, reasons
     assert sum("Invalid JSON" in r for r in reasons) == 1
     assert sum("found ce_type None" in r for r in reasons) == 1
     assert sum("found ce_type 'streamml.feedback.v1'" in r for r in reasons) == 1
+    assert sum("keyed b'bad', not by the model name 'fraud'" in r for r in reasons) == 1
 
     png = tmp_path / "fraud.png"
     result = drift_report(stack, world, "--png", str(png), "--state-dir", str(tmp_path))
@@ -212,3 +225,48 @@ def test_a_promoted_champion_is_watched_with_its_own_reference_and_a_fresh_episo
     assert (state.dataset_version, state.active(), state.events) == (4, [], [])
     assert not any(report.covariate_drift for report in state.window_reports)
     assert [event.kind for _, event in drift_events(world, 2)] == ["covariate"]  # v1's, none for v2
+
+
+def test_two_replicas_judge_a_model_once_and_a_killed_owner_hands_over_labels_and_episode(world, services):
+    """Two monitor replicas, the model's traffic keyed to one partition: its owner judges every window.
+    The owner is SIGKILLed while a window's predictions wait for their labels and a drift episode is
+    open; the other replica takes over from the checkpoint: it joins those labels, continues the
+    episode without announcing it again, and counts no record twice."""
+    env = {**world.env, "STREAMML_MONITOR_CHECKPOINT_INTERVAL_S": "1"}
+    replicas = [services.start("monitor", world.bucket, **env) for _ in range(2)]
+    world.windows(2)
+    world.wait_for_windows(2, replicas[0])
+    [owner] = [r for r in replicas if '"message": "model taken", "model": "fraud"' in r.log_path.read_text()]
+    [other] = [r for r in replicas if r is not owner]
+    data = traffic(world.rng, WINDOW)
+    data.features["country"] = COUNTRIES[world.rng.integers(0, COUNTRIES.size, WINDOW)]
+    held = world.publish(data, labels=False)  # a drifted window whose labels come later
+    state = world.wait_for_windows(3, owner)
+    assert [event.kind for event in state.events] == ["covariate"]
+    deadline = time.monotonic() + 30
+    while not _committed_past(world, WINDOW * 3):  # the checkpoint holding the waiting predictions is written
+        assert time.monotonic() < deadline, owner.log_path.read_text()[-3000:]
+        time.sleep(0.2)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+
+    world.send_labels(held)
+    world.windows(2, drift=True)
+    state = world.wait_for_windows(5, other, timeout=90)
+    assert [report.covariate_drift for report in state.window_reports] == [False, False, True, True, True]
+    # Every label joined its prediction once: the held window's too, joined by the replica that took over.
+    assert sum(report.count for report in state.performance_reports) == 5 * WINDOW
+    assert [event.kind for event in state.events] == ["covariate"]
+    events = world.read("drift", 5)
+    assert len({dict(m.headers())["ce_id"] for m in events}) == 1, "the episode was announced again"
+    assert '"message": "model taken", "model": "fraud"' in other.log_path.read_text()
+
+
+def _committed_past(world: World, offset: int) -> bool:
+    """Whether the monitor group committed ``offset`` predictions (on the model's partition)."""
+    consumer = Consumer({**world.kafka.client_config(), "group.id": "streamml-monitor"})
+    try:
+        found = consumer.committed([TopicPartition(world.topics["predictions"], p) for p in range(2)], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in found) >= offset

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -158,3 +159,45 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
                            capture_output=True, text=True, env=cli_env, timeout=60)
     assert shown.returncode == 0, shown.stderr
     assert "transactions v2" in shown.stdout and m2.content_sha256["train"][:16] in shown.stdout
+
+
+def test_a_replica_that_stalls_mid_build_loses_the_version_and_leaves_nothing_behind(world, services, store, bucket):
+    """Prep A claims v1 and stalls (SIGSTOP, with its Spark JVM) before writing anything. Prep B finds
+    A's claim unrenewed past its lease, builds v1 and publishes it. Then A wakes up and finishes its
+    build: it must not touch v1, and must leave nothing a reader could take for part of it."""
+    kafka, env, spec = world
+    env = {**env, "STREAMML_PREP_LEASE_S": "4"}
+    ready = BatchConsumer(kafka, f"ready-{bucket}", [kafka.topic("dataset.ready")])
+    services.start("ingest", bucket, **env)
+    stalled = services.start("prep", bucket, **env)
+    publish(kafka, 0, 3000)
+    deadline = time.monotonic() + 180
+    while '"message": "building", "dataset": "transactions", "version": 1' not in stalled.log_path.read_text():
+        assert time.monotonic() < deadline and stalled.poll() is None, stalled.log_path.read_text()[-3000:]
+        time.sleep(0.1)
+    frozen = [psutil.Process(stalled.pid), *psutil.Process(stalled.pid).children(recursive=True)]
+    for process in frozen:
+        process.suspend()
+    try:
+        taker = services.start("prep", bucket, **env)
+        v1 = next_ready(ready)
+        assert v1.version == 1
+    finally:
+        for process in frozen:
+            process.resume()
+    deadline = time.monotonic() + 240
+    while "another attempt published this version first" not in stalled.log_path.read_text():
+        assert time.monotonic() < deadline, "the stalled build never finished:\n" + stalled.log_path.read_text()[-3000:]
+        time.sleep(0.5)
+
+    manifest = check_manifest(store, spec, v1)  # every file it names is there, with its rows and hashes
+    named = {entry.key for files in manifest.files.values() for entry in files}
+    winner = os.path.commonpath(sorted(named)) + "/"
+    left = [key for key in store.list("datasets/transactions/v1/")
+            if key not in ("datasets/transactions/v1/_claim.json", "datasets/transactions/v1/manifest.json")
+            and not key.startswith(winner)]
+    assert left == [], "the losing attempt left files behind"
+    assert '"message": "took over an expired claim"' in taker.log_path.read_text()
+    more = [decode(m.headers(), m.key(), m.value())[0] for m in ready.poll(10, 10.0)]
+    assert [event.version for event in more] == [], "v1 was announced twice"
+    ready.close()

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from services.prep import rules
+from services.prep import fit, rules
 from services.prep.content import content_sha256
 from services.prep.job import prepare_with_spark
 from services.prep.reference import prepare_with_duckdb
@@ -325,3 +325,34 @@ def test_int_keys_bool_features_and_a_float_label_agree_across_engines(spark, tm
     train = read_split(tmp_path / "spark", "train", "id")
     assert train.schema.names == ["id", "ts", "member", "rooms", "price"]  # the string field is left out
     assert {rules.split_of(key, OTHER_TYPES.prep.splits) for key in train["id"].to_pylist()} == {"train"}
+
+
+def test_quantiles_from_bounded_samples_agree_across_engines_and_stay_near_the_exact_ones(spark, tmp_path,
+                                                                                          monkeypatch):
+    """With more train values than QUANTILE_SAMPLE, both engines cut the reference from the same sample
+    (nullable columns take their own non-null rows) and the edges move from the exact deciles by
+    about the documented rank error, no more."""
+    raw = raw_transactions(4000, seed=12)
+    paths = write_raw(raw, tmp_path / "raw", files=3)
+    exact = prepare_with_duckdb(TRANSACTIONS, paths, str(tmp_path / "exact"))
+    monkeypatch.setattr(fit, "QUANTILE_SAMPLE", 600)
+    by_spark, by_reference = prepare_both(spark, TRANSACTIONS, paths, tmp_path)
+    assert by_spark.reference == by_reference.reference
+    assert by_spark.transform == by_reference.transform
+    assert by_spark.content_sha256 == by_reference.content_sha256
+
+    train_keys = set(read_split(tmp_path / "reference", "train", "tx_id")["tx_id"].to_pylist())
+    assert len(train_keys) > 2 * fit.QUANTILE_SAMPLE  # the sample really is a sample
+    moved = 0
+    # Re-sent versions of a key copy these two columns, so each train key has one value of each.
+    for name in ("distance_km", "merchant_age_days"):
+        sampled, exact_edges = by_spark.reference[name].edges, exact.reference[name].edges
+        moved += sampled != exact_edges
+        per_key = dict(zip(raw["tx_id"].to_pylist()[::-1], raw[name].to_pylist()[::-1], strict=True))
+        values = np.sort([v for key, v in per_key.items() if key in train_keys and v is not None and v == v])
+        for edge, probability in zip(sampled, fit.REFERENCE_QUANTILES, strict=False):
+            rank = np.searchsorted(values, edge) / values.size
+            # Five standard deviations of a sample quantile's rank (plus the few keys whose only
+            # version was rejected): never reached by chance.
+            assert abs(rank - probability) < 5 * math.sqrt(probability * (1 - probability) / fit.QUANTILE_SAMPLE) + 0.01
+    assert moved, "every edge came out exact: the sample was not used"

@@ -20,6 +20,7 @@ from registry_world import (
 )
 from services.validator.promote import set_champion
 from streamml.events import FeedbackRecord, ModelPromoted, PredictionRecord
+from streamml.registry.models import read_version_manifest
 from streamml.sdk.client import ModelClient
 from streamml.settings import ServiceSettings
 
@@ -132,7 +133,7 @@ def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world, caplo
     put_dataset(world.store, 1)
     put_version(world.store, "v1", trained("weak", 1))
     put_version(world.store, "v2", trained("strong", 1))
-    world.store.put(f"models/{MODEL}/v2/model.pt2", b"not a torch archive")
+    world.store.put(read_version_manifest(world.store, MODEL, "v2").key("model.pt2"), b"not a torch archive")
     put_version(world.store, "v3", trained("strong", 1))
     set_champion(world.store, MODEL, "v1", expected=None, actor="test", reason="seed", time=now())
 

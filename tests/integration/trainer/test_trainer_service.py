@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import torch
@@ -23,7 +24,8 @@ from services.trainer.model import build_model
 from services.trainer.publish import VersionFile, model_version, publish_version
 from services.trainer.train import load_checkpoint
 from streamml.events import DatasetReady, ModelTrained
-from streamml.registry.keys import checkpoint_key, dataset_manifest_key, version_key, version_prefix
+from streamml.registry.keys import checkpoint_key, dataset_manifest_key, model_manifest_key, version_key, version_prefix
+from streamml.registry.models import read_card, read_version_files, read_version_manifest
 from streamml.stack.ports import free_port
 from registry_world import DATASET, messages, metric, put_dataset, spec_document, wait_for
 
@@ -65,13 +67,15 @@ def test_dataset_ready_commits_a_version_that_predicts_the_same_without_streamml
     assert (event.model, event.version, event.dataset, event.dataset_version, event.artifact_prefix) == (
         "risk", version, manifest.dataset, manifest.version, version_prefix("risk", version))
 
-    def stored(name: str) -> bytes:
-        return world.store.get_bytes(version_key("risk", version, name))
+    marker, files = read_version_files(world.store, "risk", version)
+    assert sorted(marker.files) == ["card.json", "model.pt2", "state_dict.pt"]
+    assert marker.prefix.startswith(f"models/risk/{version}/attempts/")
+    for name in marker.files:
+        assert marker.bytes[name] == len(files[name])
 
-    marker = json.loads(stored("manifest.json"))
-    assert sorted(marker["files"]) == ["card.json", "model.pt2", "state_dict.pt"]
-    for name in marker["files"]:
-        assert marker["bytes"][name] == len(stored(name))
+    def stored(name: str) -> bytes:
+        return files[name]
+
     card = json.loads(stored("card.json"))
     assert card["dataset"]["name"] == manifest.dataset and card["dataset"]["version"] == manifest.version
     assert card["params"] == spec.model_dump(mode="json") and card["seed"] == spec.seed
@@ -113,7 +117,7 @@ def test_a_redelivered_dataset_ready_is_announced_again_not_trained_again(world,
     first = services.start("trainer", world.bucket, **world.env)
     [trained] = world.events("model.trained", 1, timeout=90) or [None]
     assert trained is not None, first.log_path.read_text()[-4000:]
-    card_before = world.store.get("models/risk/" + trained.version + "/card.json")
+    card_before = world.store.get(read_version_manifest(world.store, "risk", trained.version).key("card.json"))
     first.terminate()
     assert first.wait(timeout=60) == 0
 
@@ -126,7 +130,8 @@ def test_a_redelivered_dataset_ready_is_announced_again_not_trained_again(world,
     wait_for(lambda: messages(second.log_path, "trained before; announcing it again"), 10, second, "the log line")
     assert messages(second.log_path, "training") == []
     assert len(messages(first.log_path, "training")) == 1
-    assert world.store.get("models/risk/" + trained.version + "/card.json").etag == card_before.etag
+    assert world.store.get(read_version_manifest(world.store, "risk", trained.version).key("card.json")).etag == \
+        card_before.etag
 
 
 def test_sigkill_after_a_checkpoint_resumes_from_it(world, services):
@@ -156,7 +161,7 @@ def test_sigkill_after_a_checkpoint_resumes_from_it(world, services):
     assert metric(port, "streamml_trainer_resumed_from_epoch", 'model="risk"') == killed_after
     assert metric(port, "streamml_trainer_epoch", 'model="risk"') == spec.max_epochs
 
-    card = json.loads(world.store.get_bytes(version_key("risk", version, "card.json")))
+    card = read_card(world.store, "risk", version)
     assert [entry["epoch"] for entry in card["history"]] == list(range(1, spec.max_epochs + 1))
     # The epochs before the kill are the killed process's, carried over by the checkpoint.
     assert [entry["train_loss"] for entry in card["history"][:killed_after]] == [
@@ -233,8 +238,56 @@ def test_publishing_never_overwrites_a_committed_version(store):
     second = [VersionFile("card.json", b'{"n": 2}'), VersionFile("model.pt2", b"second")]
     assert publish_version(store, "risk", "d1-00000000", first) is True
     assert publish_version(store, "risk", "d1-00000000", second) is False
-    assert store.get_bytes(version_key("risk", "d1-00000000", "model.pt2")) == b"first"
-    marker = json.loads(store.get_bytes(version_key("risk", "d1-00000000", "manifest.json")))
-    assert marker["sha256"]["model.pt2"] == hashlib.sha256(b"first").hexdigest()
-    assert list(store.list("models/risk/d1-00000000/")) == [
-        version_key("risk", "d1-00000000", name) for name in ("card.json", "manifest.json", "model.pt2")]
+    manifest, files = read_version_files(store, "risk", "d1-00000000")
+    assert files == {"card.json": b'{"n": 1}', "model.pt2": b"first"}
+    assert manifest.sha256["model.pt2"] == hashlib.sha256(b"first").hexdigest()
+    assert sorted(store.list("models/risk/d1-00000000/")) == sorted(
+        [model_manifest_key("risk", "d1-00000000")] + [manifest.key(name) for name in ("card.json", "model.pt2")])
+
+
+class _Paused:
+    """The store as one trainer sees it: its manifest create waits for ``go``; ``arrived`` says it got there."""
+
+    def __init__(self, store, arrived: threading.Event, go: threading.Event | None = None):
+        self.store, self.arrived, self.go = store, arrived, go
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def create(self, key, data):
+        self.arrived.set()
+        if self.go is not None:
+            assert self.go.wait(60), "the other trainer never got to its commit"
+        return self.store.create(key, data)
+
+
+def test_two_trainers_finishing_one_version_leave_the_files_of_the_one_that_committed(store):
+    """Trainer B writes its files after A wrote its own and before A commits (a partition that moved
+    mid-training); A commits first. The version must be A's files, whole: every file the manifest
+    names has the bytes and sha256 it records."""
+    a_files = [VersionFile("card.json", b'{"by": "a"}'), VersionFile("model.pt2", b"a" * 1000)]
+    b_files = [VersionFile("card.json", b'{"by": "b"}'), VersionFile("model.pt2", b"b" * 1000)]
+    a_at_commit, b_at_commit, a_committed = threading.Event(), threading.Event(), threading.Event()
+    results = {}
+
+    def a() -> None:
+        try:
+            results["a"] = publish_version(_Paused(store, a_at_commit, b_at_commit), "risk", "d1-0000000a", a_files)
+        finally:
+            a_committed.set()
+
+    writer_a = threading.Thread(target=a)
+    writer_a.start()
+    assert a_at_commit.wait(60)
+    results["b"] = publish_version(_Paused(store, b_at_commit, a_committed), "risk", "d1-0000000a", b_files)
+    writer_a.join(60)
+    assert results == {"a": True, "b": False}
+
+    marker = json.loads(store.get_bytes(model_manifest_key("risk", "d1-0000000a")))
+    folder = marker.get("prefix") or version_prefix("risk", "d1-0000000a")
+    for name in marker["files"]:
+        data = store.get_bytes(folder + name)
+        assert hashlib.sha256(data).hexdigest() == marker["sha256"][name], f"{name} is not the committed one"
+    assert store.get_bytes(folder + "card.json") == b'{"by": "a"}'
+    # The losing attempt left nothing behind.
+    assert not [key for key in store.list("models/risk/d1-0000000a/") if b"b" * 10 in store.get_bytes(key)]

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from streamml.events import (
-    DataLanded, DriftDetected, DriftWindow, EventError, FeatureDrift, ModelPromoted, decode, encode, json_schemas,
+    DataLanded, DriftDetected, DriftWindow, EventError, FeatureDrift, FeedbackRecord, ModelPromoted, PredictionRecord,
+    decode, encode, json_schemas, stable_id,
 )
 
 pytestmark = pytest.mark.unit
@@ -26,6 +27,21 @@ def test_binary_mode_round_trip_keys_by_dataset():
     event, attributes = decode(list(message.headers.items()), b"tx", message.value)
     assert event == landed()
     assert attributes["source"] == "/streamml/ingest"
+
+
+def test_predictions_and_feedback_are_keyed_by_model_so_one_partition_holds_a_model():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    prediction = PredictionRecord(request_id="r1", model="fraud", model_version="v1", features={}, output=0.5, time=now)
+    feedback = FeedbackRecord(request_id="r1", model="fraud", label=1, time=now)
+    assert encode(prediction, "/app").key == encode(feedback, "/app").key == "fraud"
+
+
+def test_an_announcement_sent_again_keeps_its_id():
+    first = encode(landed(), "/streamml/ingest", stable_id("data.landed", "tx", 100))
+    again = encode(landed(), "/streamml/ingest", stable_id("data.landed", "tx", 100))
+    assert first.headers["ce_id"] == again.headers["ce_id"]
+    assert stable_id("data.landed", "tx", 101) != stable_id("data.landed", "tx", 100)
+    assert encode(landed(), "/s").headers["ce_id"] != encode(landed(), "/s").headers["ce_id"]
 
 
 def test_nested_event_round_trip():

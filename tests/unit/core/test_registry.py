@@ -24,7 +24,16 @@ from streamml.registry.keys import (
     version_key,
     version_prefix,
 )
-from streamml.registry.models import ChampionPointer, model_names, model_versions, read_card, read_champion
+from streamml.registry.models import (
+    ChampionPointer,
+    VersionManifest,
+    VersionMismatch,
+    model_names,
+    model_versions,
+    read_card,
+    read_champion,
+    read_version_files,
+)
 from streamml.registry.monitor import MonitorState, read_monitor_state
 from streamml.store import ObjectNotFound, StoredObject
 
@@ -94,17 +103,52 @@ def test_champion_pointer_round_trips_and_absence_is_not_an_error():
     assert read_champion(store, "churn") == (None, None)
 
 
+def committed(objects: dict, version: str, files: dict[str, bytes], attempt: str = "a1") -> VersionManifest:
+    """A version as the trainer commits one: files under the attempt's folder, then the manifest."""
+    prefix = f"models/fraud/{version}/attempts/{attempt}/"
+    objects.update({prefix + name: data for name, data in files.items()})
+    manifest = VersionManifest.of("fraud", version, prefix, files, datetime(2026, 1, 1, tzinfo=UTC))
+    objects[f"models/fraud/{version}/manifest.json"] = manifest.to_bytes()
+    return manifest
+
+
 def test_cards_must_be_json_objects():
-    store = DictStore({version_key("fraud", "v1", "card.json"): b'{"model": "fraud"}',
-                       version_key("fraud", "v2", "card.json"): b"[1]",
-                       version_key("fraud", "v3", "card.json"): b"{oops"})
+    objects = {}
+    committed(objects, "v1", {"card.json": b'{"model": "fraud"}'})
+    committed(objects, "v2", {"card.json": b"[1]"})
+    committed(objects, "v3", {"card.json": b"{oops"})
+    store = DictStore(objects)
     assert read_card(store, "fraud", "v1") == {"model": "fraud"}
     with pytest.raises(RegistryError, match="card.json must hold a JSON object, found list"):
         read_card(store, "fraud", "v2")
-    with pytest.raises(RegistryError, match="models/fraud/v3/card.json is not JSON"):
+    with pytest.raises(RegistryError, match="models/fraud/v3/attempts/a1/card.json is not JSON"):
         read_card(store, "fraud", "v3")
     with pytest.raises(ObjectNotFound):
         read_card(store, "fraud", "v4")
+
+
+def test_files_are_read_through_the_manifest_and_each_must_match_its_sha256():
+    objects = {}
+    manifest = committed(objects, "v1", {"card.json": b"{}", "model.pt2": b"weights"})
+    objects["models/fraud/v1/model.pt2"] = b"a file outside the attempt is never read"
+    found, files = read_version_files(DictStore(objects), "fraud", "v1")
+    assert found == manifest and files == {"card.json": b"{}", "model.pt2": b"weights"}
+    # Another attempt's bytes under the published attempt's name: refused, naming the file and the fix.
+    objects[manifest.key("model.pt2")] = b"another attempt"
+    with pytest.raises(VersionMismatch, match=r"models/fraud/v1/attempts/a1/model.pt2 does not match the manifest "
+                                              r"of fraud v1: sha256 .* delete models/fraud/v1/manifest.json"):
+        read_version_files(DictStore(objects), "fraud", "v1")
+    del objects[manifest.key("model.pt2")]
+    with pytest.raises(VersionMismatch, match="model.pt2, named by the manifest of fraud v1, does not exist"):
+        read_version_files(DictStore(objects), "fraud", "v1")
+    with pytest.raises(RegistryError, match="version 'v2' of model 'fraud' is not committed"):
+        read_version_files(DictStore(objects), "fraud", "v2")
+
+
+def test_a_manifest_written_before_attempts_names_files_in_the_version_folder():
+    manifest = VersionManifest(model="fraud", version="v1", created=datetime(2026, 1, 1, tzinfo=UTC),
+                               files=["card.json"], sha256={"card.json": "0" * 64}, bytes={"card.json": 2})
+    assert manifest.key("card.json") == "models/fraud/v1/card.json"
 
 
 def manifest(version: int) -> DatasetManifest:

@@ -19,7 +19,7 @@ import yaml
 from deploy_support import CHART, NAMESPACE, REPO, VALUE_SETS, Render, load_values_file, render
 
 from streamml.settings import ServiceSettings, load_settings
-from streamml.specs import parse_dataset_spec
+from streamml.specs import load_dataset_specs, parse_dataset_spec
 from streamml.topics import load_topics, resolve
 
 pytestmark = pytest.mark.unit
@@ -348,6 +348,107 @@ def test_service_specific_settings_reach_their_service(renders):
     assert volume["configMap"]["name"] == "streamml-datasets"
 
 
+def service_files(release: Render, deployment: dict, root: Path) -> dict[str, str]:
+    """Write the ConfigMaps the pod mounts under ``root`` (at their mount paths) and return the pod's
+    environment with paths into those mounts moved under ``root`` too."""
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {}
+    for mount in container(deployment)["volumeMounts"]:
+        config_map = volumes[mount["name"]].get("configMap")
+        if config_map is None:
+            continue
+        folder = root / mount["mountPath"].lstrip("/")
+        folder.mkdir(parents=True)
+        for name, text in release.named("ConfigMap", config_map["name"])["data"].items():
+            (folder / name).write_text(text)
+        mounts[mount["mountPath"]] = folder
+    env = pod_environment(release, deployment)
+    for name, value in env.items():
+        for path, folder in mounts.items():
+            if value == path or value.startswith(path + "/"):
+                env[name] = str(folder) + value[len(path):]
+    return env
+
+
+def boot_files(service: str) -> tuple[type, object]:
+    """A service's settings class, and what it loads from its files at start (what exits 3 when missing)."""
+    if service == "ingest":
+        from services.ingest.settings import IngestSettings
+        return IngestSettings, lambda s: load_dataset_specs(s.ingest.specs_dir)
+    if service == "prep":
+        from services.prep.service import PrepSettings
+        return PrepSettings, lambda s: load_dataset_specs(s.prep.specs_dir)
+    if service == "trainer":
+        from services.trainer.service import TrainerSettings
+        from services.trainer.spec import load_model_specs
+        return TrainerSettings, lambda s: load_model_specs(s.trainer.models_dir)
+    if service == "validator":
+        from services.validator.policy import load_policies
+        from services.validator.service import ValidatorSettings
+        return ValidatorSettings, lambda s: load_policies(s.validator.policies_dir)
+    from services.monitor.service import MonitorSettings
+    return MonitorSettings, lambda s: {name: name for name in s.monitor.models}
+
+
+def test_every_service_starts_with_its_own_settings_and_files_on_a_fresh_install(release, tmp_path, monkeypatch):
+    """What each pod would load at start, from the rendered environment and mounted ConfigMaps: a
+    service that would exit 3 and crash-loop (no specs, no policies) fails here."""
+    loaded = {}
+    for deployment in release.of_kind("Deployment"):
+        service = service_of(deployment)
+        for name in [n for n in list(os.environ) if n.startswith("STREAMML_")]:
+            monkeypatch.delenv(name)
+        monkeypatch.chdir(tmp_path)  # a relative default (./models) must not find the repository's folders
+        env = service_files(release, deployment, tmp_path / service)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        settings_class, load_files = boot_files(service)
+        settings = load_settings(settings_class)
+        loaded[service] = load_files(settings)
+        assert loaded[service], f"{service} starts with nothing to work on"
+    datasets = set(loaded["prep"])
+    assert set(loaded["ingest"]) == datasets == {d["name"] for d in release.values["datasets"]}
+    assert {spec.dataset for spec in loaded["trainer"].values()} <= datasets
+    assert set(loaded["validator"]) <= set(loaded["trainer"]), "a policy for a model no spec trains"
+    assert set(loaded["monitor"]) == set(release.values["models"])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"modelSpecs": []}, "modelSpecs is empty: the trainer needs at least one model spec"),
+        ({"policies": []}, "policies is empty: the validator needs a promotion policy per model"),
+        ({"datasets": [], "keda": {"enabled": False}}, "datasets is empty: ingest and prep need"),
+    ],
+)
+def test_rendering_fails_naming_the_files_a_service_needs(chart, values, message):
+    with pytest.raises(helm.HelmError, match=message):
+        render(chart, values)
+
+
+def test_the_files_a_disabled_service_would_need_are_not_required(chart):
+    render(chart, {"modelSpecs": [], "services": {"trainer": {"enabled": False}}})
+    render(chart, {"policies": [], "services": {"validator": {"enabled": False}}})
+
+
+def test_two_policies_for_one_model_fail_rendering(chart):
+    policy = chart.values["policies"][0]
+    with pytest.raises(helm.HelmError, match='policies: "fraud" is declared twice'):
+        render(chart, {"policies": [policy, policy]})
+
+
+@pytest.mark.parametrize("values", [{"kafka": {"groupPrefix": "team_a."}},
+                                    {"config": {"STREAMML_KAFKA_GROUP_PREFIX": "team_a."}}])
+def test_keda_watches_the_consumer_groups_the_services_really_join(chart, values):
+    manifests = render(chart, values)
+    groups = {service_of(s): {t["metadata"]["consumerGroup"] for t in s["spec"]["triggers"]}
+              for s in manifests if s["kind"] == "ScaledObject"}
+    assert groups == {service: {"team_a." + CONSUMERS[service]["group"]} for service in SERVICES}
+    settings = {m["metadata"]["name"]: m["data"] for m in manifests if m["kind"] == "ConfigMap"}
+    assert {settings[f"streamml-{service}"]["STREAMML_KAFKA_GROUP_PREFIX"] for service in SERVICES} == {"team_a."}
+
+
 def test_mounted_dataset_specs_are_valid_specs(release):
     specs = release.named("ConfigMap", "streamml-datasets")["data"]
     assert sorted(specs) == sorted(f"{d['name']}.yaml" for d in release.values["datasets"])
@@ -357,7 +458,8 @@ def test_mounted_dataset_specs_are_valid_specs(release):
 
 
 def test_files_are_mounted_where_their_variable_points(chart):
-    manifests = render(chart, {"services": {"validator": {"files": {"default.yaml": {"min_auc": 0.8}}}}})
+    validator = {"files": {"default.yaml": {"min_auc": 0.8}}, "filesEnv": "STREAMML_VALIDATOR_POLICIES_DIR"}
+    manifests = render(chart, {"services": {"validator": validator}})
     files = [m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "streamml-validator-files"]
     assert yaml.safe_load(files[0]["data"]["default.yaml"]) == {"min_auc": 0.8}
     settings = [m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "streamml-validator"]

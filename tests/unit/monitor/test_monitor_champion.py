@@ -68,11 +68,11 @@ def test_a_card_without_feature_statistics_takes_them_from_its_dataset_manifest(
 
 
 def test_a_card_that_gives_no_reference_is_an_error_naming_it(reference):
-    with pytest.raises(RegistryError, match=r"models/fraud/v7/card.json has no expected_features"):
+    with pytest.raises(RegistryError, match=r"the model card of fraud v7 has no expected_features"):
         champion_from("fraud", "v7", card(reference, expected_features={}))
     broken = card(reference)
     del broken["dataset"]
-    with pytest.raises(RegistryError, match=r"card.json does not give a drift reference: missing 'dataset'"):
+    with pytest.raises(RegistryError, match=r"the model card of fraud v7 does not give a drift reference: missing 'dataset'"):
         champion_from("fraud", "v7", broken)
 
 

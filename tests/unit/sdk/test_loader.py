@@ -10,7 +10,10 @@ from torch import nn
 
 from streamml.manifest import CategoryTransform, NumericTransform
 from streamml.portable import load_program
+from datetime import UTC, datetime
+
 from streamml.registry.keys import RegistryError
+from streamml.registry.models import VersionManifest
 from streamml.sdk.loader import load_version
 from streamml.store import ObjectNotFound, StoredObject
 
@@ -55,12 +58,16 @@ def exported() -> bytes:
     return buffer.getvalue()
 
 
-def registry(card: dict = CARD, committed: bool = True) -> DictStore:
+PREFIX = "models/fraud/v1/attempts/a1/"
+
+
+def registry(card: dict = CARD, committed: bool = True, program: bytes | None = None) -> DictStore:
     store = DictStore()
-    store.objects["models/fraud/v1/card.json"] = json.dumps(card).encode()
-    store.objects["models/fraud/v1/model.pt2"] = exported()
+    files = {"card.json": json.dumps(card).encode(), "model.pt2": exported() if program is None else program}
+    store.objects.update({PREFIX + name: data for name, data in files.items()})
     if committed:
-        store.objects["models/fraud/v1/manifest.json"] = b"{}"
+        manifest = VersionManifest.of("fraud", "v1", PREFIX, files, datetime(2026, 1, 1, tzinfo=UTC))
+        store.objects["models/fraud/v1/manifest.json"] = manifest.to_bytes()
     return store
 
 
@@ -74,6 +81,18 @@ def test_a_committed_version_loads_with_its_cards_transform():
 def test_a_version_without_its_manifest_is_not_loaded():
     with pytest.raises(RegistryError, match="not committed: models/fraud/v1/manifest.json does not exist"):
         load_version(registry(committed=False), "fraud", "v1")
+
+
+def test_a_file_that_differs_from_the_manifest_is_refused_naming_it():
+    store = registry()
+    other = {**CARD, "inputs": {**CARD["inputs"], "numeric": ["amount", "hour"]}}
+    store.objects[PREFIX + "card.json"] = json.dumps(other).encode()  # written over by another attempt
+    with pytest.raises(RegistryError, match=r"attempts/a1/card.json does not match the manifest of fraud v1: sha256"):
+        load_version(store, "fraud", "v1")
+    store = registry()
+    store.objects[PREFIX + "model.pt2"] = store.objects[PREFIX + "model.pt2"][:-1]  # a truncated upload
+    with pytest.raises(RegistryError, match=r"attempts/a1/model.pt2 does not match"):
+        load_version(store, "fraud", "v1")
 
 
 def test_a_card_without_artifacts_or_with_an_unknown_format_is_refused():
@@ -100,9 +119,8 @@ def test_a_hostile_card_is_refused_with_the_reason(card, problem):
 
 
 def test_a_damaged_program_names_its_key():
-    store = registry()
-    store.objects["models/fraud/v1/model.pt2"] = b"not a torch archive"
-    with pytest.raises(RegistryError, match=r"models/fraud/v1/model.pt2 is not a loadable torch.export program "
+    store = registry(program=b"not a torch archive")  # damaged before its sha256 was taken
+    with pytest.raises(RegistryError, match=r"models/fraud/v1/attempts/a1/model.pt2 is not a loadable torch.export program "
                                             r"\(BadZipFile: .*\); train the version again"):
         load_version(store, "fraud", "v1")
 

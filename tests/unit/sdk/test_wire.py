@@ -22,7 +22,7 @@ def test_a_fast_message_decodes_to_the_event_encode_would_have_sent():
     assert event == expected
     reference = encode(expected, "/streamml/app")
     assert key.decode() == reference.key and sorted(name for name, _ in headers) == sorted(reference.headers)
-    assert attributes["source"] == "/streamml/app" and attributes["partitionkey"] == "req-1"
+    assert attributes["source"] == "/streamml/app" and attributes["partitionkey"] == "fraud"
     assert attributes["time"] == WHEN
 
 

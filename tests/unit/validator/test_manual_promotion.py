@@ -11,7 +11,7 @@ from services.validator.policy import PromotionPolicy
 from services.validator.promote import ChampionChanged, decision_record, record_decision, set_champion
 from streamml.registry.decisions import Evaluation
 from streamml.registry.keys import RegistryError
-from streamml.registry.models import read_champion
+from streamml.registry.models import VersionManifest, read_champion
 
 pytestmark = pytest.mark.unit
 T = datetime(2024, 6, 1, tzinfo=UTC)
@@ -19,8 +19,11 @@ T = datetime(2024, 6, 1, tzinfo=UTC)
 
 def committed(store, *versions: str) -> None:
     for version in versions:
-        store.create(f"models/fraud/{version}/card.json", json.dumps({"metrics": {"auc": 0.8, "note": "x"}}).encode())
-        store.create(f"models/fraud/{version}/manifest.json", b"{}")
+        card = json.dumps({"metrics": {"auc": 0.8, "note": "x"}}).encode()
+        prefix = f"models/fraud/{version}/attempts/a1/"
+        store.create(prefix + "card.json", card)
+        store.create(f"models/fraud/{version}/manifest.json",
+                     VersionManifest.of("fraud", version, prefix, {"card.json": card}, T).to_bytes())
 
 
 def judged(store, version: str, promote: bool) -> None:

@@ -8,13 +8,15 @@ from services.validator.policy import parse_policy
 from services.validator.promote import (
     ChampionChanged,
     announcement,
+    announcement_id,
     decision_record,
+    follow_decision,
     record_decision,
     rollback,
     set_champion,
 )
 from streamml.events import ModelPromoted, ModelRejected
-from streamml.registry.decisions import Evaluation, read_decision
+from streamml.registry.decisions import DecisionRecord, Evaluation, read_decision
 from streamml.registry.keys import RegistryError
 from streamml.registry.models import read_champion
 
@@ -130,3 +132,72 @@ def test_announcement_of_a_promotion_only_while_it_is_still_champion(memory_stor
     assert (event.version, event.previous_champion, event.artifact_prefix) == ("v2", "v1", "models/fraud/v2/")
     newer = promote(memory_store, "v3", expected="v2")
     assert announcement(record("v2"), newer) is None
+
+
+class Crash(BaseException):
+    """The process dies here (BaseException: nothing on the way catches it)."""
+
+
+def judge_and_commit(store, decision: DecisionRecord):
+    """What the validator does once it has decided: record, follow, announce."""
+    standing = record_decision(store, decision)
+    pointer = follow_decision(store, standing, actor="validator-0", time=NOW)
+    return announcement(standing, pointer), pointer
+
+
+def replay(store, second_opinion: DecisionRecord):
+    """The redelivered event: a recorded decision is followed; without one the version is judged again,
+    and the second judgement may differ (another policy since the restart, a noisy latency)."""
+    recorded = read_decision(store, "fraud", "v2")
+    if recorded is None:
+        return judge_and_commit(store, second_opinion)
+    pointer = follow_decision(store, recorded, actor="validator-1", time=NOW)
+    return announcement(recorded, pointer), pointer
+
+
+@pytest.mark.parametrize("crash_before_write", [1, 2, 3])
+@pytest.mark.parametrize("first_promotes", [True, False])
+def test_a_crash_at_any_write_leaves_the_decision_and_the_pointer_agreeing(memory_store, crash_before_write,
+                                                                            first_promotes):
+    promote(memory_store, "v1", expected=None)
+    writes = []
+
+    def crash(key):
+        writes.append(key)
+        if len(writes) == crash_before_write:
+            raise Crash
+
+    memory_store.before_write = crash
+    try:
+        judge_and_commit(memory_store, record(promote_it=first_promotes))
+    except Crash:
+        pass
+    memory_store.before_write = lambda key: None
+    event, pointer = replay(memory_store, record(promote_it=not first_promotes))
+
+    decision = read_decision(memory_store, "fraud", "v2")
+    champion, _ = read_champion(memory_store, "fraud")
+    assert (champion.version == "v2") == decision.promote
+    assert champion == pointer
+    assert isinstance(event, ModelPromoted if decision.promote else ModelRejected)
+    if decision.promote:
+        assert (champion.previous, event.previous_champion) == ("v1", "v1")
+
+
+def test_two_validators_on_one_version_follow_the_decision_recorded_first(memory_store):
+    promote(memory_store, "v1", expected=None)
+    first, _ = judge_and_commit(memory_store, record(promote_it=True))
+    second, pointer = judge_and_commit(memory_store, record(promote_it=False))
+    assert isinstance(first, ModelPromoted) and second == first
+    assert read_decision(memory_store, "fraud", "v2").promote and pointer.version == "v2"
+    assert announcement_id(first, pointer) == announcement_id(second, pointer)
+
+
+def test_a_promotion_followed_after_the_champion_moved_on_writes_nothing(memory_store):
+    promote(memory_store, "v1", expected=None)
+    record_decision(memory_store, record(promote_it=True))
+    promote(memory_store, "v3", expected="v1", actor="ana@host")  # a person, before the decision was followed
+    writes = len(memory_store.writes)
+    pointer = follow_decision(memory_store, read_decision(memory_store, "fraud", "v2"), actor="validator-0", time=NOW)
+    assert pointer.version == "v3" and len(memory_store.writes) == writes
+    assert announcement(record(promote_it=True), pointer) is None

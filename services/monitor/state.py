@@ -26,6 +26,7 @@ def capture(monitor: ModelMonitor, version: str, events: list[DriftDetected], no
         dataset_version=reference.dataset_version,
         updated=now or datetime.now(UTC),
         prediction_reference=reference.prediction,
+        thresholds=monitor.thresholds.model_dump(mode="json"),
         episodes=monitor.decider.state(),
         events=events,
         window_reports=list(monitor.window_reports),

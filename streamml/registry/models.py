@@ -3,8 +3,8 @@
 A version's files never change once its manifest is written. Only the
 champion pointer changes, and only by a conditional write on its ETag, so of
 two writers that read the same pointer exactly one succeeds. The trainer
-writes versions (``services/trainer/publish.py``), the validator and
-``streamml models`` move the pointer (``services/validator/promote.py``).
+writes versions (``services/trainer/publish.py``); the validator,
+``streamml models`` and the console move the pointer (``streamml/registry/champion.py``).
 
     pointer, etag = read_champion(store, "fraud")    # (None, None) before any promotion
     card = read_card(store, "fraud", pointer.version)
@@ -59,6 +59,12 @@ def read_champion(store: ReadableStore, name: str) -> tuple[ChampionPointer | No
 def read_card(store: ReadableStore, name: str, version: str) -> dict[str, Any]:
     """The model card of a version (see ``services/trainer/artifact.py``); ObjectNotFound when absent."""
     key = card_key(name, version)
+    return json_object(store.get(key).data, key)
+
+
+def read_version_manifest(store: ReadableStore, name: str, version: str) -> dict[str, Any]:
+    """The commit marker of a version: its files with their sha256 and size; ObjectNotFound while uncommitted."""
+    key = model_manifest_key(name, version)
     return json_object(store.get(key).data, key)
 
 

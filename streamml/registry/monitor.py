@@ -14,7 +14,7 @@ so a restarted monitor continues an episode instead of announcing it again.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -129,6 +129,11 @@ class MonitorState(Strict):
     dataset_version: int | None
     updated: datetime
     prediction_reference: NumericReference | CategoryReference | None = None
+    thresholds: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the thresholds that judged these windows (MonitorThresholds of services/monitor/drift.py); "
+        "empty in a state written before they were recorded",
+    )
     episodes: dict[Kind, EpisodeState] = {}
     events: list[DriftDetected] = []
     window_reports: list[WindowReport] = []

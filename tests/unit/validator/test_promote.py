@@ -5,14 +5,8 @@ import pytest
 
 from services.validator.decide import decide
 from services.validator.policy import parse_policy
-from services.validator.promote import (
-    ChampionChanged,
-    announcement,
-    decision_record,
-    record_decision,
-    rollback,
-    set_champion,
-)
+from services.validator.promote import announcement, decision_record, record_decision
+from streamml.registry.champion import ChampionChanged, rollback, set_champion
 from streamml.events import ModelPromoted, ModelRejected
 from streamml.registry.decisions import Evaluation, read_decision
 from streamml.registry.keys import RegistryError

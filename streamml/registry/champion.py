@@ -48,7 +48,11 @@ class ChampionChanged(Exception):
 
 
 class ManualPromotionRefused(Exception):
-    """The version was never approved and the person did not force it."""
+    """The version was never approved and the person did not force it; ``verdict`` says what the validator said."""
+
+    def __init__(self, model: str, version: str, verdict: str) -> None:
+        super().__init__(f"version {version!r} of {model!r} {verdict}; pass --force to promote it anyway")
+        self.verdict = verdict
 
 
 def set_champion(
@@ -124,9 +128,7 @@ def promote_by_hand(
     already = current is not None and current.version == version
     if not force and not already and (decision is None or not decision.promote):
         verdict = f"was rejected: {decision.summary}" if decision else "was never judged by the validator"
-        raise ManualPromotionRefused(
-            f"version {version!r} of {model!r} {verdict}; pass --force to promote it anyway"
-        )
+        raise ManualPromotionRefused(model, version, verdict)
     if already:
         pointer = current
     else:

@@ -109,6 +109,13 @@ def raw_object_key(partition_prefix: str, first_offset: int, last_offset: int) -
     return f"{raw_range_start(partition_prefix, first_offset)}{last_offset:0{OFFSET_DIGITS}d}.parquet"
 
 
+def raw_dataset(key: str) -> str | None:
+    """``raw/tx/date=.../....parquet`` -> ``tx``; None for a key outside ``raw/``."""
+    if not key.startswith(RAW_ROOT) or "/" not in key[len(RAW_ROOT):]:
+        return None
+    return key[len(RAW_ROOT):].split("/", 1)[0]
+
+
 def parse_raw_key(key: str) -> RawObject | None:
     """The batch a raw key names; None for a key that is not a landed batch."""
     match = _RAW_RANGE.search(key)

@@ -72,7 +72,7 @@ def up(config: StackConfig, timeout: float = 120, echo=print) -> list[Component]
 
 
 def _check_ports_free(config: StackConfig) -> None:
-    ports = {"--kafka-port": config.kafka_port, "--s3-port": config.s3_port}
+    ports = {"--kafka-port": config.kafka_port, "--s3-port": config.s3_port, "--console-port": config.console_port}
     ports |= {f"service {name}": config.http_base_port + i for i, name in enumerate(config.services)}
     busy = [f"{what} {port}" for what, port in ports.items() if port_open("127.0.0.1", port)]
     if busy:

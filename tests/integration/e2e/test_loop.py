@@ -17,7 +17,7 @@ from streamml.events import DatasetReady, DriftDetected, ModelPromoted, ModelTra
 from streamml.settings import ServiceSettings
 from streamml.stack.control import down, up
 from streamml.stack.ports import free_port
-from streamml.stack.supervisor import StackConfig
+from streamml.stack.supervisor import SERVICES, StackConfig
 from streamml.store import ObjectStore
 
 pytestmark = pytest.mark.integration
@@ -106,7 +106,7 @@ def test_the_loop_survives_each_service_killed_once(tmp_path):
         timeline = run_demo(settings, PLAN, Console(file=open(tmp_path / "demo.log", "w")))
         assert_final_state(settings, timeline)
         stack = json.loads((config.state_dir / "stack.json").read_text())
-        assert all(s["restarts"] >= 1 for s in stack["services"].values())
+        assert all(stack["services"][name]["restarts"] >= 1 for name in SERVICES)
     finally:
         stop.set()
         down(config.state_dir)

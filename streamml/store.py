@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -65,11 +66,12 @@ class StoredObject:
 
 @dataclass(frozen=True)
 class ListedObject:
-    """A key as a listing shows it: its size and ETag (the MD5 of an object written in one part)."""
+    """A key as a listing shows it: its size, ETag (the MD5 of an object written in one part) and last write."""
 
     key: str
     size: int
     etag: str
+    modified: datetime
 
 
 class ReadableStore(Protocol):
@@ -165,7 +167,7 @@ class ObjectStore:
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield ListedObject(item["Key"], item["Size"], item["ETag"].strip('"'))
+                    yield ListedObject(item["Key"], item["Size"], item["ETag"].strip('"'), item["LastModified"])
         except ClientError as error:
             raise self._translate(error, prefix) from None
         except (BotoCoreError, OSError) as error:

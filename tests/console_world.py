@@ -6,7 +6,9 @@ trainer's own files and card, trained once on the synthetic dataset of
 ``registry_world``), the validator's decision on each (its own ``decide`` on
 metrics that vary from version to version), the champion moved by
 compare-and-swap through every approved version, and a monitor state with
-window reports, label windows, thresholds and drift events. The console's
+window reports, label windows, thresholds and drift events: the previous
+champion's windows drift and raise the event, the current champion's are
+clean, each kept by the monitor's own writer. The console's
 page tests and ``bench/console`` use it.
 
     world = fill(store, model_versions=50, dataset_versions=20)
@@ -26,6 +28,7 @@ import yaml
 
 from registry_world import DATASET, MODEL, POLICY, dataset, trained
 from services.monitor.drift import MonitorThresholds
+from services.monitor.state import write_state
 from services.trainer.artifact import model_card, state_dict_bytes
 from services.trainer.publish import VersionFile, publish_version
 from services.trainer.synthetic_store import commit_version
@@ -36,7 +39,7 @@ from streamml.events import DriftDetected, DriftWindow, FeatureDrift
 from streamml.manifest import RawSource
 from streamml.registry.champion import set_champion
 from streamml.registry.decisions import Evaluation, Latency, MetricInterval, SliceEvaluation
-from streamml.registry.keys import CARD_FILE, STATE_DICT_FILE, monitor_state_key, raw_object_key, raw_partition_prefix
+from streamml.registry.keys import CARD_FILE, STATE_DICT_FILE, raw_object_key, raw_partition_prefix
 from streamml.registry.models import read_champion
 from streamml.registry.monitor import ColumnReport, MonitorState, PerformanceReport, TestReport, WindowReport
 
@@ -86,7 +89,7 @@ def fill(store, model_versions: int = 6, dataset_versions: int = 3, seed: int = 
         _judge(store, policy, name, created + timedelta(minutes=1), rng)
         names.append(name)
     champion, _ = read_champion(store, MODEL)
-    event = _monitor_state(store, champion.version, manifests[-1].version)
+    event = _monitor_state(store, champion, manifests[-1].version)
     return World(MODEL, DATASET, names, [m.version for m in manifests], raw_keys, champion.version, event)
 
 
@@ -135,23 +138,23 @@ def _judge(store, policy, version: str, when: datetime, rng: random.Random) -> N
         actor="validator@world:1", time=when))
 
 
-def _monitor_state(store, version: str, dataset_version: int, windows: int = 100) -> DriftDetected:
-    """Windows of the champion's traffic that start drifting at 70%, the event raised, label windows."""
+def _monitor_state(store, champion, dataset_version: int, windows: int = 100) -> DriftDetected:
+    """The previous champion's windows drift from 70% on and raise the event; the current one's are clean."""
     manifest, _ = dataset(1)
     thresholds = MonitorThresholds()
     began = START - timedelta(minutes=5 * windows)  # the drift comes before the version built for it
     reports, performance = [], []
-    drift_at = int(windows * 0.7)
+    drift_at, switch = int(windows * 0.7), int(windows * 0.8)
     for index in range(windows):
         start, end = began + timedelta(minutes=5 * index), began + timedelta(minutes=5 * index + 5)
-        shift = 0.02 if index < drift_at else 0.3
+        shift = 0.3 if drift_at <= index < switch else 0.02
         columns = [_column(name, manifest.reference[name].kind, shift, thresholds) for name in manifest.features]
         drifted = any(column.drifted for column in columns)
         reports.append(WindowReport(model=MODEL, index=index, start=start, end=end, count=5000, judged=True,
                                     features=columns, covariate_drift=drifted,
                                     covariate_severity="high" if drifted else None))
         if index % 2 == 0:
-            decay = 0.01 if index < drift_at else 0.12
+            decay = 0.12 if drift_at <= index < switch else 0.01
             performance.append(PerformanceReport(model=MODEL, index=index // 2, start=start, end=end, count=800,
                                                  judged=True, metric="auc", value=0.9 * (1 - decay), baseline=0.9,
                                                  decay=decay, metric_drift=decay > 0.05, drifted=decay > 0.05))
@@ -162,10 +165,18 @@ def _monitor_state(store, version: str, dataset_version: int, windows: int = 100
                                                  p_value=t.p_value, effect_size=t.effect_size)
                                     for c in window.features if c.drifted for t in c.tests if t.drifted],
                           severity="high")
-    state = MonitorState(model=MODEL, version=version, dataset=DATASET, dataset_version=dataset_version,
-                         updated=reports[-1].end, thresholds=thresholds.model_dump(mode="json"),
-                         events=[event], window_reports=reports, performance_reports=performance)
-    store.put(monitor_state_key(MODEL), state.model_dump_json().encode())
+    recorded = thresholds.model_dump(mode="json")
+    before = [r for r in performance if r.start < reports[switch].start]
+    if champion.previous is not None:
+        write_state(store, MonitorState(
+            model=MODEL, version=champion.previous, dataset=DATASET, dataset_version=dataset_version - 1,
+            updated=reports[switch - 1].end, thresholds=recorded, events=[event], window_reports=reports[:switch],
+            performance_reports=before))
+    write_state(store, MonitorState(
+        model=MODEL, version=champion.version, dataset=DATASET, dataset_version=dataset_version,
+        updated=reports[-1].end, thresholds=recorded, events=[] if champion.previous else [event],
+        window_reports=reports[switch:] if champion.previous else reports,
+        performance_reports=performance[len(before):] if champion.previous else performance))
     return event
 
 

@@ -10,6 +10,7 @@ import hashlib
 import itertools
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 from streamml.store import ListedObject, ObjectConflict, ObjectNotFound, StoredObject
 
@@ -18,6 +19,7 @@ class MemoryStore:
     def __init__(self, bucket: str = "memory") -> None:
         self.bucket = bucket
         self.objects: dict[str, tuple[bytes, str]] = {}
+        self.modified: dict[str, datetime] = {}
         self.writes: list[str] = []
         self._lock = threading.Lock()
         self._counter = itertools.count()
@@ -63,7 +65,7 @@ class MemoryStore:
         with self._lock:
             found = sorted((key, data, etag) for key, (data, etag) in self.objects.items() if key.startswith(prefix))
         for key, data, etag in found:
-            yield ListedObject(key, len(data), etag.strip('"'))
+            yield ListedObject(key, len(data), etag.strip('"'), self.modified[key])
 
     def list(self, prefix: str) -> Iterator[str]:
         return (item.key for item in self.list_details(prefix))
@@ -76,5 +78,7 @@ class MemoryStore:
     def _put(self, key: str, data: bytes) -> str:
         etag = f'"{hashlib.md5(data).hexdigest()}-{next(self._counter)}"'
         self.objects[key] = (data, etag)
+        latest = max(self.modified.values(), default=datetime.min.replace(tzinfo=UTC))
+        self.modified[key] = max(datetime.now(UTC), latest + timedelta(microseconds=1))  # later writes list later
         self.writes.append(key)
         return etag

@@ -1,9 +1,10 @@
 """Writing what the monitor keeps of a model between restarts (``monitor/<model>/latest.json``).
 
 The document (``MonitorState``) and its reader live in
-``streamml/registry/monitor.py``: ``streamml drift report`` reads it too. It
-is rewritten whenever a window closes or an event is raised, before the
-consumed offsets are committed. Open windows are not kept: a restart starts
+``streamml/registry/monitor.py``: ``streamml drift report`` and the console
+read it too. It is rewritten whenever a window closes or an event is raised,
+before the consumed offsets are committed, to ``latest.json`` and to the
+copy kept per champion version. Open windows are not kept: a restart starts
 them empty.
 """
 
@@ -13,8 +14,7 @@ from datetime import UTC, datetime
 
 from services.monitor.monitor import ModelMonitor
 from streamml.events import DriftDetected
-from streamml.registry.keys import monitor_state_key
-from streamml.registry.monitor import MonitorState
+from streamml.registry.monitor import MonitorState, monitor_state_keys
 
 
 def capture(monitor: ModelMonitor, version: str, events: list[DriftDetected], now: datetime | None = None) -> MonitorState:
@@ -42,4 +42,7 @@ def restore(monitor: ModelMonitor, state: MonitorState) -> None:
 
 
 def write_state(store, state: MonitorState) -> None:
-    store.put(monitor_state_key(state.model), state.model_dump_json().encode())
+    """``latest.json``, and the copy kept for the champion version, which outlives its promotion."""
+    data = state.model_dump_json().encode()
+    for key in monitor_state_keys(state):
+        store.put(key, data)

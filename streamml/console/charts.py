@@ -16,6 +16,7 @@ CHAMPION_COLOUR = "#2e7d32"
 OTHER_COLOUR = "#90a4ae"
 THRESHOLD_COLOUR = "#c62828"
 EVENT_COLOUR = "#ef6c00"
+CHANGE_COLOUR = "#2e7d32"
 
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
@@ -81,8 +82,10 @@ def rows_per_version(versions: list[str], rows: dict[str, list[int]]) -> Figure:
 
 
 def drift_series(title: str, series: dict[str, tuple[list[datetime], list[float]]],
-                 thresholds: dict[str, float], events: list[tuple[datetime, str]], y_title: str) -> Figure:
-    """Values over windows (one line per series), a dashed line per threshold, a vertical line per event."""
+                 thresholds: dict[str, float], events: list[tuple[datetime, str]], y_title: str,
+                 changes: list[tuple[datetime, str]] = ()) -> Figure:
+    """Values over windows (one line per series), a dashed line per threshold, a vertical line per event,
+    and a dotted one where each new champion's windows begin."""
     data: list[dict[str, Any]] = [
         {"type": "scatter", "mode": "lines+markers", "x": [t.isoformat() for t in times], "y": values, "name": name}
         for name, (times, values) in series.items()
@@ -108,6 +111,12 @@ def drift_series(title: str, series: dict[str, tuple[list[datetime], list[float]
         annotations.append({"xref": "x", "x": stamp, "yref": "paper", "y": 1, "yanchor": "bottom",
                             "text": f"drift.detected ({label})", "showarrow": False,
                             "font": {"size": 10, "color": EVENT_COLOUR}})
+    for at, label in changes:
+        stamp = at.isoformat()
+        shapes.append({"type": "line", "xref": "x", "x0": stamp, "x1": stamp, "yref": "paper", "y0": 0, "y1": 1,
+                       "line": {"color": CHANGE_COLOUR, "dash": "dot", "width": 1}, "name": label})
+        annotations.append({"xref": "x", "x": stamp, "yref": "paper", "y": 0.92, "xanchor": "left",
+                            "text": label, "showarrow": False, "font": {"size": 10, "color": CHANGE_COLOUR}})
     layout = _layout(title, shapes=shapes, annotations=annotations, yaxis={"title": {"text": y_title}},
                      xaxis={"type": "date"})
     return {"data": data, "layout": layout}

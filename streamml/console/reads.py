@@ -31,11 +31,12 @@ from streamml.registry.models import (
     read_champion,
     read_version_manifest,
 )
-from streamml.registry.monitor import MonitorState, read_monitor_state
+from streamml.registry.monitor import MonitorState, read_monitor_history, read_monitor_state
 from streamml.store import ObjectNotFound, ObjectStore
 
 T = TypeVar("T")
 PARALLEL_READS = 8
+CHAMPIONS_SHOWN = 3  # the drift page shows the windows of this many champions, the current one last
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,15 @@ class ConsoleRegistry:
 
     def monitor_state(self, model: str) -> MonitorState | None:
         return read_monitor_state(self.store, model)
+
+    def monitor_history(self, model: str) -> list[MonitorState]:
+        """The monitor's states of the last few champions, oldest first (``latest.json`` alone from an older
+        monitor that kept no copy per version)."""
+        history = read_monitor_history(self.store, model, CHAMPIONS_SHOWN)
+        if history:
+            return history
+        latest = self.monitor_state(model)
+        return [latest] if latest else []
 
     # -- helpers ------------------------------------------------------------------
 

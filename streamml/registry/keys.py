@@ -13,6 +13,7 @@
     models/<model>/<version>/decision.json          the validator's verdict on the version
     models/<model>/champion.json                    which version applications serve
     monitor/<model>/latest.json                     the monitor's reports, events and drift episodes
+    monitor/<model>/versions/<version>.json         the same, as it last was while <version> was champion
 
 Raw keys encode their offset range, so a replayed batch lands on the same key.
 Model names and versions become parts of keys, so they are checked here: a
@@ -197,3 +198,12 @@ def champion_key(name: str) -> str:
 
 def monitor_state_key(model: str) -> str:
     return f"{MONITOR_ROOT}{check_name(model)}/{MONITOR_STATE_FILE}"
+
+
+def monitor_versions_prefix(model: str) -> str:
+    return f"{MONITOR_ROOT}{check_name(model)}/versions/"
+
+
+def monitor_version_state_key(model: str, version: str) -> str:
+    """The state of ``model`` as it last was while ``version`` was its champion: kept after a promotion."""
+    return f"{monitor_versions_prefix(model)}{check_version(version)}.json"

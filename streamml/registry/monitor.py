@@ -5,10 +5,14 @@ before it commits the consumed offsets (``services/monitor/state.py``). It
 holds the last window reports, the last events, the prediction reference
 adopted from live traffic, and the drift episodes (streaks and cooldowns),
 so a restarted monitor continues an episode instead of announcing it again.
-``streamml drift report`` and any console read it here.
+``streamml drift report`` and any console read it here. The monitor writes
+the same state to ``monitor/<model>/versions/<version>.json`` too, so what it
+saw of each champion outlives the next promotion, when a new champion starts
+with empty windows.
 
     state = read_monitor_state(store, "fraud")     # None before the first window closes
     state.latest_judged(), state.active(), state.events[-1]
+    for state in read_monitor_history(store, "fraud", champions=3): ...   # oldest first
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamml.events import DriftDetected
 from streamml.manifest import CategoryReference, NumericReference
 from streamml.registry.documents import read_document
-from streamml.registry.keys import monitor_state_key
-from streamml.store import ReadableStore
+from streamml.registry.keys import monitor_state_key, monitor_version_state_key, monitor_versions_prefix
+from streamml.store import ObjectStore, ReadableStore
 
 Severity = Literal["low", "medium", "high"]
 Kind = Literal["covariate", "prediction", "performance"]
@@ -152,3 +156,16 @@ def read_monitor_state(store: ReadableStore, model: str) -> MonitorState | None:
     """The stored state of ``model``; None when the monitor never wrote one."""
     return read_document(store, monitor_state_key(model), MonitorState, "a monitor state",
                          "delete it and the monitor writes a new one")
+
+
+def read_monitor_history(store: ObjectStore, model: str, champions: int) -> list[MonitorState]:
+    """The states of the last ``champions`` champion versions the monitor watched, oldest first."""
+    kept = sorted(store.list_details(monitor_versions_prefix(model)), key=lambda item: item.modified)[-champions:]
+    fix = "delete it; the monitor writes it again while that version is champion"
+    states = [read_document(store, item.key, MonitorState, "a monitor state", fix) for item in kept]
+    return [state for state in states if state is not None]
+
+
+def monitor_state_keys(state: MonitorState) -> tuple[str, str]:
+    """Where ``state`` is written: ``latest.json``, and the copy kept for its champion version."""
+    return monitor_state_key(state.model), monitor_version_state_key(state.model, state.version)

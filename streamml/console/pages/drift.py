@@ -1,7 +1,10 @@
 """Drift: per model and column, each test's effect size over the monitor's windows against its threshold,
 the performance metric against the validator's, every ``drift.detected`` marked, and what each one triggered.
 
-The windows and thresholds come from the monitor's state (``monitor/<model>/latest.json``);
+The windows and thresholds come from the monitor's states of the last few
+champions (``monitor/<model>/versions/<version>.json``), so the windows that
+led to a retraining stay in view after its champion replaced the old one; a
+line marks where each new champion's windows begin.
 the events from the live feed (which knows their CloudEvents ids) and from
 the state. An event triggered the dataset version whose trigger names its id
 (``drift:<id>``); events of one episode share a build, so a later one maps to
@@ -45,30 +48,34 @@ def drift_overview(registry: ConsoleRegistry) -> dict[str, Any]:
 
 def drift_page(registry: ConsoleRegistry, events: EventLog, model: str) -> dict[str, Any]:
     existing_model(registry, model)
-    state = registry.monitor_state(model)
-    if state is None:
+    states = registry.monitor_history(model)
+    if not states:
         raise NotFound(f"no monitor report for model {model!r} yet: the monitor writes one when the first window "
                        "of the champion's predictions closes")
     from_kafka = [(seen.event, seen.id) for seen in events.drifts_of(model)]
-    drifts = triggered(registry, merged_events(state, from_kafka))
+    drifts = triggered(registry, merged_events(states, from_kafka))
+    current = states[-1]
+    changes = champion_changes(states)
     return {
         "model": model,
-        "state": state,
+        "state": current,
+        "earlier": states[:-1],
         "events": list(reversed(drifts)),
-        "column_charts": column_charts(state, drifts),
-        "performance_charts": performance_charts(state, drifts),
-        "thresholds_recorded": bool(state.thresholds),
+        "column_charts": column_charts(states, drifts, changes),
+        "performance_charts": performance_charts(states, drifts, changes),
+        "thresholds_recorded": bool(current.thresholds),
     }
 
 
-def merged_events(state: MonitorState, from_kafka: list[tuple[DriftDetected, str]]) -> list[DriftEvent]:
-    """The events Kafka still holds (with their ids) and those only the state still holds, by window end."""
+def merged_events(states: list[MonitorState], from_kafka: list[tuple[DriftDetected, str]]) -> list[DriftEvent]:
+    """The events Kafka still holds (with their ids) and those only the states still hold, by window end."""
     def identity(event: DriftDetected) -> tuple:
         return event.kind, event.window.start, event.window.end
 
     found = {identity(event): DriftEvent(event, event_id) for event, event_id in from_kafka}
-    for event in state.events:
-        found.setdefault(identity(event), DriftEvent(event, None))
+    for state in states:
+        for event in state.events:
+            found.setdefault(identity(event), DriftEvent(event, None))
     return sorted(found.values(), key=lambda e: e.event.window.end)
 
 
@@ -91,17 +98,27 @@ def built_for(manifests: list[DatasetManifest], event_id: str | None, after: dat
     return exact or next((m for m in manifests if m.trigger.startswith("drift") and m.created >= after), None)
 
 
+def champion_changes(states: list[MonitorState]) -> list[tuple[datetime, str]]:
+    """Where a new champion's windows begin: its references differ from its predecessor's."""
+    changes = []
+    for state in states[1:]:
+        starts = [r.start for r in [*state.window_reports, *state.performance_reports]]
+        if starts:
+            changes.append((min(starts), f"champion {state.version}"))
+    return changes
+
+
 def _threshold(state: MonitorState, effect: str, level: str = "drift") -> float | None:
     value = (state.thresholds.get(effect) or {}).get(level)
     return float(value) if value is not None else None
 
 
-def column_charts(state: MonitorState, events: list[DriftEvent]) -> list[dict[str, Any]]:
+def column_charts(states: list[MonitorState], events: list[DriftEvent],
+                  changes: list[tuple[datetime, str]]) -> list[dict[str, Any]]:
     """One chart per column: each test's effect size per judged window, the thresholds, the events on it."""
-    judged = [report for report in state.window_reports if report.judged]
     columns: dict[str, dict[str, tuple[list[datetime], list[float]]]] = {}
     effects: dict[str, set[str]] = {}
-    for report in judged:
+    for report in (r for state in states for r in state.window_reports if r.judged):
         for column in _columns(report):
             for test in column.tests:
                 times, values = columns.setdefault(column.column, {}).setdefault(
@@ -109,14 +126,14 @@ def column_charts(state: MonitorState, events: list[DriftEvent]) -> list[dict[st
                 times.append(report.end)
                 values.append(test.effect_size)
                 effects.setdefault(column.column, set()).add(test.effect)
+    current = states[-1]
     result = []
     for name, series in columns.items():
         thresholds = {effect: value for effect in sorted(effects[name])
-                      if (value := _threshold(state, effect)) is not None}
+                      if (value := _threshold(current, effect)) is not None}
         marks = [(e.event.window.end, e.event.kind) for e in events if name in e.columns]
-        result.append({"column": name,
-                       "figure": charts.drift_series(f"{name}: effect size per window", series, thresholds, marks,
-                                                     "effect size")})
+        result.append({"column": name, "figure": charts.drift_series(
+            f"{name}: effect size per window", series, thresholds, marks, "effect size", changes)})
     return result
 
 
@@ -124,9 +141,10 @@ def _columns(report: WindowReport) -> list:
     return [*report.features, *([report.prediction] if report.prediction is not None else [])]
 
 
-def performance_charts(state: MonitorState, events: list[DriftEvent]) -> list[dict[str, Any]]:
+def performance_charts(states: list[MonitorState], events: list[DriftEvent],
+                       changes: list[tuple[datetime, str]]) -> list[dict[str, Any]]:
     """The windowed metric against the validator's, and its relative decay against the threshold."""
-    reports = [r for r in state.performance_reports if r.value is not None]
+    reports = [r for state in states for r in state.performance_reports if r.value is not None]
     if not reports:
         return []
     metric = reports[-1].metric
@@ -135,11 +153,11 @@ def performance_charts(state: MonitorState, events: list[DriftEvent]) -> list[di
     values = charts.drift_series(
         f"{metric} over label windows against the validator's test {metric}",
         {f"live {metric}": (times, [r.value for r in reports]),
-         f"validator's {metric}": (times, [r.baseline for r in reports])}, {}, marks, metric)
+         f"validator's {metric}": (times, [r.baseline for r in reports])}, {}, marks, metric, changes)
     decays = [(r.end, r.decay) for r in reports if r.decay is not None]
-    threshold = _threshold(state, "metric_decay")
+    threshold = _threshold(states[-1], "metric_decay")
     decay = charts.drift_series(
         f"relative decay of {metric} (above 0 is worse)",
         {"decay": ([t for t, _ in decays], [d for _, d in decays])},
-        {"metric_decay": threshold} if threshold is not None else {}, marks, "decay")
+        {"metric_decay": threshold} if threshold is not None else {}, marks, "decay", changes)
     return [{"column": metric, "figure": values}, {"column": f"{metric} decay", "figure": decay}]

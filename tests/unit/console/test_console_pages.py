@@ -11,8 +11,13 @@ from console_world import DRIFT_EVENT_ID
 
 from streamml.console import links
 from streamml.events import DataLanded, ModelPromoted
+from streamml.registry.models import read_champion
 
 pytestmark = pytest.mark.unit
+
+
+def champion_pointer(store):
+    return read_champion(store, "fraud")[0]
 
 
 def text(response) -> str:
@@ -98,6 +103,11 @@ def test_the_drift_page_marks_the_event_and_what_it_triggered(read_only, filled)
     assert trained_after and all(v in shown for v in trained_after)
     assert page.text.count("drift.detected (covariate)") >= 8  # marked on every drifted feature's chart
     assert "psi threshold 0.1" in page.text and "metric_decay threshold 0.05" in page.text
+    # The windows that drifted were the previous champion's: still shown, and where the new one began.
+    store, _ = filled
+    previous = champion_pointer(store).previous
+    assert f"The charts also show the windows of the champions before it: {previous} (80 windows)" in shown
+    assert f"champion {world.champion}" in page.text
 
 
 @pytest.mark.parametrize("url, named", [

@@ -8,11 +8,12 @@ read-only.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from streamml.settings import Group, HttpSettings, ServiceSettings
 
 DEFAULT_PORT = 8090
+MIN_TOKEN_LENGTH = 16
 # The consumer group of each service (deploy/consumers.yaml): their lag and state is the loop's health.
 SERVICE_GROUPS = {
     "ingest": "streamml-ingest",
@@ -30,12 +31,23 @@ class ConsoleHttp(HttpSettings):
 
 class ConsoleOptions(Group):
     token: SecretStr | None = Field(
-        None, description="enables promote and rollback for whoever gives it (unset: read-only); secret"
+        None, description=f"enables promote and rollback for whoever gives it, at least {MIN_TOKEN_LENGTH} "
+        "characters (unset or empty: read-only)"
     )
     recent_events: int = Field(500, ge=10, le=100_000, description="events kept for the loop page")
     status_interval_s: float = Field(15.0, ge=1, description="how often consumer lag and health are measured")
     max_connections: int = Field(200, ge=1, description="connections served at once; past it requests get 503")
     grace_s: int = Field(5, ge=0, description="on SIGTERM, how long running requests may finish")
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        # Compose and charts pass an unset variable as "": that is read-only, never an empty password.
+        if token is None or not token.get_secret_value():
+            return None
+        if len(token.get_secret_value()) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"use at least {MIN_TOKEN_LENGTH} characters, e.g. from `openssl rand -hex 16`")
+        return token
 
 
 class ConsoleSettings(ServiceSettings):

@@ -16,7 +16,7 @@ from streamml.console.pages.loop import stream
 from streamml.console.settings import SERVICE_GROUPS, ConsoleSettings
 from streamml.console.status import LoopStatus
 from streamml.events import DatasetReady
-from streamml.settings import load_settings
+from streamml.settings import SettingsError, load_settings
 
 pytestmark = pytest.mark.unit
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[3]
@@ -28,10 +28,21 @@ def test_the_console_listens_on_loopback_8090_read_only_unless_told(monkeypatch)
     settings = load_settings(ConsoleSettings)
     assert (settings.http.host, settings.http.port, settings.console.token) == ("127.0.0.1", 8090, None)
     monkeypatch.setenv("STREAMML_HTTP_HOST", "0.0.0.0")
-    monkeypatch.setenv("STREAMML_CONSOLE_TOKEN", "t0ken")
+    monkeypatch.setenv("STREAMML_CONSOLE_TOKEN", "a-token-of-16-chars")
     settings = load_settings(ConsoleSettings)
     assert (settings.http.host, settings.http.port) == ("0.0.0.0", 8090)  # the port keeps its default
-    assert settings.console.token.get_secret_value() == "t0ken" and "t0ken" not in repr(settings)
+    assert settings.console.token.get_secret_value() == "a-token-of-16-chars"
+    assert "a-token-of-16-chars" not in repr(settings)
+
+
+def test_an_empty_token_is_read_only_and_a_short_one_is_refused_without_being_shown(monkeypatch):
+    monkeypatch.setenv("STREAMML_CONSOLE_TOKEN", "")
+    assert load_settings(ConsoleSettings).console.token is None
+    monkeypatch.setenv("STREAMML_CONSOLE_TOKEN", "guessable")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(ConsoleSettings)
+    assert "STREAMML_CONSOLE_TOKEN=***: Value error, use at least 16 characters" in str(refused.value)
+    assert "guessable" not in str(refused.value)
 
 
 def test_it_watches_the_consumer_group_each_service_has_in_deploy_consumers():

@@ -49,6 +49,7 @@ PARTITIONS = 4
 RAW_PER_VERSION = 2  # raw objects landed per partition between two dataset versions
 RECORDS_PER_RAW = 500
 DRIFT_EVENT_ID = "world-drift-1"
+CONSOLE_TOKEN = "s3cret-console-token"  # the token of the consoles that may promote and roll back
 
 
 @dataclass(frozen=True)

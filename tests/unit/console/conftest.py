@@ -7,7 +7,7 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
-from console_world import World, fill
+from console_world import CONSOLE_TOKEN, World, fill
 from memory_store import MemoryStore
 from pydantic import SecretStr
 
@@ -21,9 +21,6 @@ from streamml.console.live import EventLog
 from streamml.console.reads import ConsoleRegistry
 from streamml.console.status import Component, LoopStatus, TopicLag
 from streamml.settings import KafkaSettings
-
-TOKEN = "s3cret-console-token"
-
 
 class SentEvents:
     """Stands in for the producer: what would have been announced."""
@@ -66,7 +63,7 @@ def with_token(filled) -> Iterator[tuple[TestClient, MemoryStore, SentEvents]]:
     store = MemoryStore()
     store.objects = dict(original.objects)
     sent = SentEvents()
-    console = make_console(store, TOKEN, sent)
+    console = make_console(store, CONSOLE_TOKEN, sent)
     with TestClient(console_app(console)) as client:
         yield client, store, sent
     console.registry.close()

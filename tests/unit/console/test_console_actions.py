@@ -4,7 +4,7 @@ compare-and-swap, announced with model.promoted, and never the token on a page."
 from __future__ import annotations
 
 import pytest
-from conftest import TOKEN
+from console_world import CONSOLE_TOKEN as TOKEN
 
 from streamml.console import links
 from streamml.registry.decisions import read_decision

@@ -52,17 +52,21 @@ async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise HTTPError(413, f"body of {declared} bytes exceeds the limit of {max_bytes}", close=True)
-    chunks, size = [], 0
+    chunks, size, more = [], 0, True
     try:
         async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
+            while more:  # ASGI messages, as they arrive; what Request.stream() does, without its generator
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    raise HTTPError(400, "the client went away before its body arrived", close=True)
+                chunk, more = message.get("body", b""), message.get("more_body", False)
                 size += len(chunk)
                 if size > max_bytes:
                     raise HTTPError(413, f"body exceeds the limit of {max_bytes} bytes", close=True)
                 chunks.append(chunk)
     except TimeoutError:
         raise HTTPError(408, f"the body did not arrive within {timeout_s:g}s", close=True) from None
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_json(body: bytes) -> Any:

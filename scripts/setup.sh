@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs whatever is still missing for streamml on a Debian/Ubuntu machine:
-# Ceph (mon, OSD, RADOS Gateway), a Java runtime for Spark, a Python >= 3.11
-# virtualenv in .venv with streamml and its test tools, and the S3A jars.
+# Ceph (mon, OSD, RADOS Gateway), a Java runtime for Spark, Chromium and its
+# WebDriver for the console's browser tests, a Python >= 3.11 virtualenv in
+# .venv with streamml and its test tools, and the S3A jars.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=()
 for bin in ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw radosgw-admin:ceph-common \
-           monmaptool:ceph-common ceph-authtool:ceph-common java:default-jre-headless; do
+           monmaptool:ceph-common ceph-authtool:ceph-common java:default-jre-headless \
+           chromium:chromium chromedriver:chromium-driver; do
     command -v "${bin%%:*}" >/dev/null 2>&1 || apt_packages+=("${bin##*:}")
 done
 pick_python() {

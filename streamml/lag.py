@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streamml.settings import KafkaSettings
@@ -65,8 +65,9 @@ def partition_lags(settings: KafkaSettings, group: str, timeout: float = 10) -> 
         for topic in sorted({tp.topic for tp in listed})
         for partition in sorted(metadata[topic].partitions)
     ]
+    # A fetch at the end of a partition answers at once with end-of-partition, so empty ones cost no wait.
     probe = Consumer({**settings.client_config(), "group.id": f"{group}.lag-probe",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 50})
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 50, "enable.partition.eof": True})
     try:
         lags = []
         for tp in committed:
@@ -92,7 +93,7 @@ def _fetched_high_watermark(consumer: Consumer, topic: str, partition: int, offs
     deadline = time.monotonic() + 2
     while time.monotonic() < deadline:
         message = consumer.poll(0.2)
-        if message is not None and message.error() is None:
+        if message is not None and (message.error() is None or message.error().code() == KafkaError._PARTITION_EOF):
             break
     _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
     consumer.unassign()

@@ -65,6 +65,14 @@ class NumericReference(Strict):
     std: float
     sample: list[float] = Field(default_factory=list, description="a uniform train sample for KS")
 
+    def bin_labels(self) -> list[str]:
+        """The bins ``fractions`` are shares of: ``< e0``, ``[e0, e1)``, ..., ``>= ek``."""
+        edges = [f"{edge:.4g}" for edge in self.edges]
+        if not edges:
+            return ["all"]
+        middle = [f"[{low}, {high})" for low, high in zip(edges, edges[1:], strict=False)]
+        return [f"< {edges[0]}", *middle, f">= {edges[-1]}"]
+
 
 class CategoryReference(Strict):
     kind: Literal["category"] = "category"

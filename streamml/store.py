@@ -82,6 +82,16 @@ class StoredObject:
         return (self.read_at - self.modified).total_seconds()
 
 
+@dataclass(frozen=True)
+class ListedObject:
+    """A key as a listing shows it: its size, ETag (the MD5 of an object written in one part) and last write."""
+
+    key: str
+    size: int
+    etag: str
+    modified: datetime
+
+
 class ReadableStore(Protocol):
     """What reading needs from :class:`ObjectStore` (tests pass in-memory stores)."""
 
@@ -176,11 +186,16 @@ class ObjectStore:
 
     def list(self, prefix: str) -> Iterator[str]:
         """Keys under ``prefix`` in lexicographic order."""
+        for item in self.list_details(prefix):
+            yield item.key
+
+    def list_details(self, prefix: str) -> Iterator[ListedObject]:
+        """The objects under ``prefix`` in lexicographic order, with size and ETag (no extra request)."""
         paginator = self._s3.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
-                    yield item["Key"]
+                    yield ListedObject(item["Key"], item["Size"], item["ETag"].strip('"'), item["LastModified"])
         except ClientError as error:
             raise self._translate(error, prefix) from None
         except (BotoCoreError, OSError) as error:

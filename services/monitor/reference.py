@@ -129,11 +129,7 @@ def shares(reference: ColumnReference) -> np.ndarray:
 def bin_labels(reference: ColumnReference) -> list[str]:
     if isinstance(reference, CategoryReference):
         return [*reference.frequencies, UNSEEN]
-    edges = [f"{edge:.4g}" for edge in reference.edges]
-    if not edges:
-        return ["all"]
-    middle = [f"[{low}, {high})" for low, high in zip(edges, edges[1:], strict=False)]
-    return [f"< {edges[0]}", *middle, f">= {edges[-1]}"]
+    return reference.bin_labels()
 
 
 def kind_of(reference: ColumnReference) -> str:

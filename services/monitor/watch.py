@@ -7,7 +7,7 @@ their feedback then finds no prediction to join and ages out.
     watch = ModelWatch(champion, options, read_monitor_state(store, "fraud"))
     events = watch.add_predictions(decode_predictions(values, watch.layout, "fraud"))
     if watch.changed():
-        write_state(store, watch.state())
+        etag = write_state(store, watch.state(), etag)
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ follow the decision recorded first.
 Applications load whatever ``champion.json`` names when a ``model.promoted``
 arrives; the event is the signal, the pointer is the truth.
 
-``set_champion`` is a compare-and-swap on the pointer's ETag: of two writers
+``set_champion`` (``streamml/registry/champion.py``) is a compare-and-swap on the pointer's ETag: of two writers
 that read the same pointer, one write succeeds and the other gets
 ``ChampionChanged``. Writing the version that is already champion succeeds
 without a write, so step 4 can be replayed.
@@ -31,77 +31,19 @@ without a write, so step 4 can be replayed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Protocol
 
 from services.validator.decide import Decision
 from services.validator.policy import PromotionPolicy
 from streamml.events import ModelPromoted, ModelRejected, stable_id
+from streamml.registry.champion import ChampionChanged, WritableStore, set_champion
 from streamml.registry.decisions import DecisionRecord, Evaluation, read_decision
-from streamml.registry.keys import RegistryError, champion_key, decision_key, version_prefix
+from streamml.registry.keys import decision_key, version_prefix
 from streamml.registry.models import ChampionPointer, read_champion
-from streamml.store import ObjectConflict, ReadableStore
+from streamml.store import ObjectConflict
 
-
-class WritableStore(ReadableStore, Protocol):
-    """What writing the registry needs from ``streamml.store.ObjectStore``."""
-
-    def create(self, key: str, data: bytes) -> str: ...
-
-    def replace(self, key: str, data: bytes, etag: str) -> str: ...
-
-
-class ChampionChanged(Exception):
-    """The champion is not the one the decision was made against; decide again."""
-
-    def __init__(self, model: str, expected: str | None, found: str | None):
-        super().__init__(
-            f"champion of {model!r} is {found or 'unset'}, not {expected or 'unset'} as when the decision "
-            "was made; re-read the champion and decide again"
-        )
-        self.model = model
-        self.expected = expected
-        self.found = found
-
-
-def set_champion(
-    store: WritableStore,
-    model: str,
-    version: str,
-    *,
-    expected: str | None,
-    actor: str,
-    reason: str,
-    time: datetime,
-) -> ChampionPointer:
-    """Point the champion at ``version`` if it still is ``expected`` (None: no champion yet)."""
-    current, etag = read_champion(store, model)
-    if current is not None and current.version == version:
-        return current  # a replay of a promotion that already happened
-    found = current.version if current is not None else None
-    if found != expected:
-        raise ChampionChanged(model, expected, found)
-    pointer = ChampionPointer(version=version, previous=found, actor=actor, reason=reason, time=time)
-    key = champion_key(model)
-    try:
-        if etag is None:
-            store.create(key, pointer.to_bytes())
-        else:
-            store.replace(key, pointer.to_bytes(), etag)
-    except ObjectConflict:
-        winner, _ = read_champion(store, model)
-        raise ChampionChanged(model, expected, winner.version if winner else None) from None
-    return pointer
-
-
-def rollback(store: WritableStore, model: str, *, actor: str, reason: str, time: datetime) -> ChampionPointer:
-    """Make the champion's predecessor champion again."""
-    current, _ = read_champion(store, model)
-    if current is None or current.previous is None:
-        raise RegistryError(
-            f"model {model!r} has {'no champion' if current is None else 'no previous champion'} to roll back to; "
-            "promote a version by name instead"
-        )
-    return set_champion(store, model, current.previous, expected=current.version, actor=actor, reason=reason, time=time)
+# The compare-and-swap of step 3 lives in the core package: `streamml models` and the console move the pointer too.
+__all__ = ["ChampionChanged", "WritableStore", "announcement", "decision_record", "promoted_event",
+           "record_decision", "rejected_event", "set_champion", "follow_decision", "announcement_id"]
 
 
 def decision_record(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from streamml.cli.console import console
 from streamml.cli.datasets import app as datasets_app
 from streamml.cli.drift import app as drift_app
 from streamml.cli.lag import lag
@@ -22,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (up, down, restart, status, demo, publish, lag):
+for command in (up, down, restart, status, demo, console, publish, lag):
     app.command()(command)
 for name in ("ingest", "trainer", "validator", "monitor"):
     service_command(app, name, name, f"the {name} service")

@@ -126,7 +126,7 @@ def promote(
     state_dir: StateDir = DEFAULT_STATE,
 ) -> None:
     """Make VERSION the champion and announce it."""
-    from services.validator.manual import promote_by_hand
+    from streamml.registry.champion import promote_by_hand
 
     def change(store: Any, now: datetime):
         return promote_by_hand(store, model, version, force=force, actor=actor or default_actor(),
@@ -143,7 +143,7 @@ def rollback(
     state_dir: StateDir = DEFAULT_STATE,
 ) -> None:
     """Make the champion's predecessor the champion again and announce it."""
-    from services.validator.manual import roll_back
+    from streamml.registry.champion import roll_back
 
     _change_and_announce(
         lambda store, now: roll_back(store, model, actor=actor or default_actor(), reason=reason, time=now), state_dir
@@ -151,7 +151,7 @@ def rollback(
 
 
 def _change_and_announce(change: Any, state_dir: Path) -> None:
-    from services.validator.manual import ChampionChanged, ManualPromotionRefused
+    from streamml.registry.champion import ChampionChanged, ManualPromotionRefused
     from streamml.kafka import DeliveryError, EventProducer
     from streamml.registry.keys import RegistryError
 

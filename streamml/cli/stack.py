@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +12,15 @@ from rich.table import Table
 
 from streamml.cli.common import DEFAULT_STATE, EXAMPLES, StateDir, client_settings, console, fail
 
+ConsolePort = Annotated[int, typer.Option(help="the web console's port (pages, /healthz, /metrics)")]
+
 
 def up(
     state_dir: StateDir = DEFAULT_STATE,
     kafka_port: Annotated[int, typer.Option(help="broker port")] = 9092,
     s3_port: Annotated[int, typer.Option(help="Ceph RADOS Gateway (S3) port")] = 7480,
     http_base_port: Annotated[int, typer.Option(help="first service health/metrics port")] = 8081,
+    console_port: ConsolePort = 8090,
     specs: Annotated[Path, typer.Option(help="folder of dataset specs")] = EXAMPLES / "datasets",
     models: Annotated[Path, typer.Option(help="folder of model specs")] = EXAMPLES / "models",
     policies: Annotated[Path, typer.Option(help="folder of promotion policies")] = EXAMPLES / "policies",
@@ -25,7 +29,7 @@ def up(
     ephemeral: Annotated[bool, typer.Option(
         help="in-memory broker and memstore OSD, emptied at every start (faster; for tests)")] = False,
 ) -> None:
-    """Start the embedded stack: Ceph, the broker, topics and the five services.
+    """Start the embedded stack: Ceph, the broker, topics, the five services and the web console.
 
     Durable by default: on an existing state folder it resumes where the stack
     stopped (topics, offsets, data, datasets, models, champion)."""
@@ -38,6 +42,7 @@ def up(
         kafka_port=kafka_port,
         s3_port=s3_port,
         http_base_port=http_base_port,
+        console_port=console_port,
         specs_dir=specs.resolve(),
         models_dir=models.resolve(),
         policies_dir=policies.resolve(),
@@ -52,6 +57,7 @@ def up(
         fail(str(error))
     _print_components(components)
     console.print(f"client settings: {state_dir}/config.yaml (used by streamml commands here)")
+    _print_console_address(console_port)
 
 
 def down(state_dir: StateDir = DEFAULT_STATE) -> None:
@@ -104,11 +110,20 @@ def _print_components(components: list) -> None:
     console.print(table)
 
 
+def _print_console_address(port: int) -> None:
+    if "STREAMML_CONSOLE_TOKEN" in os.environ:
+        mode = "promote and rollback for whoever gives STREAMML_CONSOLE_TOKEN"
+    else:
+        mode = "read-only: set STREAMML_CONSOLE_TOKEN for `streamml up` to enable promote and rollback"
+    console.print(f"web console: http://127.0.0.1:{port} ({mode})", highlight=False)
+
+
 def demo(
     state_dir: StateDir = DEFAULT_STATE,
     kafka_port: Annotated[int, typer.Option(help="broker port")] = 9092,
     s3_port: Annotated[int, typer.Option(help="Ceph RADOS Gateway (S3) port")] = 7480,
     http_base_port: Annotated[int, typer.Option(help="first service health/metrics port")] = 8081,
+    console_port: ConsolePort = 8090,
     rate: Annotated[float, typer.Option(help="transactions published per second")] = 4000,
     records: Annotated[int, typer.Option(help="transactions before and again after the drift")] = 40_000,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 900,
@@ -126,12 +141,14 @@ def demo(
 
     config = StackConfig(
         state_dir=state_dir.resolve(), kafka_port=kafka_port, s3_port=s3_port, http_base_port=http_base_port,
-        specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models", policies_dir=EXAMPLES / "policies",
+        console_port=console_port, specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models",
+        policies_dir=EXAMPLES / "policies",
     )
     try:
         _print_components(stack_up(config, echo=console.print))
     except StackError as error:
         fail(str(error))
+    _print_console_address(console_port)
     plan = DemoPlan(rate=rate, first_records=records, drift_records=records, timeout_s=timeout)
     try:
         timeline = run_demo(client_settings(state_dir), plan, console)
@@ -143,7 +160,8 @@ def demo(
     console.print(summary_table(timeline))
     console.print(models_table(timeline))
     console.print(
-        f"where to look: service logs in {state_dir}/logs/, metrics at "
+        f"where to look: the web console at http://127.0.0.1:{console_port}, service logs in {state_dir}/logs/, "
+        f"metrics at "
         f"http://127.0.0.1:{http_base_port}-{http_base_port + 4}/metrics, objects in bucket 'streamml' "
         f"(raw/, datasets/, models/); `streamml lag streamml-ingest` shows lag; `streamml down` stops the stack"
     )

@@ -32,6 +32,11 @@ def raw_objects(store: ObjectStore, dataset: str) -> list[RawObject]:
     return [raw for key in store.list(raw_prefix(dataset)) if (raw := parse_raw_key(key))]
 
 
+def raw_object_hashes(store: ObjectStore, dataset: str) -> dict[str, str]:
+    """Raw key -> its ETag, the MD5 of its bytes (ingest writes each batch in one part), from one listing."""
+    return {item.key: item.etag for item in store.list_details(raw_prefix(dataset)) if parse_raw_key(item.key)}
+
+
 def dataset_names(store: ObjectStore) -> list[str]:
     """Every dataset with at least one claimed version, in name order."""
     return [last_part(prefix) for prefix in store.list_prefixes(DATASETS_ROOT)]

@@ -18,6 +18,7 @@
     models/<model>/champion.json                    which version applications serve
     monitor/<model>/latest.json                     the monitor's reports, events and drift episodes
     monitor/<model>/checkpoint.npz                  all the monitor holds of the model, and the offsets it covers
+    monitor/<model>/versions/<version>.json         the same, as it last was while <version> was champion
 
 Raw keys encode their offset range, so a replayed batch lands on the same key.
 Model names and versions become parts of keys, so they are checked here: a
@@ -117,6 +118,13 @@ def raw_object_key(partition_prefix: str, first_offset: int, last_offset: int) -
     return f"{raw_range_start(partition_prefix, first_offset)}{last_offset:0{OFFSET_DIGITS}d}.parquet"
 
 
+def raw_dataset(key: str) -> str | None:
+    """``raw/tx/date=.../....parquet`` -> ``tx``; None for a key outside ``raw/``."""
+    if not key.startswith(RAW_ROOT) or "/" not in key[len(RAW_ROOT):]:
+        return None
+    return key[len(RAW_ROOT):].split("/", 1)[0]
+
+
 def parse_raw_key(key: str) -> RawObject | None:
     """The batch a raw key names; None for a key that is not a landed batch."""
     match = _RAW_RANGE.search(key)
@@ -213,3 +221,12 @@ def monitor_state_key(model: str) -> str:
 
 def monitor_checkpoint_key(model: str) -> str:
     return f"{MONITOR_ROOT}{check_name(model)}/{MONITOR_CHECKPOINT_FILE}"
+
+
+def monitor_versions_prefix(model: str) -> str:
+    return f"{MONITOR_ROOT}{check_name(model)}/versions/"
+
+
+def monitor_version_state_key(model: str, version: str) -> str:
+    """The state of ``model`` as it last was while ``version`` was its champion: kept after a promotion."""
+    return f"{monitor_versions_prefix(model)}{check_version(version)}.json"

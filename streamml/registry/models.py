@@ -11,7 +11,7 @@ a file another attempt overwrote or a damaged copy.
 Only the champion pointer changes, and only by a conditional write on its
 ETag, so of two writers that read the same pointer exactly one succeeds. The
 trainer writes versions (``services/trainer/publish.py``), the validator and
-``streamml models`` move the pointer (``services/validator/promote.py``).
+``streamml models`` and the console move the pointer (``streamml/registry/champion.py``).
 
     pointer, etag = read_champion(store, "fraud")    # (None, None) before any promotion
     card = read_card(store, "fraud", pointer.version)
@@ -150,6 +150,8 @@ def read_card(store: ReadableStore, name: str, version: str) -> dict[str, Any]:
     manifest; ObjectNotFound when the version is not committed."""
     manifest = read_version_manifest(store, name, version)
     return json_object(read_version_file(store, manifest, CARD_FILE), manifest.key(CARD_FILE))
+
+
 
 
 def is_committed(store: ReadableStore, name: str, version: str) -> bool:

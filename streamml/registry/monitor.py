@@ -6,24 +6,28 @@ the model in which a window closed or an event was raised
 holds the same document and is what a restarted monitor continues from). It
 holds the last window reports, the last events, the prediction reference
 adopted from live traffic, and the drift episodes (streaks and cooldowns).
-``streamml drift report`` and any console read it here.
+``streamml drift report`` and any console read it here. The monitor writes
+the same state to ``monitor/<model>/versions/<version>.json`` too, so what it
+saw of each champion outlives the next promotion, when a new champion starts
+with empty windows.
 
     state = read_monitor_state(store, "fraud")     # None before the first window closes
     state.latest_judged(), state.active(), state.events[-1]
+    for state in read_monitor_history(store, "fraud", champions=3): ...   # oldest first
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamml.events import DriftDetected
 from streamml.manifest import CategoryReference, NumericReference
 from streamml.registry.documents import read_document
-from streamml.registry.keys import monitor_state_key
-from streamml.store import ReadableStore
+from streamml.registry.keys import monitor_state_key, monitor_version_state_key, monitor_versions_prefix
+from streamml.store import ObjectStore, ReadableStore
 
 Severity = Literal["low", "medium", "high"]
 Kind = Literal["covariate", "prediction", "performance"]
@@ -130,6 +134,11 @@ class MonitorState(Strict):
     dataset_version: int | None
     updated: datetime
     prediction_reference: NumericReference | CategoryReference | None = None
+    thresholds: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the thresholds that judged these windows (MonitorThresholds of services/monitor/drift.py); "
+        "empty in a state written before they were recorded",
+    )
     episodes: dict[Kind, EpisodeState] = {}
     events: list[DriftDetected] = []
     window_reports: list[WindowReport] = []
@@ -148,3 +157,16 @@ def read_monitor_state(store: ReadableStore, model: str) -> MonitorState | None:
     """The stored state of ``model``; None when the monitor never wrote one."""
     return read_document(store, monitor_state_key(model), MonitorState, "a monitor state",
                          "delete it and the monitor writes a new one")
+
+
+def read_monitor_history(store: ObjectStore, model: str, champions: int) -> list[MonitorState]:
+    """The states of the last ``champions`` champion versions the monitor watched, oldest first."""
+    kept = sorted(store.list_details(monitor_versions_prefix(model)), key=lambda item: item.modified)[-champions:]
+    fix = "delete it; the monitor writes it again while that version is champion"
+    states = [read_document(store, item.key, MonitorState, "a monitor state", fix) for item in kept]
+    return [state for state in states if state is not None]
+
+
+def monitor_state_keys(state: MonitorState) -> tuple[str, str]:
+    """Where ``state`` is written: ``latest.json``, and the copy kept for its champion version."""
+    return monitor_state_key(state.model), monitor_version_state_key(state.model, state.version)

@@ -98,7 +98,8 @@ def prepare_state_folder(config: StackConfig) -> None:
 
 
 def _check_ports_free(config: StackConfig) -> None:
-    ports = {"--kafka-port": config.kafka_port, "--s3-port": config.s3_port}
+    ports = {"--kafka-port": config.kafka_port, "--s3-port": config.s3_port,
+             "--console-port": config.console_port}
     ports |= {f"service {name} (--http-base-port)": config.http_base_port + i
               for i, name in enumerate(config.services)}
     try:  # the mon's port is fixed when its cluster is made

@@ -1,5 +1,5 @@
 """The embedded stack's supervisor: one process that owns Ceph, the broker,
-the RGW proxy and the five services on this machine.
+the RGW proxy, the five services and the console on this machine.
 
 ``streamml up`` starts it detached and returns once ``stack.json`` reports
 every component healthy; ``streamml down`` sends it SIGTERM, and it stops
@@ -40,6 +40,7 @@ from streamml.topics import apply_declared
 
 SERVICES = ("ingest", "prep", "trainer", "validator", "monitor")
 DATA_BUCKET = "streamml"
+CONSOLE = "console"  # supervised like a service; it runs the web console (streamml.console)
 BROKER_BUCKET = "tansu"
 # Components that are not services, as `streamml restart` names them.
 INFRASTRUCTURE = ("ceph", "rgw-proxy", "kafka")
@@ -56,6 +57,7 @@ class StackConfig:
     models_dir: Path | None = None
     policies_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    console_port: int = 0  # 0: a free port, chosen when the supervisor starts
     ephemeral: bool = False
 
     def folder_env(self) -> dict[str, str]:
@@ -81,6 +83,7 @@ class StackConfig:
             "models_dir": str(self.models_dir) if self.models_dir else None,
             "policies_dir": str(self.policies_dir) if self.policies_dir else None,
             "extra_env": self.extra_env,
+            "console_port": self.console_port,
             "ephemeral": self.ephemeral,
         }
 
@@ -96,6 +99,7 @@ class StackConfig:
             models_dir=Path(data["models_dir"]) if data.get("models_dir") else None,
             policies_dir=Path(data["policies_dir"]) if data.get("policies_dir") else None,
             extra_env=data.get("extra_env", {}),
+            console_port=data.get("console_port", 0),
             ephemeral=data.get("ephemeral", False),
         )
 
@@ -167,6 +171,7 @@ class Supervisor:
             name: ServiceProcess(name, config.http_base_port + i)
             for i, name in enumerate(config.services)
         }
+        self.services[CONSOLE] = ServiceProcess(CONSOLE, config.console_port or free_port())
         self.daemons: dict[str, Daemon] = {}
         self.phase = "starting"
         self.error: str | None = None
@@ -315,11 +320,13 @@ class Supervisor:
         )
         env.update(self.config.folder_env())
         env.update(self.config.extra_env)
+        if service.name == CONSOLE and "STREAMML_CONSOLE_TOKEN" in os.environ:
+            env["STREAMML_CONSOLE_TOKEN"] = os.environ["STREAMML_CONSOLE_TOKEN"]  # promote and rollback enabled
         return env
 
     def _start_service(self, service: ServiceProcess) -> None:
         service.pid = procs.spawn(
-            [sys.executable, "-m", f"services.{service.name}"],
+            [sys.executable, "-m", "streamml.console" if service.name == CONSOLE else f"services.{service.name}"],
             log_path=self.dir / "logs" / f"{service.name}.log",
             pid_path=self.dir / "run" / f"{service.name}.pid",
             env=self._service_env(service),

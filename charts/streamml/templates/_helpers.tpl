@@ -42,8 +42,9 @@ app.kubernetes.io/part-of: streamml
 {{- end -}}
 {{- end -}}
 
+{{/* A component's values: services.<service>, or the console's (dict ... "component" .Values.console). */}}
 {{- define "streamml.image" -}}
-{{- $svc := index .root.Values.services .service -}}
+{{- $svc := default (index .root.Values.services .service) .component -}}
 {{- $image := .root.Values.image -}}
 {{- $repository := default (printf "%s/%s-%s" $image.registry $image.repository .service) $svc.image.repository -}}
 {{- $tag := default (default .root.Chart.AppVersion $image.tag) $svc.image.tag -}}
@@ -142,7 +143,7 @@ service there.
 {{/* The ConfigMap-held settings of one service: shared ones, then its own. */}}
 {{- define "streamml.settings" -}}
 {{- $root := .root -}}
-{{- $svc := index $root.Values.services .service -}}
+{{- $svc := default (index $root.Values.services .service) .component -}}
 {{- $kafka := $root.Values.kafka -}}
 {{- $store := $root.Values.objectStore -}}
 {{- $settings := dict
@@ -209,4 +210,44 @@ service there.
 {{- $_ := set $seen $name true -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+The env entries every pod needs for its credentials: the Kafka SASL password
+from its Secret, and the object store's from its Secret or from the bucket
+claim (endpoint and bucket too, written by the provisioner).
+*/}}
+{{- define "streamml.credentialsEnv" -}}
+{{- $kafka := .Values.kafka -}}
+{{- $store := .Values.objectStore -}}
+{{- if $kafka.sasl.mechanism }}
+- name: STREAMML_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $kafka.sasl.existingSecret }}
+      key: {{ $kafka.sasl.passwordKey }}
+{{- end }}
+{{- if $store.bucketClaim.enabled }}
+{{- $claim := printf "%s-bucket" (include "streamml.fullname" .) }}
+# Written by the bucket provisioner once the claim is bound.
+- name: BUCKET_HOST
+  valueFrom: {configMapKeyRef: {name: {{ $claim }}, key: BUCKET_HOST}}
+- name: BUCKET_PORT
+  valueFrom: {configMapKeyRef: {name: {{ $claim }}, key: BUCKET_PORT}}
+- name: BUCKET_NAME
+  valueFrom: {configMapKeyRef: {name: {{ $claim }}, key: BUCKET_NAME}}
+- name: STREAMML_S3_ENDPOINT
+  value: {{ printf "%s://$(BUCKET_HOST):$(BUCKET_PORT)" $store.bucketClaim.endpointScheme | quote }}
+- name: STREAMML_S3_BUCKET
+  value: "$(BUCKET_NAME)"
+- name: STREAMML_S3_ACCESS_KEY_ID
+  valueFrom: {secretKeyRef: {name: {{ $claim }}, key: AWS_ACCESS_KEY_ID}}
+- name: STREAMML_S3_SECRET_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ $claim }}, key: AWS_SECRET_ACCESS_KEY}}
+{{- else }}
+- name: STREAMML_S3_ACCESS_KEY_ID
+  valueFrom: {secretKeyRef: {name: {{ $store.existingSecret }}, key: {{ $store.accessKeyIdKey }}}}
+- name: STREAMML_S3_SECRET_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ $store.existingSecret }}, key: {{ $store.secretAccessKeyKey }}}}
+{{- end }}
 {{- end -}}

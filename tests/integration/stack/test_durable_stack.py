@@ -120,7 +120,7 @@ def test_data_survives_restart_sigkill_and_down_up_and_a_damaged_osd_is_kept(tmp
         f.write(uuid.uuid4().bytes * 256)  # the label bluestore reads first
     size, damaged = block.stat().st_size, head(block)
     ports = [f"--kafka-port={config.kafka_port}", f"--s3-port={config.s3_port}",
-             f"--http-base-port={config.http_base_port}"]
+             f"--http-base-port={config.http_base_port}", f"--console-port={free_port()}"]
     started = subprocess.run([sys.executable, "-m", "streamml.cli", "up", "--state-dir", str(state), *ports],
                              capture_output=True, text=True, timeout=180,
                              env={k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")})

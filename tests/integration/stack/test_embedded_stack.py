@@ -24,7 +24,8 @@ def streamml(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 
 def port_args() -> tuple[dict[str, int], list[str]]:
-    ports = {"--kafka-port": free_port(), "--s3-port": free_port(), "--http-base-port": free_port()}
+    ports = {"--kafka-port": free_port(), "--s3-port": free_port(), "--http-base-port": free_port(),
+             "--console-port": free_port()}
     return ports, [f"{flag}={port}" for flag, port in ports.items()]
 
 
@@ -57,11 +58,12 @@ def test_up_status_down_leaves_nothing_behind_and_never_shows_the_secret(tmp_pat
     try:
         assert up.returncode == 0, up.stdout + up.stderr + (state / "logs" / "supervisor.log").read_text()
         assert took < 90, f"up took {took:.0f}s"
+        assert f"web console: http://127.0.0.1:{ports['--console-port']} (read-only" in up.stdout
         status = streamml("status", "--state-dir", str(state), "--json")
         assert status.returncode == 0, status.stdout
         components = {c["name"]: c for c in json.loads(status.stdout)}
         assert set(components) == {"supervisor", "ceph", "rgw-proxy", "kafka",
-                                   "ingest", "prep", "trainer", "validator", "monitor"}
+                                   "ingest", "prep", "trainer", "validator", "monitor", "console"}
         assert all(c["healthy"] for c in components.values())
         config = (state / "config.yaml").read_text()
         assert f"127.0.0.1:{ports['--kafka-port']}" in config

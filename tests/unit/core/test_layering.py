@@ -1,4 +1,5 @@
-"""Arrows run one way: the core package never imports a service or the CLI, and services never import the CLI.
+"""Arrows run one way: the core package never imports a service or the CLI, services never import the CLI,
+and the console imports the core package only.
 
 Function-level imports count too: they are how a core module used to reach
 into a service's internals unnoticed.
@@ -44,6 +45,13 @@ def imports_of(root: Path, folder: str, forbidden: tuple[str, ...], skip: tuple[
 def test_the_core_package_imports_no_service_and_not_the_cli():
     offences = imports_of(ROOT, "streamml", ("services", "streamml.cli"), skip=ABOVE_CORE)
     assert not offences, "move what both need into the core package:\n" + "\n".join(offences)
+
+
+def test_the_console_imports_the_core_package_only_and_nothing_below_imports_it():
+    assert not imports_of(ROOT, "streamml/console", ("services", "streamml.cli", "streamml.stack"))
+    core = ("streamml/cli/", "streamml/stack/", "streamml/console/")
+    assert not imports_of(ROOT, "streamml", ("streamml.console",), skip=core)
+    assert not imports_of(ROOT, "services", ("streamml.console",))
 
 
 def test_services_do_not_import_the_cli():

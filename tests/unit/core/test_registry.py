@@ -203,3 +203,20 @@ def test_the_monitor_state_reads_back_typed_and_a_broken_one_names_its_key():
     assert read_monitor_state(store, "other") is None
     with pytest.raises(RegistryError, match="monitor/churn/latest.json is not a monitor state"):
         read_monitor_state(store, "churn")
+
+
+def test_the_monitor_keeps_a_state_per_champion_and_the_history_lists_the_last_ones_oldest_first():
+    from memory_store import MemoryStore
+
+    from services.monitor.state import write_state
+    from streamml.registry.monitor import read_monitor_history
+
+    store = MemoryStore()
+    at = datetime(2024, 6, 1, tzinfo=UTC)
+    etag = None
+    for version in ("v1", "v2", "v3"):
+        etag = write_state(store, MonitorState(model="fraud", version=version, dataset="tx", dataset_version=1,
+                                               updated=at), etag)
+    assert read_monitor_state(store, "fraud").version == "v3"
+    assert [s.version for s in read_monitor_history(store, "fraud", champions=2)] == ["v2", "v3"]
+    assert sorted(store.objects) == ["monitor/fraud/latest.json", *(f"monitor/fraud/versions/v{i}.json" for i in (1, 2, 3))]

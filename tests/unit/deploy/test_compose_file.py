@@ -153,6 +153,21 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboards():
         assert json.loads(dashboard.read_text())["panels"]
 
 
+def test_the_console_reaches_kafka_and_s3_listens_on_loopback_and_is_read_only_by_default(monkeypatch):
+    from streamml.console.settings import ConsoleSettings
+
+    console = COMPOSE["services"]["console"]
+    assert console["ports"] == ["${STREAMML_PUBLISH_HOST:-127.0.0.1}:8090:8080"]
+    for name in [n for n in os.environ if n.startswith("STREAMML_")]:
+        monkeypatch.delenv(name)
+    for name, value in environment("console").items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(ConsoleSettings)
+    assert settings.kafka.bootstrap == environment("ingest")["STREAMML_KAFKA_BOOTSTRAP"]
+    assert settings.s3.endpoint == "http://s3:9000" and settings.http.port == 8080
+    assert settings.console.token is None  # STREAMML_CONSOLE_TOKEN unset: read-only
+
+
 def test_no_credential_has_a_default_and_each_names_how_to_make_one():
     secrets = re.findall(r"\$\{(\w*(?:KEY|PASSWORD|SECRET)\w*)(:[-?][^}]*)?\}", COMPOSE_TEXT)
     assert {name for name, _ in secrets} == set(ENV_FILE)

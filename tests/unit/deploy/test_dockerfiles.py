@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 import pytest
+import yaml
 from deploy_support import REPO, SHARED_DOCKERFILE, dockerfile_of
 
 pytestmark = pytest.mark.unit
@@ -60,8 +61,9 @@ def dockerfile(service: str) -> tuple[dict[str, str], list[Stage]]:
     return parse((REPO / dockerfile_of(service)).read_text())
 
 
-def entry_command(service: str) -> list[str]:
-    """What the image runs after tini: the shared image's launcher, written at build time, read back."""
+def entry_command(service: str, module: str | None = None) -> list[str]:
+    """What the image runs after tini: the shared image's launcher, written at build time, read back
+    (``module``: the MODULE build argument, default ``services.<service>``)."""
     _, stages = dockerfile(service)
     (entrypoint,) = stages[-1].args("ENTRYPOINT")
     command = ast.literal_eval(entrypoint)  # exec form: SIGTERM reaches tini, then the service
@@ -71,8 +73,9 @@ def entry_command(service: str) -> list[str]:
     assert command[2:] == ["streamml-service"]
     assert "SERVICE" in stages[-1].args("ARG"), "the final stage must declare ARG SERVICE to see its value"
     (launcher,) = [run for run in stages[-1].args("RUN") if "/usr/local/bin/streamml-service" in run]
-    template = re.search(r"printf '([^']*)' \"\$\{SERVICE\}\"", launcher)[1]
-    script = template.replace("\\n", "\n") % service
+    template = re.search(r"printf '([^']*)' \"\$\{MODULE\}\"", launcher)[1]
+    (default,) = [arg.split("=", 1)[1] for arg in stages[-1].args("ARG") if arg.startswith("MODULE=")]
+    script = template.replace("\\n", "\n") % (module or default.replace("${SERVICE}", service))
     (line,) = [line for line in script.splitlines() if line.startswith("exec ")]
     return [word for word in line.split()[1:] if word != '"$@"']  # the arguments pass through
 
@@ -192,3 +195,12 @@ def test_prep_image_has_java_and_the_s3a_jars_prep_loads():
     (entrypoint,) = final.args("ENTRYPOINT")
     assert "streamml-nss-entrypoint" in entrypoint
     assert any("libnss-wrapper" in run for run in final.args("RUN"))
+
+
+def test_the_console_image_is_the_shared_one_running_the_console_module():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    args = compose["services"]["console"]["build"]["args"]
+    assert args == {"SERVICE": "console", "MODULE": "streamml.console"}
+    assert compose["services"]["console"]["build"]["dockerfile"] == SHARED_DOCKERFILE
+    assert entry_command("console", args["MODULE"])[-3:] == ["python", "-m", "streamml.console"]
+    assert (REPO / "streamml" / "console" / "__main__.py").is_file()

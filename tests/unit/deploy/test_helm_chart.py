@@ -23,6 +23,7 @@ from streamml.specs import load_dataset_specs, parse_dataset_spec
 from streamml.topics import load_topics, resolve
 
 pytestmark = pytest.mark.unit
+CHART_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 
 SERVICES = ("ingest", "prep", "trainer", "validator", "monitor")
 CONSUMERS = yaml.safe_load((REPO / "deploy" / "consumers.yaml").read_text())
@@ -211,6 +212,7 @@ def release_deployment(release: Render, scaled_object: dict) -> dict:
 
 def test_deployments_leave_replicas_to_keda_when_it_scales_them(chart):
     on = {d["metadata"]["name"]: d for d in render(chart, {}) if d["kind"] == "Deployment"}
+    assert on.pop("streamml-console")["spec"]["replicas"] == 1  # people, not lag, load the console
     assert all("replicas" not in d["spec"] for d in on.values())
     off = [d for d in render(chart, {"keda": {"enabled": False}}) if d["kind"] in ("Deployment", "ScaledObject")]
     assert all(d["kind"] == "Deployment" and d["spec"]["replicas"] == 1 for d in off)
@@ -387,6 +389,9 @@ def boot_files(service: str) -> tuple[type, object]:
         from services.validator.policy import load_policies
         from services.validator.service import ValidatorSettings
         return ValidatorSettings, lambda s: load_policies(s.validator.policies_dir)
+    if service == "console":  # it reads only the store and Kafka: its settings are what it loads
+        from streamml.console.settings import ConsoleSettings
+        return ConsoleSettings, lambda s: {"read_only": s.console.token is None, "port": s.http.port}
     from services.monitor.service import MonitorSettings
     return MonitorSettings, lambda s: {name: name for name in s.monitor.models}
 
@@ -507,7 +512,7 @@ def test_service_monitor_scrapes_every_service(release):
     (monitor,) = release.of_kind("ServiceMonitor")
     selector = monitor["spec"]["selector"]["matchLabels"]
     scraped = [s for s in release.of_kind("Service") if selector.items() <= s["metadata"]["labels"].items()]
-    assert sorted(service_of(s) for s in scraped) == sorted(SERVICES)
+    assert sorted(service_of(s) for s in scraped) == sorted([*SERVICES, "console"])
     ports = {p["name"] for s in scraped for p in s["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == ports == {"http"}
 
@@ -522,7 +527,7 @@ def test_every_chart_dashboard_is_a_configmap_when_dashboards_are_on(release):
 
 
 def test_network_policy_allows_only_the_http_port_in(release):
-    (policy,) = release.of_kind("NetworkPolicy")
+    policy = release.named("NetworkPolicy", "streamml")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert [p for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [{"port": "http", "protocol": "TCP"}]
     egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
@@ -540,3 +545,44 @@ def test_without_the_operators_only_core_objects_remain_and_are_valid(chart):
     manifests = render(chart, values)
     assert {m["kind"] for m in manifests} == {"ServiceAccount", "ConfigMap", "Deployment", "Service"}
     assert invalid_objects(manifests) == []
+
+
+# ------------------------------------------------------------- console
+
+
+def test_the_console_runs_read_only_from_its_image_on_the_http_port(renders, monkeypatch):
+    from streamml.console.settings import ConsoleSettings
+
+    release = renders["values.yaml"]
+    console = release.named("Deployment", "streamml-console")
+    assert container(console)["image"] == f"ghcr.io/streamml/streamml-console:{CHART_VERSION}"
+    env = pod_environment(release, console)
+    assert "STREAMML_CONSOLE_TOKEN" not in env
+    for name in [n for n in list(os.environ) if n.startswith("STREAMML_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(ConsoleSettings)
+    assert (settings.http.host, settings.http.port, settings.console.token) == ("0.0.0.0", 8080, None)
+    service = release.named("Service", "streamml-console")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert release.of_kind("Route") == []
+    assert "streamml-console" not in {s["spec"]["scaleTargetRef"]["name"] for s in release.of_kind("ScaledObject")}
+
+
+def test_the_console_token_comes_from_its_secret_and_a_route_only_when_enabled(chart):
+    manifests = render(chart, {"console": {"tokenSecret": "console-token", "route": {"enabled": True,
+                                                                                    "host": "ml.apps.example.com"}}})
+    assert invalid_objects(manifests) == []
+    (console,) = [m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"] == "streamml-console"]
+    (token,) = [e for e in container(console)["env"] if e["name"] == "STREAMML_CONSOLE_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "console-token", "key": "token"}
+    (route,) = [m for m in manifests if m["kind"] == "Route"]
+    assert route["spec"]["to"] == {"kind": "Service", "name": "streamml-console", "weight": 100}
+    assert route["spec"]["host"] == "ml.apps.example.com"
+    assert route["spec"]["tls"] == {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}
+
+
+def test_the_console_can_be_left_out(chart):
+    manifests = render(chart, {"console": {"enabled": False}})
+    assert not [m for m in manifests if m["metadata"]["name"].startswith("streamml-console")]

@@ -6,9 +6,15 @@ from datetime import UTC, datetime
 import pytest
 
 from services.validator.decide import Decision
-from services.validator.manual import ManualPromotionRefused, promote_by_hand, roll_back
 from services.validator.policy import PromotionPolicy
-from services.validator.promote import ChampionChanged, decision_record, record_decision, set_champion
+from services.validator.promote import decision_record, record_decision
+from streamml.registry.champion import (
+    ChampionChanged,
+    ManualPromotionRefused,
+    promote_by_hand,
+    roll_back,
+    set_champion,
+)
 from streamml.registry.decisions import Evaluation
 from streamml.registry.keys import RegistryError
 from streamml.registry.models import VersionManifest, read_champion

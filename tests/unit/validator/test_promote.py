@@ -5,16 +5,8 @@ import pytest
 
 from services.validator.decide import decide
 from services.validator.policy import parse_policy
-from services.validator.promote import (
-    ChampionChanged,
-    announcement,
-    announcement_id,
-    decision_record,
-    follow_decision,
-    record_decision,
-    rollback,
-    set_champion,
-)
+from services.validator.promote import announcement, announcement_id, decision_record, follow_decision, record_decision
+from streamml.registry.champion import ChampionChanged, rollback, set_champion
 from streamml.events import ModelPromoted, ModelRejected
 from streamml.registry.decisions import DecisionRecord, Evaluation, read_decision
 from streamml.registry.keys import RegistryError

@@ -1,0 +1,3 @@
+from streamml.console.server import main
+
+main()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streamml.cli.common import DEFAULT_STATE, StateDir, client_settings, console, err, fail
+from streamml.cli.common import StateDir, connect_store, console, err, fail
 
 app = typer.Typer(help="Dataset specs and versions.", no_args_is_help=True)
 
@@ -40,13 +40,13 @@ def datasets_validate(
 @app.command("list")
 def datasets_list(
     name: Annotated[str | None, typer.Argument(help="one dataset (default: all)")] = None,
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """Committed versions of each dataset: rows per split, trigger, raw objects."""
     from streamml.registry.datasets import committed_manifests, dataset_names
-    from streamml.store import ObjectStore
 
-    store = ObjectStore.connect(client_settings(state_dir).s3)
+
+    store = connect_store(state_dir)
     names = [name] if name else dataset_names(store)
     table = Table("dataset", "version", "created", "train", "validation", "test", "trigger", "raw objects")
     for dataset in names:
@@ -59,13 +59,13 @@ def datasets_list(
 @app.command("show")
 def datasets_show(
     ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (default: the newest)")],
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """One version's manifest: rows, hashes, lineage and feature statistics."""
     from streamml.registry.datasets import latest_manifest, read_manifest
-    from streamml.store import ObjectNotFound, ObjectStore
+    from streamml.store import ObjectNotFound
 
-    store = ObjectStore.connect(client_settings(state_dir).s3)
+    store = connect_store(state_dir)
     name, _, version = ref.partition(":")
     try:
         manifest = read_manifest(store, name, int(version.lstrip("v"))) if version else latest_manifest(store, name)

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from streamml.cli.common import DEFAULT_STATE, AsJson, StateDir, client_settings, connect_store, console, fail
+from streamml.cli.common import AsJson, StateDir, client_settings, connect_store, console, fail
 
 app = typer.Typer(help="Model registry: versions, champion, promotion and rollback.", no_args_is_help=True)
 
@@ -40,7 +40,7 @@ def default_actor() -> str:
 
 
 @app.command("list")
-def list_models(state_dir: StateDir = DEFAULT_STATE, as_json: AsJson = False) -> None:
+def list_models(state_dir: StateDir = None, as_json: AsJson = False) -> None:
     """Every model in the registry with its champion."""
     from streamml.registry.models import read_champion
 
@@ -65,7 +65,7 @@ def list_models(state_dir: StateDir = DEFAULT_STATE, as_json: AsJson = False) ->
 @app.command("show")
 def show(
     model: Annotated[str, typer.Argument(help="model name")],
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
     as_json: AsJson = False,
 ) -> None:
     """The champion pointer and every version with its dataset, metrics and decision."""
@@ -123,7 +123,7 @@ def promote(
         bool, typer.Option("--force", help="promote even a version the validator did not approve")
     ] = False,
     actor: Actor = None,
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """Make VERSION the champion and announce it."""
     from services.validator.manual import promote_by_hand
@@ -140,7 +140,7 @@ def rollback(
     model: Annotated[str, typer.Argument(help="model name")],
     reason: Reason,
     actor: Actor = None,
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """Make the champion's predecessor the champion again and announce it."""
     from services.validator.manual import roll_back

@@ -8,6 +8,7 @@ from streamml.cli.datasets import app as datasets_app
 from streamml.cli.drift import app as drift_app
 from streamml.cli.lag import lag
 from streamml.cli.models import app as models_app
+from streamml.cli.policies import app as policies_app
 from streamml.cli.prep import app as prep_app
 from streamml.cli.publish import publish
 from streamml.cli.schemas import app as schemas_app
@@ -33,6 +34,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(prep_app, name="prep")
 app.add_typer(drift_app, name="drift")
 app.add_typer(models_app, name="models")
+app.add_typer(policies_app, name="policies")
 
 
 def main() -> None:

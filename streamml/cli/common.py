@@ -8,6 +8,7 @@ and ``STREAMML_S3_*`` settings), then the nearest ``.streamml/`` folder.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -64,3 +65,26 @@ def connect_store(state_dir: Path | None) -> ObjectStore:
         return ObjectStore.connect(client_settings(state_dir).s3)
     except StoreError as error:
         fail(str(error), 3)
+
+
+def check_files(files: list[Path], check: Callable[[Path], tuple[str, list[str]]]) -> None:
+    """``check`` each file (its ok line, its problems); print every problem of every file, then exit 2 if any."""
+    bad = 0
+    for path in files:
+        ok, problems = check(path)
+        for problem in problems:
+            err.print(f"{path}: {problem}", highlight=False, markup=False, soft_wrap=True)
+        if problems:
+            bad += 1
+        else:
+            console.print(f"{path}: ok — {ok}", highlight=False, markup=False, soft_wrap=True)
+    if bad:
+        err.print(f"{bad} of {len(files)} file(s) have problems", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+
+
+def folder_or_default(given: Path | None, default: str) -> Path | None:
+    """``given``, else ``./default`` when that folder exists (what ``streamml init`` writes), else None."""
+    if given is not None:
+        return given
+    return Path(default) if Path(default).is_dir() else None

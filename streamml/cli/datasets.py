@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streamml.cli.common import StateDir, connect_store, console, err, fail
+from streamml.cli.common import StateDir, check_files, connect_store, console, fail
 
 app = typer.Typer(help="Dataset specs and versions.", no_args_is_help=True)
 
@@ -20,21 +20,16 @@ def datasets_validate(
     """Check dataset specs and report every problem at once."""
     from streamml.specs import SpecError, load_dataset_spec
 
-    bad = 0
-    for path in files:
+    def check(path: Path) -> tuple[str, list[str]]:
         try:
             spec = load_dataset_spec(path)
         except SpecError as error:
-            bad += 1
-            for problem in error.problems:
-                err.print(f"{path}: {problem}", highlight=False)
-            continue
-        console.print(
-            f"{path}: ok — dataset {spec.name!r}, {len(spec.fields)} fields, "
-            f"topic {spec.ingest_topic}, fingerprint {spec.fingerprint()}"
-        )
-    if bad:
-        raise typer.Exit(2)
+            return "", error.problems
+        time = f"event time {spec.event_time!r}" if spec.event_time else "event time: the Kafka timestamp"
+        return (f"dataset {spec.name!r}, {len(spec.fields)} fields, {time}, topic {spec.ingest_topic}, "
+                f"fingerprint {spec.fingerprint()}"), []
+
+    check_files(files, check)
 
 
 @app.command("list")

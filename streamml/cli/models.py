@@ -1,5 +1,6 @@
-"""``streamml models``: the model registry from the command line.
+"""``streamml models``: model specs, and the model registry from the command line.
 
+    streamml models validate models/fraud.yaml       # every problem at once, checked against ./datasets
     streamml models list
     streamml models show fraud
     streamml models promote fraud 20240601-2 --reason "hotfix for the web channel"
@@ -26,9 +27,21 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from streamml.cli.common import AsJson, StateDir, client_settings, connect_store, console, fail
+from streamml.cli.common import (
+    AsJson,
+    StateDir,
+    check_files,
+    client_settings,
+    connect_store,
+    console,
+    fail,
+    folder_or_default,
+)
 
-app = typer.Typer(help="Model registry: versions, champion, promotion and rollback.", no_args_is_help=True)
+app = typer.Typer(help="Model specs, and the registry: versions, champion, judging, promotion and rollback.",
+                  no_args_is_help=True)
+DatasetsDir = Annotated[Path | None, typer.Option(
+    "--datasets", help="folder of dataset specs to check against [default: ./datasets when it exists]")]
 
 Reason = Annotated[str, typer.Option("--reason", help="why; recorded in champion.json and the event")]
 Actor = Annotated[str | None, typer.Option("--actor", help="who; default $USER@hostname")]
@@ -37,6 +50,43 @@ Actor = Annotated[str | None, typer.Option("--actor", help="who; default $USER@h
 def default_actor() -> str:
     user = os.environ.get("USER") or getpass.getuser()
     return f"{user}@{socket.gethostname()}"
+
+
+@app.command("validate")
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="model spec YAML files")],
+    datasets: DatasetsDir = None,
+) -> None:
+    """Check model specs, and that each can learn its dataset's label; report every problem at once."""
+    from services.trainer.spec import dataset_problems, load_model_spec
+    from streamml.specs import SpecError, load_dataset_specs, read_yaml
+
+    folder = folder_or_default(datasets, "datasets")
+    known, folder_problems = {}, []
+    if folder is not None:
+        try:
+            known = load_dataset_specs(folder)
+        except SpecError as error:
+            folder_problems = [f"cannot check against {folder}/: {line}" for line in error.problems]
+
+    def check(path: Path) -> tuple[str, list[str]]:
+        try:
+            spec = load_model_spec(path)
+        except SpecError as error:
+            problems = list(error.problems)
+            try:  # the dataset it names may be wrong too: say so now, not after the next fix
+                dataset = (read_yaml(path) or {}).get("dataset")
+            except (SpecError, AttributeError):
+                dataset = None
+            if folder is not None and not folder_problems and isinstance(dataset, str) and dataset not in known:
+                problems.append(f"dataset: {dataset!r} is not among the dataset specs in {folder}/ "
+                                f"(they declare: {', '.join(sorted(known)) or 'none'})")
+            return "", problems
+        problems = folder_problems or (dataset_problems(spec, known) if folder is not None else [])
+        against = f"checked against {folder}/" if folder is not None else "not checked against datasets (--datasets)"
+        return f"model {spec.name!r}, {spec.task} on dataset {spec.dataset!r}, {against}", problems
+
+    check_files(files, check)
 
 
 @app.command("list")

@@ -19,6 +19,8 @@ candidate.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from pathlib import Path
 from typing import Literal
@@ -34,6 +36,7 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("auc", "log_loss", "accuracy"), "multiclass": ("accuracy", "log_loss"), "regression": ("rmse", "mae"),
 }
 UNIT_INTERVAL = {"auc", "accuracy"}
+log = logging.getLogger("streamml.validator")
 
 
 class Strict(BaseModel):
@@ -204,3 +207,38 @@ def load_policies(folder: Path) -> dict[str, PromotionPolicy]:
     """All policies of a folder by model name; every bad file is reported."""
     return load_folder(folder, load_policy, lambda policy: policy.model, "promotion policies",
                        "the policy of model", PolicyError)
+
+
+class PolicyFolder:
+    """The policies of a folder, read again whenever a file in it changes.
+
+    A folder that turns bad after a good start keeps the last good policies
+    (and says why once per change), so an edit in progress never stops judging.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._seen = self._fingerprint()
+        self.policies = load_policies(folder)  # a bad folder at start is a PolicyError: the service cannot start
+
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path in sorted([*self.folder.glob("*.yaml"), *self.folder.glob("*.yml")]):
+            try:
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+            except OSError:
+                digest.update(path.name.encode() + b"\0unreadable\0")
+        return digest.hexdigest()
+
+    def current(self) -> dict[str, PromotionPolicy]:
+        seen = self._fingerprint()
+        if seen != self._seen:
+            self._seen = seen
+            try:
+                self.policies = load_policies(self.folder)
+            except PolicyError as error:
+                log.error("policies changed but cannot be read; judging with the last good ones",
+                          extra={"folder": str(self.folder), "problems": error.problems})
+            else:
+                log.info("policies read again", extra={"folder": str(self.folder), "models": sorted(self.policies)})
+        return self.policies

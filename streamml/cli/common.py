@@ -7,7 +7,9 @@ and ``STREAMML_S3_*`` settings), then the nearest ``.streamml/`` folder.
 
 from __future__ import annotations
 
+import getpass
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -34,6 +36,12 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def default_actor() -> str:
+    """Who a person's change is recorded as: ``$USER@hostname``."""
+    user = os.environ.get("USER") or getpass.getuser()
+    return f"{user}@{socket.gethostname()}"
 
 
 def stack_folder(state_dir: Path | None, *, new: bool = False) -> Path:

@@ -16,10 +16,7 @@ approved can be promoted.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,9 +31,11 @@ from streamml.cli.common import (
     client_settings,
     connect_store,
     console,
+    default_actor,
     fail,
     folder_or_default,
 )
+from streamml.cli.judge import judge
 
 app = typer.Typer(help="Model specs, and the registry: versions, champion, judging, promotion and rollback.",
                   no_args_is_help=True)
@@ -45,11 +44,6 @@ DatasetsDir = Annotated[Path | None, typer.Option(
 
 Reason = Annotated[str, typer.Option("--reason", help="why; recorded in champion.json and the event")]
 Actor = Annotated[str | None, typer.Option("--actor", help="who; default $USER@hostname")]
-
-
-def default_actor() -> str:
-    user = os.environ.get("USER") or getpass.getuser()
-    return f"{user}@{socket.gethostname()}"
 
 
 @app.command("validate")
@@ -89,6 +83,9 @@ def validate(
     check_files(files, check)
 
 
+app.command("judge")(judge)
+
+
 @app.command("list")
 def list_models(state_dir: StateDir = None, as_json: AsJson = False) -> None:
     """Every model in the registry with its champion."""
@@ -118,7 +115,8 @@ def show(
     state_dir: StateDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """The champion pointer and every version with its dataset, metrics and decision."""
+    """The champion, and every version with its dataset, its metrics on the validation split (the trainer's) and
+    the test split (the validator's), its decision and every rule it failed."""
     from streamml.registry.decisions import read_decision
     from streamml.registry.keys import RegistryError, check_name
     from streamml.registry.models import model_versions, read_card, read_champion
@@ -137,13 +135,20 @@ def show(
         except (ObjectNotFound, RegistryError):
             card = {}
         decision = read_decision(store, model, version)
+        selection = card.get("selection") or {}
         versions.append({
             "version": version,
             "created": card.get("created"),
             "dataset": card.get("dataset", {}).get("version"),
             "decision": None if decision is None else ("promoted" if decision.promote else "rejected"),
             "summary": decision.summary if decision else None,
-            "metrics": {k: v for k, v in (decision.candidate.metrics if decision else card.get("metrics", {})).items()},
+            "failed_rules": decision.reasons if decision else [],
+            # The trainer's metrics come from the validation split (the best epoch's); the validator's from the test split.
+            "validation_metrics": card.get("metrics") or {},
+            "validation_epoch": selection.get("best_epoch"),
+            "test_metrics": dict(decision.candidate.metrics) if decision else {},
+            "latency": decision.candidate.latency.model_dump() if decision and decision.candidate.latency else None,
+            "metrics": dict(decision.candidate.metrics) if decision else card.get("metrics", {}),
         })
     if not versions and champion is None:
         fail(f"no model {model!r} in the registry; `streamml models list` shows the models", 2)
@@ -156,12 +161,24 @@ def show(
                       f"set by {champion.actor} at {champion.time.isoformat()}: {champion.reason}", highlight=False)
     else:
         console.print("no champion yet")
-    table = Table("version", "created", "dataset", "decision", "metrics")
+    table = Table("version", "created", "dataset", "decision", "validation split (trainer, best epoch)",
+                  "test split (validator)")
     for row in versions:
-        metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(row["metrics"].items()) if v is not None)
         cells = (row["created"], row["dataset"], row["decision"])
-        table.add_row(row["version"], *(str(cell) if cell is not None else "-" for cell in cells), metrics)
+        epoch = f" (epoch {row['validation_epoch']})" if row["validation_epoch"] is not None else ""
+        table.add_row(row["version"], *(str(cell) if cell is not None else "-" for cell in cells),
+                      _metrics(row["validation_metrics"]) + epoch, _metrics(row["test_metrics"]) or "not judged")
     console.print(table)
+    for row in versions:
+        for rule in row["failed_rules"]:
+            console.print(f"{row['version']} failed: {rule}", highlight=False, markup=False, soft_wrap=True)
+    if versions:
+        console.print(f"every rule and the latency rounds: `streamml models judge {model} VERSION` judges one again; "
+                      f"its decision is in models/{model}/<version>/decision.json", highlight=False)
+
+
+def _metrics(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if isinstance(v, int | float))
 
 
 @app.command("promote")

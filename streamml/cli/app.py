@@ -6,6 +6,7 @@ import typer
 
 from streamml.cli.datasets import app as datasets_app
 from streamml.cli.drift import app as drift_app
+from streamml.cli.init import init
 from streamml.cli.lag import lag
 from streamml.cli.models import app as models_app
 from streamml.cli.policies import app as policies_app
@@ -23,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (up, down, restart, status, demo, publish, lag):
+for command in (init, up, down, restart, status, demo, publish, lag):
     app.command()(command)
 for name in ("ingest", "trainer", "validator", "monitor"):
     service_command(app, name, name, f"the {name} service")

@@ -70,6 +70,9 @@ def datasets_show(
         fail(f"no committed version {ref!r}; see `streamml datasets list`", 2)
     console.print(f"[bold]{manifest.dataset} v{manifest.version}[/bold] created {manifest.created:%Y-%m-%d %H:%M:%S}, "
                   f"trigger {manifest.trigger}, engine {manifest.engine}, code {manifest.code_version}")
+    source = ("each record's Kafka timestamp (the spec names no event_time)"
+              if manifest.event_time_source == "kafka_timestamp" else "a field of the records")
+    console.print(f"  event time {manifest.event_time}: {source}", highlight=False)
     for split in ("train", "validation", "test"):
         console.print(f"  {split:<10} {manifest.rows[split]:>9} rows  sha256 {manifest.content_sha256[split][:16]}…")
     stats = Table("feature", "kind", "transform", "reference")

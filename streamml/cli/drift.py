@@ -32,6 +32,8 @@ def report(
     model: Annotated[str, typer.Argument(help="model name")],
     png: Annotated[Path | None, typer.Option("--png", help="also write a chart of the window to this PNG file")] = None,
     window: Annotated[int | None, typer.Option("--window", help="window index; default: the latest judged")] = None,
+    wait: Annotated[float, typer.Option(
+        "--wait", help="first wait up to this many seconds until the monitor has judged a window")] = 0,
     state_dir: StateDir = None,
 ) -> None:
     """The latest window report of MODEL: tests per column, drifted bins, performance and recent events."""
@@ -40,11 +42,18 @@ def report(
     from streamml.registry.monitor import read_monitor_state
     from streamml.store import StoreError
 
-    try:
-        store = connect_store(state_dir)
-        state = read_monitor_state(store, model)
-    except (StoreError, RegistryError) as error:
-        fail(str(error), 3 if isinstance(error, StoreError) else 2)
+    import time
+
+    store = connect_store(state_dir)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            state = read_monitor_state(store, model)
+        except (StoreError, RegistryError) as error:
+            fail(str(error), 3 if isinstance(error, StoreError) else 2)
+        if (state is not None and state.latest_judged() is not None) or time.monotonic() >= deadline:
+            break
+        time.sleep(2)
     if state is None:
         fail(f"no monitor report for {model!r} at {monitor_state_key(model)}: the monitor writes one when the first "
               "window of the champion's predictions closes (every windows.size predictions)", 2)

@@ -112,6 +112,8 @@ def list_models(state_dir: StateDir = None, as_json: AsJson = False) -> None:
 @app.command("show")
 def show(
     model: Annotated[str, typer.Argument(help="model name")],
+    wait: Annotated[float, typer.Option(
+        "--wait", help="first wait up to this many seconds until a version of MODEL is judged")] = 0,
     state_dir: StateDir = None,
     as_json: AsJson = False,
 ) -> None:
@@ -125,6 +127,8 @@ def show(
     store = connect_store(state_dir)
     try:
         check_name(model)
+        if wait > 0:
+            _wait_for_a_decision(store, model, wait)
         champion, _ = read_champion(store, model)
     except RegistryError as error:
         fail(str(error), 2)
@@ -175,6 +179,26 @@ def show(
     if versions:
         console.print(f"every rule and the latency rounds: `streamml models judge {model} VERSION` judges one again; "
                       f"its decision is in models/{model}/<version>/decision.json", highlight=False)
+
+
+def _wait_for_a_decision(store: Any, model: str, seconds: float) -> None:
+    """Until the validator has judged some version of ``model`` (a fresh stack: data lands, prep builds, the
+    trainer trains); fail naming what exists after ``seconds``."""
+    import time
+
+    from streamml.registry.decisions import read_decision
+    from streamml.registry.models import model_versions
+
+    deadline = time.monotonic() + seconds
+    while True:
+        versions = model_versions(store, model)
+        if any(read_decision(store, model, version) is not None for version in versions):
+            return
+        if time.monotonic() >= deadline:
+            found = f"versions {', '.join(versions)}, none judged yet" if versions else "no version yet"
+            fail(f"no version of {model!r} was judged within {seconds:g}s ({found}); the logs of prep, the trainer "
+                 "and the validator are in the stack's logs/ folder", 1)
+        time.sleep(2)
 
 
 def _metrics(metrics: dict) -> str:

@@ -161,18 +161,21 @@ def _policy(name, baseline, test_rows) -> str:
 
     floors, ceilings = bounds(baseline, test_rows)
     seen = ", ".join(f"{metric} {value:.4g}" for metric, value in sorted(baseline.metrics.items()))
-    lines = [f"# Starter promotion policy written by `streamml init`. A linear baseline fitted on the sample scored",
-             f"# {seen} on {baseline.holdout_rows} held-out rows; the floors are those less "
+    primary = next(iter(floors or ceilings))
+    lines = ["# Starter promotion policy written by `streamml init`. A linear baseline fitted on the sample scored",
+             f"# {seen} on {baseline.holdout_rows} held-out rows. The bound on {primary} is the baseline's less "
              f"{FLOOR_STANDARD_ERRORS:g} standard errors",
-             f"# of a test split of ~{test_rows} rows, so a model at least as good as the baseline passes.",
-             f"model: {name}"]
+             f"# of a test split of ~{test_rows} rows, so a model at least as good as the baseline passes."]
+    if "log_loss" in ceilings:
+        lines.append("# log_loss must beat always predicting the label's frequencies (a model that learnt nothing).")
+    lines.append(f"model: {name}")
     if floors:
         lines.append(f"min: {yaml_value(floors)}  # review: from the baseline")
     if ceilings:
-        lines.append(f"max: {yaml_value(ceilings)}  # review: from the baseline")
-    primary = next(iter(floors or ceilings))
+        lines.append(f"max: {yaml_value(ceilings)}  # review: from the baseline and the label's frequencies")
+    regression = 0.02 if primary in ("auc", "accuracy", "log_loss") else round(ceilings[primary] * 0.05, 4)
     lines += [f"# A new version may be at most this much worse than the champion on {primary}:",
-              f"max_regression: {yaml_value({primary: 0.02 if primary in ('auc', 'accuracy', 'log_loss') else round(ceilings[primary] * 0.05, 4)})}",
+              f"max_regression: {yaml_value({primary: regression})}",
               "# p95 of one predict call of 256 rows; the validator times 5 rounds and keeps the least disturbed.",
               "latency: {p95_ms: 50, batch_size: 256}",
               ""]

@@ -74,6 +74,9 @@ class Baseline:
     metrics: dict[str, float]
     errors: dict[str, float]  # standard error of each metric on the holdout
     holdout_rows: int
+    # The log-loss of always predicting the label's frequencies in the fit part: what a model that learnt nothing
+    # scores (None for regression).
+    no_skill_log_loss: float | None = None
 
 
 def profile_table(table: pa.Table) -> list[ColumnProfile]:
@@ -169,7 +172,7 @@ def task_for(label: ColumnProfile) -> str:
 
 def fit_baseline(table: pa.Table, roles: Roles, profiles: list[ColumnProfile], seed: int = 7) -> Baseline:
     """A linear model (logistic, softmax or ridge) on 80% of the sample, measured on the other 20%."""
-    from services.validator.metrics import standard_errors, task_metrics
+    from services.validator.metrics import log_loss, standard_errors, task_metrics
 
     by_name = {p.name: p for p in profiles}
     label = by_name[roles.label]
@@ -184,20 +187,24 @@ def fit_baseline(table: pa.Table, roles: Roles, profiles: list[ColumnProfile], s
     if cut < 10 or len(order) - cut < 10:
         raise StarterError(f"the sample has {len(order)} labelled rows; a baseline needs at least 50")
     fit, held = order[:cut], order[cut:]
+    no_skill = None
     if task == "binary":
         y = raw.astype(np.float64)
         predictions = _sigmoid(x[held] @ _logistic(x[fit], y[fit]))
         labels = y[held]
+        no_skill = log_loss(np.full(len(held), y[fit].mean()), labels)
     elif task == "multiclass":
         classes, y = np.unique(raw.astype(str), return_inverse=True)
         predictions = _softmax(x[held] @ _softmax_regression(x[fit], y[fit], len(classes)))
         labels = y[held]
+        frequencies = np.bincount(y[fit], minlength=len(classes)) / len(fit)
+        no_skill = log_loss(np.tile(frequencies, (len(held), 1)), labels)
     else:
         y = raw.astype(np.float64)
         predictions = x[held] @ _ridge(x[fit], y[fit])
         labels = y[held]
     metrics = task_metrics(task, predictions, labels)
-    return Baseline(task, metrics, standard_errors(task, predictions, labels), len(held))
+    return Baseline(task, metrics, standard_errors(task, predictions, labels), len(held), no_skill)
 
 
 def _design(table: pa.Table, features: list[ColumnProfile]) -> np.ndarray:
@@ -254,28 +261,43 @@ def _ridge(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> np.ndarray:
 
 
 def bounds(baseline: Baseline, test_rows: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Floors and ceilings a model must meet: the baseline's metrics less the noise of a test split of
-    ``test_rows`` rows (FLOOR_STANDARD_ERRORS standard errors, scaled from the holdout's size)."""
-    primary = {"binary": {"auc": "min", "log_loss": "max"}, "multiclass": {"accuracy": "min", "log_loss": "max"},
-               "regression": {"rmse": "max"}}[baseline.task]
+    """Floors and ceilings a model must meet.
+
+    The task's ranking metric (AUC, accuracy, RMSE) must reach the baseline's less the noise of a test split of
+    ``test_rows`` rows (FLOOR_STANDARD_ERRORS standard errors, scaled from the holdout's size). Log-loss only has to
+    beat a model that learnt nothing: one confidently wrong row moves it far more than its standard error says, so a
+    ceiling taken from the baseline rejects good models on small test splits.
+    """
+    metric, side = {"binary": ("auc", "min"), "multiclass": ("accuracy", "min"),
+                    "regression": ("rmse", "max")}[baseline.task]
     scale = math.sqrt(baseline.holdout_rows / max(test_rows, 1))
     floors, ceilings = {}, {}
-    for metric, side in primary.items():
-        value, error = baseline.metrics.get(metric), baseline.errors.get(metric)
-        if value is None or math.isnan(value) or error is None or math.isnan(error):
-            continue
+    value, error = baseline.metrics.get(metric), baseline.errors.get(metric)
+    if value is not None and not math.isnan(value) and error is not None and not math.isnan(error):
         margin = FLOOR_STANDARD_ERRORS * error * scale
         if side == "min":
             floors[metric] = max(0.0, math.floor((value - margin) * 100) / 100)
         else:
             ceilings[metric] = _round_up(value + margin)
+    if baseline.no_skill_log_loss is not None and baseline.no_skill_log_loss > 0:
+        ceilings["log_loss"] = _round_down(baseline.no_skill_log_loss)
     return floors, ceilings
 
 
 def _round_up(value: float) -> float:
-    digits = 2 - int(math.floor(math.log10(abs(value)))) if value else 2
-    factor = 10 ** max(digits, 0)
+    factor = _three_digits(value)
     return math.ceil(value * factor) / factor
+
+
+def _round_down(value: float) -> float:
+    factor = _three_digits(value)
+    return math.floor(value * factor) / factor
+
+
+def _three_digits(value: float) -> int:
+    """The power of ten that keeps three significant digits of ``value`` (none after a large number's point)."""
+    digits = 2 - int(math.floor(math.log10(abs(value)))) if value else 2
+    return 10 ** max(digits, 0)
 
 
 def splits_for(rows: int) -> dict[str, float]:

@@ -165,7 +165,8 @@ def _policy(name, baseline, test_rows) -> str:
     lines = ["# Starter promotion policy written by `streamml init`. A linear baseline fitted on the sample scored",
              f"# {seen} on {baseline.holdout_rows} held-out rows. The bound on {primary} is the baseline's less "
              f"{FLOOR_STANDARD_ERRORS:g} standard errors",
-             f"# of a test split of ~{test_rows} rows, so a model at least as good as the baseline passes."]
+             f"# of its difference from a score on a test split of ~{test_rows} other rows, so a model at least as "
+             "good as the baseline passes."]
     if "log_loss" in ceilings:
         lines.append("# log_loss must beat always predicting the label's frequencies (a model that learnt nothing).")
     lines.append(f"model: {name}")

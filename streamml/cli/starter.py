@@ -27,8 +27,10 @@ MAX_CATEGORIES = 20  # more distinct strings than this is free text, not a categ
 KEY_NAMES = re.compile(r"^(id|key|uuid|.*_id|.*_key)$")
 LABEL_NAMES = ("label", "target", "y", "class", "outcome", "diagnosis", "churn", "fraud")
 TIME_NAMES = re.compile(r"(time|date|ts$|_at$|timestamp)")
-# The validator's metrics are measured on the test split; floors sit this many standard errors below the baseline.
-FLOOR_STANDARD_ERRORS = 2.0
+# The validator measures on prep's test split, the baseline on its own holdout: floors sit this many standard errors
+# of the difference of the two below the baseline. A starter policy must stop a model clearly worse than the baseline
+# and never reject a good one by chance: a model exactly as good fails about 1 time in 700 at 3 (one-sided).
+FLOOR_STANDARD_ERRORS = 3.0
 
 
 class StarterError(ValueError):
@@ -263,8 +265,9 @@ def _ridge(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> np.ndarray:
 def bounds(baseline: Baseline, test_rows: int) -> tuple[dict[str, float], dict[str, float]]:
     """Floors and ceilings a model must meet.
 
-    The task's ranking metric (AUC, accuracy, RMSE) must reach the baseline's less the noise of a test split of
-    ``test_rows`` rows (FLOOR_STANDARD_ERRORS standard errors, scaled from the holdout's size). Log-loss only has to
+    The task's ranking metric (AUC, accuracy, RMSE) must reach the baseline's less FLOOR_STANDARD_ERRORS standard
+    errors of the difference between two estimates: the baseline's on its holdout and the model's on a test split of
+    ``test_rows`` other rows (its error scaled from the holdout's by size). Log-loss only has to
     beat a model that learnt nothing: one confidently wrong row moves it far more than its standard error says, so a
     ceiling taken from the baseline rejects good models on small test splits.
     """
@@ -274,7 +277,7 @@ def bounds(baseline: Baseline, test_rows: int) -> tuple[dict[str, float], dict[s
     floors, ceilings = {}, {}
     value, error = baseline.metrics.get(metric), baseline.errors.get(metric)
     if value is not None and not math.isnan(value) and error is not None and not math.isnan(error):
-        margin = FLOOR_STANDARD_ERRORS * error * scale
+        margin = FLOOR_STANDARD_ERRORS * error * math.sqrt(1 + scale**2)
         if side == "min":
             floors[metric] = max(0.0, math.floor((value - margin) * 100) / 100)
         else:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -100,14 +101,16 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("suffix", ["csv", "jsonl"])
+@pytest.mark.parametrize("suffix", ["csv", "jsonl", "parquet"])
 def test_init_writes_a_spec_a_model_and_a_policy_that_load(tmp_path, monkeypatch, suffix):
     monkeypatch.chdir(tmp_path)
     rows = churn_rows()
     if suffix == "csv":
         write_csv(tmp_path / "churn.csv", rows)
-    else:
+    elif suffix == "jsonl":
         (tmp_path / "churn.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "churn.parquet")
     result = run("init", "churn", "--from", f"churn.{suffix}")
     assert result.exit_code == 0, result.output
     spec = load_dataset_spec(Path("datasets/churn.yaml"))

@@ -31,7 +31,7 @@ def init(
     """Write a dataset spec, a starter model spec and a starter policy from a sample of your records."""
     import re
 
-    from streamml.cli import starter
+    import streamml.cli.starter as starter
     from streamml.specs import NAME
 
     if not re.match(NAME, name):

@@ -22,7 +22,7 @@ import pytest
 
 from streamml.stack.ports import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 ROOT = Path(__file__).resolve().parents[3]
 PAGE = ROOT / "docs" / "own-data.md"
 BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -69,9 +69,11 @@ def test_the_tutorial_runs_as_written_from_a_fresh_folder(tmp_path):
                 continue
             step = time.monotonic()
             done = subprocess.run(["bash", "-e", "-c", text], cwd=folder, env=env, capture_output=True, text=True,
-                                  timeout=900)
+                                  timeout=1200)
             outputs.append((text, done.stdout + done.stderr))
-            timeline.append((text.strip().splitlines()[-1][:70], time.monotonic() - step))
+            commands = text.strip().splitlines()
+            more = f" (+{len(commands) - 1} more)" if len(commands) > 1 else ""
+            timeline.append((commands[0][:60] + more, time.monotonic() - step))
             assert done.returncode == 0, f"{text}\nexit {done.returncode}\n{done.stdout}\n{done.stderr}\n" + _logs(folder)
     finally:
         subprocess.run([sys.executable, "-m", "streamml.cli", "down"], cwd=folder, env=env, capture_output=True,

@@ -73,6 +73,8 @@ def init(
                   "the baseline", highlight=False)
     console.print("  field types, nullable, min and categories: a value outside them is rejected at ingest",
                   highlight=False)
+    console.print(f"  latency: no budget; add one to {paths['policies']} if your application needs it",
+                  highlight=False)
     console.print(f"then: streamml datasets validate {paths['datasets']} && streamml models validate "
                   f"{paths['models']} && streamml policies validate {paths['policies']}", highlight=False)
 
@@ -177,7 +179,9 @@ def _policy(name, baseline, test_rows) -> str:
     regression = 0.02 if primary in ("auc", "accuracy", "log_loss") else round(ceilings[primary] * 0.05, 4)
     lines += [f"# A new version may be at most this much worse than the champion on {primary}:",
               f"max_regression: {yaml_value({primary: regression})}",
-              "# p95 of one predict call of 256 rows; the validator times 5 rounds and keeps the least disturbed.",
-              "latency: {p95_ms: 50, batch_size: 256}",
+              "# No latency rule: only your application knows its budget, and a budget near the model's own cost",
+              "# rejects good models whenever the host is busy. The validator measures a predict call's p95 either way",
+              "# (5 rounds, the least disturbed counts) and records it in the decision. To enforce one:",
+              "# latency: {p95_ms: 50, batch_size: 256}  # review: p95 of one predict call of 256 rows",
               ""]
     return "\n".join(lines)

@@ -120,6 +120,8 @@ def test_init_writes_a_spec_a_model_and_a_policy_that_load(tmp_path, monkeypatch
     assert (model.name, model.dataset, model.task) == ("churn", "churn", "binary")
     policy = load_policy(Path("policies/churn.yaml"))
     assert policy.model == "churn" and 0.5 < policy.min["auc"] < 1
+    # Only the application knows its latency budget: init shows how to set one and sets none.
+    assert policy.latency is None and "# latency: {p95_ms:" in Path("policies/churn.yaml").read_text()
     assert "# review:" in Path("datasets/churn.yaml").read_text()
     for line in ("key: customer_id — named like an id", "label: churn — named like a label",
                  "event_time: signup_time — a timestamp column"):

@@ -46,6 +46,7 @@ from services.ingest.landing import (
 from services.ingest.records import DecodedChunk, decode_messages
 from services.ingest.settings import IngestSettings
 from streamml.events import DataLanded
+from streamml.faults import Interrupted
 from streamml.kafka import Offsets
 from streamml.logs import configure_logging
 from streamml.registry.keys import parse_raw_key, raw_range_start
@@ -74,6 +75,7 @@ DECODE_CHUNK = 20_000
 class IngestMember(ConsumerService[IngestSettings]):
     name = "ingest"
     group = GROUP
+    watches_dependencies = False  # the replica's process does, for its /readyz
 
     def input_topics(self) -> list[str]:
         return [f"^{re.escape(self.settings.kafka.topic_prefix)}{TOPIC_PATTERN}"]
@@ -118,8 +120,8 @@ class IngestMember(ConsumerService[IngestSettings]):
             for message in messages:
                 self.dead_letters.send(message, f"no dataset spec serves topic {topic!r}", "unknown_dataset")
             RECORDS.labels(topic, "rejected").inc(len(messages))
-            self.producer.flush()
-            self.consumer.commit(messages)
+            self.retry(self.producer.flush)
+            self.retry(lambda: self.consumer.commit(messages))
             return
         while messages:
             buffer = self.buffers.get((topic, partition)) or self._open(spec, messages[0])
@@ -156,7 +158,7 @@ class IngestMember(ConsumerService[IngestSettings]):
         # request) stops until the partition is assigned again.
         partition = (buffer.topic, buffer.partition)
         if partition not in self.replayed:
-            existing = list(self.store.list(raw_range_start(buffer.prefix, buffer.first_offset)))
+            existing = self.retry(lambda: list(self.store.list(raw_range_start(buffer.prefix, buffer.first_offset))))
             if existing:
                 buffer.must_end_at = parse_raw_key(existing[0]).last_offset
                 log.info("replaying a landed range", extra={"object_key": existing[0]})
@@ -181,12 +183,14 @@ class IngestMember(ConsumerService[IngestSettings]):
     def _wait_for_landings(self, keep: int) -> None:
         """Commit landed batches in order, re-raising a failed landing; block while more than ``keep`` remain."""
         while self.sealed and (self.sealed[0].done() or len(self.sealed) > keep):
-            self.consumer.commit_offsets(self.sealed.popleft().result())
+            offsets = self.sealed.popleft().result()
+            self.retry(lambda: self.consumer.commit_offsets(offsets))
 
     def _land(self, buffer: PartitionBuffer, spec: DatasetSpec) -> Offsets:
         """Runs on the lander thread, one batch at a time, in the order sealed.
 
-        Returns the offsets to commit now that the batch is durable."""
+        Returns the offsets to commit now that the batch is durable. Each step
+        waits out an outage of the store or the brokers (``self.retry``)."""
         started = time.monotonic()
         chunks: list[DecodedChunk] = buffer.chunks
         tables = [chunk.table for chunk in chunks if chunk.table.num_rows]
@@ -195,14 +199,14 @@ class IngestMember(ConsumerService[IngestSettings]):
             for message, reason in chunk.rejected:
                 self.dead_letters.send(message, reason, "invalid_record")
             rejected += len(chunk.rejected)
-        self.producer.flush()  # dead letters are durable before their offsets are committed
+        self.retry(self.producer.flush)  # dead letters are durable before their offsets are committed
         rows = sum(table.num_rows for table in tables)
         if rows:
             schema, dictionary = landing_schema(spec)
             data = parquet_bytes(tables, schema, dictionary)
-            self.store.put(buffer.key, data)
+            self.retry(lambda: self.store.put(buffer.key, data))
             low, high = event_time_range(tables, spec.time_column)
-            self.producer.send_now(
+            self.producer.send(
                 DataLanded(
                     dataset=spec.name,
                     object_key=buffer.key,
@@ -217,6 +221,7 @@ class IngestMember(ConsumerService[IngestSettings]):
                     max_event_time=high,
                 )
             )
+            self.retry(self.producer.flush)
             BYTES.labels(spec.name).inc(len(data))
         RECORDS.labels(spec.name, "in").inc(buffer.records)
         RECORDS.labels(spec.name, "landed").inc(rows)
@@ -327,6 +332,8 @@ def run_member(settings: IngestSettings, index: int, parent: int, channel: Conne
         if _serve_allowed(member, channel):
             log.info("member serving", extra={"pid": os.getpid()})
             member.serve()
+    except Interrupted:
+        log.info("stopped while a dependency was away; the batches not committed are landed again after the restart")
     finally:
         member.close()
 

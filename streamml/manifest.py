@@ -104,7 +104,10 @@ class DatasetManifest(Strict):
     spec_fingerprint: str
     schema_: dict[str, str] = Field(alias="schema", description="prepared column -> type")
     key: str
-    event_time: str
+    event_time: str = Field(description="prepared column holding each row's event time")
+    event_time_source: Literal["field", "kafka_timestamp"] = Field(
+        "field", description="field: the spec's event_time; kafka_timestamp: the spec has none, so each record's "
+        "Kafka timestamp (column _kafka_time) stands in for it")
     label: str | None
     features: list[str]
     files: dict[str, list[FileEntry]] = Field(description="split -> Parquet objects")

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
@@ -34,6 +35,8 @@ from pydantic_settings import (
 ENV_PREFIX = "STREAMML_"
 CONFIG_FILE_ENV = "STREAMML_CONFIG_FILE"
 EXIT_BAD_SETTINGS = 2
+# A settings file chosen by the caller (``load_settings(config_file=...)``), in place of STREAMML_CONFIG_FILE.
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("streamml_config_file", default=None)
 
 
 class Group(BaseModel):
@@ -152,7 +155,7 @@ class ServiceSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if config_file := os.environ.get(CONFIG_FILE_ENV):
+        if config_file := _CONFIG_FILE.get() or os.environ.get(CONFIG_FILE_ENV):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
 
@@ -188,20 +191,26 @@ def describe_errors(error: ValidationError, settings_cls: type[BaseSettings]) ->
     return lines
 
 
-def load_settings(settings_cls: type[S], **overrides: Any) -> S:
-    """Build settings or raise SettingsError naming every bad value."""
-    config_file = os.environ.get(CONFIG_FILE_ENV)
-    if config_file:
-        _check_config_file(Path(config_file))
+def load_settings(settings_cls: type[S], config_file: Path | None = None, **overrides: Any) -> S:
+    """Build settings or raise SettingsError naming every bad value.
+
+    ``config_file`` takes the place of STREAMML_CONFIG_FILE; STREAMML_* variables still win over it.
+    """
+    chosen = config_file or os.environ.get(CONFIG_FILE_ENV)
+    if chosen:
+        _check_config_file(Path(chosen))
+    token = _CONFIG_FILE.set(Path(config_file) if config_file else None)
     try:
         return settings_cls(**overrides)
     except ValidationError as error:
         raise SettingsError(describe_errors(error, settings_cls)) from None
+    finally:
+        _CONFIG_FILE.reset(token)
 
 
-def load_settings_or_exit(settings_cls: type[S], **overrides: Any) -> S:
+def load_settings_or_exit(settings_cls: type[S], config_file: Path | None = None, **overrides: Any) -> S:
     try:
-        return load_settings(settings_cls, **overrides)
+        return load_settings(settings_cls, config_file, **overrides)
     except SettingsError as error:
         for line in error.lines:
             print(f"streamml: {line}", file=sys.stderr)

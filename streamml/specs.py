@@ -2,7 +2,9 @@
 
 A spec is a YAML file; ingest validates records against it, prep enforces it
 and reads its preparation policy, the trainer and monitor read its roles
-(key, event time, label). Example::
+(key, event time, label). ``event_time`` is optional: without it, each
+record's time is the timestamp Kafka gave it (``_kafka_time`` in the raw
+data and the prepared splits; the manifest says so). Example::
 
     name: transactions
     key: tx_id
@@ -34,6 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 FieldType = Literal["string", "int", "float", "bool", "category", "timestamp"]
 NAME = r"^[a-z][a-z0-9_]{0,62}$"
+# The column ingest writes beside every record with its Kafka timestamp; the event time of a
+# dataset whose spec names no event_time field.
+KAFKA_TIME = "_kafka_time"
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
@@ -108,7 +113,8 @@ class PrepPolicy(Strict):
 class DatasetSpec(Strict):
     name: str = Field(pattern=NAME)
     key: str = Field(description="field that identifies a record; Kafka key and dedupe key")
-    event_time: str = Field(description="timestamp field: when the record happened")
+    event_time: str | None = Field(
+        None, description="timestamp field: when the record happened (unset: the record's Kafka timestamp)")
     label: str | None = Field(None, description="field the model learns to predict")
     fields: list[FieldSpec] = Field(min_length=1)
     prep: PrepPolicy = PrepPolicy()
@@ -125,7 +131,7 @@ class DatasetSpec(Strict):
             name = getattr(self, role)
             if name is not None and name not in by_name:
                 problems.append(f"{role} {name!r} is not a declared field")
-        if self.event_time in by_name and by_name[self.event_time].type != "timestamp":
+        if self.event_time is not None and self.event_time in by_name and by_name[self.event_time].type != "timestamp":
             problems.append(f"event_time {self.event_time!r} must have type timestamp")
         if self.key in by_name and by_name[self.key].null_allowed:
             problems.append(f"key {self.key!r} must be required and not nullable")
@@ -141,6 +147,11 @@ class DatasetSpec(Strict):
         """Fields a model learns from: all but key, event time and label."""
         roles = {self.key, self.event_time, self.label}
         return [spec for spec in self.fields if spec.name not in roles and spec.type != "string"]
+
+    @property
+    def time_column(self) -> str:
+        """The column that holds each record's event time: the event_time field, else its Kafka timestamp."""
+        return self.event_time or KAFKA_TIME
 
     @property
     def ingest_topic(self) -> str:
@@ -181,7 +192,7 @@ def _problems(error: ValidationError) -> list[str]:
 
 def parse_dataset_spec(document: object, source: str = "<spec>") -> DatasetSpec:
     if not isinstance(document, dict):
-        raise SpecError(source, ["the spec must be a mapping with name, key, event_time, fields"])
+        raise SpecError(source, ["the spec must be a mapping with name, key, fields (and optionally event_time, label)"])
     try:
         return DatasetSpec.model_validate(document)
     except ValidationError as error:

@@ -205,7 +205,7 @@ class IngestMember(ConsumerService[IngestSettings]):
             schema, dictionary = landing_schema(spec)
             data = parquet_bytes(tables, schema, dictionary)
             self.retry(lambda: self.store.put(buffer.key, data))
-            low, high = event_time_range(tables, spec.event_time)
+            low, high = event_time_range(tables, spec.time_column)
             self.producer.send(
                 DataLanded(
                     dataset=spec.name,

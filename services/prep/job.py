@@ -67,6 +67,7 @@ def prepare_with_spark(
     s3: S3Settings | None = None,
 ) -> PrepResult:
     """Prepare ``raw_paths`` (local or s3a://) into ``out_prefix``; ``s3`` reads the written files back."""
+    spec = rules.with_event_time(spec)
     rules.check_spec(spec)
     if not raw_paths:
         raise rules.PrepError(f"dataset {spec.name!r}: no raw files to prepare")

@@ -36,6 +36,7 @@ FRACTIONAL_SQL = ("FLOAT", "DOUBLE", "REAL", "DECIMAL")
 def prepare_with_duckdb(
     spec: DatasetSpec, raw_paths: list[str], out_prefix: str, s3: S3Settings | None = None
 ) -> PrepResult:
+    spec = rules.with_event_time(spec)
     rules.check_spec(spec)
     if not raw_paths:
         raise rules.PrepError(f"dataset {spec.name!r}: no raw files to prepare")

@@ -12,7 +12,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from streamml.specs import DatasetSpec, FieldSpec
+from streamml.specs import KAFKA_TIME, DatasetSpec, FieldSpec
 
 SPLIT_BUCKETS = 10_000
 # 15 hex digits = 60 bits: fits a signed 64-bit integer in every engine.
@@ -25,6 +25,15 @@ Rule = Literal["type", "null", "min", "max", "category"]
 
 class PrepError(ValueError):
     """A dataset cannot be prepared; the message names the field and the fix."""
+
+
+def with_event_time(spec: DatasetSpec) -> DatasetSpec:
+    """The spec prep works with: one whose records have no event_time field get ``_kafka_time``,
+    the Kafka timestamp ingest lands beside every record, as their event time."""
+    if spec.event_time is not None:
+        return spec
+    kafka_time = FieldSpec.model_construct(**{**FieldSpec(name="t", type="timestamp").model_dump(), "name": KAFKA_TIME})
+    return spec.model_copy(update={"event_time": KAFKA_TIME, "fields": [*spec.fields, kafka_time]})
 
 
 def check_spec(spec: DatasetSpec) -> None:

@@ -107,6 +107,8 @@ def model_card(
             "content_sha256": dict(manifest.content_sha256),
         },
         "metrics": dict(result.metrics),
+        # The best epoch's metrics on the validation split; the validator's test-split metrics are in decision.json.
+        "metrics_split": "validation",
         "selection": {
             "metric": spec.metric,
             "mode": spec.metric_mode,

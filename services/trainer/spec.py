@@ -30,7 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from streamml.specs import NAME, SpecError, load_folder, read_yaml
+from streamml.specs import NAME, DatasetSpec, SpecError, load_folder, read_yaml
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -181,6 +181,30 @@ def load_model_spec(path: Path) -> ModelSpec:
 def load_model_specs(folder: Path) -> dict[str, ModelSpec]:
     """All model specs of a folder by model name; every bad file is reported."""
     return load_folder(folder, load_model_spec, lambda spec: spec.name, "model specs", "model")
+
+
+def dataset_problems(spec: ModelSpec, datasets: dict[str, DatasetSpec]) -> list[str]:
+    """What keeps ``spec`` from training on its dataset as declared: a missing dataset or label, or a
+    label whose type the task cannot learn (the trainer would fail on the first dataset version)."""
+    dataset = datasets.get(spec.dataset)
+    if dataset is None:
+        return [f"dataset: {spec.dataset!r} is not among the dataset specs (they declare: "
+                f"{', '.join(sorted(datasets)) or 'none'})"]
+    if dataset.label is None:
+        return [f"dataset: {spec.dataset!r} declares no label, so there is nothing to learn; set its label"]
+    label = dataset.field(dataset.label)
+    if spec.task == "binary":
+        zero_one = label.type == "bool" or (
+            label.type == "int" and label.min is not None and label.max is not None and 0 <= label.min <= label.max <= 1)
+        if not zero_one:
+            fix = "use task: multiclass" if label.type in ("category", "string") else (
+                "give the label min: 0 and max: 1" if label.type == "int" else "use task: regression")
+            return [f"task: binary learns a label of 0 and 1, and {dataset.label!r} is {label.type}"
+                    f"{f' in [{label.min:g}, {label.max:g}]' if label.min is not None and label.max is not None else ''}"
+                    f"; {fix}"]
+    if spec.task == "regression" and label.type not in ("int", "float", "bool"):
+        return [f"task: regression learns a number, and {dataset.label!r} is {label.type}; use task: multiclass"]
+    return []
 
 
 def specs_for_dataset(specs: dict[str, ModelSpec], dataset: str) -> list[ModelSpec]:

@@ -19,6 +19,8 @@ candidate.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 from pathlib import Path
 from typing import Literal
@@ -29,28 +31,50 @@ from streamml.specs import NAME, SpecError, load_folder, read_yaml
 
 Metric = Literal["auc", "log_loss", "accuracy", "rmse", "mae"]
 HIGHER_IS_BETTER: dict[str, bool] = {"auc": True, "accuracy": True, "log_loss": False, "rmse": False, "mae": False}
+# What the validator measures for each task (services/validator/metrics.py).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("auc", "log_loss", "accuracy"), "multiclass": ("accuracy", "log_loss"), "regression": ("rmse", "mae"),
+}
 UNIT_INTERVAL = {"auc", "accuracy"}
+log = logging.getLogger("streamml.validator")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _bound_problems(floors: dict[str, float], ceilings: dict[str, float], where: str = "") -> list[str]:
+# Each check reads one field, so a policy with several wrong fields gets every problem reported at once
+# (pydantic runs a model-wide check only once every field is valid).
+def _floors(floors: dict[str, float]) -> dict[str, float]:
     problems = []
     for metric, value in floors.items():
         if not HIGHER_IS_BETTER[metric]:
-            problems.append(f"{where}min.{metric}: {metric} is better when lower, so a floor does not guard it; "
-                            f"put it under max")
+            problems.append(f"{metric}: {metric} is better when lower, so a floor does not guard it; put it under max")
         elif metric in UNIT_INTERVAL and not 0 <= value <= 1:
-            problems.append(f"{where}min.{metric}: {value} is outside [0, 1], where {metric} lies")
+            problems.append(f"{metric}: {value} is outside [0, 1], where {metric} lies")
+    if problems:
+        raise ValueError("\n".join(problems))
+    return floors
+
+
+def _ceilings(ceilings: dict[str, float]) -> dict[str, float]:
+    problems = []
     for metric, value in ceilings.items():
         if HIGHER_IS_BETTER[metric]:
-            problems.append(f"{where}max.{metric}: {metric} is better when higher, so a ceiling does not guard it; "
-                            f"put it under min")
+            problems.append(f"{metric}: {metric} is better when higher, so a ceiling does not guard it; put it under min")
         elif value < 0:
-            problems.append(f"{where}max.{metric}: {value} is negative; {metric} never is")
-    return problems
+            problems.append(f"{metric}: {value} is negative; {metric} never is")
+    if problems:
+        raise ValueError("\n".join(problems))
+    return ceilings
+
+
+def _distances(distances: dict[str, float]) -> dict[str, float]:
+    problems = [f"{metric}: {value} is negative; it is a distance in the better direction, use >= 0"
+                for metric, value in distances.items() if value < 0]
+    if problems:
+        raise ValueError("\n".join(problems))
+    return distances
 
 
 class SlicePolicy(Strict):
@@ -61,13 +85,13 @@ class SlicePolicy(Strict):
     max: dict[Metric, float] = Field(default_factory=dict)
     min_rows: int = Field(100, ge=1, description="values with fewer test rows are not judged: too noisy")
 
+    _floors = field_validator("min")(_floors)
+    _ceilings = field_validator("max")(_ceilings)
+
     @model_validator(mode="after")
-    def _bounds(self) -> SlicePolicy:
-        problems = _bound_problems(self.min, self.max)
+    def _some_rule(self) -> SlicePolicy:
         if not self.min and not self.max:
-            problems.append(f"min/max: slice {self.feature!r} sets neither; give it a rule or remove it")
-        if problems:
-            raise ValueError("\n".join(problems))
+            raise ValueError(f"min/max: slice {self.feature!r} sets neither; give it a rule or remove it")
         return self
 
 
@@ -89,28 +113,61 @@ class PromotionPolicy(Strict):
     slices: list[SlicePolicy] = Field(default_factory=list)
     latency: LatencyBudget | None = None
 
+    _floors = field_validator("min")(_floors)
+    _ceilings = field_validator("max")(_ceilings)
+    _distances = field_validator("max_regression", "min_improvement")(_distances)
+
     @field_validator("slices", mode="before")
     @classmethod
     def _one_slice_is_a_list(cls, value: object) -> object:
         return [value] if isinstance(value, dict) else value
 
     @model_validator(mode="after")
-    def _consistent(self) -> PromotionPolicy:
-        problems = _bound_problems(self.min, self.max)
-        for field in ("max_regression", "min_improvement"):
-            problems.extend(
-                f"{field}.{metric}: {value} is negative; it is a distance in the better direction, use >= 0"
-                for metric, value in getattr(self, field).items()
-                if value < 0
-            )
+    def _one_slice_per_feature(self) -> PromotionPolicy:
         features = [item.feature for item in self.slices]
-        problems.extend(
-            f"slices: feature {name!r} appears twice; merge its rules" for name in sorted(set(features))
-            if features.count(name) > 1
-        )
-        if problems:
-            raise ValueError("\n".join(problems))
+        twice = sorted({name for name in features if features.count(name) > 1})
+        if twice:
+            raise ValueError("\n".join(f"slices: feature {name!r} appears twice; merge its rules" for name in twice))
         return self
+
+
+def model_problems(policy: PromotionPolicy, task: str | None, categories: set[str] | None = None) -> list[str]:
+    """Rules the validator could never judge for a model of ``task``: metrics it does not measure
+    for that task, and slices on what is not a category feature (``categories``, when known)."""
+    problems = []
+    if task is not None:
+        measured = TASK_METRICS[task]
+        rules = [(field, metric) for field in ("min", "max", "max_regression", "min_improvement")
+                 for metric in getattr(policy, field)]
+        rules += [(f"slices[{i}].{field}", metric) for i, rule in enumerate(policy.slices)
+                  for field in ("min", "max") for metric in getattr(rule, field)]
+        problems += [f"{where}.{metric}: a {task} model is judged on {', '.join(measured)}, never {metric}"
+                     for where, metric in rules if metric not in measured]
+    if categories is not None:
+        problems += [f"slices[{i}].feature: {rule.feature!r} is not a category feature of the dataset "
+                     f"(its category features: {', '.join(sorted(categories)) or 'none'})"
+                     for i, rule in enumerate(policy.slices) if rule.feature not in categories]
+    return problems
+
+
+def as_written(document: object) -> PromotionPolicy | None:
+    """The policy as written, unchecked, for ``model_problems`` on a file that failed its own checks
+    (so every problem is reported at once); None when it is not even a mapping with a model name."""
+    if not isinstance(document, dict) or not isinstance(document.get("model"), str):
+        return None
+
+    def rules(value: object) -> dict:
+        return {metric: bound for metric, bound in value.items() if metric in HIGHER_IS_BETTER} \
+            if isinstance(value, dict) else {}
+
+    slices = document.get("slices")
+    slices = [slices] if isinstance(slices, dict) else slices if isinstance(slices, list) else []
+    return PromotionPolicy.model_construct(
+        model=document["model"], slices=[
+            SlicePolicy.model_construct(feature=item["feature"], min=rules(item.get("min")), max=rules(item.get("max")))
+            for item in slices if isinstance(item, dict) and isinstance(item.get("feature"), str)],
+        **{field: rules(document.get(field)) for field in ("min", "max", "max_regression", "min_improvement")},
+    )
 
 
 class PolicyError(SpecError):
@@ -150,3 +207,38 @@ def load_policies(folder: Path) -> dict[str, PromotionPolicy]:
     """All policies of a folder by model name; every bad file is reported."""
     return load_folder(folder, load_policy, lambda policy: policy.model, "promotion policies",
                        "the policy of model", PolicyError)
+
+
+class PolicyFolder:
+    """The policies of a folder, read again whenever a file in it changes.
+
+    A folder that turns bad after a good start keeps the last good policies
+    (and says why once per change), so an edit in progress never stops judging.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._seen = self._fingerprint()
+        self.policies = load_policies(folder)  # a bad folder at start is a PolicyError: the service cannot start
+
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path in sorted([*self.folder.glob("*.yaml"), *self.folder.glob("*.yml")]):
+            try:
+                digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+            except OSError:
+                digest.update(path.name.encode() + b"\0unreadable\0")
+        return digest.hexdigest()
+
+    def current(self) -> dict[str, PromotionPolicy]:
+        seen = self._fingerprint()
+        if seen != self._seen:
+            self._seen = seen
+            try:
+                self.policies = load_policies(self.folder)
+            except PolicyError as error:
+                log.error("policies changed but cannot be read; judging with the last good ones",
+                          extra={"folder": str(self.folder), "problems": error.problems})
+            else:
+                log.info("policies read again", extra={"folder": str(self.folder), "models": sorted(self.policies)})
+        return self.policies

@@ -105,6 +105,17 @@ def announcement_id(event: ModelPromoted | ModelRejected, pointer: ChampionPoint
     return stable_id("model.promoted", event.model, event.version, pointer.time.isoformat() if pointer else "")
 
 
+def replace_decision(store: WritableStore, record: DecisionRecord, etag: str) -> DecisionRecord:
+    """Write ``record`` over the version's decision read with ``etag`` (a judgement asked for again,
+    see ``DecisionRecord.replacing``); returns the decision that stands: another judgement that
+    replaced the same decision first wins."""
+    try:
+        store.replace(decision_key(record.model, record.version), record.model_dump_json(indent=2).encode(), etag)
+    except ObjectConflict:
+        return read_decision(store, record.model, record.version) or record
+    return record
+
+
 def _defined(metrics: dict[str, float | None]) -> dict[str, float]:
     return {name: value for name, value in metrics.items() if value is not None}
 

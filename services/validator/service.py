@@ -18,6 +18,9 @@ replica judges a model's versions one after the other. Evaluation runs while
 the consumer keeps polling, so a long one never costs the group membership.
 A model without a policy, or a version whose files do not match its
 manifest, is dead-lettered.
+Policies are read again whenever a file of the folder changes; ``streamml
+models judge NAME VERSION`` judges a version again through ``judge``, with
+the current policy, replacing its decision.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ from pydantic import Field
 
 from services.validator.decide import decide
 from services.validator.judge import evaluate_version
-from services.validator.policy import PolicyError, PromotionPolicy, load_policies
+from services.validator.policy import PolicyError, PolicyFolder, PromotionPolicy
 from services.validator.promote import (
     announcement,
     announcement_id,
     decision_record,
     follow_decision,
     record_decision,
+    replace_decision,
 )
 from services.validator.testsplit import TestSplit, read_test_split
 from streamml.events import Event, ModelPromoted, ModelTrained
@@ -50,6 +54,7 @@ from streamml.registry.models import ChampionPointer, read_champion
 from streamml.sdk.loader import LoadedVersion, load_version
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
+from streamml.store import ObjectStore
 
 log = logging.getLogger("streamml.validator")
 
@@ -106,23 +111,32 @@ class ValidatorService(EventService[ValidatorSettings]):
     def load(self) -> None:
         options = self.settings.validator
         try:
-            self.policies: dict[str, PromotionPolicy] = load_policies(options.policies_dir)
+            self.policy_folder = PolicyFolder(options.policies_dir)
         except PolicyError as error:
             raise StartupError(f"STREAMML_VALIDATOR_POLICIES_DIR={str(options.policies_dir)!r}: {error}") from None
         self.actor = options.actor or f"validator@{socket.gethostname()}:{os.getpid()}"
         super().load()
-        log.info("policies loaded", extra={"models": sorted(self.policies)})
+        log.info("policies loaded", extra={"models": sorted(self.policy_folder.policies)})
+
+    @classmethod
+    def for_judging(cls, settings: ValidatorSettings, store: ObjectStore, actor: str) -> ValidatorService:
+        """A validator that only judges (``judge``), for ``streamml models judge``: no consumer, no producer."""
+        validator = cls(settings)
+        validator.store, validator.actor = store, actor
+        return validator
 
     def handle_event(self, event: Event, context: dict) -> None:
         assert isinstance(event, ModelTrained)
         context = {**context, "model": event.model, "version": event.version}
-        policy = self.policies.get(event.model)
+        policies = self.policy_folder.current()
+        policy = policies.get(event.model)
         if policy is None:
-            covered = ", ".join(sorted(self.policies)) or "none"
+            covered = ", ".join(sorted(policies)) or "none"
             raise NoPolicy(
                 f"no promotion policy for model {event.model!r} in STREAMML_VALIDATOR_POLICIES_DIR="
                 f"{str(self.settings.validator.policies_dir)!r} (it has: {covered}); "
-                f"add a file with model: {event.model} and restart the validator"
+                f"add a file with model: {event.model} (it is read at once), then "
+                f"`streamml models judge {event.model} {event.version}`"
             )
         recorded = read_decision(self.store, event.model, event.version)
         if recorded is not None:
@@ -133,7 +147,7 @@ class ValidatorService(EventService[ValidatorSettings]):
             started = time.monotonic()
             log.info("judging", extra={**context, "dataset": event.dataset, "dataset_version": event.dataset_version})
             mine, standing, pointer = self.consumer.work_while_polling(
-                lambda: self._judge(event, policy, context), heartbeat_s=HEARTBEAT_S
+                lambda: self.judge(event, policy, context), heartbeat_s=HEARTBEAT_S
             )
             JUDGE_SECONDS.labels(event.model).observe(time.monotonic() - started)
             if standing is mine:
@@ -149,11 +163,13 @@ class ValidatorService(EventService[ValidatorSettings]):
         log.info("promoted" if isinstance(event_out, ModelPromoted) else "rejected",
                  extra={**context, "champion": standing.champion_version, "summary": standing.summary})
 
-    def _judge(
-        self, event: ModelTrained, policy: PromotionPolicy, context: dict
+    def judge(
+        self, event: ModelTrained, policy: PromotionPolicy, context: dict,
+        replacing: tuple[DecisionRecord, str] | None = None,
     ) -> tuple[DecisionRecord, DecisionRecord, ChampionPointer | None]:
         """This instance's decision, the decision that stands (the first recorded), and the pointer
-        after following it."""
+        after following it. ``replacing``: the version's earlier decision and its ETag, which this one
+        replaces (a judgement asked for again)."""
         split = read_test_split(self.store, read_manifest(self.store, event.dataset, event.dataset_version))
         candidate = load_version(self.store, event.model, event.version)
         slices = [rule.feature for rule in policy.slices]
@@ -185,7 +201,11 @@ class ValidatorService(EventService[ValidatorSettings]):
                 decision, model=event.model, version=event.version, candidate=candidate_eval,
                 champion_version=against, champion=champion_eval, policy=policy, actor=self.actor, time=now,
             )
-            standing = record_decision(self.store, mine)
+            if replacing is None:
+                standing = record_decision(self.store, mine)
+            else:
+                mine = mine.replacing(replacing[0])
+                standing = replace_decision(self.store, mine, replacing[1])
             return mine, standing, follow_decision(self.store, standing, actor=self.actor, time=now)
         raise ChampionRace(
             f"the champion of {event.model!r} changed {self.settings.validator.max_attempts} times while "

@@ -7,8 +7,10 @@ import typer
 from streamml.cli.console import console
 from streamml.cli.datasets import app as datasets_app
 from streamml.cli.drift import app as drift_app
+from streamml.cli.init import init
 from streamml.cli.lag import lag
 from streamml.cli.models import app as models_app
+from streamml.cli.policies import app as policies_app
 from streamml.cli.prep import app as prep_app
 from streamml.cli.publish import publish
 from streamml.cli.schemas import app as schemas_app
@@ -23,7 +25,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (up, down, restart, status, demo, console, publish, lag):
+for command in (init, up, down, restart, status, demo, console, publish, lag):
     app.command()(command)
 for name in ("ingest", "trainer", "validator", "monitor"):
     service_command(app, name, name, f"the {name} service")
@@ -34,6 +36,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(prep_app, name="prep")
 app.add_typer(drift_app, name="drift")
 app.add_typer(models_app, name="models")
+app.add_typer(policies_app, name="policies")
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streamml.cli.common import DEFAULT_STATE, StateDir, client_settings, console, err, fail
+from streamml.cli.common import StateDir, check_files, connect_store, console, fail
 
 app = typer.Typer(help="Dataset specs and versions.", no_args_is_help=True)
 
@@ -20,33 +20,28 @@ def datasets_validate(
     """Check dataset specs and report every problem at once."""
     from streamml.specs import SpecError, load_dataset_spec
 
-    bad = 0
-    for path in files:
+    def check(path: Path) -> tuple[str, list[str]]:
         try:
             spec = load_dataset_spec(path)
         except SpecError as error:
-            bad += 1
-            for problem in error.problems:
-                err.print(f"{path}: {problem}", highlight=False)
-            continue
-        console.print(
-            f"{path}: ok — dataset {spec.name!r}, {len(spec.fields)} fields, "
-            f"topic {spec.ingest_topic}, fingerprint {spec.fingerprint()}"
-        )
-    if bad:
-        raise typer.Exit(2)
+            return "", error.problems
+        time = f"event time {spec.event_time!r}" if spec.event_time else "event time: the Kafka timestamp"
+        return (f"dataset {spec.name!r}, {len(spec.fields)} fields, {time}, topic {spec.ingest_topic}, "
+                f"fingerprint {spec.fingerprint()}"), []
+
+    check_files(files, check)
 
 
 @app.command("list")
 def datasets_list(
     name: Annotated[str | None, typer.Argument(help="one dataset (default: all)")] = None,
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """Committed versions of each dataset: rows per split, trigger, raw objects."""
     from streamml.registry.datasets import committed_manifests, dataset_names
-    from streamml.store import ObjectStore
 
-    store = ObjectStore.connect(client_settings(state_dir).s3)
+
+    store = connect_store(state_dir)
     names = [name] if name else dataset_names(store)
     table = Table("dataset", "version", "created", "train", "validation", "test", "trigger", "raw objects")
     for dataset in names:
@@ -59,13 +54,13 @@ def datasets_list(
 @app.command("show")
 def datasets_show(
     ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (default: the newest)")],
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """One version's manifest: rows, hashes, lineage and feature statistics."""
     from streamml.registry.datasets import latest_manifest, read_manifest
-    from streamml.store import ObjectNotFound, ObjectStore
+    from streamml.store import ObjectNotFound
 
-    store = ObjectStore.connect(client_settings(state_dir).s3)
+    store = connect_store(state_dir)
     name, _, version = ref.partition(":")
     try:
         manifest = read_manifest(store, name, int(version.lstrip("v"))) if version else latest_manifest(store, name)
@@ -75,6 +70,9 @@ def datasets_show(
         fail(f"no committed version {ref!r}; see `streamml datasets list`", 2)
     console.print(f"[bold]{manifest.dataset} v{manifest.version}[/bold] created {manifest.created:%Y-%m-%d %H:%M:%S}, "
                   f"trigger {manifest.trigger}, engine {manifest.engine}, code {manifest.code_version}")
+    source = ("each record's Kafka timestamp (the spec names no event_time)"
+              if manifest.event_time_source == "kafka_timestamp" else "a field of the records")
+    console.print(f"  event time {manifest.event_time}: {source}", highlight=False)
     for split in ("train", "validation", "test"):
         console.print(f"  {split:<10} {manifest.rows[split]:>9} rows  sha256 {manifest.content_sha256[split][:16]}…")
     stats = Table("feature", "kind", "transform", "reference")

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streamml.cli.common import DEFAULT_STATE, StateDir, client_settings, console, fail
+from streamml.cli.common import StateDir, connect_store, console, fail
 
 app = typer.Typer(help="Drift monitoring: the monitor's window reports and drift events.", no_args_is_help=True)
 
@@ -32,19 +32,28 @@ def report(
     model: Annotated[str, typer.Argument(help="model name")],
     png: Annotated[Path | None, typer.Option("--png", help="also write a chart of the window to this PNG file")] = None,
     window: Annotated[int | None, typer.Option("--window", help="window index; default: the latest judged")] = None,
-    state_dir: StateDir = DEFAULT_STATE,
+    wait: Annotated[float, typer.Option(
+        "--wait", help="first wait up to this many seconds until the monitor has judged a window")] = 0,
+    state_dir: StateDir = None,
 ) -> None:
     """The latest window report of MODEL: tests per column, drifted bins, performance and recent events."""
     from services.monitor.report import print_report, save_png
     from streamml.registry.keys import RegistryError, monitor_state_key
     from streamml.registry.monitor import read_monitor_state
-    from streamml.store import ObjectStore, StoreError
+    from streamml.store import StoreError
 
-    try:
-        store = ObjectStore.connect(client_settings(state_dir).s3)
-        state = read_monitor_state(store, model)
-    except (StoreError, RegistryError) as error:
-        fail(str(error), 3 if isinstance(error, StoreError) else 2)
+    import time
+
+    store = connect_store(state_dir)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            state = read_monitor_state(store, model)
+        except (StoreError, RegistryError) as error:
+            fail(str(error), 3 if isinstance(error, StoreError) else 2)
+        if (state is not None and state.latest_judged() is not None) or time.monotonic() >= deadline:
+            break
+        time.sleep(2)
     if state is None:
         fail(f"no monitor report for {model!r} at {monitor_state_key(model)}: the monitor writes one when the first "
               "window of the champion's predictions closes (every windows.size predictions)", 2)

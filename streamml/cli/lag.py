@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streamml.cli.common import DEFAULT_STATE, StateDir, client_settings, console
+from streamml.cli.common import StateDir, client_settings, console
 
 
 def lag(
@@ -18,7 +18,7 @@ def lag(
     interval: Annotated[float, typer.Option(help="seconds between the two samples that give the rate")] = 2.0,
     watch: Annotated[bool, typer.Option(help="refresh until Ctrl-C")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """Lag per group, topic and partition, consume rate, time to drain, and KEDA's replica count."""
     import time as clock

@@ -1,5 +1,6 @@
-"""``streamml models``: the model registry from the command line.
+"""``streamml models``: model specs, and the model registry from the command line.
 
+    streamml models validate models/fraud.yaml       # every problem at once, checked against ./datasets
     streamml models list
     streamml models show fraud
     streamml models promote fraud 20240601-2 --reason "hotfix for the web channel"
@@ -15,10 +16,7 @@ approved can be promoted.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,21 +24,70 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from streamml.cli.common import DEFAULT_STATE, AsJson, StateDir, client_settings, connect_store, console, fail
+from streamml.cli.common import (
+    AsJson,
+    StateDir,
+    check_files,
+    client_settings,
+    connect_store,
+    console,
+    default_actor,
+    fail,
+    folder_or_default,
+)
+from streamml.cli.judge import judge
 
-app = typer.Typer(help="Model registry: versions, champion, promotion and rollback.", no_args_is_help=True)
+app = typer.Typer(help="Model specs, and the registry: versions, champion, judging, promotion and rollback.",
+                  no_args_is_help=True)
+DatasetsDir = Annotated[Path | None, typer.Option(
+    "--datasets", help="folder of dataset specs to check against [default: ./datasets when it exists]")]
 
 Reason = Annotated[str, typer.Option("--reason", help="why; recorded in champion.json and the event")]
 Actor = Annotated[str | None, typer.Option("--actor", help="who; default $USER@hostname")]
 
 
-def default_actor() -> str:
-    user = os.environ.get("USER") or getpass.getuser()
-    return f"{user}@{socket.gethostname()}"
+@app.command("validate")
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="model spec YAML files")],
+    datasets: DatasetsDir = None,
+) -> None:
+    """Check model specs, and that each can learn its dataset's label; report every problem at once."""
+    from services.trainer.spec import dataset_problems, load_model_spec
+    from streamml.specs import SpecError, load_dataset_specs, read_yaml
+
+    folder = folder_or_default(datasets, "datasets")
+    known, folder_problems = {}, []
+    if folder is not None:
+        try:
+            known = load_dataset_specs(folder)
+        except SpecError as error:
+            folder_problems = [f"cannot check against {folder}/: {line}" for line in error.problems]
+
+    def check(path: Path) -> tuple[str, list[str]]:
+        try:
+            spec = load_model_spec(path)
+        except SpecError as error:
+            problems = list(error.problems)
+            try:  # the dataset it names may be wrong too: say so now, not after the next fix
+                dataset = (read_yaml(path) or {}).get("dataset")
+            except (SpecError, AttributeError):
+                dataset = None
+            if folder is not None and not folder_problems and isinstance(dataset, str) and dataset not in known:
+                problems.append(f"dataset: {dataset!r} is not among the dataset specs in {folder}/ "
+                                f"(they declare: {', '.join(sorted(known)) or 'none'})")
+            return "", problems
+        problems = folder_problems or (dataset_problems(spec, known) if folder is not None else [])
+        against = f"checked against {folder}/" if folder is not None else "not checked against datasets (--datasets)"
+        return f"model {spec.name!r}, {spec.task} on dataset {spec.dataset!r}, {against}", problems
+
+    check_files(files, check)
+
+
+app.command("judge")(judge)
 
 
 @app.command("list")
-def list_models(state_dir: StateDir = DEFAULT_STATE, as_json: AsJson = False) -> None:
+def list_models(state_dir: StateDir = None, as_json: AsJson = False) -> None:
     """Every model in the registry with its champion."""
     from streamml.registry.models import read_champion
 
@@ -65,10 +112,13 @@ def list_models(state_dir: StateDir = DEFAULT_STATE, as_json: AsJson = False) ->
 @app.command("show")
 def show(
     model: Annotated[str, typer.Argument(help="model name")],
-    state_dir: StateDir = DEFAULT_STATE,
+    wait: Annotated[float, typer.Option(
+        "--wait", help="first wait up to this many seconds until a version of MODEL is judged")] = 0,
+    state_dir: StateDir = None,
     as_json: AsJson = False,
 ) -> None:
-    """The champion pointer and every version with its dataset, metrics and decision."""
+    """The champion, and every version with its dataset, its metrics on the validation split (the trainer's) and
+    the test split (the validator's), its decision and every rule it failed."""
     from streamml.registry.decisions import read_decision
     from streamml.registry.keys import RegistryError, check_name
     from streamml.registry.models import model_versions, read_card, read_champion
@@ -77,6 +127,8 @@ def show(
     store = connect_store(state_dir)
     try:
         check_name(model)
+        if wait > 0:
+            _wait_for_a_decision(store, model, wait)
         champion, _ = read_champion(store, model)
     except RegistryError as error:
         fail(str(error), 2)
@@ -87,13 +139,20 @@ def show(
         except (ObjectNotFound, RegistryError):
             card = {}
         decision = read_decision(store, model, version)
+        selection = card.get("selection") or {}
         versions.append({
             "version": version,
             "created": card.get("created"),
             "dataset": card.get("dataset", {}).get("version"),
             "decision": None if decision is None else ("promoted" if decision.promote else "rejected"),
             "summary": decision.summary if decision else None,
-            "metrics": {k: v for k, v in (decision.candidate.metrics if decision else card.get("metrics", {})).items()},
+            "failed_rules": decision.reasons if decision else [],
+            # The trainer's metrics come from the validation split (the best epoch's); the validator's from the test split.
+            "validation_metrics": card.get("metrics") or {},
+            "validation_epoch": selection.get("best_epoch"),
+            "test_metrics": dict(decision.candidate.metrics) if decision else {},
+            "latency": decision.candidate.latency.model_dump() if decision and decision.candidate.latency else None,
+            "metrics": dict(decision.candidate.metrics) if decision else card.get("metrics", {}),
         })
     if not versions and champion is None:
         fail(f"no model {model!r} in the registry; `streamml models list` shows the models", 2)
@@ -106,12 +165,44 @@ def show(
                       f"set by {champion.actor} at {champion.time.isoformat()}: {champion.reason}", highlight=False)
     else:
         console.print("no champion yet")
-    table = Table("version", "created", "dataset", "decision", "metrics")
+    table = Table("version", "created", "dataset", "decision", "validation split (trainer, best epoch)",
+                  "test split (validator)")
     for row in versions:
-        metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(row["metrics"].items()) if v is not None)
         cells = (row["created"], row["dataset"], row["decision"])
-        table.add_row(row["version"], *(str(cell) if cell is not None else "-" for cell in cells), metrics)
+        epoch = f" (epoch {row['validation_epoch']})" if row["validation_epoch"] is not None else ""
+        table.add_row(row["version"], *(str(cell) if cell is not None else "-" for cell in cells),
+                      _metrics(row["validation_metrics"]) + epoch, _metrics(row["test_metrics"]) or "not judged")
     console.print(table)
+    for row in versions:
+        for rule in row["failed_rules"]:
+            console.print(f"{row['version']} failed: {rule}", highlight=False, markup=False, soft_wrap=True)
+    if versions:
+        console.print(f"every rule and the latency rounds: `streamml models judge {model} VERSION` judges one again; "
+                      f"its decision is in models/{model}/<version>/decision.json", highlight=False)
+
+
+def _wait_for_a_decision(store: Any, model: str, seconds: float) -> None:
+    """Until the validator has judged some version of ``model`` (a fresh stack: data lands, prep builds, the
+    trainer trains); fail naming what exists after ``seconds``."""
+    import time
+
+    from streamml.registry.decisions import read_decision
+    from streamml.registry.models import model_versions
+
+    deadline = time.monotonic() + seconds
+    while True:
+        versions = model_versions(store, model)
+        if any(read_decision(store, model, version) is not None for version in versions):
+            return
+        if time.monotonic() >= deadline:
+            found = f"versions {', '.join(versions)}, none judged yet" if versions else "no version yet"
+            fail(f"no version of {model!r} was judged within {seconds:g}s ({found}); the logs of prep, the trainer "
+                 "and the validator are in the stack's logs/ folder", 1)
+        time.sleep(2)
+
+
+def _metrics(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if isinstance(v, int | float))
 
 
 @app.command("promote")
@@ -123,7 +214,7 @@ def promote(
         bool, typer.Option("--force", help="promote even a version the validator did not approve")
     ] = False,
     actor: Actor = None,
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """Make VERSION the champion and announce it."""
     from streamml.registry.champion import promote_by_hand
@@ -140,7 +231,7 @@ def rollback(
     model: Annotated[str, typer.Argument(help="model name")],
     reason: Reason,
     actor: Actor = None,
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """Make the champion's predecessor the champion again and announce it."""
     from streamml.registry.champion import roll_back

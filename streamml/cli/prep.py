@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streamml.cli.common import DEFAULT_STATE, StateDir, client_settings, console, fail
+from streamml.cli.common import StateDir, client_settings, console, fail
 from streamml.cli.services import service_command
 
 app = typer.Typer(help="Dataset preparation.", no_args_is_help=True)
@@ -19,7 +19,7 @@ def prep_run(
     specs: Annotated[Path, typer.Option(envvar="STREAMML_PREP_SPECS_DIR", help="folder of dataset specs")] = Path("datasets"),
     spark_master: Annotated[str, typer.Option(help="Spark master")] = "local[*]",
     jars_dir: Annotated[Path, typer.Option(help="folder with the S3A jars")] = Path("vendor/jars"),
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """Build a new version of DATASET now (trigger "manual") and announce it."""
     from services.prep.builder import BuildFailed, DatasetBuilder

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streamml.cli.common import DEFAULT_STATE, StateDir, client_settings, console, err, fail
+from streamml.cli.common import StateDir, client_settings, console, err, fail
 
 
 def publish(
@@ -19,7 +19,7 @@ def publish(
     rate: Annotated[float | None, typer.Option(help="records per second (default: as fast as possible)")] = None,
     validate: Annotated[bool, typer.Option(help="check rows against the spec before sending")] = True,
     max_record_bytes: Annotated[int, typer.Option(help="the ingest service's record size limit")] = 1 << 20,
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """Publish a file's rows to ingest.<dataset>, keyed by the dataset's key field.
 

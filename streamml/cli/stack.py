@@ -10,20 +10,34 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streamml.cli.common import DEFAULT_STATE, EXAMPLES, StateDir, client_settings, console, fail
+from streamml.cli.common import EXAMPLES, StateDir, client_settings, console, fail, stack_folder
+from streamml.locate import STACK_DIR_ENV
 
-ConsolePort = Annotated[int, typer.Option(help="the web console's port (pages, /healthz, /metrics)")]
+# The ports are options and variables, so a script (or a test) can move a stack off the defaults
+# without changing its commands.
+KafkaPort = Annotated[int, typer.Option(envvar="STREAMML_STACK_KAFKA_PORT", help="broker port")]
+S3Port = Annotated[int, typer.Option(envvar="STREAMML_STACK_S3_PORT", help="Ceph RADOS Gateway (S3) port")]
+HttpBasePort = Annotated[
+    int, typer.Option(envvar="STREAMML_STACK_HTTP_BASE_PORT", help="first service health/metrics port")
+]
+DEFAULT_JARS = Path(__file__).resolve().parents[2] / "vendor" / "jars"
+
+ConsolePort = Annotated[
+    int, typer.Option(envvar="STREAMML_STACK_CONSOLE_PORT", help="the web console's port (pages, /healthz, /metrics)")
+]
 
 
 def up(
-    state_dir: StateDir = DEFAULT_STATE,
-    kafka_port: Annotated[int, typer.Option(help="broker port")] = 9092,
-    s3_port: Annotated[int, typer.Option(help="Ceph RADOS Gateway (S3) port")] = 7480,
-    http_base_port: Annotated[int, typer.Option(help="first service health/metrics port")] = 8081,
+    state_dir: StateDir = None,
+    kafka_port: KafkaPort = 9092,
+    s3_port: S3Port = 7480,
+    http_base_port: HttpBasePort = 8081,
     console_port: ConsolePort = 8090,
     specs: Annotated[Path, typer.Option(help="folder of dataset specs")] = EXAMPLES / "datasets",
     models: Annotated[Path, typer.Option(help="folder of model specs")] = EXAMPLES / "models",
     policies: Annotated[Path, typer.Option(help="folder of promotion policies")] = EXAMPLES / "policies",
+    jars_dir: Annotated[Path, typer.Option(
+        envvar="STREAMML_PREP_JARS_DIR", help="folder with prep's Spark S3A jars")] = DEFAULT_JARS,
     foreground: Annotated[bool, typer.Option(help="stay attached; Ctrl-C stops the stack")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 120,
     ephemeral: Annotated[bool, typer.Option(
@@ -32,13 +46,23 @@ def up(
     """Start the embedded stack: Ceph, the broker, topics, the five services and the web console.
 
     Durable by default: on an existing state folder it resumes where the stack
-    stopped (topics, offsets, data, datasets, models, champion)."""
+    stopped (topics, offsets, data, datasets, models, champion). Works from any
+    folder: every path is made absolute, and the services get the STREAMML_*
+    variables of this shell (except those that name the stack's own broker,
+    store and ports)."""
     from streamml.stack.control import StackError, prepare_state_folder
     from streamml.stack.control import up as stack_up
-    from streamml.stack.supervisor import StackConfig, Supervisor
+    from streamml.stack.supervisor import StackConfig, Supervisor, passed_through
 
+    state_dir = stack_folder(state_dir, new=True)
+    for name, folder in (("--specs", specs), ("--models", models), ("--policies", policies)):
+        if not folder.is_dir():
+            fail(f"{name} {folder}: no such folder (from {Path.cwd()}); give the folder of your YAML files")
+    passed, ignored = passed_through(os.environ)
+    if ignored:
+        console.print(f"not passed to the services (the stack sets them): {', '.join(ignored)}", highlight=False)
     config = StackConfig(
-        state_dir=state_dir.resolve(),
+        state_dir=state_dir,
         kafka_port=kafka_port,
         s3_port=s3_port,
         http_base_port=http_base_port,
@@ -46,6 +70,8 @@ def up(
         specs_dir=specs.resolve(),
         models_dir=models.resolve(),
         policies_dir=policies.resolve(),
+        jars_dir=jars_dir.resolve(),
+        extra_env=passed,
         ephemeral=ephemeral,
     )
     try:
@@ -56,14 +82,17 @@ def up(
     except StackError as error:
         fail(str(error))
     _print_components(components)
-    console.print(f"client settings: {state_dir}/config.yaml (used by streamml commands here)")
+    console.print(f"client settings: {state_dir}/config.yaml; streamml commands and the SDK find it from "
+                  f"{state_dir.parent} and the folders below it, or anywhere with {STACK_DIR_ENV}={state_dir}",
+                  highlight=False)
     _print_console_address(console_port)
 
 
-def down(state_dir: StateDir = DEFAULT_STATE) -> None:
+def down(state_dir: StateDir = None) -> None:
     """Stop everything `streamml up` started, by PID."""
     from streamml.stack.control import down as stack_down
 
+    state_dir = stack_folder(state_dir)
     killed = stack_down(state_dir)
     suffix = f" (killed leftover PIDs {killed})" if killed else ""
     console.print(f"stack in {state_dir} stopped{suffix}")
@@ -71,13 +100,14 @@ def down(state_dir: StateDir = DEFAULT_STATE) -> None:
 
 def restart(
     component: Annotated[str, typer.Argument(help="kafka, ceph, rgw-proxy, or a service (ingest, prep, ...)")],
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 120,
 ) -> None:
     """Stop one component of the running stack cleanly and start it again; data is kept."""
     from streamml.stack.control import StackError
     from streamml.stack.control import restart as stack_restart
 
+    state_dir = stack_folder(state_dir)
     try:
         components = stack_restart(state_dir, component, timeout=timeout)
     except StackError as error:
@@ -86,12 +116,13 @@ def restart(
 
 
 def status(
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Health of each component of the embedded stack; exit 1 when any is unhealthy."""
     from streamml.stack.control import status as stack_status
 
+    state_dir = stack_folder(state_dir)
     components = stack_status(state_dir)
     if as_json:
         print(json.dumps([c.__dict__ for c in components], indent=2))
@@ -105,8 +136,9 @@ def status(
 
 def _print_components(components: list) -> None:
     table = Table("component", "health", "where")
+    colours = {"ok": "green", "restarting": "yellow"}
     for c in components:
-        table.add_row(c.name, "[green]ok[/green]" if c.healthy else "[red]down[/red]", c.detail)
+        table.add_row(c.name, f"[{colours.get(c.health, 'red')}]{c.health}[/]", c.detail)
     console.print(table)
 
 
@@ -119,10 +151,10 @@ def _print_console_address(port: int) -> None:
 
 
 def demo(
-    state_dir: StateDir = DEFAULT_STATE,
-    kafka_port: Annotated[int, typer.Option(help="broker port")] = 9092,
-    s3_port: Annotated[int, typer.Option(help="Ceph RADOS Gateway (S3) port")] = 7480,
-    http_base_port: Annotated[int, typer.Option(help="first service health/metrics port")] = 8081,
+    state_dir: StateDir = None,
+    kafka_port: KafkaPort = 9092,
+    s3_port: S3Port = 7480,
+    http_base_port: HttpBasePort = 8081,
     console_port: ConsolePort = 8090,
     rate: Annotated[float, typer.Option(help="transactions published per second")] = 4000,
     records: Annotated[int, typer.Option(help="transactions before and again after the drift")] = 40_000,
@@ -137,12 +169,13 @@ def demo(
     from streamml.demo import DemoFailed, DemoPlan, models_table, run_demo, summary_table
     from streamml.stack.control import StackError
     from streamml.stack.control import up as stack_up
-    from streamml.stack.supervisor import StackConfig
+    from streamml.stack.supervisor import StackConfig, passed_through
 
+    state_dir = stack_folder(state_dir, new=True)
     config = StackConfig(
-        state_dir=state_dir.resolve(), kafka_port=kafka_port, s3_port=s3_port, http_base_port=http_base_port,
+        state_dir=state_dir, kafka_port=kafka_port, s3_port=s3_port, http_base_port=http_base_port,
         console_port=console_port, specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models",
-        policies_dir=EXAMPLES / "policies",
+        policies_dir=EXAMPLES / "policies", jars_dir=DEFAULT_JARS, extra_env=passed_through(os.environ)[0],
     )
     try:
         _print_components(stack_up(config, echo=console.print))

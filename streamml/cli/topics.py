@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from streamml.cli.common import DEFAULT_STATE, StateDir, client_settings, console, fail
+from streamml.cli.common import StateDir, client_settings, console, fail
 
 app = typer.Typer(help="Topics as code (topics.yaml).", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ def topics_apply(
     replication_factor: Annotated[
         int | None, typer.Option(help="override every topic's replication factor")
     ] = None,
-    state_dir: StateDir = DEFAULT_STATE,
+    state_dir: StateDir = None,
 ) -> None:
     """Create the declared topics that are missing; report what differs. Idempotent."""
     from streamml.topics import DEFAULT_FILE, apply_declared

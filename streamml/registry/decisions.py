@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streamml.registry.documents import read_document
+from streamml.registry.documents import parse_document, read_document
 from streamml.registry.keys import VERSION, decision_key
-from streamml.store import ReadableStore
+from streamml.store import ObjectNotFound, ReadableStore
 
 
 class Strict(BaseModel):
@@ -76,6 +76,16 @@ class Evaluation(Strict):
     undefined_is_none = field_validator("metrics")(_nan_to_none)
 
 
+class EarlierDecision(Strict):
+    """A decision that a later judgement of the same version replaced (``streamml models judge``)."""
+
+    promote: bool
+    summary: str
+    actor: str
+    time: datetime
+    policy: dict[str, Any]
+
+
 class DecisionRecord(Strict):
     """The content of ``models/<name>/<version>/decision.json``."""
 
@@ -90,13 +100,32 @@ class DecisionRecord(Strict):
     policy: dict[str, Any] = Field(description="the promotion policy applied, as services/validator/policy.py reads it")
     actor: str
     time: datetime
+    earlier: list[EarlierDecision] = Field(
+        default_factory=list, description="decisions on this version that this one replaced, oldest first")
 
     @property
     def summary(self) -> str:
         return "; ".join(self.notes if self.promote else self.reasons)
+
+    def replacing(self, earlier: DecisionRecord) -> DecisionRecord:
+        """This decision, recording ``earlier`` (and what it replaced) as replaced."""
+        replaced = EarlierDecision(promote=earlier.promote, summary=earlier.summary, actor=earlier.actor,
+                                   time=earlier.time, policy=earlier.policy)
+        return self.model_copy(update={"earlier": [*earlier.earlier, replaced]})
 
 
 def read_decision(store: ReadableStore, model: str, version: str) -> DecisionRecord | None:
     """The decision on a version; None when the validator has not judged it."""
     return read_document(store, decision_key(model, version), DecisionRecord, "a decision record",
                          "delete it to judge the version again")
+
+
+def read_decision_to_replace(store: ReadableStore, model: str, version: str) -> tuple[DecisionRecord, str] | None:
+    """The decision on a version and its ETag, for a judgement that replaces it; None when never judged."""
+    key = decision_key(model, version)
+    try:
+        stored = store.get(key)
+    except ObjectNotFound:
+        return None
+    return parse_document(stored.data, key, DecisionRecord, "a decision record", "delete it to judge the version again"), \
+        stored.etag

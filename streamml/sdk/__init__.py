@@ -9,6 +9,9 @@
 - ``PredictionLog`` (``prediction_log``): predictions to the monitor without
   slowing the request path.
 - ``registry``: where models and the champion pointer live in the object store.
+- ``find_settings`` (``streamml.locate``): the settings of the stack or deployment,
+  found as every ``streamml`` command finds them (``STREAMML_STACK_DIR``, the
+  nearest ``.streamml/``, or ``STREAMML_*`` settings).
 
     slot = ModelSlot("fraud")
     slot.swap(ModelSnapshot(version, program, FeatureTransform.from_card(card)))
@@ -25,13 +28,15 @@ _HOMES = {
     "Features": "preprocess", "FeatureTransform": "preprocess", "PreprocessError": "preprocess",
     "ChampionPointer": "registry", "RegistryError": "registry",
     "ModelSlot": "swap", "ModelSnapshot": "swap", "NoModelLoaded": "swap", "Prediction": "swap",
+    "find_settings": "streamml.locate", "StackNotFound": "streamml.locate",
 }
 
 
 def __getattr__(name: str) -> object:
     if name not in _HOMES:
         raise AttributeError(f"module 'streamml.sdk' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"streamml.sdk.{_HOMES[name]}"), name)
+    home = _HOMES[name]
+    return getattr(importlib.import_module(home if "." in home else f"streamml.sdk.{home}"), name)
 
 
 __all__ = [
@@ -48,4 +53,6 @@ __all__ = [
     "Predictions",
     "PreprocessError",
     "RegistryError",
+    "StackNotFound",
+    "find_settings",
 ]

@@ -1,9 +1,8 @@
 """Serve the champion of one model in an application, swapped live on promotion.
 
-    from streamml.sdk.client import ModelClient
-    from streamml.settings import ServiceSettings, load_settings
+    from streamml.sdk import ModelClient, find_settings
 
-    settings = load_settings(ServiceSettings)   # STREAMML_KAFKA_*, STREAMML_S3_* as for the services
+    settings = find_settings()   # STREAMML_STACK_DIR, the nearest .streamml/, or STREAMML_* settings
     with ModelClient(settings, "fraud") as client:
         client.wait_ready(timeout=60)           # until a champion is loaded
         result = client.predict([{"amount": 12.5, "hour": 3, "channel": "web"}])

@@ -25,6 +25,10 @@ from streamml.stack.state_folder import (
 from streamml.stack.supervisor import INFRASTRUCTURE, StackConfig, config_file, restart_request, state_file
 
 SETUP_HINT = "run `make setup` (installs ceph-mon ceph-osd radosgw ceph-common as root)"
+# A component that exited on its own this recently is shown as restarting, and is not healthy.
+RECENT_EXIT_S = 60.0
+# `up` gives up on a service that keeps exiting while the stack starts.
+CRASH_LOOP_EXITS = 3
 
 
 class StackError(Exception):
@@ -36,6 +40,22 @@ class Component:
     name: str
     healthy: bool
     detail: str
+    health: str = ""  # ok, down or restarting (exited on its own within the last minute)
+    responding: bool | None = None  # answers its health check now, restarting or not
+
+    def __post_init__(self) -> None:
+        if not self.health:
+            object.__setattr__(self, "health", "ok" if self.healthy else "down")
+        if self.responding is None:
+            object.__setattr__(self, "responding", self.healthy)
+
+
+def _judged(name: str, running: bool, detail: str, exited_at: float | None, now: float) -> Component:
+    """A component that exited on its own within RECENT_EXIT_S is restarting, whatever it answers now."""
+    if exited_at is not None and now - exited_at < RECENT_EXIT_S:
+        ago = f"; exited {now - exited_at:.0f}s ago"
+        return Component(name, False, detail + ago, "restarting", running)
+    return Component(name, running, detail)
 
 
 def read_state(state_dir: Path) -> dict | None:
@@ -79,8 +99,35 @@ def up(config: StackConfig, timeout: float = 120, echo=print) -> list[Component]
         components = status(state_dir)
         if components and all(c.healthy for c in components):
             return components
+        _fail_on_crash_loop(state_dir, state)
         time.sleep(0.5)
-    raise StackError(f"the stack was not healthy after {timeout:.0f}s; see {state_dir}/logs/")
+    unhealthy = ", ".join(f"{c.name} {c.health}" for c in status(state_dir) if not c.healthy)
+    raise StackError(f"the stack was not healthy after {timeout:.0f}s ({unhealthy}); see {state_dir}/logs/")
+
+
+def _fail_on_crash_loop(state_dir: Path, state: dict | None) -> None:
+    """Stop waiting for a service that keeps exiting; quote the last line it logged."""
+    for name, service in ((state or {}).get("services") or {}).items():
+        if service["restarts"] >= CRASH_LOOP_EXITS and service.get("exited_at"):
+            log = state_dir / "logs" / f"{name}.log"
+            raise StackError(f"{name} exited {service['restarts']} times while the stack started; its last "
+                             f"words: {_last_line(log)} (log: {log}; the stack is still running, "
+                             "`streamml down` stops it)")
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    if not lines:
+        return "(empty log)"
+    line = lines[-1]
+    try:  # services log JSON lines, and a failed start one plain line
+        line = json.loads(line).get("message") or line
+    except (ValueError, AttributeError):
+        pass
+    return line[:400]
 
 
 def prepare_state_folder(config: StackConfig) -> None:
@@ -117,43 +164,48 @@ def status(state_dir: Path) -> list[Component]:
     state = read_state(state_dir.resolve())
     if state is None:
         return []
+    now = time.time()
     components = [_supervisor(state)]
     errors = state.get("errors", {})
     s3 = state["s3"]
     components.append(
-        Component(
+        _judged(
             "ceph",
             bool(s3["endpoint"]) and len(s3["pids"]) == 3 and _http_ok(s3["endpoint"] + "/"),
             f"{s3['endpoint']} bucket {s3['bucket']} {s3['objectstore']} pids {sorted(s3['pids'].values())} "
             f"restarts {s3['restarts']}" + _error(errors, "ceph"),
+            s3.get("exited_at"), now,
         )
     )
     if proxy := state.get("rgw_proxy"):
         components.append(
-            Component(
+            _judged(
                 "rgw-proxy",
                 bool(proxy["pid"]) and procs.pid_alive(proxy["pid"]) and port_open("127.0.0.1", proxy["port"]),
                 f"127.0.0.1:{proxy['port']} pid {proxy['pid']} restarts {proxy['restarts']}"
                 + _error(errors, "rgw-proxy"),
+                proxy.get("exited_at"), now,
             )
         )
     kafka = state["kafka"]
     host, _, port = kafka["bootstrap"].rpartition(":")
     components.append(
-        Component(
+        _judged(
             "kafka",
             bool(kafka["pid"]) and procs.pid_alive(kafka["pid"]) and port_open(host, int(port)),
             f"{kafka['bootstrap']} pid {kafka['pid']} storage {kafka['storage']} restarts {kafka['restarts']}"
             + _error(errors, "kafka"),
+            kafka.get("exited_at"), now,
         )
     )
     for name, service in state["services"].items():
         ready = service["pid"] is not None and _http_ok(f"http://127.0.0.1:{service['port']}/readyz")
         components.append(
-            Component(
+            _judged(
                 name,
                 ready,
                 f"http://127.0.0.1:{service['port']} pid {service['pid']} restarts {service['restarts']}",
+                service.get("exited_at"), now,
             )
         )
     return components

@@ -56,13 +56,16 @@ class StackConfig:
     specs_dir: Path | None = None
     models_dir: Path | None = None
     policies_dir: Path | None = None
+    jars_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     console_port: int = 0  # 0: a free port, chosen when the supervisor starts
     ephemeral: bool = False
 
     def folder_env(self) -> dict[str, str]:
-        """The services' settings that name the declared datasets, models and policies."""
+        """The services' settings that name the declared datasets, models, policies and prep's jars."""
         env = {}
+        if self.jars_dir:
+            env["STREAMML_PREP_JARS_DIR"] = str(self.jars_dir)
         if self.specs_dir:
             env["STREAMML_INGEST_SPECS_DIR"] = env["STREAMML_PREP_SPECS_DIR"] = str(self.specs_dir)
         if self.models_dir:
@@ -82,6 +85,7 @@ class StackConfig:
             "specs_dir": str(self.specs_dir) if self.specs_dir else None,
             "models_dir": str(self.models_dir) if self.models_dir else None,
             "policies_dir": str(self.policies_dir) if self.policies_dir else None,
+            "jars_dir": str(self.jars_dir) if self.jars_dir else None,
             "extra_env": self.extra_env,
             "console_port": self.console_port,
             "ephemeral": self.ephemeral,
@@ -98,10 +102,32 @@ class StackConfig:
             specs_dir=Path(data["specs_dir"]) if data["specs_dir"] else None,
             models_dir=Path(data["models_dir"]) if data.get("models_dir") else None,
             policies_dir=Path(data["policies_dir"]) if data.get("policies_dir") else None,
+            jars_dir=Path(data["jars_dir"]) if data.get("jars_dir") else None,
             extra_env=data.get("extra_env", {}),
             console_port=data.get("console_port", 0),
             ephemeral=data.get("ephemeral", False),
         )
+
+
+# Settings the stack gives its services itself: its broker and store, ports, state and folders.
+STACK_OWNED = ("STREAMML_KAFKA_", "STREAMML_S3_", "STREAMML_HTTP_", "STREAMML_STATE_DIR", "STREAMML_CONFIG_FILE",
+               "STREAMML_STACK_", "STREAMML_INGEST_PROCESSES", "STREAMML_INGEST_SPECS_DIR", "STREAMML_PREP_SPECS_DIR",
+               "STREAMML_PREP_JARS_DIR", "STREAMML_TRAINER_MODELS_DIR", "STREAMML_MONITOR_MODELS",
+               "STREAMML_VALIDATOR_POLICIES_DIR")
+
+
+def passed_through(environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The caller's STREAMML_* variables the services get (say STREAMML_TRAINER_MAX_THREADS), and the
+    names left out because the stack sets them."""
+    passed, ignored = {}, []
+    for name, value in sorted(environ.items()):
+        if name.startswith("STREAMML_"):
+            if name.startswith(STACK_OWNED):
+                if not name.startswith(("STREAMML_STACK_", "STREAMML_PREP_JARS_DIR")):  # read by `up` itself
+                    ignored.append(name)
+            else:
+                passed[name] = value
+    return passed, ignored
 
 
 def _model_names(models_dir: Path) -> list[str]:
@@ -139,6 +165,7 @@ class ServiceProcess:
     restarts: int = 0
     started: float = 0.0
     next_start: float = 0.0
+    exited_at: float | None = None  # wall clock of the last exit nobody asked for: `status` shows it
 
 
 @dataclass
@@ -153,6 +180,7 @@ class Daemon:
     failures: int = 0  # consecutive failed starts, for the backoff
     next_start: float = 0.0
     error: str | None = None
+    exited_at: float | None = None  # wall clock of the last time it was found not running
 
 
 class Supervisor:
@@ -352,6 +380,7 @@ class Supervisor:
                 backoff = 1.0 if uptime > 60 else min(30.0, 2.0 ** min(service.restarts, 5))
                 service.pid, service.next_start = None, now + backoff
                 service.restarts += 1
+                service.exited_at = time.time()
                 self._log(f"{service.name} exited after {uptime:.0f}s; restart in {backoff:.0f}s")
                 changed = True
             elif now >= service.next_start:
@@ -365,6 +394,8 @@ class Supervisor:
         if daemon.alive() or time.monotonic() < daemon.next_start:
             return False
         self._log(f"{daemon.name} is not running; starting it")
+        if daemon.failures == 0:
+            daemon.exited_at = time.time()
         try:
             daemon.start()
         except Exception as error:  # logged and retried: the stack keeps going
@@ -385,9 +416,11 @@ class Supervisor:
             self._log(f"restart of {name} requested")
             if name in self.daemons:
                 daemon = self.daemons[name]
+                exited_at = daemon.exited_at  # an asked-for restart is not a crash
                 daemon.stop()
                 daemon.next_start = 0.0
                 self._keep_running(daemon)
+                daemon.exited_at = exited_at
             elif name in self.services:
                 service = self.services[name]
                 if service.pid is not None:
@@ -413,6 +446,7 @@ class Supervisor:
 
     def _write_state(self) -> None:
         restarts = {name: d.restarts for name, d in self.daemons.items()}
+        exited = {name: d.exited_at for name, d in self.daemons.items()}
         state = {
             "phase": self.phase,
             "error": self.error,
@@ -423,6 +457,7 @@ class Supervisor:
                 "pid": self.broker.pid() if self.broker else None,
                 "storage": "memory" if self.config.ephemeral else f"s3://{BROKER_BUCKET}/ (durable)",
                 "restarts": restarts.get("kafka", 0),
+                "exited_at": exited.get("kafka"),
             },
             "s3": {
                 "endpoint": self.endpoint.url if self.endpoint else None,
@@ -430,13 +465,15 @@ class Supervisor:
                 "pids": self.ceph.pids(),
                 "objectstore": self.ceph.objectstore,
                 "restarts": restarts.get("ceph", 0),
+                "exited_at": exited.get("ceph"),
             },
             "rgw_proxy": None if self.config.ephemeral else {
                 "port": self.proxy_port, "pid": self.proxy_pid, "restarts": restarts.get("rgw-proxy", 0),
+                "exited_at": exited.get("rgw-proxy"),
             },
             "errors": {name: d.error for name, d in self.daemons.items() if d.error},
             "services": {
-                s.name: {"pid": s.pid, "port": s.port, "restarts": s.restarts}
+                s.name: {"pid": s.pid, "port": s.port, "restarts": s.restarts, "exited_at": s.exited_at}
                 for s in self.services.values()
             },
         }

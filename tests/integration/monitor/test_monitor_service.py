@@ -156,7 +156,7 @@ def drift_report(stack, world: World, *args: str):
 
 
 def test_a_drifting_feature_raises_exactly_one_event_and_the_report_shows_it(stack, world, services, tmp_path):
-    before = drift_report(stack, world, "--state-dir", str(tmp_path))
+    before = drift_report(stack, world)
     assert before.exit_code == 2 and "no monitor report for 'fraud' at monitor/fraud/latest.json" in before.output
     monitor = services.start("monitor", world.bucket, **world.env)
     world.windows(3)
@@ -185,7 +185,7 @@ def test_a_drifting_feature_raises_exactly_one_event_and_the_report_shows_it(sta
     assert sum("keyed b'bad', not by the model name 'fraud'" in r for r in reasons) == 1
 
     png = tmp_path / "fraud.png"
-    result = drift_report(stack, world, "--png", str(png), "--state-dir", str(tmp_path))
+    result = drift_report(stack, world, "--png", str(png))
     assert result.exit_code == 0, result.output
     assert "country" in result.output and "psi" in result.output and "drift events raised" in result.output
     assert "drift active: covariate" in result.output

@@ -23,7 +23,7 @@ def cli(stack, world, tmp_path):
     env = {**stack.env(world.bucket), **world.env, "STREAMML_CONFIG_FILE": ""}
 
     def run(*args: str):
-        result = runner.invoke(models_app, [*args, "--state-dir", str(tmp_path / "no-stack")], env=env)
+        result = runner.invoke(models_app, list(args), env=env)  # the STREAMML_* settings name the stack
         return result
 
     return run

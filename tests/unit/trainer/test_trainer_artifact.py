@@ -32,6 +32,7 @@ def test_card_records_dataset_metrics_parameters_and_expected_features(binary, t
         "rows": binary.manifest.rows, "content_sha256": binary.manifest.content_sha256,
     }
     assert card["metrics"] == result.metrics and card["selection"]["metric"] == "auc"
+    assert card["metrics_split"] == "validation"  # the test split is the validator's
     assert card["params"]["architecture"]["hidden"] == [8] and card["seed"] == 4
     assert card["device"].startswith("cpu") and card["code_version"] == "streamml 0.1.0"
     assert card["training_seconds"] > 0 and card["samples_per_s"] > 0

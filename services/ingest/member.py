@@ -1,11 +1,11 @@
 """One consumer-group member of an ingest replica: ``ingest.<dataset>`` -> Parquet.
 
 For each partition, records are buffered until a record, byte or age limit,
-then landed in this order: dead letters (bad records, with the reason) are
-flushed, the Parquet object is written at its deterministic key,
-``data.landed`` is sent, and the offsets are committed. A crash anywhere
-replays the same range into the same key, so no record is lost and none is
-landed twice.
+or until the partition is caught up and idle, then landed in this order:
+dead letters (bad records, with the reason) are flushed, the Parquet object
+is written at its deterministic key, ``data.landed`` is sent, and the offsets
+are committed. A crash anywhere replays the same range into the same key, so
+no record is lost and none is landed twice.
 
 Two stages overlap: the main thread polls, decodes records into Arrow tables
 chunk by chunk, seals batches and commits; one lander thread writes sealed
@@ -29,6 +29,7 @@ import time
 from bisect import bisect_right
 from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from itertools import groupby
 from multiprocessing.connection import Connection
 
@@ -69,6 +70,17 @@ LAG = Gauge("streamml_ingest_consumer_lag", "High watermark minus next offset", 
 # Records decoded at a time: their messages are freed once decoded (unless
 # one was rejected: a dead letter carries the original message).
 DECODE_CHUNK = 20_000
+# The longest a poll waits for records: how late an idle or age limit may be noticed.
+POLL_TIMEOUT_S = 0.05
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A batch handed to the lander, until its offsets are committed."""
+
+    partition: tuple[str, int]
+    has_object: bool
+    landing: Future[Offsets]
 
 
 class IngestMember(ConsumerService[IngestSettings]):
@@ -82,7 +94,7 @@ class IngestMember(ConsumerService[IngestSettings]):
         options = self.settings.ingest
         self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
         self.lander = ThreadPoolExecutor(1, thread_name_prefix="ingest-land")
-        self.sealed: deque[Future[Offsets]] = deque()
+        self.sealed: deque[Sealed] = deque()
         self.unstarted: set[tuple[str, int]] = set()  # assigned, no record polled yet
         # Partitions whose earlier owners' uncommitted ranges are all replayed (see _open).
         self.replayed: set[tuple[str, int]] = set()
@@ -90,7 +102,7 @@ class IngestMember(ConsumerService[IngestSettings]):
         self.specs: dict[str, DatasetSpec] = {
             self.settings.kafka.topic(spec.ingest_topic): spec for spec in load_specs(self.settings).values()
         }
-        self.limits = FlushLimits(options.flush_rows, options.flush_bytes, options.flush_age_s)
+        self.limits = FlushLimits(options.flush_rows, options.flush_bytes, options.flush_age_s, options.flush_idle_s)
         # Every polled message is a tracked object: collect the young generation
         # less often, and never re-scan what load() created.
         gc.set_threshold(50_000, 20, 100)
@@ -99,7 +111,7 @@ class IngestMember(ConsumerService[IngestSettings]):
     def serve(self) -> None:
         self.consumer.subscribe()
         while not self.stopping.is_set():
-            messages = self.consumer.poll(self.settings.ingest.poll_batch, timeout=0.2)
+            messages = self.consumer.poll(self.settings.ingest.poll_batch, timeout=POLL_TIMEOUT_S)
             for (topic, partition), batch in by_partition(messages).items():
                 if (topic, partition) in self.unstarted:
                     self.unstarted.discard((topic, partition))
@@ -121,6 +133,7 @@ class IngestMember(ConsumerService[IngestSettings]):
             self.producer.flush()
             self.consumer.commit(messages)
             return
+        now = time.monotonic()
         while messages:
             buffer = self.buffers.get((topic, partition)) or self._open(spec, messages[0])
             count = records_to_take(buffer, messages, self.limits.records)
@@ -131,8 +144,8 @@ class IngestMember(ConsumerService[IngestSettings]):
                 self._seal(buffer, spec)
                 continue
             taken, messages = messages[:count], messages[count:]
-            buffer.add(taken, taken[-1].offset(), sum(map(len, taken)))
-            if buffer.should_flush(self.limits):
+            buffer.add(taken, taken[-1].offset(), sum(map(len, taken)), now)
+            if buffer.should_flush(self.limits, now):
                 self._seal(buffer, spec)
             elif len(buffer.pending) >= DECODE_CHUNK:
                 self._decode(buffer, spec)
@@ -150,10 +163,12 @@ class IngestMember(ConsumerService[IngestSettings]):
             first_time_ms=first.timestamp()[1],
         )
         # A batch from this offset may be landed already but not committed (crash).
-        # An owner lands its batches in offset order, so what earlier owners left
-        # is one unbroken run of ranges from the committed offset: once an offset
-        # has no object, no later one has either, and listing (the costliest S3
-        # request) stops until the partition is assigned again.
+        # An owner lands its batches in offset order, and commits a batch that
+        # left no object (dead letters only) before a later object lands, so what
+        # earlier owners left uncommitted is one unbroken run of objects from the
+        # committed offset: once an offset has no object, no later one has either,
+        # and listing (the costliest S3 request) stops until the partition is
+        # assigned again.
         partition = (buffer.topic, buffer.partition)
         if partition not in self.replayed:
             existing = list(self.store.list(raw_range_start(buffer.prefix, buffer.first_offset)))
@@ -168,20 +183,42 @@ class IngestMember(ConsumerService[IngestSettings]):
     def _seal_due(self) -> None:
         now = time.monotonic()
         for buffer in list(self.buffers.values()):
-            if buffer.should_flush(self.limits, now):
+            if buffer.should_flush(self.limits, now, self._caught_up(buffer)):
                 self._seal(buffer, self.specs[buffer.topic])
 
+    def _caught_up(self, buffer: PartitionBuffer) -> bool:
+        """Whether the buffer holds the partition's last record, by the end offset of the latest fetch.
+
+        A member that is behind does not land small batches when polling
+        pauses (while landings catch up) or another partition's records
+        fill its polls. Unknown (no fetch has reported it) counts as caught up.
+        """
+        high = self.consumer.high_watermark(buffer.topic, buffer.partition)
+        return high is None or buffer.last_offset + 1 >= high
+
     def _seal(self, buffer: PartitionBuffer, spec: DatasetSpec) -> None:
-        del self.buffers[(buffer.topic, buffer.partition)]
+        partition = (buffer.topic, buffer.partition)
+        del self.buffers[partition]
         if buffer.pending:
             self._decode(buffer, spec)
         self._wait_for_landings(keep=self.settings.ingest.max_sealed_batches - 1)
-        self.sealed.append(self.lander.submit(self._land, buffer, spec))
+        has_object = buffer.has_rows
+        if has_object:
+            # A batch of dead letters only writes no object, and a replay stops
+            # looking for landed ranges at the first offset without one (_open):
+            # such a batch is committed before a later object of its partition lands.
+            self._commit_through_last_objectless(partition)
+        self.sealed.append(Sealed(partition, has_object, self.lander.submit(self._land, buffer, spec)))
+
+    def _commit_through_last_objectless(self, partition: tuple[str, int]) -> None:
+        waiting = [i for i, batch in enumerate(self.sealed) if batch.partition == partition and not batch.has_object]
+        if waiting:
+            self._wait_for_landings(keep=len(self.sealed) - waiting[-1] - 1)
 
     def _wait_for_landings(self, keep: int) -> None:
         """Commit landed batches in order, re-raising a failed landing; block while more than ``keep`` remain."""
-        while self.sealed and (self.sealed[0].done() or len(self.sealed) > keep):
-            self.consumer.commit_offsets(self.sealed.popleft().result())
+        while self.sealed and (self.sealed[0].landing.done() or len(self.sealed) > keep):
+            self.consumer.commit_offsets(self.sealed.popleft().landing.result())
 
     def _land(self, buffer: PartitionBuffer, spec: DatasetSpec) -> Offsets:
         """Runs on the lander thread, one batch at a time, in the order sealed.

@@ -170,6 +170,19 @@ def test_buffer_flush_rules_and_fixed_boundary():
     fixed = PartitionBuffer("tx", "ingest.tx", 0, 0, 0, must_end_at=20, started=0.0)
     fixed.add(list(range(10)), 9, 5000)
     assert not fixed.should_flush(limits, now=1000.0)  # limits do not apply: the end is known
+    assert not fixed.should_flush(FlushLimits(10, 1000, 60, idle_s=0.25), now=1000.0, caught_up=True)
+
+
+def test_a_batch_lands_when_its_partition_is_caught_up_and_idle():
+    limits = FlushLimits(records=100, bytes=10_000, age_s=60, idle_s=0.25)
+    buffer = PartitionBuffer("tx", "ingest.tx", 0, 0, 0, started=0.0)
+    buffer.add(["m0", "m1"], 1, 20, now=1.0)
+    assert not buffer.should_flush(limits, now=1.2, caught_up=True)  # records came 0.2 s ago
+    assert buffer.should_flush(limits, now=1.25, caught_up=True)
+    assert not buffer.should_flush(limits, now=30.0, caught_up=False)  # behind: more records are on their way
+    buffer.add(["m2"], 2, 10, now=1.3)
+    assert not buffer.should_flush(limits, now=1.5, caught_up=True)  # a new record restarts the idle time
+    assert buffer.should_flush(limits, now=1.55, caught_up=True)
 
 
 def _message(partition, offset, value, topic="ingest.transactions"):

@@ -93,9 +93,16 @@ def s3a_conf(s3: S3Settings, buffer_dir: Path) -> dict[str, str]:
         conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
             "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
         )
-        conf["spark.hadoop.fs.s3a.access.key"] = s3.access_key_id.get_secret_value()
-        conf["spark.hadoop.fs.s3a.secret.key"] = s3.secret_access_key.get_secret_value()
     return conf
+
+
+def s3a_credentials(s3: S3Settings) -> dict[str, str]:
+    """The S3A keys, set on the running session's Hadoop configuration rather
+    than passed as --conf, which would put the secret on the JVM's command line."""
+    if s3.access_key_id is None or s3.secret_access_key is None:
+        return {}
+    return {"fs.s3a.access.key": s3.access_key_id.get_secret_value(),
+            "fs.s3a.secret.key": s3.secret_access_key.get_secret_value()}
 
 
 def spark_session(
@@ -128,4 +135,8 @@ def spark_session(
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    if s3 is not None:
+        hadoop = session.sparkContext._jsc.hadoopConfiguration()
+        for key, value in s3a_credentials(s3).items():
+            hadoop.set(key, value)
     return session

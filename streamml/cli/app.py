@@ -12,7 +12,7 @@ from streamml.cli.prep import app as prep_app
 from streamml.cli.publish import publish
 from streamml.cli.schemas import app as schemas_app
 from streamml.cli.services import service_command
-from streamml.cli.stack import demo, down, status, up
+from streamml.cli.stack import demo, down, restart, status, up
 from streamml.cli.topics import app as topics_app
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for command in (up, down, status, demo, publish, lag):
+for command in (up, down, restart, status, demo, publish, lag):
     app.command()(command)
 for name in ("ingest", "trainer", "validator", "monitor"):
     service_command(app, name, name, f"the {name} service")

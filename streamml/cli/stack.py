@@ -22,9 +22,14 @@ def up(
     policies: Annotated[Path, typer.Option(help="folder of promotion policies")] = EXAMPLES / "policies",
     foreground: Annotated[bool, typer.Option(help="stay attached; Ctrl-C stops the stack")] = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 120,
+    ephemeral: Annotated[bool, typer.Option(
+        help="in-memory broker and memstore OSD, emptied at every start (faster; for tests)")] = False,
 ) -> None:
-    """Start the embedded stack: Ceph, the broker, topics and the five services."""
-    from streamml.stack.control import StackError
+    """Start the embedded stack: Ceph, the broker, topics and the five services.
+
+    Durable by default: on an existing state folder it resumes where the stack
+    stopped (topics, offsets, data, datasets, models, champion)."""
+    from streamml.stack.control import StackError, prepare_state_folder
     from streamml.stack.control import up as stack_up
     from streamml.stack.supervisor import StackConfig, Supervisor
 
@@ -36,10 +41,12 @@ def up(
         specs_dir=specs.resolve(),
         models_dir=models.resolve(),
         policies_dir=policies.resolve(),
+        ephemeral=ephemeral,
     )
-    if foreground:
-        raise typer.Exit(Supervisor(config).run())
     try:
+        if foreground:
+            prepare_state_folder(config)
+            raise typer.Exit(Supervisor(config).run())
         components = stack_up(config, timeout=timeout, echo=console.print)
     except StackError as error:
         fail(str(error))
@@ -54,6 +61,22 @@ def down(state_dir: StateDir = DEFAULT_STATE) -> None:
     killed = stack_down(state_dir)
     suffix = f" (killed leftover PIDs {killed})" if killed else ""
     console.print(f"stack in {state_dir} stopped{suffix}")
+
+
+def restart(
+    component: Annotated[str, typer.Argument(help="kafka, ceph, rgw-proxy, or a service (ingest, prep, ...)")],
+    state_dir: StateDir = DEFAULT_STATE,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for health")] = 120,
+) -> None:
+    """Stop one component of the running stack cleanly and start it again; data is kept."""
+    from streamml.stack.control import StackError
+    from streamml.stack.control import restart as stack_restart
+
+    try:
+        components = stack_restart(state_dir, component, timeout=timeout)
+    except StackError as error:
+        fail(str(error))
+    _print_components(components)
 
 
 def status(

@@ -36,7 +36,7 @@ def spawn(
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    with open(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log:
         proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -45,6 +45,8 @@ def spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,
+            # What the stack's daemons write (stores, keys, logs) is for their owner alone.
+            umask=0o077,
         )
     _children[proc.pid] = proc
     # Write-then-rename: a concurrent reader never sees an empty pid file.

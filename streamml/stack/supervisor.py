@@ -1,11 +1,19 @@
-"""The embedded stack's supervisor: one process that owns Ceph, the broker and
-the five services on this machine.
+"""The embedded stack's supervisor: one process that owns Ceph, the broker,
+the RGW proxy and the five services on this machine.
 
 ``streamml up`` starts it detached and returns once ``stack.json`` reports
 every component healthy; ``streamml down`` sends it SIGTERM, and it stops
-services first, then the broker, then Ceph. A service that exits on its own
-is restarted with exponential backoff; its output goes to
-``<state>/logs/<service>.log``.
+services first, then the broker, then the proxy, then Ceph. Any component
+that exits on its own (a Ceph daemon, the proxy, the broker or a service) is
+started again, with exponential backoff while it keeps failing; its output
+goes to ``<state>/logs/``. ``streamml restart COMPONENT`` asks for a clean
+stop and an immediate start (SIGUSR1 plus a request file in ``run/``).
+
+Durable (the default): the broker keeps topics, records and committed
+offsets in Ceph (Tansu's ``s3://`` engine, through ``rgw_proxy``), and the
+OSD keeps objects in bluestore, so ``up`` on an existing folder resumes
+where the stack stopped. Ephemeral (``--ephemeral``): an in-memory broker
+and a memstore OSD, emptied at every start.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +33,16 @@ import yaml
 
 from streamml.stack import procs
 from streamml.stack.ceph import CephCluster, CephEndpoint
+from streamml.stack.files import redact, write_private
+from streamml.stack.ports import free_port, wait_for_port
 from streamml.stack.tansu import TansuBroker
 from streamml.topics import apply_declared
 
 SERVICES = ("ingest", "prep", "trainer", "validator", "monitor")
 DATA_BUCKET = "streamml"
+BROKER_BUCKET = "tansu"
+# Components that are not services, as `streamml restart` names them.
+INFRASTRUCTURE = ("ceph", "rgw-proxy", "kafka")
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,7 @@ class StackConfig:
     models_dir: Path | None = None
     policies_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    ephemeral: bool = False
 
     def folder_env(self) -> dict[str, str]:
         """The services' settings that name the declared datasets, models and policies."""
@@ -66,6 +81,7 @@ class StackConfig:
             "models_dir": str(self.models_dir) if self.models_dir else None,
             "policies_dir": str(self.policies_dir) if self.policies_dir else None,
             "extra_env": self.extra_env,
+            "ephemeral": self.ephemeral,
         }
 
     @classmethod
@@ -80,6 +96,7 @@ class StackConfig:
             models_dir=Path(data["models_dir"]) if data.get("models_dir") else None,
             policies_dir=Path(data["policies_dir"]) if data.get("policies_dir") else None,
             extra_env=data.get("extra_env", {}),
+            ephemeral=data.get("ephemeral", False),
         )
 
 
@@ -101,6 +118,15 @@ def client_config_file(state_dir: Path) -> Path:
     return state_dir / "config.yaml"
 
 
+def config_file(state_dir: Path) -> Path:
+    """The StackConfig the supervisor runs (mode 0600: extra_env may hold secrets)."""
+    return state_dir / "run" / "stack-config.json"
+
+
+def restart_request(state_dir: Path, component: str) -> Path:
+    return state_dir / "run" / f"restart-{component}"
+
+
 @dataclass
 class ServiceProcess:
     name: str
@@ -111,63 +137,128 @@ class ServiceProcess:
     next_start: float = 0.0
 
 
+@dataclass
+class Daemon:
+    """Ceph, the proxy or the broker: kept running by the supervisor."""
+
+    name: str
+    alive: Callable[[], bool]
+    start: Callable[[], object]
+    stop: Callable[[], object]
+    restarts: int = 0
+    failures: int = 0  # consecutive failed starts, for the backoff
+    next_start: float = 0.0
+    error: str | None = None
+
+
 class Supervisor:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.dir = config.state_dir.resolve()
         self.stopping = threading.Event()
-        self.ceph = CephCluster(self.dir, rgw_port=config.s3_port, log=self._log)
+        self.restart_asked = threading.Event()
+        self.ceph = CephCluster(self.dir, rgw_port=config.s3_port, log=self._log,
+                                objectstore="memstore" if config.ephemeral else "bluestore")
         self.broker: TansuBroker | None = None
         self.endpoint: CephEndpoint | None = None
+        self.proxy_port: int | None = None
+        self.proxy_pid: int | None = None
         self.services = {
             name: ServiceProcess(name, config.http_base_port + i)
             for i, name in enumerate(config.services)
         }
+        self.daemons: dict[str, Daemon] = {}
         self.phase = "starting"
         self.error: str | None = None
 
     def _log(self, message: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+        print(f"{time.strftime('%H:%M:%S')} {self._redact(message)}", flush=True)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [self.endpoint.secret_key if self.endpoint else None])
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGUSR1, lambda *_: self.restart_asked.set())
         try:
             self._start_dependencies()
             self.phase = "running"
             self._write_state()
             while not self.stopping.wait(0.5):
+                if self.restart_asked.is_set():
+                    self.restart_asked.clear()
+                    self._restart_requested()
                 self._supervise()
         except Exception as error:  # reported in stack.json for `up` to show
-            self.phase, self.error = "failed", f"{type(error).__name__}: {error}"
+            self.phase, self.error = "failed", self._redact(f"{type(error).__name__}: {error}")
             self._log(self.error)
             self._write_state()
         finally:
             self._stop_all()
         return 0 if self.error is None else 1
 
+    # ------------------------------------------------------------ start
+
     def _start_dependencies(self) -> None:
         self._write_state()
-        # The broker keeps no data across starts, so neither does the store: raw
-        # object keys are made of topic offsets, which a fresh broker reuses.
-        shutil.rmtree(self.dir / "ceph", ignore_errors=True)
+        if self.config.ephemeral:
+            # The in-memory broker starts empty, so the store must too: raw object
+            # keys are made of topic offsets, which a fresh broker reuses.
+            shutil.rmtree(self.dir / "ceph", ignore_errors=True)
         started = time.monotonic()
         self.endpoint = self.ceph.start()
         self._log(f"ceph ready at {self.endpoint.url} in {time.monotonic() - started:.1f}s")
+        self.daemons["ceph"] = Daemon("ceph", self._ceph_alive, self._revive_ceph, self.ceph.stop)
         self._write_client_config()
         self._write_state()
-        # Tansu's durable s3:// engine needs quoted If-Match ETags, which Ceph
-        # 16.2's RGW rejects (412 on every watermark update), so the embedded
-        # broker keeps topics in memory: a broker restart loses unconsumed data.
-        storage = "memory://tansu/"
-        self.broker = TansuBroker(self.dir, port=self.config.kafka_port, storage=storage, log=self._log)
+        if self.config.ephemeral:
+            storage, s3 = "memory://tansu/", None
+        else:
+            self.proxy_port = free_port()
+            self._start_proxy()
+            self.daemons["rgw-proxy"] = Daemon("rgw-proxy", self._proxy_alive, self._start_proxy,
+                                               self._stop_proxy)
+            storage = f"s3://{BROKER_BUCKET}/"
+            s3 = CephEndpoint(f"http://127.0.0.1:{self.proxy_port}", self.endpoint.access_key,
+                              self.endpoint.secret_key, self.endpoint.region)
+        self.broker = TansuBroker(self.dir, port=self.config.kafka_port, storage=storage, s3=s3, log=self._log)
         bootstrap = self.broker.start()
         self._log(f"broker ready at {bootstrap} ({storage})")
+        self.daemons["kafka"] = Daemon("kafka", self.broker.healthy, self.broker.start, self.broker.stop)
         self._write_state()
         self._apply_topics()
         for service in self.services.values():
             self._start_service(service)
         self._write_state()
+
+    def _ceph_alive(self) -> bool:
+        return len(self.ceph.pids()) == 3
+
+    def _revive_ceph(self) -> None:
+        if self.ceph.pids():
+            self._log(f"ceph: restarting {', '.join(self.ceph.revive())}")
+        else:
+            self.ceph.start()
+
+    def _start_proxy(self) -> None:
+        assert self.proxy_port is not None
+        self.proxy_pid = procs.spawn(
+            [sys.executable, "-m", "streamml.stack.rgw_proxy", "--listen-port", str(self.proxy_port),
+             "--rgw-port", str(self.config.s3_port), "--keys", str(self.ceph.dir / "s3.json")],
+            log_path=self.dir / "logs" / "rgw-proxy.log", pid_path=self.dir / "run" / "rgw-proxy.pid",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        wait_for_port("127.0.0.1", self.proxy_port, 10)
+        self._log(f"rgw-proxy on 127.0.0.1:{self.proxy_port} (pid {self.proxy_pid})")
+
+    def _proxy_alive(self) -> bool:
+        return bool(self.proxy_pid) and procs.pid_alive(self.proxy_pid)
+
+    def _stop_proxy(self) -> None:
+        if self.proxy_pid is not None:
+            procs.terminate(self.proxy_pid, timeout=5)
+            self.proxy_pid = None
 
     def _apply_topics(self) -> None:
         models = _model_names(self.config.models_dir) if self.config.models_dir else []
@@ -191,24 +282,9 @@ class Supervisor:
             "STREAMML_S3_SECRET_ACCESS_KEY": self.endpoint.secret_key,
         }
 
-    def client_settings(self):  # -> ServiceSettings
-        from streamml.settings import ServiceSettings
-
+    def _client_document(self) -> dict:
         env = self.client_env()
-        return ServiceSettings(
-            kafka={"bootstrap": env["STREAMML_KAFKA_BOOTSTRAP"], "session_timeout_ms": 6000},
-            s3={
-                "endpoint": env["STREAMML_S3_ENDPOINT"],
-                "bucket": DATA_BUCKET,
-                "region": env["STREAMML_S3_REGION"],
-                "access_key_id": env["STREAMML_S3_ACCESS_KEY_ID"],
-                "secret_access_key": env["STREAMML_S3_SECRET_ACCESS_KEY"],
-            },
-        )
-
-    def _write_client_config(self) -> None:
-        env = self.client_env()
-        document = {
+        return {
             "kafka": {"bootstrap": env["STREAMML_KAFKA_BOOTSTRAP"], "session_timeout_ms": 6000},
             "s3": {
                 "endpoint": env["STREAMML_S3_ENDPOINT"],
@@ -218,9 +294,14 @@ class Supervisor:
                 "secret_access_key": env["STREAMML_S3_SECRET_ACCESS_KEY"],
             },
         }
-        path = client_config_file(self.dir)
-        path.touch(mode=0o600, exist_ok=True)
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
+
+    def client_settings(self):  # -> ServiceSettings
+        from streamml.settings import ServiceSettings
+
+        return ServiceSettings(**self._client_document())
+
+    def _write_client_config(self) -> None:
+        write_private(client_config_file(self.dir), yaml.safe_dump(self._client_document(), sort_keys=False))
 
     def _service_env(self, service: ServiceProcess) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMML_")}
@@ -246,9 +327,15 @@ class Supervisor:
         service.started = time.monotonic()
         self._log(f"{service.name} started (pid {service.pid}, http {service.port})")
 
+    # ------------------------------------------------------- supervise
+
     def _supervise(self) -> None:
-        now = time.monotonic()
         changed = False
+        for daemon in self.daemons.values():  # in start order: ceph, proxy, broker
+            if self.stopping.is_set():
+                return
+            changed |= self._keep_running(daemon)
+        now = time.monotonic()
         for service in self.services.values():
             if service.pid is not None and procs.pid_alive(service.pid):
                 continue
@@ -266,6 +353,43 @@ class Supervisor:
         if changed:
             self._write_state()
 
+    def _keep_running(self, daemon: Daemon) -> bool:
+        """Start a daemon that is not running; back off while starts keep failing."""
+        if daemon.alive() or time.monotonic() < daemon.next_start:
+            return False
+        self._log(f"{daemon.name} is not running; starting it")
+        try:
+            daemon.start()
+        except Exception as error:  # logged and retried: the stack keeps going
+            daemon.failures += 1
+            delay = min(30.0, 2.0 ** daemon.failures)
+            daemon.next_start = time.monotonic() + delay
+            daemon.error = self._redact(f"{type(error).__name__}: {error}").splitlines()[0]
+            self._log(f"{daemon.name} failed to start ({self._redact(str(error))}); retry in {delay:.0f}s")
+        else:
+            daemon.restarts += 1
+            daemon.failures, daemon.error = 0, None
+        return True
+
+    def _restart_requested(self) -> None:
+        """Clean stop and immediate start of each component named in run/restart-*."""
+        for request in sorted((self.dir / "run").glob("restart-*")):
+            name = request.name.removeprefix("restart-")
+            self._log(f"restart of {name} requested")
+            if name in self.daemons:
+                daemon = self.daemons[name]
+                daemon.stop()
+                daemon.next_start = 0.0
+                self._keep_running(daemon)
+            elif name in self.services:
+                service = self.services[name]
+                if service.pid is not None:
+                    procs.terminate(service.pid, timeout=20)
+                self._start_service(service)
+                service.restarts += 1
+            request.unlink(missing_ok=True)
+            self._write_state()
+
     def _stop_all(self) -> None:
         self.phase = "stopping" if self.error is None else self.phase
         self._write_state()
@@ -274,12 +398,14 @@ class Supervisor:
                 procs.terminate(service.pid, timeout=20)
         if self.broker is not None:
             self.broker.stop()
+        self._stop_proxy()
         self.ceph.stop()
         if self.error is None:
             self.phase = "stopped"
         self._write_state()
 
     def _write_state(self) -> None:
+        restarts = {name: d.restarts for name, d in self.daemons.items()}
         state = {
             "phase": self.phase,
             "error": self.error,
@@ -288,27 +414,32 @@ class Supervisor:
             "kafka": {
                 "bootstrap": f"127.0.0.1:{self.config.kafka_port}",
                 "pid": self.broker.pid() if self.broker else None,
-                "storage": "memory",
+                "storage": "memory" if self.config.ephemeral else f"s3://{BROKER_BUCKET}/ (durable)",
+                "restarts": restarts.get("kafka", 0),
             },
             "s3": {
                 "endpoint": self.endpoint.url if self.endpoint else None,
                 "bucket": DATA_BUCKET,
                 "pids": self.ceph.pids(),
+                "objectstore": self.ceph.objectstore,
+                "restarts": restarts.get("ceph", 0),
             },
+            "rgw_proxy": None if self.config.ephemeral else {
+                "port": self.proxy_port, "pid": self.proxy_pid, "restarts": restarts.get("rgw-proxy", 0),
+            },
+            "errors": {name: d.error for name, d in self.daemons.items() if d.error},
             "services": {
                 s.name: {"pid": s.pid, "port": s.port, "restarts": s.restarts}
                 for s in self.services.values()
             },
         }
-        path = state_file(self.dir)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(path)
+        # extra_env may carry a secret of the user's: the file is private like config.yaml.
+        write_private(state_file(self.dir), json.dumps(state, indent=2))
 
 
 def main() -> None:
-    config = StackConfig.from_json(json.loads(sys.argv[1]))
-    config.state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir = Path(sys.argv[1]).resolve()
+    config = StackConfig.from_json(json.loads(config_file(state_dir).read_text()))
     raise SystemExit(Supervisor(config).run())
 
 

@@ -8,13 +8,14 @@ Storage: ``memory://tansu/`` (default) forgets everything on stop;
 ``s3://BUCKET/`` keeps topics, records and committed offsets in an S3 bucket,
 so a restarted broker serves what was produced before.
 
-Tansu's s3 engine does NOT work on Ceph 16.2's RGW: Tansu updates its
-watermark objects with ``If-Match: "<etag>"`` (quoted, as S3 returns ETags),
-and RGW 16.2 compares the header verbatim with its unquoted stored ETag, so
-every update gets 412 and Tansu retries forever (produce never completes,
-RGW burns a core). ``start()`` probes the endpoint for this and refuses with
-a clear error instead of hanging. S3 services that accept quoted ETags in
-If-Match (AWS S3, MinIO, ...) are fine. See DESIGN.md for Tansu's other limits.
+Tansu's s3 engine does not work on Ceph 16.2's RGW directly: Tansu updates
+its watermark objects with ``If-Match: "<etag>"`` (quoted, as S3 returns
+ETags), and RGW 16.2 compares the header verbatim with its unquoted stored
+ETag, so every update gets 412 and Tansu retries forever (produce never
+completes, RGW burns a core). The embedded stack therefore points Tansu at
+``rgw_proxy``, which unquotes the header. ``start()`` probes the endpoint it
+is given and refuses with a clear error instead of hanging. S3 services that
+accept quoted ETags in If-Match (AWS S3, MinIO, ...) need no proxy.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ class TansuBroker:
                 raise
             raise TansuStartError(
                 f"{self.s3.url} rejects a correct quoted If-Match (Ceph 16.2 RGW does): "
-                "tansu's s3:// storage would retry forever; use memory:// storage"
+                "tansu's s3:// storage would retry forever; put streamml.stack.rgw_proxy in front "
+                "of it, or use memory:// storage"
             ) from None
         finally:
             client.delete_object(Bucket=bucket, Key=probe)

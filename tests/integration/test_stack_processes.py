@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 
@@ -13,7 +15,7 @@ import pytest
 
 from streamml.stack import procs
 from streamml.stack.ceph import CephCluster, CephEndpoint, CephStartError, ceph_missing_packages
-from streamml.stack.ports import free_port, port_open
+from streamml.stack.ports import free_port, port_open, wait_for_port
 from streamml.stack.tansu import TansuBroker, TansuStartError
 
 pytestmark = [
@@ -129,40 +131,80 @@ def test_ceph_keeps_data_across_clean_restart_and_rebuilds_after_kill(tmp_path_f
         assert s3.get_object(Bucket="keep", Key="k")["Body"].read() == b"kept"
 
         # A SIGKILLed memstore OSD cannot be trusted: the cluster is rebuilt
-        # empty, with the same port and keys.
+        # empty, on the same port, with new keys.
         for pid in cluster.pids().values():
             os.kill(pid, signal.SIGKILL)
-        assert cluster.start() == ep
-        assert "keep" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        rebuilt = cluster.start()
+        assert rebuilt.url == ep.url and rebuilt.secret_key != ep.secret_key
+        assert "keep" not in [b["Name"] for b in s3_client(rebuilt).list_buckets()["Buckets"]]
     finally:
         cluster.stop()
     assert cluster.pids() == {}
 
 
-def test_tansu_s3_storage_on_ceph(tmp_path_factory):
-    """Durable Tansu storage on RGW: refused with a clear error on Ceph 16.2
-    (quoted If-Match always 412s); should a Ceph fix it, it must round-trip
-    records across a broker restart."""
+def test_tansu_s3_storage_on_ceph_needs_the_rgw_proxy(tmp_path_factory):
+    """Durable Tansu storage on RGW: refused with a clear error straight on
+    Ceph 16.2 (a quoted If-Match always 412s); through the RGW proxy it
+    keeps its records across a SIGKILL of the broker."""
     base = tmp_path_factory.mktemp("stk")
     cluster = CephCluster(base / "c", free_port())
-    broker = None
+    proxy_port, proxy_pid, broker = free_port(), None, None
     try:
         ep = cluster.start()
-        broker = TansuBroker(base / "k", free_port(), storage="s3://tansu/", s3=ep)
-        try:
-            bootstrap = broker.start()
-        except TansuStartError as exc:
-            assert "If-Match" in str(exc)
-            return
-        values = [b"a", b"b", b"c"]
-        assert kafka_round_trip(bootstrap, "durable", values) == values
-        broker.stop()
-        bootstrap = broker.start()
-        assert kafka_round_trip(bootstrap, "durable", values, produce=False) == values
+        direct = TansuBroker(base / "direct", free_port(), storage="s3://tansu/", s3=ep)
+        with pytest.raises(TansuStartError, match="rejects a correct quoted If-Match"):
+            direct.start()
+        assert direct.pid() is None
+
+        proxy_pid = procs.spawn(
+            [sys.executable, "-m", "streamml.stack.rgw_proxy", "--listen-port", str(proxy_port),
+             "--rgw-port", str(cluster.rgw_port), "--keys", str(cluster.dir / "s3.json")],
+            log_path=base / "rgw-proxy.log", pid_path=base / "rgw-proxy.pid")
+        wait_for_port("127.0.0.1", proxy_port, 10)
+        proxied = CephEndpoint(f"http://127.0.0.1:{proxy_port}", ep.access_key, ep.secret_key)
+        assert_retried_conditional_writes_succeed(s3_client(proxied))
+        broker = TansuBroker(base / "k", free_port(), storage="s3://tansu/", s3=proxied)
+        values = [f"v{i}".encode() for i in range(50)]
+        assert kafka_round_trip(broker.start(), "durable", values) == values
+        killed = broker.pid()
+        os.kill(killed, signal.SIGKILL)
+        while procs.pid_alive(killed):
+            time.sleep(0.02)
+        assert kafka_round_trip(broker.start(), "durable", values, produce=False) == values
     finally:
         if broker is not None:
             broker.stop()
+        if proxy_pid is not None:
+            procs.terminate(proxy_pid)
         cluster.stop()
+    assert ep.secret_key not in (base / "rgw-proxy.log").read_text()
+
+
+def assert_retried_conditional_writes_succeed(s3) -> None:
+    """Through the proxy, a conditional write whose bytes are already stored
+    (an earlier try whose answer was lost) succeeds; other bytes still get 412."""
+    # Like Tansu's client, send the body at once (boto3 asks for 100-continue,
+    # which the proxy leaves unchecked).
+    def without_expect(request, **_) -> None:  # a value returned here would be taken as the response
+        request.headers.pop("Expect", None)
+
+    s3.meta.events.register("before-send.s3.PutObject", without_expect)
+    s3.create_bucket(Bucket="retry")
+
+    def status(**kwargs) -> int:
+        try:
+            return s3.put_object(Bucket="retry", **kwargs)["ResponseMetadata"]["HTTPStatusCode"]
+        except s3.exceptions.ClientError as error:
+            return error.response["ResponseMetadata"]["HTTPStatusCode"]
+
+    assert status(Key="batch", Body=b"records", IfNoneMatch="*") == 200
+    assert status(Key="batch", Body=b"records", IfNoneMatch="*") == 200  # the retry
+    assert status(Key="batch", Body=b"other records", IfNoneMatch="*") == 412
+    first = s3.head_object(Bucket="retry", Key="batch")["ETag"]
+    assert status(Key="batch", Body=b"watermark 2", IfMatch=first) == 200
+    assert status(Key="batch", Body=b"watermark 2", IfMatch=first) == 200  # the retry, its ETag now stale
+    assert status(Key="batch", Body=b"watermark 3", IfMatch=first) == 412
+    assert s3.get_object(Bucket="retry", Key="batch")["Body"].read() == b"watermark 2"
 
 
 def test_ceph_start_error_names_the_dead_daemon(tmp_path_factory):
@@ -175,4 +217,23 @@ def test_ceph_start_error_names_the_dead_daemon(tmp_path_factory):
             cluster.start(timeout=30)
     assert "radosgw died" in str(err.value)
     assert "Address already in use" in str(err.value)
+    assert cluster.pids() == {}
+
+
+def test_a_durable_cluster_with_damaged_metadata_is_refused_and_kept(tmp_path):
+    cluster = CephCluster(tmp_path, free_port(), objectstore="bluestore")
+    (cluster.dir / "mon" / "ceph-a").mkdir(parents=True)
+    (cluster.dir / "mon" / "ceph-a" / "store.db").write_text("the monitor's maps")
+    with pytest.raises(CephStartError, match=r"cluster.json is missing or unreadable but .* holds a cluster; "
+                                             "nothing was deleted"):
+        cluster.start(timeout=10)
+    (cluster.dir / "cluster.json").write_text(json.dumps({"fsid": "f", "osd_uuid": "o", "mon_port": free_port(),
+                                                          "objectstore": "bluestore"}))
+    (cluster.dir / "s3.json").write_text("{damaged")
+    with pytest.raises(CephStartError, match=r"s3.json \(the S3 keys\) is missing or unreadable; nothing was deleted"):
+        cluster.start(timeout=10)
+    (cluster.dir / "cluster.json").write_text(json.dumps({"fsid": "f", "osd_uuid": "o", "mon_port": free_port()}))
+    with pytest.raises(CephStartError, match="holds a memstore cluster, not bluestore"):
+        cluster.start(timeout=10)
+    assert (cluster.dir / "mon" / "ceph-a" / "store.db").read_text() == "the monitor's maps"
     assert cluster.pids() == {}

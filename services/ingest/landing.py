@@ -97,11 +97,6 @@ class PartitionBuffer:
             return True
         return caught_up and self.last_taken is not None and now - self.last_taken >= limits.idle_s
 
-    @property
-    def has_rows(self) -> bool:
-        """Whether a decoded record passed: a batch of dead letters only writes no object."""
-        return any(chunk.table.num_rows for chunk in self.chunks)
-
 
 def with_kafka_columns(
     table: pa.Table, partition: int, offsets: Sequence[int] | np.ndarray, times_ms: Sequence[int] | np.ndarray

@@ -28,8 +28,9 @@ import threading
 import time
 from bisect import bisect_right
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
 from multiprocessing.connection import Connection
 
@@ -44,6 +45,7 @@ from services.ingest.landing import (
     event_time_range,
     parquet_bytes,
 )
+from services.ingest.peers import PeerDecoding
 from services.ingest.records import DecodedChunk, decode_messages
 from services.ingest.settings import IngestSettings
 from streamml.events import DataLanded
@@ -74,18 +76,29 @@ DECODE_CHUNK = 20_000
 POLL_TIMEOUT_S = 0.05
 
 
-@dataclass(frozen=True)
+@dataclass
 class Sealed:
     """A batch handed to the lander, until its offsets are committed."""
 
     partition: tuple[str, int]
-    has_object: bool
-    landing: Future[Offsets]
+    committed: threading.Event = field(default_factory=threading.Event)
+    landing: Future[Offsets | None] | None = None
+
+
+class Abandoned(Exception):
+    """A landing given up as the member stops; the batch is replayed after a restart."""
 
 
 class IngestMember(ConsumerService[IngestSettings]):
     name = "ingest"
     group = GROUP
+
+    def __init__(self, settings: IngestSettings, index: int = 0, peer_links: dict[int, Connection] | None = None,
+                 idle: Sequence[int] = ()) -> None:
+        super().__init__(settings)
+        self.index = index
+        self.peer_links = peer_links or {}
+        self.idle = idle
 
     def input_topics(self) -> list[str]:
         return [f"^{re.escape(self.settings.kafka.topic_prefix)}{TOPIC_PATTERN}"]
@@ -103,6 +116,9 @@ class IngestMember(ConsumerService[IngestSettings]):
             self.settings.kafka.topic(spec.ingest_topic): spec for spec in load_specs(self.settings).values()
         }
         self.limits = FlushLimits(options.flush_rows, options.flush_bytes, options.flush_age_s, options.flush_idle_s)
+        self.peers = PeerDecoding(self.index, self.peer_links, self.idle, self.specs, options.max_record_bytes)
+        # The partition of each batch of dead letters only that the lander has landed: see _land.
+        self.objectless: dict[tuple[str, int], threading.Event] = {}
         # Every polled message is a tracked object: collect the young generation
         # less often, and never re-scan what load() created.
         gc.set_threshold(50_000, 20, 100)
@@ -112,6 +128,7 @@ class IngestMember(ConsumerService[IngestSettings]):
         self.consumer.subscribe()
         while not self.stopping.is_set():
             messages = self.consumer.poll(self.settings.ingest.poll_batch, timeout=POLL_TIMEOUT_S)
+            self.peers.set_idle(len(messages) < self.settings.ingest.poll_batch)
             for (topic, partition), batch in by_partition(messages).items():
                 if (topic, partition) in self.unstarted:
                     self.unstarted.discard((topic, partition))
@@ -151,8 +168,10 @@ class IngestMember(ConsumerService[IngestSettings]):
                 self._decode(buffer, spec)
 
     def _decode(self, buffer: PartitionBuffer, spec: DatasetSpec) -> None:
-        max_bytes = self.settings.ingest.max_record_bytes
-        buffer.chunks.append(decode_messages(buffer.take_pending(), spec, max_bytes))
+        messages = buffer.take_pending()
+        handed = self.peers.offload(messages, spec)
+        buffer.chunks.append(handed if handed is not None else
+                             decode_messages(messages, spec, self.settings.ingest.max_record_bytes))
 
     def _open(self, spec: DatasetSpec, first: Message) -> PartitionBuffer:
         buffer = PartitionBuffer(
@@ -202,30 +221,24 @@ class IngestMember(ConsumerService[IngestSettings]):
         if buffer.pending:
             self._decode(buffer, spec)
         self._wait_for_landings(keep=self.settings.ingest.max_sealed_batches - 1)
-        has_object = buffer.has_rows
-        if has_object:
-            # A batch of dead letters only writes no object, and a replay stops
-            # looking for landed ranges at the first offset without one (_open):
-            # such a batch is committed before a later object of its partition lands.
-            self._commit_through_last_objectless(partition)
-        self.sealed.append(Sealed(partition, has_object, self.lander.submit(self._land, buffer, spec)))
-
-    def _commit_through_last_objectless(self, partition: tuple[str, int]) -> None:
-        waiting = [i for i, batch in enumerate(self.sealed) if batch.partition == partition and not batch.has_object]
-        if waiting:
-            self._wait_for_landings(keep=len(self.sealed) - waiting[-1] - 1)
+        sealed = Sealed(partition)
+        sealed.landing = self.lander.submit(self._land, buffer, spec, sealed)
+        self.sealed.append(sealed)
 
     def _wait_for_landings(self, keep: int) -> None:
         """Commit landed batches in order, re-raising a failed landing; block while more than ``keep`` remain."""
         while self.sealed and (self.sealed[0].landing.done() or len(self.sealed) > keep):
-            self.consumer.commit_offsets(self.sealed.popleft().landing.result())
+            batch = self.sealed.popleft()
+            self.consumer.commit_offsets(batch.landing.result())
+            batch.committed.set()
 
-    def _land(self, buffer: PartitionBuffer, spec: DatasetSpec) -> Offsets:
+    def _land(self, buffer: PartitionBuffer, spec: DatasetSpec, sealed: Sealed) -> Offsets:
         """Runs on the lander thread, one batch at a time, in the order sealed.
 
         Returns the offsets to commit now that the batch is durable."""
         started = time.monotonic()
-        chunks: list[DecodedChunk] = buffer.chunks
+        # A chunk a peer decodes is a future until then.
+        chunks: list[DecodedChunk] = [c.result() if isinstance(c, Future) else c for c in buffer.chunks]
         tables = [chunk.table for chunk in chunks if chunk.table.num_rows]
         rejected = 0
         for chunk in chunks:
@@ -234,6 +247,14 @@ class IngestMember(ConsumerService[IngestSettings]):
             rejected += len(chunk.rejected)
         self.producer.flush()  # dead letters are durable before their offsets are committed
         rows = sum(table.num_rows for table in tables)
+        partition = (buffer.topic, buffer.partition)
+        if not rows:
+            # No object, and a replay stops looking for landed ranges at the first
+            # offset without one (_open): until this batch is committed, no later
+            # object of its partition may land.
+            self.objectless[partition] = sealed.committed
+        elif partition in self.objectless:
+            self._wait_until_committed(self.objectless.pop(partition))
         if rows:
             schema, dictionary = landing_schema(spec)
             data = parquet_bytes(tables, schema, dictionary)
@@ -265,6 +286,13 @@ class IngestMember(ConsumerService[IngestSettings]):
                    "first_offset": buffer.first_offset, "last_offset": buffer.last_offset},
         )
         return {(buffer.topic, buffer.partition): buffer.last_offset + 1}
+
+    def _wait_until_committed(self, committed: threading.Event) -> None:
+        """The main thread commits landed batches in order, the earlier ones first, so this returns
+        soon, unless the member stops: then the batch is left to be replayed."""
+        while not committed.wait(0.1):
+            if self.stopping.is_set():
+                raise Abandoned
 
     def on_assign(self, partitions: list[TopicPartition]) -> None:
         self.unstarted.update((p.topic, p.partition) for p in partitions)
@@ -344,11 +372,15 @@ def landing_schema(spec: DatasetSpec) -> tuple[pa.Schema, list[str]]:
 SERVE = "serve"
 
 
-def run_member(settings: IngestSettings, index: int, parent: int, channel: Connection) -> None:
+def run_member(settings: IngestSettings, index: int, parent: int, channel: Connection,
+               peer_links: dict[int, Connection], idle: Sequence[int]) -> None:
     """A member process: load, tell the replica (None when loaded, else why not),
-    then serve from the replica's SERVE until SIGTERM."""
+    then serve from the replica's SERVE until SIGTERM.
+
+    ``peer_links`` are pipes to the other members, ``idle`` the flags the members
+    share: see peers.py."""
     configure_logging(settings.log, "ingest", member=index)
-    member = IngestMember(settings)
+    member = IngestMember(settings, index, peer_links, idle)
     # Ctrl-C reaches the whole process group: members stop cleanly, as on SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: member.stop())
     signal.signal(signal.SIGINT, lambda *_: member.stop())

@@ -14,6 +14,7 @@ whole effectively exactly-once.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +29,7 @@ from streamml.events import Event, encode
 from streamml.settings import KafkaSettings
 
 T = TypeVar("T")
+log = logging.getLogger("streamml.kafka")
 
 DEAD_LETTERS = Counter(
     "streamml_dead_letters_total",
@@ -36,12 +38,50 @@ DEAD_LETTERS = Counter(
 )
 
 
+# Errors that say the brokers are away or electing, not that a request is wrong.
+TRANSIENT_CODES = frozenset({
+    KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT, KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT_QUEUE, KafkaError._WAIT_COORD, KafkaError._RESOLVE, KafkaError._NODE_UPDATE,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.NETWORK_EXCEPTION, KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.BROKER_NOT_AVAILABLE, KafkaError.KAFKA_STORAGE_ERROR,
+})
+# A commit refused with one of these is for a generation of the group that has
+# passed (the member was away longer than its session): the partitions have been
+# or will be assigned again, from the last commit, so the work is redone.
+GROUP_MOVED_CODES = frozenset({
+    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError._ASSIGNMENT_LOST, KafkaError.FENCED_INSTANCE_ID, KafkaError._STATE,
+})
+# Delivery errors kept for the message of DeliveryError; the rest are only counted.
+KEPT_ERRORS = 10
+
+
+def transient_kafka_error(error: KafkaError | None) -> bool:
+    """True when ``error`` says the brokers are away for now, not that the request was wrong."""
+    if not isinstance(error, KafkaError) or error.fatal():
+        return False
+    return error.code() in TRANSIENT_CODES or (error.retriable() and error.code() not in GROUP_MOVED_CODES)
+
+
 class KafkaUnavailable(Exception):
     """The brokers named by STREAMML_KAFKA_BOOTSTRAP did not answer."""
 
 
 class DeliveryError(Exception):
-    """A produced message was not acknowledged by the brokers."""
+    """Produced messages were not acknowledged by the brokers.
+
+    ``transient``: they are still queued because the brokers are away, and
+    flushing again later delivers them. Otherwise they failed for good (too
+    large, not authorised...) and are not queued any more."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+ErrorCallback = Callable[[KafkaError], None]
 
 
 def check_reachable(settings: KafkaSettings) -> None:
@@ -58,10 +98,29 @@ def check_reachable(settings: KafkaSettings) -> None:
         ) from None
 
 
-class EventProducer:
-    """Idempotent producer with acks=all; ``flush`` raises if anything failed."""
+def broker_errors(on_error: ErrorCallback | None) -> dict[str, Any]:
+    """librdkafka's ``error_cb``: client-wide errors (all brokers down, ...) go to ``on_error``.
 
-    def __init__(self, settings: KafkaSettings, client_id: str, **overrides: Any) -> None:
+    Without it they are dropped; with it a service's fault policy sees an
+    outage even while it has nothing to send."""
+    return {"error_cb": on_error} if on_error is not None else {}
+
+
+class EventProducer:
+    """Idempotent producer with acks=all; ``flush`` raises if anything is not delivered.
+
+    Messages never expire in the local queue: while the brokers are away they
+    wait there (``produce`` blocks once the queue is full) and ``flush`` raises
+    a transient DeliveryError, so retrying the flush later delivers them."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        client_id: str,
+        *,
+        on_error: ErrorCallback | None = None,
+        **overrides: Any,
+    ) -> None:
         self.settings = settings
         self.source = f"/streamml/{client_id}"
         config = {
@@ -71,17 +130,21 @@ class EventProducer:
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
-            "message.timeout.ms": 60_000,
+            "message.timeout.ms": 0,  # never: see the class doc
+            **broker_errors(on_error),
             **overrides,
         }
         self._producer = Producer(config)
         self._errors: list[str] = []
+        self._failed = 0
         self._lock = threading.Lock()
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             with self._lock:
-                self._errors.append(f"{message.topic()}: {error.str()}")
+                self._failed += 1
+                if len(self._errors) < KEPT_ERRORS:
+                    self._errors.append(f"{message.topic()}: {error.str()}")
 
     def produce(
         self,
@@ -90,21 +153,28 @@ class EventProducer:
         key: bytes | str | None = None,
         headers: list[tuple[str, bytes]] | dict[str, bytes] | None = None,
         partition: int = -1,
-    ) -> None:
-        """Queue one message; raises when the local queue stays full.
+        wait: bool = True,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> bool:
+        """Queue one message. While the local queue is full, wait, or with ``wait=False`` return False.
 
         ``partition`` -1 (librdkafka's "unassigned") leaves the choice to the
-        configured partitioner, by key."""
+        configured partitioner, by key. ``on_delivery(error, message)``, when
+        given, hears of the message's acknowledgement or failure instead of
+        ``flush``."""
         while True:
             try:
                 self._producer.produce(
                     topic, value, key, partition=partition, headers=headers,
-                    on_delivery=self._on_delivery,
+                    on_delivery=on_delivery or self._on_delivery,
                 )
                 break
             except BufferError:
+                if not wait:
+                    return False
                 self._producer.poll(0.1)
         self._producer.poll(0)
+        return True
 
     def send(self, event: Event, topic: str | None = None) -> None:
         """Queue one event on its default (prefixed) topic unless ``topic`` is given."""
@@ -112,15 +182,25 @@ class EventProducer:
         name = topic or self.settings.topic(event.default_topic())
         self.produce(name, message.value, message.key, list(message.headers.items()))
 
+    def poll(self, timeout: float = 0) -> None:
+        """Serve delivery callbacks."""
+        self._producer.poll(timeout)
+
+    def pending(self) -> int:
+        """Messages queued and not yet acknowledged."""
+        return len(self._producer)
+
     def flush(self, timeout: float = 60.0) -> None:
-        """Wait for every queued message; raise DeliveryError on any failure."""
+        """Wait for every queued message; DeliveryError when one failed or some are still queued."""
         remaining = self._producer.flush(timeout)
         with self._lock:
-            errors, self._errors = self._errors, []
-        if errors:
-            raise DeliveryError(f"{len(errors)} message(s) not delivered: {errors[0]}")
+            errors, failed = self._errors, self._failed
+            self._errors, self._failed = [], 0
+        if failed:
+            raise DeliveryError(f"{failed} message(s) not delivered: {errors[0]}", transient=False)
         if remaining:
-            raise DeliveryError(f"{remaining} message(s) still unacknowledged after {timeout:g}s")
+            raise DeliveryError(f"{remaining} message(s) still unacknowledged after {timeout:g}s: "
+                                f"the brokers at {self.settings.bootstrap} do not answer", transient=True)
 
     def send_now(self, event: Event, topic: str | None = None, timeout: float = 60.0) -> None:
         self.send(event, topic)
@@ -177,7 +257,8 @@ class BatchConsumer:
     ``^ingest\\..*``. ``on_revoke`` runs before partitions move to another
     member: a service drops or finishes its unfinished work there. With
     ``subscribe=False`` the consumer joins the group only when ``subscribe()``
-    is called.
+    is called. While the brokers are away, ``poll`` returns nothing and
+    ``on_error`` hears why.
     """
 
     def __init__(
@@ -189,6 +270,7 @@ class BatchConsumer:
         on_assign: RebalanceCallback | None = None,
         on_revoke: RebalanceCallback | None = None,
         subscribe: bool = True,
+        on_error: ErrorCallback | None = None,
         **overrides: Any,
     ) -> None:
         self.group = group
@@ -207,6 +289,7 @@ class BatchConsumer:
             "fetch.queue.backoff.ms": 10,
             "fetch.wait.max.ms": 50,
             "topic.metadata.refresh.interval.ms": 10_000,
+            **broker_errors(on_error),
             **overrides,
         }
         self._on_assign = on_assign
@@ -240,7 +323,7 @@ class BatchConsumer:
             error = message.error()
             if error is None:
                 batch.append(message)
-            elif error.code() == KafkaError._PARTITION_EOF:
+            elif error.code() == KafkaError._PARTITION_EOF or transient_kafka_error(error):
                 continue
             elif error.fatal() or not error.retriable():
                 if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
@@ -248,17 +331,32 @@ class BatchConsumer:
                 raise KafkaException(error)
         return batch
 
-    def commit(self, messages: Iterable[Message]) -> None:
+    def commit(self, messages: Iterable[Message]) -> bool:
         """Synchronously commit past the highest offset of each partition in ``messages``."""
-        self.commit_offsets(next_offsets(messages))
+        return self.commit_offsets(next_offsets(messages))
 
-    def commit_offsets(self, offsets: Offsets) -> None:
-        """Commit ``{(topic, partition): next offset to read}`` synchronously."""
-        if offsets:
+    def commit_offsets(self, offsets: Offsets) -> bool:
+        """Commit ``{(topic, partition): next offset to read}`` synchronously.
+
+        False when the group has moved on since these messages were polled (this
+        member was away longer than its session): the partitions resume from
+        their last commit, here or elsewhere, and the work is done again. A
+        transient error (no coordinator yet, brokers away) is raised, to retry."""
+        if not offsets:
+            return True
+        try:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
                 asynchronous=False,
             )
+        except KafkaException as error:
+            if error.args and isinstance(error.args[0], KafkaError) and error.args[0].code() in GROUP_MOVED_CODES:
+                log.warning("commit refused: the group rebalanced meanwhile, so these partitions resume from "
+                            "their last commit and this work is done again",
+                            extra={"group": self.group, "reason": error.args[0].str()})
+                return False
+            raise
+        return True
 
     def committed(self, partitions: list[tuple[str, int]], timeout: float = 10) -> dict:
         found = self._consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout)

@@ -10,6 +10,10 @@
 ``run`` validates settings (exit 2 on a bad value), starts the health and
 metrics endpoint, calls ``load`` (exit 3 when Kafka or the object store
 cannot be reached), then ``serve`` until SIGTERM/SIGINT, then ``close``.
+
+Once loaded, an outage of Kafka or the object store stops nothing: the work
+that met it is retried as ``streamml.faults`` says, and ``/readyz`` answers
+503 while a dependency is away.
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ import textwrap
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar, Generic, NoReturn, TypeVar
 
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka.admin import AdminClient
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from streamml.events import Event, EventError, decode
+from streamml.faults import KAFKA, OBJECT_STORE, FaultPolicy, Interrupted, transient_dependency
 from streamml.kafka import BatchConsumer, DeadLetters, EventProducer, KafkaUnavailable
 from streamml.kafka import check_reachable
 from streamml.logs import configure_logging
@@ -39,12 +46,16 @@ from streamml.settings import (
     load_settings_or_exit,
     settings_help,
 )
-from streamml.store import ObjectStore, StoreError, StoreUnavailable
+from streamml.store import ObjectStore, StoreError
 
 EXIT_UNAVAILABLE = 3
+# How often a loaded service checks that Kafka and the object store answer, and how long it waits for each.
+PROBE_INTERVAL_S = 5.0
+PROBE_TIMEOUT_S = 2.0
 log = logging.getLogger("streamml.service")
 
 S = TypeVar("S", bound=ServiceSettings)
+T = TypeVar("T")
 
 UP = Gauge("streamml_service_ready", "1 when the service is ready to serve", ["service"],
            multiprocess_mode="livemax")  # used when a service's processes share their metrics
@@ -56,10 +67,15 @@ class StartupError(Exception):
 
 class Service(ABC, Generic[S]):
     name: ClassVar[str]
+    # Whether this process checks its dependencies in the background for ``/readyz``.
+    watches_dependencies: ClassVar[bool] = True
 
     def __init__(self, settings: S) -> None:
         self.settings = settings
         self.stopping = threading.Event()
+        self.faults = FaultPolicy(self.name)
+        # Set by ``load`` when the service depends on Kafka and the object store.
+        self.dependencies: DependencyWatch | None = None
 
     @abstractmethod
     def load(self) -> None:
@@ -84,14 +100,67 @@ class Service(ABC, Generic[S]):
         """The Prometheus text served at ``/metrics``."""
         return generate_latest()
 
+    def serving(self) -> bool:
+        """What ``/readyz`` says: loaded, not stopping, and no dependency away."""
+        if not self.ready() or self.stopping.is_set() or self.faults.outages:
+            return False
+        return self.dependencies is None or self.dependencies.available
 
-def connect_dependencies(settings: ServiceSettings) -> ObjectStore:
-    """Check that Kafka answers and connect to the object store; StartupError names the setting."""
-    try:
-        check_reachable(settings.kafka)
-        return ObjectStore.connect(settings.s3)
-    except (KafkaUnavailable, StoreError) as error:
-        raise StartupError(str(error)) from None
+    def retry(self, operation: Callable[[], T]) -> T:
+        """``operation()`` under the fault policy: transient errors are waited out; Interrupted on stop."""
+        return self.faults.retry(operation, self.stopping)
+
+    def broker_error(self, error: KafkaError) -> None:
+        """A Kafka client's ``on_error``: every broker unreachable starts (or continues) an outage."""
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self.faults.failed(KAFKA, KafkaException(error))
+
+    def connect_dependencies(self) -> ObjectStore:
+        """Check that Kafka answers and connect to the object store; StartupError names the setting.
+
+        From then on the dependencies are checked every PROBE_INTERVAL_S, for ``/readyz``."""
+        try:
+            check_reachable(self.settings.kafka)
+            store = ObjectStore.connect(self.settings.s3)
+        except (KafkaUnavailable, StoreError) as error:
+            raise StartupError(str(error)) from None
+        if self.watches_dependencies:
+            self.dependencies = DependencyWatch(self.settings, self.faults)
+        return store
+
+
+class DependencyWatch:
+    """Checks in the background that Kafka and the object store answer, so an idle service knows too."""
+
+    def __init__(self, settings: ServiceSettings, faults: FaultPolicy) -> None:
+        self.faults = faults
+        self.available = True
+        self._store = ObjectStore.for_probing(settings.s3, PROBE_TIMEOUT_S)
+        # Its failures are reported once, by the policy; librdkafka would log every retry.
+        self._admin = AdminClient({**settings.kafka.client_config(), "socket.timeout.ms": int(PROBE_TIMEOUT_S * 1000),
+                                   "log_level": 0})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dependency-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(PROBE_INTERVAL_S):
+            self.available = all([self._check(OBJECT_STORE, self._store.check),
+                                  self._check(KAFKA, lambda: self._admin.list_topics(timeout=PROBE_TIMEOUT_S))])
+
+    def _check(self, dependency: str, probe: Callable[[], object]) -> bool:
+        try:
+            probe()
+        except Exception as error:  # noqa: BLE001 - any failure means not ready; transient ones are outages
+            if transient_dependency(error) is not None:
+                self.faults.failed(dependency, error)
+            return False
+        self.faults.succeeded(dependency)
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(PROBE_TIMEOUT_S * 3)
 
 
 class ConsumerService(Service[S]):
@@ -113,8 +182,8 @@ class ConsumerService(Service[S]):
 
     def load(self) -> None:
         kafka = self.settings.kafka
-        self.store = connect_dependencies(self.settings)
-        self.producer = EventProducer(kafka, client_id=self.name)
+        self.store = self.connect_dependencies()
+        self.producer = EventProducer(kafka, client_id=self.name, on_error=self.broker_error)
         self.dead_letters = DeadLetters(self.producer, self.name)
         self.consumer = BatchConsumer(
             kafka,
@@ -124,6 +193,7 @@ class ConsumerService(Service[S]):
             on_assign=self.on_assign,
             on_revoke=self.on_revoke,
             subscribe=False,
+            on_error=self.broker_error,
         )
         self._ready = True
 
@@ -135,11 +205,11 @@ class ConsumerService(Service[S]):
         while not self.stopping.is_set():
             messages = self.consumer.poll(self.max_batch, timeout=0.5)
             done = self.handle(messages)
-            self.producer.flush()
-            self.consumer.commit(done)
+            self.retry(self.producer.flush)  # what handling sent is durable before the commit
+            self.retry(lambda: self.consumer.commit(done))
             if len(done) < len(messages) and not self.stopping.is_set():
                 self.consumer.rewind(messages, done)
-            self.tick()
+            self.retry(self.tick)
 
     def tick(self) -> None:
         """Called after every poll, busy or idle: time-based work goes here."""
@@ -164,21 +234,25 @@ class ConsumerService(Service[S]):
 class EventService(ConsumerService[S]):
     """Consumes streamml events one by one; what is not a valid event goes to the DLQ.
 
-    An error while handling an event is retried by crashing (the supervisor
-    or Kubernetes restarts the service and the event is redelivered) when it
-    is an outage, and dead-lettered otherwise, so one poison event never
-    blocks its partition.
+    An event whose handling meets a transient error (see ``streamml.faults``)
+    is handled again once the dependency answers; any other error sends it
+    to the dead-letter topic, so one poison event never blocks its partition.
     """
 
     accepts: ClassVar[tuple[type[Event], ...]]
-    transient: ClassVar[tuple[type[Exception], ...]] = (StoreUnavailable, KafkaException, OSError)
+    # Raised when the service stops in the middle of an event: it stays
+    # uncommitted (handled again after the restart), neither retried nor dead-lettered.
+    interrupts: ClassVar[tuple[type[Exception], ...]] = ()
 
     def handle(self, messages: list[Message]) -> list[Message]:
         done = []
         for message in messages:
             if self.stopping.is_set():
                 break
-            self._handle_one(message)
+            try:
+                self._handle_one(message)
+            except (Interrupted, *self.interrupts):
+                break
             done.append(message)
         return done
 
@@ -193,8 +267,8 @@ class EventService(ConsumerService[S]):
             return
         context = {"event_id": attributes.get("id"), "event_type": event.ce_type()}
         try:
-            self.handle_event(event, context)
-        except self.transient:
+            self.retry(lambda: self.handle_event(event, context))
+        except (Interrupted, *self.interrupts):
             raise
         except Exception as error:
             log.exception("event failed; sent to the dead-letter topic", extra=context)
@@ -234,7 +308,7 @@ def _handler(service: Service) -> type[BaseHTTPRequestHandler]:
             if self.path == "/healthz":
                 self._reply(200, b"ok\n", "text/plain")
             elif self.path == "/readyz":
-                ready = service.ready() and not service.stopping.is_set()
+                ready = service.serving()
                 self._reply(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
             elif self.path == "/metrics":
                 self._reply(200, service.metrics(), CONTENT_TYPE_LATEST)
@@ -279,9 +353,14 @@ def run(service_cls: type[Service[S]], settings_cls: type[S]) -> None:
     log.info("ready", extra={"load_seconds": round(time.monotonic() - started, 3)})
     try:
         service.serve()
+    except Interrupted as stopped:
+        log.info("stopped while a dependency was away; the unfinished work is done again after the restart",
+                 extra={"reason": str(stopped)})
     finally:
         UP.labels(service_cls.name).set(0)
         log.info("stopping")
+        if service.dependencies is not None:
+            service.dependencies.stop()
         service.close()
         health.stop()
     log.info("stopped")

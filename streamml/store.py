@@ -30,6 +30,12 @@ from botocore.exceptions import (
 from streamml.settings import S3Settings
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
+# S3 error codes (and bare HTTP statuses, for HEAD requests, which have no body)
+# that say the service cannot answer now, not that the request is wrong.
+UNAVAILABLE_CODES = frozenset({
+    "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "BadGateway", "SlowDown",
+    "RequestTimeout", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+})
 
 
 class StoreError(Exception):
@@ -37,7 +43,7 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError):
-    """The endpoint did not answer; worth retrying later."""
+    """The store is away or overloaded for now (no answer, a timeout, 5xx, SlowDown); retry later."""
 
 
 class StoreCredentialsError(StoreError):
@@ -82,6 +88,14 @@ class ObjectStore:
         # One attempt per check, so a dead endpoint fails start within the connect timeout.
         cls(settings, make_client(settings.model_copy(update={"max_attempts": 1}))).check()
         return cls(settings, make_client(settings))
+
+    @classmethod
+    def for_probing(cls, settings: S3Settings, timeout_s: float = 2.0) -> ObjectStore:
+        """A client that tries each request once and waits at most ``timeout_s``: for health checks."""
+        quick = settings.model_copy(
+            update={"max_attempts": 1, "connect_timeout_s": min(timeout_s, settings.connect_timeout_s)}
+        )
+        return cls(settings, make_client(quick, read_timeout_s=timeout_s))
 
     def check(self) -> None:
         try:
@@ -166,6 +180,8 @@ class ObjectStore:
                 found.extend(item["Prefix"] for item in page.get("CommonPrefixes", []))
         except ClientError as error:
             raise self._translate(error, prefix) from None
+        except (BotoCoreError, OSError) as error:
+            raise self._unreachable(error) from None
         return found
 
     def _call(self, operation: str, key: str, **kwargs: object) -> dict:
@@ -191,6 +207,8 @@ class ObjectStore:
                 f"access denied to {self._where} ({code}): check STREAMML_S3_ACCESS_KEY_ID "
                 "and STREAMML_S3_SECRET_ACCESS_KEY"
             )
+        if code in UNAVAILABLE_CODES:
+            return StoreUnavailable(f"{code} on {key!r} from {self._where}: it cannot answer now")
         return StoreError(f"{code} on {key!r} in {self._where}: {error}")
 
     def _unreachable(self, error: Exception) -> StoreError:
@@ -202,14 +220,14 @@ class ObjectStore:
         return StoreUnavailable(f"cannot reach {self._where}: {error}; check STREAMML_S3_ENDPOINT")
 
 
-def make_client(settings: S3Settings) -> object:
+def make_client(settings: S3Settings, read_timeout_s: float = 60) -> object:
     """A boto3 S3 client: path-style, SigV4, standard retries with backoff."""
     config = Config(
         signature_version="s3v4",
         s3={"addressing_style": "path"},
         retries={"max_attempts": settings.max_attempts, "mode": "standard"},
         connect_timeout=settings.connect_timeout_s,
-        read_timeout=60,
+        read_timeout=read_timeout_s,
         # Ceph RGW rejects the CRC checksums newer botocore sends by default.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",

@@ -49,6 +49,7 @@ from services.ingest.peers import PeerDecoding
 from services.ingest.records import DecodedChunk, decode_messages
 from services.ingest.settings import IngestSettings
 from streamml.events import DataLanded
+from streamml.faults import Interrupted
 from streamml.kafka import Offsets
 from streamml.logs import configure_logging
 from streamml.registry.keys import parse_raw_key, raw_range_start
@@ -92,6 +93,7 @@ class Abandoned(Exception):
 class IngestMember(ConsumerService[IngestSettings]):
     name = "ingest"
     group = GROUP
+    watches_dependencies = False  # the replica's process does, for its /readyz
 
     def __init__(self, settings: IngestSettings, index: int = 0, peer_links: dict[int, Connection] | None = None,
                  idle: Sequence[int] = ()) -> None:
@@ -147,8 +149,8 @@ class IngestMember(ConsumerService[IngestSettings]):
             for message in messages:
                 self.dead_letters.send(message, f"no dataset spec serves topic {topic!r}", "unknown_dataset")
             RECORDS.labels(topic, "rejected").inc(len(messages))
-            self.producer.flush()
-            self.consumer.commit(messages)
+            self.retry(self.producer.flush)
+            self.retry(lambda: self.consumer.commit(messages))
             return
         now = time.monotonic()
         while messages:
@@ -190,7 +192,7 @@ class IngestMember(ConsumerService[IngestSettings]):
         # assigned again.
         partition = (buffer.topic, buffer.partition)
         if partition not in self.replayed:
-            existing = list(self.store.list(raw_range_start(buffer.prefix, buffer.first_offset)))
+            existing = self.retry(lambda: list(self.store.list(raw_range_start(buffer.prefix, buffer.first_offset))))
             if existing:
                 buffer.must_end_at = parse_raw_key(existing[0]).last_offset
                 log.info("replaying a landed range", extra={"object_key": existing[0]})
@@ -229,13 +231,15 @@ class IngestMember(ConsumerService[IngestSettings]):
         """Commit landed batches in order, re-raising a failed landing; block while more than ``keep`` remain."""
         while self.sealed and (self.sealed[0].landing.done() or len(self.sealed) > keep):
             batch = self.sealed.popleft()
-            self.consumer.commit_offsets(batch.landing.result())
+            offsets = batch.landing.result()
+            self.retry(lambda: self.consumer.commit_offsets(offsets))
             batch.committed.set()
 
     def _land(self, buffer: PartitionBuffer, spec: DatasetSpec, sealed: Sealed) -> Offsets:
         """Runs on the lander thread, one batch at a time, in the order sealed.
 
-        Returns the offsets to commit now that the batch is durable."""
+        Returns the offsets to commit now that the batch is durable. Each step
+        waits out an outage of the store or the brokers (``self.retry``)."""
         started = time.monotonic()
         # A chunk a peer decodes is a future until then.
         chunks: list[DecodedChunk] = [c.result() if isinstance(c, Future) else c for c in buffer.chunks]
@@ -245,7 +249,7 @@ class IngestMember(ConsumerService[IngestSettings]):
             for message, reason in chunk.rejected:
                 self.dead_letters.send(message, reason, "invalid_record")
             rejected += len(chunk.rejected)
-        self.producer.flush()  # dead letters are durable before their offsets are committed
+        self.retry(self.producer.flush)  # dead letters are durable before their offsets are committed
         rows = sum(table.num_rows for table in tables)
         partition = (buffer.topic, buffer.partition)
         if not rows:
@@ -258,9 +262,9 @@ class IngestMember(ConsumerService[IngestSettings]):
         if rows:
             schema, dictionary = landing_schema(spec)
             data = parquet_bytes(tables, schema, dictionary)
-            self.store.put(buffer.key, data)
+            self.retry(lambda: self.store.put(buffer.key, data))
             low, high = event_time_range(tables, spec.event_time)
-            self.producer.send_now(
+            self.producer.send(
                 DataLanded(
                     dataset=spec.name,
                     object_key=buffer.key,
@@ -275,6 +279,7 @@ class IngestMember(ConsumerService[IngestSettings]):
                     max_event_time=high,
                 )
             )
+            self.retry(self.producer.flush)
             BYTES.labels(spec.name).inc(len(data))
         RECORDS.labels(spec.name, "in").inc(buffer.records)
         RECORDS.labels(spec.name, "landed").inc(rows)
@@ -396,6 +401,8 @@ def run_member(settings: IngestSettings, index: int, parent: int, channel: Conne
         if _serve_allowed(member, channel):
             log.info("member serving", extra={"pid": os.getpid()})
             member.serve()
+    except Interrupted:
+        log.info("stopped while a dependency was away; the batches not committed are landed again after the restart")
     finally:
         member.close()
 

@@ -24,7 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from services.ingest.member import SERVE, load_specs, run_member
 from services.ingest.settings import IngestSettings
-from streamml.service import Service, StartupError, connect_dependencies, run
+from streamml.service import Service, StartupError, run
 
 log = logging.getLogger("streamml.ingest")
 
@@ -44,7 +44,7 @@ class IngestService(Service[IngestSettings]):
 
     def load(self) -> None:
         # Checked here first, so a bad setting stops the replica with one message.
-        connect_dependencies(self.settings)
+        self.connect_dependencies()
         load_specs(self.settings)
         self.members = start_members(self.settings)
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+
 import pyarrow.compute as pc
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import Message
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.monitor.champion import read_champion_setup, read_champion_version
@@ -29,18 +30,18 @@ from services.monitor.records import DecodedPredictions, decode_feedback, decode
 from services.monitor.state import write_state
 from services.monitor.watch import ModelWatch
 from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord
+from streamml.faults import Interrupted
 from streamml.registry.keys import RegistryError, check_name
 from streamml.registry.monitor import MonitorState, read_monitor_state
 from streamml.service import ConsumerService, run
 from streamml.settings import ServiceSettings
-from streamml.store import ObjectNotFound, StoreUnavailable
+from streamml.store import ObjectNotFound
 
 log = logging.getLogger("streamml.monitor")
 
 GROUP = "streamml-monitor"
 INPUT_TOPICS = [r"^predictions\..*", r"^feedback\..*"]
 EVENT_TYPES = {"predictions": PredictionRecord.ce_type(), "feedback": FeedbackRecord.ce_type()}
-TRANSIENT = (StoreUnavailable, KafkaException, OSError)
 # Predictions of an unwatched version make the monitor re-read the champion pointer, at most this often.
 FOLLOW_AT_MOST_EVERY_S = 1.0
 
@@ -91,10 +92,12 @@ class MonitorService(ConsumerService[MonitorSettings]):
                 log.warning("drift detected", extra={
                     "model": event.model, "dataset": event.dataset, "kind": event.kind, "severity": event.severity,
                     "features": [feature.feature for feature in event.features]})
-            self.producer.flush()  # events and dead letters are durable before their offsets are committed
-            self._save()
+            # Events and dead letters are durable, and the state saved, before the offsets are committed;
+            # each step waits out an outage of the brokers or the store.
+            self.retry(self.producer.flush)
+            self.retry(self._save)
             if messages:
-                self.consumer.commit(messages)
+                self.retry(lambda: self.consumer.commit(messages))
                 BATCH_SECONDS.observe(time.monotonic() - started)
 
     def handle(self, messages: list[Message]) -> list[Message]:
@@ -118,7 +121,7 @@ class MonitorService(ConsumerService[MonitorSettings]):
                 continue
             try:
                 events += self._feed(watch, stream, batch)
-            except TRANSIENT:
+            except Interrupted:
                 raise
             except Exception as error:  # noqa: BLE001 - one poison batch must not stop its partitions
                 log.exception("batch failed; sent to the dead-letter topic", extra={"model": model, "stream": stream})
@@ -200,11 +203,11 @@ class MonitorService(ConsumerService[MonitorSettings]):
         current = self.watches.get(model)
         version = None
         try:
-            version = read_champion_version(self.store, model)
+            version = self.retry(lambda: read_champion_version(self.store, model))
             if version is None or (current is not None and current.version == version):
                 return
-            champion = read_champion_setup(self.store, model, version)
-            stored = self._stored_state(model)
+            champion = self.retry(lambda: read_champion_setup(self.store, model, version))
+            stored = self.retry(lambda: self._stored_state(model))
             watch = ModelWatch(champion, self.options, stored)
         except (ValueError, ObjectNotFound) as error:  # RegistryError and ValidationError are ValueErrors
             CHAMPION_FAILURES.labels(model).inc()

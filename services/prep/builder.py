@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 from services.prep.job import prepare_with_spark
 from services.prep.result import build_manifest
 from services.prep.rules import PrepError
+from services.prep.spark import error_summary, lost_the_store
 from services.prep.versions import build_id, claim_version
 from streamml import code_version
 from streamml.manifest import DatasetManifest, RawSource
@@ -19,7 +20,7 @@ from streamml.registry.datasets import raw_objects
 from streamml.registry.keys import RawObject, dataset_manifest_key, dataset_prefix
 from streamml.settings import S3Settings
 from streamml.specs import DatasetSpec
-from streamml.store import ObjectStore
+from streamml.store import ObjectStore, StoreUnavailable
 
 log = logging.getLogger("streamml.prep")
 
@@ -68,6 +69,10 @@ class DatasetBuilder:
             )
         except PrepError as error:
             raise BuildFailed(str(error)) from None
+        except Exception as error:
+            if lost_the_store(error):
+                raise StoreUnavailable(f"the Spark job lost the object store: {error_summary(error)}") from error
+            raise
         manifest = build_manifest(
             result, spec, version=version, trigger=trigger, code_version=code_version(), quarantined=quarantined,
             lineage=[RawSource(key=r.key, topic=r.topic, partition=r.partition, first_offset=r.first_offset,

@@ -18,6 +18,7 @@ from prometheus_client import Counter, Histogram
 from pydantic import Field
 
 from services.prep.builder import BuildFailed, DatasetBuilder
+from services.prep.s3a_signing import Signer
 from services.prep.spark import SparkJarsMissing, spark_session
 from services.prep.versions import pending
 from streamml.events import DataLanded, DatasetReady, DriftDetected, Event
@@ -26,7 +27,7 @@ from streamml.registry.keys import drift_request_key
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import DatasetSpec, PrepPolicy, SpecError, load_dataset_specs
-from streamml.store import ObjectNotFound
+from streamml.store import ObjectNotFound, StoreError
 
 log = logging.getLogger("streamml.prep")
 
@@ -44,6 +45,10 @@ class PrepOptions(Group):
     spark_master: str = Field("local[*]", description="local[N], spark://host:port or k8s://...")
     jars_dir: Path = Field(Path("vendor/jars"), description="folder with the S3A connector jars")
     driver_memory: str = Field("2g", description="Spark driver memory")
+    s3a_signer: Signer = Field(
+        "auto", description="how Spark signs S3 requests: v4 (SigV4), v2 (the old S3 signer, for Ceph 16's gateway) "
+        "or auto (v4 unless the endpoint is found to need v2)"
+    )
 
 
 class PrepSettings(ServiceSettings):
@@ -76,9 +81,12 @@ class PrepService(EventService[PrepSettings]):
         super().load()
         try:
             spark = spark_session(options.spark_master, self.settings.state_dir, self.settings.s3,
-                                  options.jars_dir, driver_memory=options.driver_memory)
+                                  options.jars_dir, driver_memory=options.driver_memory, signer=options.s3a_signer)
         except SparkJarsMissing as error:
             raise StartupError(f"STREAMML_PREP_JARS_DIR={str(options.jars_dir)!r}: {error}") from None
+        except (OSError, StoreError) as error:  # asking the endpoint which signer it needs
+            raise StartupError(f"choosing the S3A signer for STREAMML_S3_ENDPOINT={self.settings.s3.endpoint}: "
+                               f"{error}; or set STREAMML_PREP_S3A_SIGNER to v4 or v2") from None
         self.builder = DatasetBuilder(self.store, self.settings.s3, spark)
         self.marked: set[str] = set(self.specs)  # look at every dataset once after a start
         self.first_seen: dict[str, float] = {}
@@ -116,14 +124,16 @@ class PrepService(EventService[PrepSettings]):
             drift = self._drift_request(name)
             trigger = drift or trigger_for(records, self.first_seen[name], now, spec.prep)
             if trigger is not None:
-                self.marked.discard(name)  # looked at again on the next data.landed
-                self.first_seen.pop(name, None)
+                # An outage raises out of here with the dataset still marked: the retry builds it.
                 try:
                     self._build(spec, trigger)
                 except BuildFailed:
-                    continue  # logged and counted; the next landed batch retries
-                if drift:
-                    self.store.delete(drift_request_key(name))
+                    pass  # logged and counted; the next landed batch retries
+                else:
+                    if drift:
+                        self.store.delete(drift_request_key(name))
+                self.marked.discard(name)  # looked at again on the next data.landed
+                self.first_seen.pop(name, None)
 
     def _drift_request(self, dataset: str) -> str | None:
         try:
@@ -142,7 +152,8 @@ class PrepService(EventService[PrepSettings]):
             raise
         BUILDS.labels(spec.name, kind, "published").inc()
         BUILD_SECONDS.labels(spec.name).observe(time.monotonic() - started)
-        self.producer.send_now(DatasetReady.of(manifest, kind))
+        self.producer.send(DatasetReady.of(manifest, kind))
+        self.retry(self.producer.flush)
         log.info("dataset ready", extra={"dataset": spec.name, "version": manifest.version, "rows": manifest.rows,
                                          "trigger": trigger, "seconds": round(time.monotonic() - started, 1)})
 

@@ -8,6 +8,9 @@ prep process builds one at start and reuses it for every dataset version::
 pip's pyspark has no ``s3a://`` filesystem; the S3A jars come from
 ``scripts/install_spark_jars.sh``. Without S3 settings the session reads and
 writes local paths only and needs no jars.
+
+The S3 keys are set on the running session's Hadoop configuration, never in
+the Spark settings, which the JVM is launched with on its command line.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pyspark.sql import SparkSession
 
+from services.prep.s3a_signing import HADOOP_SIGNERS, Signer, choose_signer
 from streamml.settings import S3Settings
 
 S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
@@ -41,9 +46,10 @@ def s3a_jars(jars_dir: Path) -> list[Path]:
 
 
 def spark_conf(
-    master: str, state_dir: Path, s3: S3Settings | None, jars: list[Path], shuffle_partitions: int
+    master: str, state_dir: Path, s3: S3Settings | None, jars: list[Path], shuffle_partitions: int,
+    signer: Literal["v4", "v2"] = "v4",
 ) -> dict[str, str]:
-    """Every Spark/Hadoop setting of the prep session, as one inspectable mapping."""
+    """Every Spark/Hadoop setting of the prep session but the S3 keys, as one inspectable mapping."""
     state_dir = state_dir.resolve()
     tmp = state_dir / "spark"
     conf = {
@@ -69,11 +75,11 @@ def spark_conf(
     if jars:
         conf["spark.jars"] = ",".join(str(jar.resolve()) for jar in jars)
     if s3 is not None:
-        conf.update(s3a_conf(s3, tmp / "s3a"))
+        conf.update(s3a_conf(s3, tmp / "s3a", signer))
     return conf
 
 
-def s3a_conf(s3: S3Settings, buffer_dir: Path) -> dict[str, str]:
+def s3a_conf(s3: S3Settings, buffer_dir: Path, signer: Literal["v4", "v2"]) -> dict[str, str]:
     conf = {
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.buffer.dir": str(buffer_dir),
@@ -85,10 +91,8 @@ def s3a_conf(s3: S3Settings, buffer_dir: Path) -> dict[str, str]:
         # Ceph and most S3-compatible stores serve buckets by path, not by DNS name.
         conf["spark.hadoop.fs.s3a.path.style.access"] = "true"
         conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(s3.endpoint.startswith("https://")).lower()
-        # The AWS SDK v1 in hadoop-aws 3.3 signs payloads in a way Ceph 16.2's
-        # gateway rejects (XAmzContentSHA256Mismatch on 0-byte PUTs); the S3
-        # signer (SigV2), which Ceph and MinIO accept, avoids it.
-        conf["spark.hadoop.fs.s3a.signing-algorithm"] = "S3SignerType"
+    # See s3a_signing.py for why one gateway needs the old signer.
+    conf["spark.hadoop.fs.s3a.signing-algorithm"] = HADOOP_SIGNERS[signer]
     if s3.access_key_id is not None and s3.secret_access_key is not None:
         conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
             "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
@@ -105,6 +109,25 @@ def s3a_credentials(s3: S3Settings) -> dict[str, str]:
             "fs.s3a.secret.key": s3.secret_access_key.get_secret_value()}
 
 
+# What the AWS SDK and Hadoop say when the store is away or overloaded, as opposed to a bad request.
+STORE_LOST = ("java.net.ConnectException", "java.net.SocketTimeoutException", "java.net.SocketException",
+              "java.net.NoRouteToHostException", "org.apache.http.NoHttpResponseException",
+              "org.apache.http.conn.ConnectTimeoutException", "AWSClientIOException", "Unable to execute HTTP request",
+              "Status Code: 500", "Status Code: 502", "Status Code: 503", "Status Code: 504", "SlowDown",
+              "Connection reset", "Connection refused")
+
+
+def lost_the_store(error: BaseException) -> bool:
+    """True when a Spark job failed because the object store was away, not because of its data."""
+    return any(marker in str(error) for marker in STORE_LOST)
+
+
+def error_summary(error: BaseException) -> str:
+    """The first line of a (possibly Java) error, without its stack trace."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if not line.startswith("at ")), type(error).__name__)[:500]
+
+
 def spark_session(
     master: str = "local[*]",
     state_dir: Path = Path(".streamml"),
@@ -113,11 +136,13 @@ def spark_session(
     *,
     driver_memory: str = "2g",
     shuffle_partitions: int = 4,
+    signer: Signer = "auto",
 ) -> SparkSession:
     """Start (or return the running) session; the first call's settings hold for the process.
 
     ``s3`` configures ``s3a://`` for its endpoint and keys and requires the S3A
     jars in ``jars_dir``; ``None`` gives a session for local paths only.
+    ``signer`` is how S3A signs requests (see ``s3a_signing.py``).
     """
     jars = s3a_jars(jars_dir) if s3 is not None else []
     # The JVM launcher reads these from the environment; workers must run this
@@ -126,7 +151,8 @@ def spark_session(
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     if master.startswith("local"):
         os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-    conf = spark_conf(master, state_dir, s3, jars, shuffle_partitions)
+    chosen = choose_signer(signer, s3) if s3 is not None else "v4"
+    conf = spark_conf(master, state_dir, s3, jars, shuffle_partitions, chosen)
     conf["spark.driver.memory"] = driver_memory
     for key in ("spark.local.dir", "spark.hadoop.hadoop.tmp.dir"):
         Path(conf[key]).mkdir(parents=True, exist_ok=True)

@@ -11,18 +11,21 @@ promotions through ``streamml.sdk.client.ModelClient``.
 from __future__ import annotations
 
 import logging
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 from confluent_kafka import KafkaException
 from pydantic import Field, field_validator
 
-from services.serve.server import InferenceHTTPServer
+from services.serve.server import Limits, inference_app
 from streamml.kafka import KafkaUnavailable, check_reachable
 from streamml.sdk.client import ModelClient
 from streamml.service import Service, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import NAME
 from streamml.store import StoreError
+from streamml.web import WebServer
 
 log = logging.getLogger("streamml.serve")
 
@@ -31,8 +34,13 @@ class ServeOptions(Group):
     model: str | None = Field(None, validate_default=True, description="name of the model to serve")
     host: str = Field("127.0.0.1", description="address of the inference API")
     port: int = Field(8000, ge=0, le=65535, description="port of the inference API, 0 picks a free one")
-    max_request_bytes: int = Field(16 << 20, ge=1024, description="larger request bodies are refused")
+    max_request_bytes: int = Field(16 << 20, ge=1024, description="larger request bodies are refused (413)")
     max_rows: int = Field(10_000, ge=1, description="rows per infer request")
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this (else 408)")
+    head_timeout_s: float = Field(10.0, gt=0, description="a request's head must arrive within this, else the "
+                                  "connection is closed")
+    max_connections: int = Field(1000, ge=1, description="connections served at once; past it requests get 503")
+    grace_s: int = Field(10, ge=0, description="on SIGTERM, how long running requests may finish")
     log_predictions: bool = Field(True, description="send each prediction to predictions.<model>")
     reconcile_s: float = Field(30.0, gt=0, description="how often the champion pointer is re-read")
 
@@ -41,7 +49,7 @@ class ServeOptions(Group):
     def _named(cls, value: str | None) -> str:
         if value is None:
             raise ValueError("set it to the registry name of the model to serve")
-        if not re.match(NAME, value):
+        if not re.fullmatch(NAME, value):
             raise ValueError(f"must match {NAME}")
         return value
 
@@ -62,9 +70,12 @@ class InferenceServer(Service[ServeSettings]):
                                       reconcile_s=options.reconcile_s, client_id=f"streamml-serve-{options.model}")
         except (KafkaUnavailable, KafkaException, StoreError) as error:
             raise StartupError(str(error)) from None
+        self.predictions = ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="predict")
+        limits = Limits(options.max_request_bytes, options.max_rows, options.body_timeout_s)
+        app = inference_app(self.client, limits, self.predictions)
         try:
-            self.http = InferenceHTTPServer(self.client, options.host, options.port, options.max_request_bytes,
-                                            options.max_rows)
+            self.http = WebServer(app, options.host, options.port, head_timeout_s=options.head_timeout_s,
+                                  max_connections=options.max_connections, grace_s=options.grace_s)
         except OSError as error:
             self.client.close()
             raise StartupError(f"cannot listen on STREAMML_SERVE_HOST/PORT {options.host}:{options.port}: {error}")
@@ -80,7 +91,9 @@ class InferenceServer(Service[ServeSettings]):
 
     def close(self) -> None:
         if hasattr(self, "http"):
-            self.http.stop()
+            self.http.stop()  # running requests finish first
+        if hasattr(self, "predictions"):
+            self.predictions.shutdown()
         if hasattr(self, "client"):
             self.client.close()
 

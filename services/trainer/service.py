@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from confluent_kafka import Message
 from pydantic import Field
 
 from services.trainer import progress
@@ -87,8 +86,8 @@ class TrainerService(EventService[TrainerSettings]):
     # One event per poll: training takes minutes, and events fetched behind it
     # would only wait (and be rewound by work_while_polling).
     max_batch = 1
-    # Raised past the dead-letter path, so the interrupted event stays uncommitted.
-    transient = (*EventService.transient, TrainingInterrupted)
+    # Training stopped on SIGTERM: the event stays uncommitted and resumes from the checkpoint after the restart.
+    interrupts = (TrainingInterrupted,)
 
     def input_topics(self) -> list[str]:
         return [self.settings.kafka.topic(name) for name in INPUT_TOPICS]
@@ -119,18 +118,6 @@ class TrainerService(EventService[TrainerSettings]):
         if not self.specs:
             log.warning(f"no model spec in STREAMML_TRAINER_MODELS_DIR={str(options.models_dir)!r}: "
                         "every dataset.ready is committed without training; add specs and restart")
-
-    def handle(self, messages: list[Message]) -> list[Message]:
-        done = []
-        for message in messages:
-            if self.stopping.is_set():
-                break
-            try:
-                self._handle_one(message)
-            except TrainingInterrupted:
-                break  # uncommitted: redelivered after the restart, resumed from the checkpoint
-            done.append(message)
-        return done
 
     def handle_event(self, event: Event, context: dict) -> None:
         assert isinstance(event, DatasetReady)

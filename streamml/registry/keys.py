@@ -55,13 +55,13 @@ class RegistryError(ValueError):
 
 
 def check_name(name: str) -> str:
-    if not re.match(NAME, name):
+    if not re.fullmatch(NAME, name):
         raise RegistryError(f"model name {name!r} must match {NAME} (lower case, digits, underscores)")
     return name
 
 
 def check_version(version: str) -> str:
-    if not re.match(VERSION, version):
+    if not re.fullmatch(VERSION, version):
         raise RegistryError(f"model version {version!r} must match {VERSION} (no slashes, at most 128 characters)")
     return version
 

@@ -21,6 +21,12 @@ version that cannot be loaded is logged and counted, and the old one stays.
 Each prediction is logged to ``predictions.<model>`` (one ``PredictionRecord``
 per record, with its request id) by a background sender that never makes a
 request wait; ``feedback`` sends ``FeedbackRecord`` to ``feedback.<model>``.
+A prediction counts as delivered once the broker acknowledged it. While the
+broker is away, predictions wait in a bounded buffer and the producer's
+bounded queue; what does not fit is dropped and counted (``stats().dropped``,
+``streamml_prediction_log_dropped_total``), and serving goes on. An outage of
+the store or the broker while following promotions is retried as
+``streamml.faults`` says, and the version being served stays.
 """
 
 from __future__ import annotations
@@ -29,20 +35,23 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from confluent_kafka import KafkaError, Message
 from prometheus_client import Counter, Gauge
 
-from streamml.events import FeedbackRecord
-from streamml.kafka import EventProducer
+from streamml.events import FeedbackRecord, encode
+from streamml.faults import OBJECT_STORE, FaultPolicy, transient_dependency
+from streamml.kafka import DeliveryError, EventProducer
 from streamml.registry.keys import check_name
 from streamml.registry.models import read_champion
 from streamml.sdk.loader import LoadedVersion, load_version
-from streamml.sdk.prediction_log import PredictionLog
+from streamml.sdk.prediction_log import LogStats, PredictionLog
 from streamml.sdk.promotions import PromotionFeed
 from streamml.sdk.swap import ModelSlot
 from streamml.sdk.wire import plain, plain_output, prediction_message, timestamp
@@ -51,12 +60,17 @@ from streamml.store import ObjectStore
 
 log = logging.getLogger("streamml.sdk.client")
 RETRY_AFTER_FAILURE_S = 5.0
+# The producer's local queue: with the prediction log's buffer, all the memory a broker outage can take.
+LOCAL_QUEUE = {"queue.buffering.max.messages": 100_000, "queue.buffering.max.kbytes": 64 * 1024}
 
 VERSION = Gauge("streamml_sdk_model_version", "1 for the version being served", ["model", "version"])
 SWAPS = Counter("streamml_sdk_swaps_total", "Versions swapped in", ["model"])
 LOAD_FAILURES = Counter("streamml_sdk_load_failures_total", "Versions that could not be loaded", ["model"])
 UNLOGGABLE = Counter(
     "streamml_sdk_unloggable_predictions_total", "Predictions with a NaN or infinite output, not logged", ["model"]
+)
+FEEDBACK_DROPPED = Counter(
+    "streamml_sdk_feedback_dropped_total", "Feedback not sent: the producer's queue was full (broker away)", ["model"]
 )
 
 
@@ -93,17 +107,22 @@ class ModelClient:
         self.slot = ModelSlot(model)
         self._cards: dict[str, dict[str, Any]] = {}
         self._on_swap = on_swap
+        self._last_error: str | None = None  # logged already; the same error is not logged again
         self._stopping = threading.Event()
         self._ready = threading.Event()
+        self.faults = FaultPolicy("sdk")
         self.store = ObjectStore.connect(settings.s3)
         # Positioned before the pointer is read, so no promotion falls in between.
         self._feed = PromotionFeed(settings.kafka, model)
-        self.producer = EventProducer(settings.kafka, client_id=client_id or f"streamml-sdk-{model}")
+        self.producer = EventProducer(settings.kafka, client_id=client_id or f"streamml-sdk-{model}", **LOCAL_QUEUE)
         self._source = self.producer.source.encode()
         self._predictions_topic = settings.kafka.topic(f"predictions.{model}")
-        self._log = PredictionLog(self._send_predictions, name=model) if log_predictions else None
-        loaded = self._refresh()
-        first_check = time.monotonic() + (reconcile_s if loaded else RETRY_AFTER_FAILURE_S)
+        # Delivery reports of logged predictions (True: acknowledged), settled with the log in bulk.
+        self._reports: deque[bool] = deque()
+        self._log = (PredictionLog(self._send_predictions, reports=self._settle, name=model)
+                     if log_predictions else None)
+        reachable = self._refresh()
+        first_check = time.monotonic() + (reconcile_s if reachable else RETRY_AFTER_FAILURE_S)
         self._watcher = threading.Thread(target=self._watch, args=(first_check,), name=f"model-client-{model}",
                                          daemon=True)
         self._watcher.start()
@@ -136,42 +155,74 @@ class ModelClient:
         if self._log is not None:
             now = timestamp(datetime.now(UTC))
             features = snapshot.transform.features
-            for request_id, record, output in zip(ids, records, prediction.output, strict=True):
-                self._log.add(_Logged(request_id, prediction.version, features, record, output, now))
+            self._log.add_many(_Logged(request_id, prediction.version, features, record, output, now)
+                               for request_id, record, output in zip(ids, records, prediction.output, strict=True))
         return Predictions(prediction.version, prediction.output, ids)
 
-    def feedback(self, request_id: str, label: float | int | str) -> None:
-        """Send the true label of an earlier prediction (queued; delivered in the background)."""
-        self.producer.send(FeedbackRecord(request_id=request_id, model=self.model, label=label,
-                                          time=datetime.now(UTC)))
+    def feedback(self, request_id: str, label: float | int | str) -> bool:
+        """Send the true label of an earlier prediction, queued and delivered in the background.
+
+        Never waits: False when the producer's queue is full (the broker is away) and it was dropped."""
+        record = FeedbackRecord(request_id=request_id, model=self.model, label=label, time=datetime.now(UTC))
+        message = encode(record, self.producer.source)
+        topic = self.producer.settings.topic(record.default_topic())
+        if self.producer.produce(topic, message.value, message.key, list(message.headers.items()), wait=False):
+            return True
+        FEEDBACK_DROPPED.labels(self.model).inc()
+        return False
+
+    def stats(self) -> LogStats:
+        """The prediction log's counts: accepted, dropped, delivered (acknowledged), failed, buffered, in flight."""
+        return self._log.stats() if self._log is not None else LogStats(0, 0, 0, 0, 0, 0)
 
     # ------------------------------------------------------------ swapping
 
     def _watch(self, next_check: float) -> None:
+        failures = 0  # in a row, for the backoff
         while not self._stopping.is_set():
             try:
                 promoted = self._feed.poll(0.5)
-            except Exception:  # noqa: BLE001 - the broker may come back; keep serving meanwhile
-                log.exception("reading %s failed; retrying", self._feed.topic)
-                self._stopping.wait(RETRY_AFTER_FAILURE_S)
+            except Exception as error:  # noqa: BLE001 - the broker may come back; keep serving meanwhile
+                self._failed(error, f"reading {self._feed.topic} failed; retrying")
+                self._stopping.wait(self.faults.backoff.delay(failures))
+                failures += 1
                 continue
             if promoted or time.monotonic() >= next_check:
-                ok = self._refresh()
-                next_check = time.monotonic() + (self.reconcile_s if ok else RETRY_AFTER_FAILURE_S)
+                reachable = self._refresh()
+                failures = 0 if reachable else failures + 1
+                next_check = time.monotonic() + (self.reconcile_s if reachable else self.faults.backoff.delay(failures))
 
     def _refresh(self) -> bool:
-        """Load and swap in the version the pointer names, if it is not served already; False on failure."""
+        """Load and swap in the version the pointer names, if it is not served already.
+
+        False while the store is away: retried with backoff. A broken pointer or
+        version is logged once and looked at again on the next promotion or
+        reconciliation; the version being served stays."""
         try:
             pointer, _ = read_champion(self.store, self.model)
             if pointer is None or pointer.version == self.version:
+                self.faults.succeeded(OBJECT_STORE)
                 return True
             loaded = load_version(self.store, self.model, pointer.version)
-        except Exception:  # noqa: BLE001 - a bad version must not stop serving the current one
-            LOAD_FAILURES.labels(self.model).inc()
-            log.exception("could not load the champion of %r; still serving %s", self.model, self.version)
-            return False
+        except Exception as error:  # noqa: BLE001 - a bad version must not stop serving the current one
+            if transient_dependency(error) is None:
+                LOAD_FAILURES.labels(self.model).inc()
+                self.faults.succeeded(OBJECT_STORE)
+            self._failed(error, f"could not load the champion of {self.model!r}; still serving {self.version}")
+            return transient_dependency(error) is None
+        self.faults.succeeded(OBJECT_STORE)
+        self._last_error = None
         self._swap(loaded)
         return True
+
+    def _failed(self, error: Exception, what: str) -> None:
+        """An outage goes to the fault policy (one log line per episode); any other error is logged once."""
+        dependency = transient_dependency(error)
+        if dependency is not None:
+            self.faults.failed(dependency, error)
+        elif str(error) != self._last_error:
+            self._last_error = str(error)
+            log.error(f"{what}: {type(error).__name__}: {error}")
 
     def _swap(self, loaded: LoadedVersion) -> None:
         # The replaced version's card stays while its last requests finish.
@@ -192,25 +243,47 @@ class ModelClient:
 
     # ------------------------------------------------------------ logging
 
-    def _send_predictions(self, batch: list[_Logged]) -> None:
-        for item in batch:
+    def _send_predictions(self, batch: list[_Logged]) -> int:
+        """The prediction log's sink: queue what the producer takes; returns how many."""
+        for taken, item in enumerate(batch):
             features = {name: plain(item.record.get(name)) for name in item.features}
             try:
                 key, headers, value = prediction_message(self._source, item.request_id, self.model, item.version,
                                                          features, plain_output(item.output), item.time)
             except ValueError:  # a NaN or infinite output: JSON cannot carry it
                 UNLOGGABLE.labels(self.model).inc()
+                self._log.settled(False)
                 continue
-            self.producer.produce(self._predictions_topic, value, key, headers)
+            if not self.producer.produce(self._predictions_topic, value, key, headers, wait=False,
+                                         on_delivery=self._delivered):
+                return taken  # the queue is full: the log offers the rest again later
+        return len(batch)
 
-    def close(self) -> None:
-        """Stop following promotions, deliver logged predictions and feedback."""
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        self._reports.append(error is None)  # one cheap call per message; deque.append is thread-safe
+
+    def _settle(self, timeout: float) -> None:
+        """The prediction log's ``reports``: wait for delivery reports, then settle them in bulk."""
+        self.producer.poll(timeout)
+        count = len(self._reports)
+        if count:
+            delivered = sum(self._reports.popleft() for _ in range(count))
+            if delivered:
+                self._log.settled(True, delivered)
+            if delivered < count:
+                self._log.settled(False, count - delivered)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop following promotions; deliver logged predictions and feedback, waiting at most ``timeout``."""
         self._stopping.set()
         self._watcher.join(10)
         self._feed.close()
         if self._log is not None:
-            self._log.close()
-        self.producer.flush(10)
+            self._log.close(timeout)
+        try:
+            self.producer.flush(timeout)
+        except DeliveryError as error:
+            log.warning("feedback or predictions not delivered when the client closed", extra={"reason": str(error)})
 
     def __enter__(self) -> ModelClient:
         return self

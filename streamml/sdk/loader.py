@@ -12,11 +12,12 @@ TorchScript where export failed. A version is loaded only once its
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from streamml.portable import load_program
-from streamml.registry.keys import RegistryError, card_key, model_manifest_key, version_key
+from streamml.registry.keys import VERSION, RegistryError, card_key, model_manifest_key, version_key
 from streamml.registry.models import is_committed, read_card
 from streamml.sdk.preprocess import FeatureTransform
 from streamml.sdk.swap import ModelSnapshot
@@ -37,7 +38,18 @@ def portable_file(card: dict[str, Any], where: str) -> tuple[str, str]:
     artifacts = card.get("artifacts")
     if not isinstance(artifacts, dict) or not artifacts.get("portable") or not artifacts.get("format"):
         raise RegistryError(f"{where} lacks artifacts.portable and artifacts.format; it is not a model card")
-    return str(artifacts["portable"]), str(artifacts["format"])
+    filename = str(artifacts["portable"])
+    # The name becomes part of a key: it must not reach outside the version's folder.
+    if not re.fullmatch(VERSION, filename):
+        raise RegistryError(f"{where} names the portable program {filename!r}; it must be a file name in the "
+                            f"version's folder (matching {VERSION})")
+    return filename, str(artifacts["format"])
+
+
+def summary(error: Exception) -> str:
+    """``Type: first line`` of an error from torch, whose messages run to many lines."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def load_version(store: ReadableStore, name: str, version: str, *, warm_up: bool = True) -> LoadedVersion:
@@ -53,8 +65,20 @@ def load_version(store: ReadableStore, name: str, version: str, *, warm_up: bool
         )
     card = read_card(store, name, version)
     filename, format = portable_file(card, card_key(name, version))
-    program = load_program(store.get(version_key(name, version, filename)).data, format)
+    key = version_key(name, version, filename)
+    data = store.get(key).data
+    try:
+        program = load_program(data, format)
+    except RegistryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever torch makes of damaged bytes
+        raise RegistryError(f"{key} is not a loadable {format} program ({summary(error)}); "
+                            "train the version again or promote another") from None
     snapshot = ModelSnapshot(version, program, FeatureTransform.from_card(card))
     if warm_up:
-        snapshot.predict([{}])
+        try:
+            snapshot.predict([{}])
+        except Exception as error:  # noqa: BLE001 - a program that does not fit its card
+            raise RegistryError(f"version {version!r} of model {name!r} does not run on the inputs its card "
+                                f"describes ({summary(error)}); train it again or promote another") from None
     return LoadedVersion(card, snapshot)

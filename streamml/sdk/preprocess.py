@@ -90,6 +90,9 @@ class FeatureTransform:
             raise PreprocessError(
                 f"model card lacks inputs.numeric, inputs.categorical or inputs.transform ({error!r})"
             ) from None
+        if not isinstance(raw, Mapping):
+            raise PreprocessError(f"model card inputs.transform must map feature names to transforms, "
+                                  f"found {type(raw).__name__}")
         transforms = {}
         for name, document in raw.items():
             try:
@@ -104,9 +107,9 @@ class FeatureTransform:
             )
         for name in categorical:
             expected = len(transforms[name].vocabulary) + 1
-            if codes[name] != expected:
+            if type(codes[name]) is not int or codes[name] != expected:
                 raise PreprocessError(
-                    f"model card says {name!r} has {codes[name]} codes but its vocabulary makes {expected}"
+                    f"model card says {name!r} has {codes[name]!r} codes but its vocabulary makes {expected}"
                 )
         return transform
 

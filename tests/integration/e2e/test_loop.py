@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from landing_checks import landed
 from rich.console import Console
 
 from streamml.demo import EXAMPLES, DemoPlan, run_demo
@@ -46,16 +47,6 @@ def start_stack(tmp_path: Path, ephemeral: bool, policies: Path = EXAMPLES / "po
     finally:
         del os.environ["STREAMML_CONFIG_FILE"]
     return config, settings
-
-
-def landed(store: ObjectStore) -> tuple[list[tuple[int, int]], list[str]]:
-    """(partition, offset) and key of every landed transaction."""
-    offsets, keys = [], []
-    for key in store.list("raw/transactions/"):
-        table = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["_partition", "_offset", "tx_id"])
-        offsets += zip(table.column(0).to_pylist(), table.column(1).to_pylist())
-        keys += table.column(2).to_pylist()
-    return offsets, keys
 
 
 def assert_final_state(settings: ServiceSettings, timeline, consecutive_versions: bool = True) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 
 import numpy as np
@@ -47,15 +48,14 @@ def output(body: dict) -> np.ndarray:
     return np.array(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
 
 
-@pytest.fixture
-def server(world, services):
+def start_server(world, services, **env: str) -> tuple[int, int]:
     put_dataset(world.store, 1)
     put_version(world.store, "v1", trained("weak", 1))
     put_version(world.store, "v2", trained("strong", 1))
     set_champion(world.store, MODEL, "v1", expected=None, actor="test", reason="seed", time=now())
     api, health = free_port(), free_port()
     process = services.start("serve", world.bucket, **world.env, STREAMML_SERVE_MODEL=MODEL,
-                             STREAMML_SERVE_PORT=str(api), STREAMML_HTTP_PORT=str(health))
+                             STREAMML_SERVE_PORT=str(api), STREAMML_HTTP_PORT=str(health), **env)
     deadline = time.monotonic() + 60
     while True:
         assert process.poll() is None, process.log_path.read_text()[-3000:]
@@ -68,7 +68,19 @@ def server(world, services):
         time.sleep(0.2)
 
 
-def test_the_server_answers_the_open_inference_protocol_and_follows_promotions(world, server):
+@pytest.fixture
+def server(world, services):
+    return start_server(world, services)
+
+
+@pytest.fixture
+def strict_server(world, services):
+    """Small limits, so that a test can reach each of them."""
+    return start_server(world, services, STREAMML_SERVE_MAX_REQUEST_BYTES="4096", STREAMML_SERVE_MAX_ROWS="5",
+                        STREAMML_SERVE_BODY_TIMEOUT_S="1", STREAMML_SERVE_HEAD_TIMEOUT_S="1")
+
+
+def test_the_server_answers_the_open_inference_protocol_and_follows_promotions(world, services, server):
     api, health = server
     records = raw_records()[:50]
     expected = {"v1": direct_predictions(trained("weak", 1))[:50], "v2": direct_predictions(trained("strong", 1))[:50]}
@@ -123,3 +135,111 @@ def test_the_server_answers_the_open_inference_protocol_and_follows_promotions(w
     assert samples[("streamml_serve_requests_total", (("endpoint", "infer"), ("model", MODEL), ("status", "400")))] == 2
     infer_count = samples[("streamml_serve_request_seconds_count", (("endpoint", "infer"), ("model", MODEL)))]
     assert infer_count >= 6  # two good, two bad, one for another model, at least one after the promotion
+
+    # SIGTERM: a request in flight is still answered, then the server exits cleanly.
+    (process,) = services.running
+    body = json.dumps({"inputs": tensors(records)}).encode()
+    slow = socket.create_connection(("127.0.0.1", api), timeout=30)
+    slow.sendall(head(infer, f"Content-Length: {len(body)}", "Connection: close") + body[:10])
+    time.sleep(1)  # the request is in flight
+    process.terminate()
+    time.sleep(1)  # the server is stopping
+    slow.sendall(body[10:])
+    status, answer = status_and_body(slow.recv(65536))
+    assert status == 200 and answer["model_version"] == "v2"
+    assert process.wait(timeout=30) == 0
+
+
+def exchange(port: int, *parts: bytes, pause_s: float = 0.0) -> bytes:
+    """Send ``parts`` on one connection (pausing between them), then read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        for part in parts:
+            connection.sendall(part)
+            time.sleep(pause_s)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def head(path: str, *headers: str) -> bytes:
+    return "".join([f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n",
+                    *(f"{h}\r\n" for h in headers), "\r\n"]).encode()
+
+
+def chunked(body: bytes, size: int = 1000) -> bytes:
+    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+
+
+def status_and_body(answer: bytes) -> tuple[int, dict]:
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2] or b"{}")
+
+
+def test_the_server_holds_its_limits_whatever_the_request_says(world, strict_server):
+    api, health = strict_server
+    infer = f"/v2/models/{MODEL}/infer"
+    good = json.dumps({"inputs": tensors(raw_records()[:2])}).encode()
+    large = json.dumps({"inputs": tensors(raw_records()[:200])}).encode()
+    assert len(good) < 4096 < len(large)
+
+    status, error = call(api, "POST", infer)  # no body
+    assert status == 400 and "inputs" in error["error"]
+    status, error = status_and_body(exchange(api, head(infer, "Content-Length: 9", "Connection: close"), b"{not json"))
+    assert status == 400 and error["error"].startswith("body is not JSON")
+    status, error = call(api, "POST", infer, {"inputs": tensors(raw_records()[:6])})
+    assert status == 400 and "the limit is 5" in error["error"]
+
+    # A negative length, or a length with a chunked body, is refused before any body is read.
+    for headers in (["Content-Length: -5"], ["Content-Length: 10", "Transfer-Encoding: chunked"]):
+        answer = exchange(api, head(infer, *headers), good)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    # Too large, by its length (answered before the body is sent) or by what a chunked body turns out to hold.
+    status, error = status_and_body(exchange(api, head(infer, f"Content-Length: {len(large)}")))
+    assert status == 413 and "4096" in error["error"]
+    status, error = status_and_body(exchange(api, head(infer, "Transfer-Encoding: chunked"), chunked(large)))
+    assert status == 413 and "4096" in error["error"]
+
+    # A chunked body is read as a body, not as the next request: the request after it gets its own answer.
+    answer = exchange(api, head(infer, "Transfer-Encoding: chunked") + chunked(good, 100)
+                      + head(infer, f"Content-Length: {len(good)}", "Connection: close") + good)
+    assert answer.count(b"HTTP/1.1 200") == 2 and answer.count(b'"model_version":"v1"') == 2, answer[:300]
+
+    assert call(api, "GET", "/v2/health/live") == (200, {"live": True})
+    statuses = requests_by_status(health)
+    assert statuses[("infer", "413")] == 2 and statuses[("infer", "400")] == 3 and statuses[("infer", "200")] == 2
+
+
+def test_slow_clients_are_cut_off_and_hold_up_nobody(world, strict_server):
+    api, health = strict_server
+    infer = f"/v2/models/{MODEL}/infer"
+    good = json.dumps({"inputs": tensors(raw_records()[:2])}).encode()
+    slow_heads, slow_bodies = [], []
+    for _ in range(20):
+        connection = socket.create_connection(("127.0.0.1", api), timeout=30)
+        connection.sendall(b"POST " + infer.encode() + b" HTTP/1.1\r\nHost: te")  # ...and never the rest
+        slow_heads.append(connection)
+        connection = socket.create_connection(("127.0.0.1", api), timeout=30)
+        connection.sendall(head(infer, f"Content-Length: {len(good)}") + good[:10])  # ...and never the rest
+        slow_bodies.append(connection)
+
+    # Meanwhile everyone else is served.
+    status, body = call(api, "POST", infer, json.loads(good))
+    assert status == 200 and body["model_version"] == "v1"
+
+    for connection in slow_heads:
+        assert connection.recv(65536) == b""  # closed without an answer: no request ever arrived
+        connection.close()
+    for connection in slow_bodies:
+        status, error = status_and_body(connection.recv(65536))
+        assert status == 408 and "did not arrive" in error["error"]
+        connection.close()
+    assert requests_by_status(health)[("infer", "408")] == 20
+
+
+
+def requests_by_status(health: int) -> dict[tuple[str, str], float]:
+    status, text = call(health, "GET", "/metrics")
+    return {(s.labels["endpoint"], s.labels["status"]): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "streamml_serve_requests_total"}

@@ -100,9 +100,9 @@ def test_a_client_under_load_switches_to_the_promoted_version_with_no_failed_req
         wait_until(lambda: load.all_saw("v2"))
         time.sleep(0.5)
     request_id = client.predict(records[:1]).request_ids[0]
-    client.feedback(request_id, 1)
-    stats = client._log.stats()
+    assert client.feedback(request_id, 1)
     client.close()
+    stats = client.stats()
 
     assert load.failures == []
     answered = 0
@@ -115,7 +115,8 @@ def test_a_client_under_load_switches_to_the_promoted_version_with_no_failed_req
         answered += len(answers) * BATCH
     print(f"{answered} rows predicted by 4 threads across the swap")
 
-    assert stats.dropped == 0 and stats.failed == 0
+    # Delivered means acknowledged by the broker: every prediction, none dropped or failed.
+    assert (stats.delivered, stats.dropped, stats.failed) == (answered + 1, 0, 0)
     logged = [e for e in world.events(f"predictions.{MODEL}", answered + 1, timeout=30)]
     assert len(logged) == answered + 1 and all(isinstance(e, PredictionRecord) for e in logged)
     assert len({e.request_id for e in logged}) == len(logged)
@@ -127,7 +128,7 @@ def test_a_client_under_load_switches_to_the_promoted_version_with_no_failed_req
     assert (feedback[0].request_id, feedback[0].label) == (request_id, 1)
 
 
-def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world):
+def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world, caplog):
     put_dataset(world.store, 1)
     put_version(world.store, "v1", trained("weak", 1))
     put_version(world.store, "v2", trained("strong", 1))
@@ -144,6 +145,10 @@ def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world):
         promote(world, "v2", "v1")
         wait_until(lambda: failures() > before)
         assert client.version == "v1"
+        # One line that names the damaged object, without a stack trace.
+        [line] = [r for r in caplog.records if r.name == "streamml.sdk.client" and r.levelname == "ERROR"]
+        assert f"models/{MODEL}/v2/model.pt2 is not a loadable torch.export program" in line.getMessage()
+        assert line.exc_info is None
         promote(world, "v3", "v2")
         wait_until(lambda: load.all_saw("v3"))
     client.close()

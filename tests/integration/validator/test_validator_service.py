@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import time
 
 import numpy as np
 import pytest
 import torch
 
+from fault_proxy import FaultProxy
 from registry_world import (
     MODEL,
     dataset,
@@ -26,6 +28,7 @@ from streamml.kafka import dead_letter_reason
 from streamml.portable import load_program
 from streamml.registry.decisions import read_decision
 from streamml.registry.models import read_champion
+from streamml.stack.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -160,3 +163,45 @@ def _owned(lines: list[dict]) -> set[str]:
         elif line["message"] == "partitions revoked":
             owned -= set(line["partitions"])
     return owned
+
+
+def test_an_event_that_meets_a_store_outage_is_judged_once_the_store_is_back_not_dead_lettered(world, services, stack):
+    weak_champion(world)
+    put_dataset(world.store, 2)
+    put_version(world.store, "v2", trained("strong", 2))
+    health = free_port()
+    with FaultProxy(int(stack.s3_endpoint.rsplit(":", 1)[1])) as store:
+        # Its own consumer group: one that other tests' validators left may never assign it a partition.
+        validator = services.start("validator", world.bucket, **world.env, STREAMML_HTTP_PORT=str(health),
+                                   STREAMML_KAFKA_GROUP_PREFIX=world.env["STREAMML_KAFKA_TOPIC_PREFIX"],
+                                   STREAMML_S3_ENDPOINT=f"http://127.0.0.1:{store.port}", STREAMML_S3_MAX_ATTEMPTS="1")
+        wait_until(lambda: readiness(health) == 200, validator)
+        store.fail("http503")
+        world.send(trained_event("v2", trained("strong", 2)))
+        wait_until(lambda: "the object store is unavailable" in validator.log_path.read_text(), validator)
+        wait_until(lambda: readiness(health) == 503, validator)
+        store.heal()
+        promoted = world.events("model.promoted", 1)
+        assert [event.version for event in promoted] == ["v2"], validator.log_path.read_text()[-3000:]
+        wait_until(lambda: readiness(health) == 200, validator)
+        services.stop_all()  # before the proxy goes, which the validator would see as another outage
+    assert world.read("dlq.validator", 1, timeout=5) == []
+    outage = [line for line in log_lines(validator.log_path) if line.get("dependency") == "object_store"]
+    assert [line["message"] for line in outage] == ["the object store is unavailable; retrying with backoff until "
+                                                    "it answers", "the object store is available again"]
+
+
+def readiness(port: int) -> int | None:
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/readyz")
+        return connection.getresponse().status
+    except OSError:
+        return None
+
+
+def wait_until(condition, process, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None and time.monotonic() < deadline, process.log_path.read_text()[-3000:]
+        time.sleep(0.2)

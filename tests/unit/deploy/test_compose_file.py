@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,16 +17,27 @@ from deploy_support import REPO, SHARED_DOCKERFILE, dockerfile_of
 
 from streamml.settings import ServiceSettings, load_settings
 
+sys.path.insert(0, str(REPO / "deploy"))
+try:
+    from compose_env import credentials, ensure_env_file
+finally:
+    sys.path.remove(str(REPO / "deploy"))
+
 pytestmark = pytest.mark.unit
 
 SERVICES = ("ingest", "prep", "trainer", "validator", "monitor")
-COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+COMPOSE_TEXT = (REPO / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 DEFAULTS = re.compile(r"\$\{(\w+):-([^}]*)\}")
+REQUIRED = re.compile(r"\$\{(\w+):\?[^}]*\}")
+# What deploy/compose_env.py would have written to .env.
+ENV_FILE = credentials()
 
 
 def with_defaults(value: object) -> str:
-    """A compose value with ${VAR:-default} replaced by its default, as on a bare machine."""
-    return DEFAULTS.sub(lambda m: m.group(2), str(value))
+    """A compose value as on a machine with the generated .env: ${VAR:-default} gives its default,
+    ${VAR:?message} the generated value."""
+    return REQUIRED.sub(lambda m: ENV_FILE[m.group(1)], DEFAULTS.sub(lambda m: m.group(2), str(value)))
 
 
 def environment(service: str) -> dict[str, str]:
@@ -139,3 +151,27 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboards():
     assert set(dashboard_mounts.values()) == {"./deploy/grafana/dashboards", "./dashboards"}
     for dashboard in (REPO / "deploy" / "grafana" / "dashboards").glob("*.json"):
         assert json.loads(dashboard.read_text())["panels"]
+
+
+def test_no_credential_has_a_default_and_each_names_how_to_make_one():
+    secrets = re.findall(r"\$\{(\w*(?:KEY|PASSWORD|SECRET)\w*)(:[-?][^}]*)?\}", COMPOSE_TEXT)
+    assert {name for name, _ in secrets} == set(ENV_FILE)
+    for name, rule in secrets:
+        assert rule.startswith(":?") and "deploy/compose_env.py" in rule, name
+    assert COMPOSE["services"]["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+
+
+def test_every_published_port_listens_on_loopback_unless_told_otherwise():
+    for name, service in COMPOSE["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("${STREAMML_PUBLISH_HOST:-127.0.0.1}:"), (name, port)
+
+
+def test_the_env_file_is_written_once_readable_by_its_owner_only(tmp_path):
+    path = tmp_path / ".env"
+    assert ensure_env_file(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    first = path.read_text()
+    values = dict(line.split("=", 1) for line in first.splitlines() if not line.startswith("#"))
+    assert set(values) == set(ENV_FILE) and len(set(values.values())) == 3
+    assert not ensure_env_file(path) and path.read_text() == first

@@ -2,7 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from services.prep.spark import S3A_JARS, SparkJarsMissing, s3a_credentials, s3a_jars, spark_conf
+from services.prep.s3a_signing import choose_signer, streaming_signatures
+from services.prep.spark import (
+    S3A_JARS,
+    SparkJarsMissing,
+    error_summary,
+    lost_the_store,
+    s3a_jars,
+    s3a_credentials,
+    spark_conf,
+)
 from streamml.settings import S3Settings
 
 pytestmark = pytest.mark.unit
@@ -33,10 +42,42 @@ def test_s3a_points_at_the_endpoint_by_path_without_ssl_for_http(tmp_path):
     assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
     assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
     assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith("SimpleAWSCredentialsProvider")
-    # The keys never go into the launch conf (it becomes the JVM's command line).
-    assert not [value for value in conf.values() if "SK" == value]
-    assert s3a_credentials(s3()) == {"fs.s3a.access.key": "AK", "fs.s3a.secret.key": "SK"}
     assert conf["spark.jars"] == str((tmp_path / "a.jar").resolve())
+
+
+def test_the_keys_stay_off_the_command_line_the_jvm_starts_with(tmp_path):
+    conf = spark_conf("local[2]", tmp_path, s3(), [], 4)
+    assert not [key for key, value in conf.items() if "key" in key.rsplit(".", 1)[-1] or value in ("AK", "SK")]
+    assert s3a_credentials(s3()) == {"fs.s3a.access.key": "AK", "fs.s3a.secret.key": "SK"}
+
+
+def test_s3a_signs_with_sigv4_unless_told_to_use_the_old_signer(tmp_path):
+    assert spark_conf("local", tmp_path, s3(), [], 4)["spark.hadoop.fs.s3a.signing-algorithm"] == "AWSS3V4SignerType"
+    old = spark_conf("local", tmp_path, s3(), [], 4, signer="v2")
+    assert old["spark.hadoop.fs.s3a.signing-algorithm"] == "S3SignerType"
+    assert choose_signer("v2", s3()) == "v2" and choose_signer("auto", s3(None)) == "v4"
+
+
+def test_the_streaming_signer_matches_the_aws_example():
+    """The example of AWS's "Transferring Payload in Multiple Chunks" (SigV4 streaming)."""
+    headers = {"content-encoding": "aws-chunked", "content-length": "66824", "host": "s3.amazonaws.com",
+               "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "x-amz-date": "20130524T000000Z",
+               "x-amz-decoded-content-length": "66560", "x-amz-storage-class": "REDUCED_REDUNDANCY"}
+    seed, chunks = streaming_signatures("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "us-east-1", "PUT",
+                                        "/examplebucket/chunkObject.txt", headers, [b"a" * 65536, b"a" * 1024, b""])
+    assert seed == "4f232c4386841ef735655705268965c44a0e4690baa4adea153f7db9fa80a0a9"
+    assert chunks == ["ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648",
+                      "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497",
+                      "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9"]
+
+
+def test_a_spark_failure_is_told_apart_from_a_lost_store():
+    refused = RuntimeError("An error occurred while calling o95.parquet.\n: org.apache.hadoop.fs.s3a.AWSClientIOException: "
+                           "getFileStatus on s3a://b/x: com.amazonaws.SdkClientException: Unable to execute HTTP "
+                           "request: Connect to 127.0.0.1:7480 failed: Connection refused\n\tat org.apache...")
+    assert lost_the_store(refused)
+    assert error_summary(refused) == "An error occurred while calling o95.parquet."
+    assert not lost_the_store(RuntimeError("[UNRESOLVED_COLUMN] A column `amount` cannot be resolved"))
 
 
 def test_https_endpoint_keeps_ssl_and_aws_uses_its_default_endpoint(tmp_path):

@@ -1,6 +1,7 @@
 """Loading a registered version: only committed versions, in the format the card names."""
 
 import io
+import re
 import json
 
 import pytest
@@ -80,3 +81,36 @@ def test_a_card_without_artifacts_or_with_an_unknown_format_is_refused():
         load_version(registry({**CARD, "artifacts": {}}), "fraud", "v1")
     with pytest.raises(RegistryError, match="portable format 'onnx' is unknown"):
         load_program(b"", "onnx")
+
+
+def with_inputs(**changes) -> dict:
+    return {**CARD, "inputs": {**CARD["inputs"], **changes}}
+
+
+@pytest.mark.parametrize("card, problem", [
+    (with_inputs(transform=["amount", "channel"]), "inputs.transform must map feature names to transforms, found list"),
+    (with_inputs(categorical=[{"name": "channel", "codes": "3"}]), "'channel' has '3' codes but its vocabulary makes 3"),
+    ({**CARD, "artifacts": {"portable": "../../datasets/x", "format": "torch.export"}},
+     "names the portable program '../../datasets/x'; it must be a file name in the version's folder"),
+    ({**CARD, "artifacts": {"portable": "model.pt2\n", "format": "torch.export"}}, "names the portable program"),
+])
+def test_a_hostile_card_is_refused_with_the_reason(card, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        load_version(registry(card), "fraud", "v1")
+
+
+def test_a_damaged_program_names_its_key():
+    store = registry()
+    store.objects["models/fraud/v1/model.pt2"] = b"not a torch archive"
+    with pytest.raises(RegistryError, match=r"models/fraud/v1/model.pt2 is not a loadable torch.export program "
+                                            r"\(BadZipFile: .*\); train the version again"):
+        load_version(store, "fraud", "v1")
+
+
+def test_a_program_that_does_not_fit_its_card_is_refused_before_it_serves():
+    # The card leaves out the category the program reads.
+    card = with_inputs(categorical=[], transform={"amount": CARD["inputs"]["transform"]["amount"]})
+    with pytest.raises(RegistryError, match=r"version 'v1' of model 'fraud' does not run on the inputs its card "
+                                            r"describes \(\w+: .*\); train it again or promote another"):
+        load_version(registry(card), "fraud", "v1")
+    assert load_version(registry(card), "fraud", "v1", warm_up=False).version == "v1"

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from services.serve.protocol import BadRequest, infer_response, model_metadata, parse_infer
-from services.serve.server import endpoint_of
 
 pytestmark = pytest.mark.unit
 FEATURES = ("amount", "hour", "channel")
@@ -70,13 +69,3 @@ def test_metadata_lists_numeric_then_category_inputs_and_the_output_shape():
     assert metadata["inputs"] == [{"name": "amount", "datatype": "FP64", "shape": [-1]},
                                   {"name": "channel", "datatype": "BYTES", "shape": [-1]}]
     assert metadata["outputs"][0]["shape"] == [-1, 3] and metadata["platform"] == "pytorch_torch.export"
-
-
-@pytest.mark.parametrize(("path", "endpoint"), [
-    ("/v2/health/live", "live"), ("/v2/health/ready", "ready"), ("/v2", "metadata"),
-    ("/v2/models/fraud", "metadata"), ("/v2/models/fraud/ready", "ready"), ("/v2/models/fraud/infer", "infer"),
-    ("/v2/models/fraud/versions/v2/infer", "infer"), ("/v2/models/fraud/feedback", "feedback"),
-    ("/v1/models/fraud:predict", "other"), ("/v2/models/fraud/explain", "other"),
-])
-def test_each_path_is_counted_under_its_endpoint(path, endpoint):
-    assert endpoint_of(path) == endpoint

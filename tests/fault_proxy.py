@@ -1,0 +1,107 @@
+"""A loopback TCP proxy that can make what stands behind it go away for a while.
+
+    with FaultProxy(upstream_port) as proxy:      # clients talk to proxy.port
+        proxy.fail("refuse")                      # every connection is cut, new ones are closed at once
+        proxy.fail("http503")                     # ...or answered 503 SlowDown, as a busy S3 gateway does
+        proxy.heal()                              # traffic passes again
+
+Failing cuts the connections that are open, so a client's pooled keep-alive
+connection cannot slip past the outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Literal
+
+Mode = Literal["pass", "refuse", "http503"]
+
+_BODY = b"<Error><Code>SlowDown</Code><Message>an outage injected by the test</Message></Error>"
+SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BODY), _BODY)
+)
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1") -> None:
+        self.host, self.upstream_port = host, upstream_port
+        self.mode: Mode = "pass"
+        self._loop = asyncio.new_event_loop()
+        self._writers: set[asyncio.StreamWriter] = set()
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name="fault-proxy", daemon=True)
+        self._thread.start()
+        started.wait(10)
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._accept, self.host, 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        started.set()
+        self._loop.run_forever()
+
+    def fail(self, mode: Mode) -> None:
+        self._loop.call_soon_threadsafe(self._set_mode, mode)
+
+    def heal(self) -> None:
+        self._loop.call_soon_threadsafe(self._set_mode, "pass")
+
+    def _set_mode(self, mode: Mode) -> None:
+        self.mode = mode
+        if mode != "pass":
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "refuse":
+            writer.transport.abort()
+            return
+        if self.mode == "http503":
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(SLOW_DOWN)
+                await writer.drain()
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                pass
+            writer.transport.abort()
+            return
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, upstream_writer}
+        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+        self._writers -= {writer, upstream_writer}
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.transport.abort()
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            piping = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in piping:
+                task.cancel()
+            await asyncio.gather(*piping, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

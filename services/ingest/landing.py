@@ -44,6 +44,7 @@ class FlushLimits:
     records: int
     bytes: int
     age_s: float
+    idle_s: float = float("inf")
 
 
 @dataclass
@@ -62,6 +63,7 @@ class PartitionBuffer:
     bytes: int = 0
     last_offset: int = -1
     started: float = field(default_factory=time.monotonic)
+    last_taken: float | None = None  # when the newest records were taken (monotonic)
 
     @property
     def prefix(self) -> str:
@@ -71,22 +73,29 @@ class PartitionBuffer:
     def key(self) -> str:
         return raw_object_key(self.prefix, self.first_offset, self.last_offset)
 
-    def add(self, messages: list[Any], last_offset: int, size: int) -> None:
+    def add(self, messages: list[Any], last_offset: int, size: int, now: float | None = None) -> None:
         """Take ``messages`` (valid or not) up to ``last_offset``; they wait in ``pending``."""
         self.pending.extend(messages)
         self.records += len(messages)
         self.bytes += size
         self.last_offset = last_offset
+        self.last_taken = now if now is not None else time.monotonic()
 
     def take_pending(self) -> list[Any]:
         pending, self.pending = self.pending, []
         return pending
 
-    def should_flush(self, limits: FlushLimits, now: float | None = None) -> bool:
+    def should_flush(self, limits: FlushLimits, now: float | None = None, caught_up: bool = False) -> bool:
+        """At a record, byte or age limit; or idle: ``caught_up`` (nothing more in the
+        partition for now) and no record taken for ``limits.idle_s``.
+
+        A replay ends where the landed range did, whatever the limits."""
         if self.must_end_at is not None:
             return self.last_offset >= self.must_end_at
-        age = (now if now is not None else time.monotonic()) - self.started
-        return self.records >= limits.records or self.bytes >= limits.bytes or age >= limits.age_s
+        now = now if now is not None else time.monotonic()
+        if self.records >= limits.records or self.bytes >= limits.bytes or now - self.started >= limits.age_s:
+            return True
+        return caught_up and self.last_taken is not None and now - self.last_taken >= limits.idle_s
 
 
 def with_kafka_columns(

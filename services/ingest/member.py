@@ -1,11 +1,11 @@
 """One consumer-group member of an ingest replica: ``ingest.<dataset>`` -> Parquet.
 
 For each partition, records are buffered until a record, byte or age limit,
-then landed in this order: dead letters (bad records, with the reason) are
-flushed, the Parquet object is written at its deterministic key,
-``data.landed`` is sent, and the offsets are committed. A crash anywhere
-replays the same range into the same key, so no record is lost and none is
-landed twice.
+or until the partition is caught up and idle, then landed in this order:
+dead letters (bad records, with the reason) are flushed, the Parquet object
+is written at its deterministic key, ``data.landed`` is sent, and the offsets
+are committed. A crash anywhere replays the same range into the same key, so
+no record is lost and none is landed twice.
 
 Two stages overlap: the main thread polls, decodes records into Arrow tables
 chunk by chunk, seals batches and commits; one lander thread writes sealed
@@ -28,7 +28,9 @@ import threading
 import time
 from bisect import bisect_right
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import groupby
 from multiprocessing.connection import Connection
 
@@ -43,6 +45,7 @@ from services.ingest.landing import (
     event_time_range,
     parquet_bytes,
 )
+from services.ingest.peers import PeerDecoding
 from services.ingest.records import DecodedChunk, decode_messages
 from services.ingest.settings import IngestSettings
 from streamml.events import DataLanded
@@ -70,12 +73,34 @@ LAG = Gauge("streamml_ingest_consumer_lag", "High watermark minus next offset", 
 # Records decoded at a time: their messages are freed once decoded (unless
 # one was rejected: a dead letter carries the original message).
 DECODE_CHUNK = 20_000
+# The longest a poll waits for records: how late an idle or age limit may be noticed.
+POLL_TIMEOUT_S = 0.05
+
+
+@dataclass
+class Sealed:
+    """A batch handed to the lander, until its offsets are committed."""
+
+    partition: tuple[str, int]
+    committed: threading.Event = field(default_factory=threading.Event)
+    landing: Future[Offsets | None] | None = None
+
+
+class Abandoned(Exception):
+    """A landing given up as the member stops; the batch is replayed after a restart."""
 
 
 class IngestMember(ConsumerService[IngestSettings]):
     name = "ingest"
     group = GROUP
     watches_dependencies = False  # the replica's process does, for its /readyz
+
+    def __init__(self, settings: IngestSettings, index: int = 0, peer_links: dict[int, Connection] | None = None,
+                 idle: Sequence[int] = ()) -> None:
+        super().__init__(settings)
+        self.index = index
+        self.peer_links = peer_links or {}
+        self.idle = idle
 
     def input_topics(self) -> list[str]:
         return [f"^{re.escape(self.settings.kafka.topic_prefix)}{TOPIC_PATTERN}"]
@@ -84,7 +109,7 @@ class IngestMember(ConsumerService[IngestSettings]):
         options = self.settings.ingest
         self.buffers: dict[tuple[str, int], PartitionBuffer] = {}
         self.lander = ThreadPoolExecutor(1, thread_name_prefix="ingest-land")
-        self.sealed: deque[Future[Offsets]] = deque()
+        self.sealed: deque[Sealed] = deque()
         self.unstarted: set[tuple[str, int]] = set()  # assigned, no record polled yet
         # Partitions whose earlier owners' uncommitted ranges are all replayed (see _open).
         self.replayed: set[tuple[str, int]] = set()
@@ -92,7 +117,10 @@ class IngestMember(ConsumerService[IngestSettings]):
         self.specs: dict[str, DatasetSpec] = {
             self.settings.kafka.topic(spec.ingest_topic): spec for spec in load_specs(self.settings).values()
         }
-        self.limits = FlushLimits(options.flush_rows, options.flush_bytes, options.flush_age_s)
+        self.limits = FlushLimits(options.flush_rows, options.flush_bytes, options.flush_age_s, options.flush_idle_s)
+        self.peers = PeerDecoding(self.index, self.peer_links, self.idle, self.specs, options.max_record_bytes)
+        # The partition of each batch of dead letters only that the lander has landed: see _land.
+        self.objectless: dict[tuple[str, int], threading.Event] = {}
         # Every polled message is a tracked object: collect the young generation
         # less often, and never re-scan what load() created.
         gc.set_threshold(50_000, 20, 100)
@@ -101,7 +129,8 @@ class IngestMember(ConsumerService[IngestSettings]):
     def serve(self) -> None:
         self.consumer.subscribe()
         while not self.stopping.is_set():
-            messages = self.consumer.poll(self.settings.ingest.poll_batch, timeout=0.2)
+            messages = self.consumer.poll(self.settings.ingest.poll_batch, timeout=POLL_TIMEOUT_S)
+            self.peers.set_idle(len(messages) < self.settings.ingest.poll_batch)
             for (topic, partition), batch in by_partition(messages).items():
                 if (topic, partition) in self.unstarted:
                     self.unstarted.discard((topic, partition))
@@ -123,6 +152,7 @@ class IngestMember(ConsumerService[IngestSettings]):
             self.retry(self.producer.flush)
             self.retry(lambda: self.consumer.commit(messages))
             return
+        now = time.monotonic()
         while messages:
             buffer = self.buffers.get((topic, partition)) or self._open(spec, messages[0])
             count = records_to_take(buffer, messages, self.limits.records)
@@ -133,15 +163,17 @@ class IngestMember(ConsumerService[IngestSettings]):
                 self._seal(buffer, spec)
                 continue
             taken, messages = messages[:count], messages[count:]
-            buffer.add(taken, taken[-1].offset(), sum(map(len, taken)))
-            if buffer.should_flush(self.limits):
+            buffer.add(taken, taken[-1].offset(), sum(map(len, taken)), now)
+            if buffer.should_flush(self.limits, now):
                 self._seal(buffer, spec)
             elif len(buffer.pending) >= DECODE_CHUNK:
                 self._decode(buffer, spec)
 
     def _decode(self, buffer: PartitionBuffer, spec: DatasetSpec) -> None:
-        max_bytes = self.settings.ingest.max_record_bytes
-        buffer.chunks.append(decode_messages(buffer.take_pending(), spec, max_bytes))
+        messages = buffer.take_pending()
+        handed = self.peers.offload(messages, spec)
+        buffer.chunks.append(handed if handed is not None else
+                             decode_messages(messages, spec, self.settings.ingest.max_record_bytes))
 
     def _open(self, spec: DatasetSpec, first: Message) -> PartitionBuffer:
         buffer = PartitionBuffer(
@@ -152,10 +184,12 @@ class IngestMember(ConsumerService[IngestSettings]):
             first_time_ms=first.timestamp()[1],
         )
         # A batch from this offset may be landed already but not committed (crash).
-        # An owner lands its batches in offset order, so what earlier owners left
-        # is one unbroken run of ranges from the committed offset: once an offset
-        # has no object, no later one has either, and listing (the costliest S3
-        # request) stops until the partition is assigned again.
+        # An owner lands its batches in offset order, and commits a batch that
+        # left no object (dead letters only) before a later object lands, so what
+        # earlier owners left uncommitted is one unbroken run of objects from the
+        # committed offset: once an offset has no object, no later one has either,
+        # and listing (the costliest S3 request) stops until the partition is
+        # assigned again.
         partition = (buffer.topic, buffer.partition)
         if partition not in self.replayed:
             existing = self.retry(lambda: list(self.store.list(raw_range_start(buffer.prefix, buffer.first_offset))))
@@ -170,29 +204,45 @@ class IngestMember(ConsumerService[IngestSettings]):
     def _seal_due(self) -> None:
         now = time.monotonic()
         for buffer in list(self.buffers.values()):
-            if buffer.should_flush(self.limits, now):
+            if buffer.should_flush(self.limits, now, self._caught_up(buffer)):
                 self._seal(buffer, self.specs[buffer.topic])
 
+    def _caught_up(self, buffer: PartitionBuffer) -> bool:
+        """Whether the buffer holds the partition's last record, by the end offset of the latest fetch.
+
+        A member that is behind does not land small batches when polling
+        pauses (while landings catch up) or another partition's records
+        fill its polls. Unknown (no fetch has reported it) counts as caught up.
+        """
+        high = self.consumer.high_watermark(buffer.topic, buffer.partition)
+        return high is None or buffer.last_offset + 1 >= high
+
     def _seal(self, buffer: PartitionBuffer, spec: DatasetSpec) -> None:
-        del self.buffers[(buffer.topic, buffer.partition)]
+        partition = (buffer.topic, buffer.partition)
+        del self.buffers[partition]
         if buffer.pending:
             self._decode(buffer, spec)
         self._wait_for_landings(keep=self.settings.ingest.max_sealed_batches - 1)
-        self.sealed.append(self.lander.submit(self._land, buffer, spec))
+        sealed = Sealed(partition)
+        sealed.landing = self.lander.submit(self._land, buffer, spec, sealed)
+        self.sealed.append(sealed)
 
     def _wait_for_landings(self, keep: int) -> None:
         """Commit landed batches in order, re-raising a failed landing; block while more than ``keep`` remain."""
-        while self.sealed and (self.sealed[0].done() or len(self.sealed) > keep):
-            offsets = self.sealed.popleft().result()
+        while self.sealed and (self.sealed[0].landing.done() or len(self.sealed) > keep):
+            batch = self.sealed.popleft()
+            offsets = batch.landing.result()
             self.retry(lambda: self.consumer.commit_offsets(offsets))
+            batch.committed.set()
 
-    def _land(self, buffer: PartitionBuffer, spec: DatasetSpec) -> Offsets:
+    def _land(self, buffer: PartitionBuffer, spec: DatasetSpec, sealed: Sealed) -> Offsets:
         """Runs on the lander thread, one batch at a time, in the order sealed.
 
         Returns the offsets to commit now that the batch is durable. Each step
         waits out an outage of the store or the brokers (``self.retry``)."""
         started = time.monotonic()
-        chunks: list[DecodedChunk] = buffer.chunks
+        # A chunk a peer decodes is a future until then.
+        chunks: list[DecodedChunk] = [c.result() if isinstance(c, Future) else c for c in buffer.chunks]
         tables = [chunk.table for chunk in chunks if chunk.table.num_rows]
         rejected = 0
         for chunk in chunks:
@@ -201,6 +251,14 @@ class IngestMember(ConsumerService[IngestSettings]):
             rejected += len(chunk.rejected)
         self.retry(self.producer.flush)  # dead letters are durable before their offsets are committed
         rows = sum(table.num_rows for table in tables)
+        partition = (buffer.topic, buffer.partition)
+        if not rows:
+            # No object, and a replay stops looking for landed ranges at the first
+            # offset without one (_open): until this batch is committed, no later
+            # object of its partition may land.
+            self.objectless[partition] = sealed.committed
+        elif partition in self.objectless:
+            self._wait_until_committed(self.objectless.pop(partition))
         if rows:
             schema, dictionary = landing_schema(spec)
             data = parquet_bytes(tables, schema, dictionary)
@@ -233,6 +291,13 @@ class IngestMember(ConsumerService[IngestSettings]):
                    "first_offset": buffer.first_offset, "last_offset": buffer.last_offset},
         )
         return {(buffer.topic, buffer.partition): buffer.last_offset + 1}
+
+    def _wait_until_committed(self, committed: threading.Event) -> None:
+        """The main thread commits landed batches in order, the earlier ones first, so this returns
+        soon, unless the member stops: then the batch is left to be replayed."""
+        while not committed.wait(0.1):
+            if self.stopping.is_set():
+                raise Abandoned
 
     def on_assign(self, partitions: list[TopicPartition]) -> None:
         self.unstarted.update((p.topic, p.partition) for p in partitions)
@@ -312,11 +377,15 @@ def landing_schema(spec: DatasetSpec) -> tuple[pa.Schema, list[str]]:
 SERVE = "serve"
 
 
-def run_member(settings: IngestSettings, index: int, parent: int, channel: Connection) -> None:
+def run_member(settings: IngestSettings, index: int, parent: int, channel: Connection,
+               peer_links: dict[int, Connection], idle: Sequence[int]) -> None:
     """A member process: load, tell the replica (None when loaded, else why not),
-    then serve from the replica's SERVE until SIGTERM."""
+    then serve from the replica's SERVE until SIGTERM.
+
+    ``peer_links`` are pipes to the other members, ``idle`` the flags the members
+    share: see peers.py."""
     configure_logging(settings.log, "ingest", member=index)
-    member = IngestMember(settings)
+    member = IngestMember(settings, index, peer_links, idle)
     # Ctrl-C reaches the whole process group: members stop cleanly, as on SIGTERM.
     signal.signal(signal.SIGTERM, lambda *_: member.stop())
     signal.signal(signal.SIGINT, lambda *_: member.stop())

@@ -53,15 +53,40 @@ class DecodedChunk:
     rejected: list[tuple[Message, str]]
 
 
-def decode_messages(messages: list[Message], spec: DatasetSpec, max_bytes: int) -> DecodedChunk:
-    """``decode_batch`` over consecutive messages of one partition, with their Kafka coordinates."""
+@dataclass(frozen=True)
+class ChunkValues:
+    """What decoding needs of consecutive messages of one partition: it can cross to another process."""
+
+    partition: int
+    values: list[bytes | None]
+    offsets: np.ndarray
+    times_ms: np.ndarray
+
+
+def chunk_values(messages: list[Message]) -> ChunkValues:
     # map() over the unbound C methods: this runs per record.
-    values = list(map(Message.value, messages))
-    decoded = decode_batch(values, spec, max_bytes)
-    kept = [messages[i] for i in decoded.valid] if decoded.rejected else messages
-    times_ms = np.fromiter(map(itemgetter(1), map(Message.timestamp, kept)), np.int64, len(kept))
-    table = with_kafka_columns(decoded.table, messages[0].partition(), kafka_offsets(kept), times_ms)
-    return DecodedChunk(table, [(messages[i], reason) for i, reason in sorted(decoded.rejected.items())])
+    times_ms = np.fromiter(map(itemgetter(1), map(Message.timestamp, messages)), np.int64, len(messages))
+    return ChunkValues(messages[0].partition(), list(map(Message.value, messages)), kafka_offsets(messages), times_ms)
+
+
+def decode_values(chunk: ChunkValues, spec: DatasetSpec, max_bytes: int) -> tuple[pa.Table, dict[int, str]]:
+    """``decode_batch`` with the Kafka columns: the valid records' table, and the reason for each rejected index."""
+    decoded = decode_batch(chunk.values, spec, max_bytes)
+    offsets, times_ms = chunk.offsets, chunk.times_ms
+    if decoded.rejected:
+        kept = np.asarray(decoded.valid, np.int64)
+        offsets, times_ms = offsets[kept], times_ms[kept]
+    return with_kafka_columns(decoded.table, chunk.partition, offsets, times_ms), decoded.rejected
+
+
+def decode_messages(messages: list[Message], spec: DatasetSpec, max_bytes: int) -> DecodedChunk:
+    """``decode_values`` of consecutive messages of one partition; rejected ones keep their message."""
+    table, rejected = decode_values(chunk_values(messages), spec, max_bytes)
+    return with_messages(table, rejected, messages)
+
+
+def with_messages(table: pa.Table, rejected: dict[int, str], messages: list[Message]) -> DecodedChunk:
+    return DecodedChunk(table, [(messages[i], reason) for i, reason in sorted(rejected.items())])
 
 
 def kafka_offsets(messages: list[Message]) -> np.ndarray:
@@ -122,7 +147,8 @@ def read_clean(values: list[bytes], spec: DatasetSpec) -> pa.Table | None:
 
     About 20 % cheaper than pyarrow's JSON reader on the same records. What
     it does not take (a bad record, a CloudEvent, a pretty-printed record, a
-    timestamp without a zone, NaN, a category not declared) goes to ``_parse``.
+    chunk mixing times with and without a zone, NaN, a category not declared)
+    goes to ``_parse``.
     """
     joined = _one_per_line(values)
     if joined is None:
@@ -140,12 +166,29 @@ def read_clean(values: list[bytes], spec: DatasetSpec) -> pa.Table | None:
     columns = pa.array(list(map(msgspec.structs.astuple, rows)), row_type).flatten()
     for index, arrow_field in enumerate(schema):
         if pa.types.is_timestamp(arrow_field.type):
-            try:
-                columns[index] = columns[index].cast(arrow_field.type)
-            except pa.ArrowInvalid:
+            times = parse_times(columns[index], arrow_field.type)
+            if times is None:
                 return None
+            columns[index] = times
     # Named, not typed by the schema: the same table (nullable fields) as pyarrow's reader gives.
     return pa.Table.from_arrays(columns, names=schema.names)
+
+
+def parse_times(strings: pa.Array, time_type: pa.TimestampType) -> pa.Array | None:
+    """ISO-8601 strings as ``time_type``; None when some cannot be read this way.
+
+    Times without a zone (what ``datetime.isoformat()`` writes for a naive
+    time) are UTC, as pyarrow's JSON reader reads them; a chunk mixing both
+    kinds goes to the reader.
+    """
+    try:
+        return strings.cast(time_type)
+    except pa.ArrowInvalid:
+        pass
+    try:
+        return strings.cast(pa.timestamp(time_type.unit)).cast(time_type)
+    except pa.ArrowInvalid:
+        return None
 
 
 @lru_cache(maxsize=64)

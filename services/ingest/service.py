@@ -86,14 +86,24 @@ def start_members(settings: IngestSettings) -> list[Member]:
     """
     # spawn, not fork: a forked child would inherit librdkafka's and boto3's threads' locks.
     context = multiprocessing.get_context("spawn")
+    count = settings.ingest.processes
+    # A pipe between every two members, and a flag each: how an idle member decodes for a busy one (peers.py).
+    links: list[dict[int, Connection]] = [{} for _ in range(count)]
+    for first in range(count):
+        for second in range(first + 1, count):
+            links[first][second], links[second][first] = context.Pipe()
+    idle = context.Array("b", count, lock=False)
     members = []
-    for index in range(settings.ingest.processes):
+    for index in range(count):
         ours, theirs = context.Pipe()
-        process = context.Process(target=run_member, args=(settings, index, os.getpid(), theirs),
+        process = context.Process(target=run_member, args=(settings, index, os.getpid(), theirs, links[index], idle),
                                   name=f"ingest-{index}")
         process.start()
         theirs.close()
         members.append(Member(index, process, ours))
+    for ends in links:
+        for end in ends.values():
+            end.close()  # each member holds its own ends; the replica keeps none
     for member in members:
         problem = _start_outcome(member)
         if problem:

@@ -20,7 +20,12 @@ class IngestOptions(Group):
         100_000, ge=1, description="land a batch at this many records (dead-lettered ones count)"
     )
     flush_bytes: int = Field(64 << 20, ge=1024, description="or sooner, at this many input bytes")
-    flush_age_s: float = Field(10.0, gt=0, description="or sooner, when its first record is this old")
+    flush_age_s: float = Field(
+        1.0, gt=0, description="or sooner, when its first record is this old: the latency of a steady stream"
+    )
+    flush_idle_s: float = Field(
+        0.25, gt=0, description="or sooner, once its partition is caught up and no record has come for this long"
+    )
     max_record_bytes: int = Field(1 << 20, ge=64, description="larger records are dead-lettered")
     poll_batch: int = Field(2_000, ge=1, le=1_000_000, description="messages per consume call")
     max_sealed_batches: int = Field(

@@ -1,88 +1,35 @@
 """The ingest service against a real broker and Ceph: exactly once under SIGKILL, and dead letters."""
 
-import io
 import random
-import shutil
 import signal
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import psutil
-import pyarrow.parquet as pq
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
+from ingest_checks import (
+    SPEC,
+    assert_exactly,
+    consume_all,
+    landed_rows,
+    publish_transactions,
+    wait_for_log,
+    wait_until_committed,
+    wait_until_landed,
+)
 from service_logs import log_lines
 from services.ingest.landing import PartitionBuffer, parquet_bytes, with_kafka_columns
-from services.ingest.records import decode_batch
 from services.ingest.member import GROUP, landing_schema
-from streamml.specs import load_dataset_spec
+from services.ingest.records import decode_batch
 from streamml.datagen import to_json_records, transactions
 from streamml.events import DataLanded, decode
 from streamml.kafka import BatchConsumer, EventProducer
+from streamml.specs import load_dataset_spec
 from streamml.stack.ports import free_port
 
 pytestmark = pytest.mark.integration
-SPEC = Path(__file__).resolve().parents[3] / "examples" / "datasets" / "transactions.yaml"
-
-
-@pytest.fixture
-def world(stack, unique, bucket, tmp_path):
-    prefix = f"t{unique}."
-    kafka = stack.settings().kafka.model_copy(update={"topic_prefix": prefix})
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    shutil.copy(SPEC, specs / "transactions.yaml")
-    topics = {"ingest": kafka.topic("ingest.transactions"), "landed": kafka.topic("data.landed"),
-              "dlq": kafka.topic("dlq.ingest"), "unknown": kafka.topic("ingest.nosuchdataset")}
-    admin = AdminClient(kafka.client_config())
-    partitions = {"ingest": 3, "landed": 1, "dlq": 1, "unknown": 1}
-    for future in admin.create_topics([NewTopic(topics[k], partitions[k], 1) for k in topics]).values():
-        future.result()
-    # A group per test too: Tansu can leave a group stuck after its members leave (see the stack's client_env).
-    env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_KAFKA_GROUP_PREFIX": prefix,
-           "STREAMML_INGEST_SPECS_DIR": str(specs)}
-    return kafka, topics, env
-
-
-def landed_rows(store) -> list[tuple[int, int, str]]:
-    rows = []
-    for key in store.list("raw/transactions/"):
-        table = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["_partition", "_offset", "tx_id"])
-        rows += zip(*(table.column(c).to_pylist() for c in ("_partition", "_offset", "tx_id")))
-    return rows
-
-
-def consume_all(kafka, topic, group, expected, timeout=60):
-    consumer = BatchConsumer(kafka, group, [topic])
-    received, deadline = [], time.monotonic() + timeout
-    while len(received) < expected and time.monotonic() < deadline:
-        received += consumer.poll(500, 0.5)
-    consumer.close()
-    return received
-
-
-def publish_transactions(kafka, topic, total, seed=1, first=0):
-    """Publish ``total`` records, keys counting from ``first``; returns {(partition, offset): tx_id}."""
-    producer = EventProducer(kafka, "test", **{"linger.ms": 50})
-    published: dict[tuple[int, int], str] = {}
-
-    def on_delivery(error, message):
-        assert error is None
-        published[(message.partition(), message.offset())] = message.key().decode()
-
-    for start in range(0, total, 10_000):
-        records = to_json_records(transactions(min(10_000, total - start), seed=seed, start=first + start))
-        for i, record in enumerate(records, first + start):
-            producer._producer.produce(topic, record, f"tx-{i:010d}", on_delivery=on_delivery)
-            if len(producer._producer) > 50_000:
-                producer._producer.poll(0.05)
-    producer._producer.flush()
-    assert len(published) == total
-    return published
 
 
 def test_sigkill_three_times_lands_every_record_exactly_once(world, services, store, bucket):
@@ -168,31 +115,6 @@ def test_members_share_one_metrics_endpoint_and_a_dead_member_stops_the_replica(
     assert resumed == resume_at
 
 
-def wait_until_committed(ingest, kafka, group, expected, timeout=30):
-    """Wait until ``group`` has committed ``expected`` ({(topic, partition): next offset})."""
-    deadline = time.monotonic() + timeout
-    probe = Consumer({**kafka.client_config(), "group.id": group})  # never subscribes: no rebalance
-    try:
-        while True:
-            found = probe.committed([TopicPartition(t, p) for t, p in expected], timeout=10)
-            committed = {(tp.topic, tp.partition): tp.offset for tp in found}
-            if committed == expected:
-                return
-            assert ingest.poll() is None, ingest.log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"committed {committed}, expected {expected}"
-            time.sleep(0.2)
-    finally:
-        probe.close()
-
-
-def wait_until_landed(ingest, store, published, timeout=120):
-    deadline = time.monotonic() + timeout
-    while len(set(landed_rows(store))) < len(published):
-        assert ingest.poll() is None, ingest.log_path.read_text()[-3000:]
-        assert time.monotonic() < deadline, "not everything landed"
-        time.sleep(0.5)
-
-
 def test_partitions_moving_between_replicas_lose_and_duplicate_nothing(world, services, store, bucket):
     """A second replica joins mid-stream, then the first leaves: each hand-over revokes partitions
     with batches sealed, landing and buffered, and the landed rows stay exact."""
@@ -225,23 +147,6 @@ def publish_slowly(kafka, topic, total, seconds):
         published.update(part)
         time.sleep(seconds / 10)
     return published
-
-
-def wait_for_log(process, message, timeout=60):
-    deadline = time.monotonic() + timeout
-    while f'"message": "{message}"' not in process.log_path.read_text():
-        assert process.poll() is None, process.log_path.read_text()[-3000:]
-        assert time.monotonic() < deadline, f"no {message!r} in {process.log_path}"
-        time.sleep(0.2)
-
-
-def assert_exactly(rows, published):
-    landed = [(p, o) for p, o, _ in rows]
-    duplicates = len(landed) - len(set(landed))
-    lost = set(published) - set(landed)
-    assert duplicates == 0, f"{duplicates} rows landed twice"
-    assert not lost, f"{len(lost)} records lost, e.g. {sorted(lost)[:3]}"
-    assert {(p, o): k for p, o, k in rows} == published  # each offset carries its own record
 
 
 def test_ranges_landed_before_a_crash_are_rewritten_with_the_same_boundaries(world, services, store, bucket):

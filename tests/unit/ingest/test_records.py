@@ -105,11 +105,27 @@ def test_the_fast_path_reads_records_exactly_as_the_reference_reader_does():
     assert fast.equals(_read(b"\n".join(records), SPEC.arrow_schema()))
 
 
+def test_times_without_a_zone_take_the_fast_path_and_read_as_utc_as_the_reference_reader_reads_them():
+    records = to_json_records(transactions(500, seed=9))
+    written = [
+        re.sub(rb'"ts":"([^"]*)Z"', rb'"ts":"\1"', record) if i % 3 else
+        re.sub(rb'"ts":"([^"T]*)T([^"]*)Z"', rb'"ts":"\1 \2.25"', record)  # isoformat(" ") of a naive time
+        for i, record in enumerate(records)
+    ]
+    fast = read_clean(written, SPEC)
+    assert fast is not None
+    assert fast.equals(_read(b"\n".join(written), SPEC.arrow_schema()))
+    zoned = read_clean(records, SPEC).column("ts").cast(pa.int64()).to_pylist()
+    shift = [0 if i % 3 else 250_000 for i in range(500)]  # microseconds
+    assert fast.column("ts").cast(pa.int64()).to_pylist() == [t + d for t, d in zip(zoned, shift)]
+
+
 def test_records_the_fast_path_leaves_are_read_by_the_reference_path():
     record = to_json_records(transactions(1, seed=9))[0]
     zoneless = record.replace(b"T", b" ", 1).replace(b'Z"', b'"', 1)  # read as UTC
     nan = json.dumps({**json.loads(record), "distance_km": float("nan")}).encode()
-    # (record as sent, what pyarrow's reader reads the same from)
+    # (record as sent, what pyarrow's reader reads the same from); a chunk mixing times
+    # with and without a zone is read by the reference reader
     for other, reference in [(zoneless, zoneless), (nan, nan), (b"\xef\xbb\xbf" + record, record)]:
         assert read_clean([record, other], SPEC) is None
         decoded = decode_batch([record, other], SPEC, 1 << 20)
@@ -154,6 +170,19 @@ def test_buffer_flush_rules_and_fixed_boundary():
     fixed = PartitionBuffer("tx", "ingest.tx", 0, 0, 0, must_end_at=20, started=0.0)
     fixed.add(list(range(10)), 9, 5000)
     assert not fixed.should_flush(limits, now=1000.0)  # limits do not apply: the end is known
+    assert not fixed.should_flush(FlushLimits(10, 1000, 60, idle_s=0.25), now=1000.0, caught_up=True)
+
+
+def test_a_batch_lands_when_its_partition_is_caught_up_and_idle():
+    limits = FlushLimits(records=100, bytes=10_000, age_s=60, idle_s=0.25)
+    buffer = PartitionBuffer("tx", "ingest.tx", 0, 0, 0, started=0.0)
+    buffer.add(["m0", "m1"], 1, 20, now=1.0)
+    assert not buffer.should_flush(limits, now=1.2, caught_up=True)  # records came 0.2 s ago
+    assert buffer.should_flush(limits, now=1.25, caught_up=True)
+    assert not buffer.should_flush(limits, now=30.0, caught_up=False)  # behind: more records are on their way
+    buffer.add(["m2"], 2, 10, now=1.3)
+    assert not buffer.should_flush(limits, now=1.5, caught_up=True)  # a new record restarts the idle time
+    assert buffer.should_flush(limits, now=1.55, caught_up=True)
 
 
 def _message(partition, offset, value, topic="ingest.transactions"):

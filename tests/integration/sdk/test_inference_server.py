@@ -191,9 +191,10 @@ def test_the_server_holds_its_limits_whatever_the_request_says(world, strict_ser
     status, error = call(api, "POST", infer, {"inputs": tensors(raw_records()[:6])})
     assert status == 400 and "the limit is 5" in error["error"]
 
-    # A negative length, or a length with a chunked body, is refused before any body is read.
+    # A negative length, or a length with a chunked body, is refused on its head alone. (No body is sent: the
+    # server closes such a connection at once, and bytes it never read would reset it before the answer arrives.)
     for headers in (["Content-Length: -5"], ["Content-Length: 10", "Transfer-Encoding: chunked"]):
-        answer = exchange(api, head(infer, *headers), good)
+        answer = exchange(api, head(infer, *headers))
         assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     # Too large, by its length (answered before the body is sent) or by what a chunked body turns out to hold.
     status, error = status_and_body(exchange(api, head(infer, f"Content-Length: {len(large)}")))

@@ -148,7 +148,8 @@ def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world, caplo
         assert client.version == "v1"
         # One line that names the damaged object, without a stack trace.
         [line] = [r for r in caplog.records if r.name == "streamml.sdk.client" and r.levelname == "ERROR"]
-        assert f"models/{MODEL}/v2/model.pt2 is not a loadable torch.export program" in line.getMessage()
+        assert f"models/{MODEL}/v2/attempts/" in line.getMessage()
+        assert "model.pt2 does not match the manifest of fraud v2" in line.getMessage()
         assert line.exc_info is None
         promote(world, "v3", "v2")
         wait_until(lambda: load.all_saw("v3"))

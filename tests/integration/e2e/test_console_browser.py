@@ -27,7 +27,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from streamml.demo import EXAMPLES, DemoPlan, Timeline, run_demo
-from streamml.events import DatasetReady, DriftDetected, ModelPromoted
+from streamml.events import DatasetReady, DriftDetected, ModelPromoted, ModelTrained
 from streamml.kafka import EventProducer
 from streamml.registry.champion import promote_by_hand
 from streamml.settings import ServiceSettings
@@ -155,9 +155,10 @@ def test_a_version_page_shows_every_rule_of_its_decision(browser, loop, tmp_path
 
 def test_lineage_reaches_the_offsets_and_leads_back_from_a_raw_object(browser, loop, tmp_path):
     champion = loop.promotions()[-1]
-    built_on_drift = loop.first(DatasetReady, lambda e: e.trigger == "drift")
+    # The dataset the champion was trained on: the one built for the drift, or a later one.
+    trained = loop.first(ModelTrained, lambda e: e.version == champion.version)
     page = look(browser, loop, f"/lineage/models/fraud/{champion.version}", tmp_path / "lineage.png")
-    assert f"transactions v{built_on_drift.version}" in page
+    assert f"transactions v{trained.dataset_version}" in page
     partitions = browser.find_element(By.ID, "partitions").text
     assert "ingest.transactions" in partitions
     raw = browser.find_element(By.ID, "raw-objects")
@@ -166,7 +167,7 @@ def test_lineage_reaches_the_offsets_and_leads_back_from_a_raw_object(browser, l
     raw.find_element(By.CSS_SELECTOR, "tbody tr a").click()
     WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.ID, "raw-key"))
     browser.save_screenshot(str(tmp_path / "raw.png"))
-    assert f"transactions v{built_on_drift.version}" in browser.find_element(By.ID, "raw-datasets").text
+    assert f"transactions v{trained.dataset_version}" in browser.find_element(By.ID, "raw-datasets").text
     users = browser.find_element(By.ID, "raw-models")
     assert champion.version in users.text
     users.find_element(By.LINK_TEXT, champion.version).click()
@@ -193,7 +194,10 @@ def test_dataset_pages_show_versions_rows_triggers_and_reference_plots(browser, 
 def test_the_drift_page_marks_the_event_and_what_it_triggered(browser, loop, tmp_path):
     drift = loop.first(DriftDetected)
     built_on_drift = loop.first(DatasetReady, lambda e: e.trigger == "drift")
-    champion = loop.promotions()[-1]
+    # What the drift triggered: the dataset built for it, the model trained on that, and its decision
+    # (the retrained champion may come from a later dataset, when the first retrain did not improve enough).
+    retrained = loop.first(ModelTrained, lambda e: e.dataset_version == built_on_drift.version)
+    verdict = "approved" if any(p.version == retrained.version for p in loop.promotions()) else "rejected"
     look(browser, loop, "/drift/fraud", tmp_path / "drift.png")
     marks = [label.text for label in browser.find_elements(By.CSS_SELECTOR, ".chart .annotation-text")]
     assert any(text.startswith("drift.detected (") for text in marks), marks  # drawn on a plot, visible
@@ -201,7 +205,7 @@ def test_the_drift_page_marks_the_event_and_what_it_triggered(browser, loop, tmp
     events = browser.find_element(By.ID, "drift-events").text
     assert drift.kind in events
     assert f"transactions v{built_on_drift.version}" in events
-    assert f"{champion.version} approved" in events
+    assert f"{retrained.version} {verdict}" in events
 
 
 def test_the_loop_page_shows_a_new_event_without_a_reload(browser, loop, tmp_path):

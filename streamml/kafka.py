@@ -299,6 +299,7 @@ class BatchConsumer:
         }
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        self._working = False  # inside work_while_polling: assigned partitions stay paused
         self._consumer = Consumer(config)
         self.assignment: set[tuple[str, int]] = set()
         if subscribe:
@@ -310,6 +311,12 @@ class BatchConsumer:
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assignment |= {(p.topic, p.partition) for p in partitions}
+        # librdkafka keeps a partition's pause across a rebalance: one paused for long work and
+        # revoked before the work ended would, once assigned back, never be fetched again.
+        if self._working:
+            consumer.pause(partitions)
+        else:
+            consumer.resume(partitions)
         if self._on_assign:
             self._on_assign(partitions)
 
@@ -382,13 +389,17 @@ class BatchConsumer:
         nothing polled here is lost.
         """
         self._consumer.pause(self._consumer.assignment())
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            future: Future[T] = pool.submit(work)
-            while not future.done():
-                for message in self._consumer.consume(100, heartbeat_s):
-                    if message.error() is None:
-                        self._rewind(message)
-        self._consumer.resume(self._consumer.assignment())
+        self._working = True
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                future: Future[T] = pool.submit(work)
+                while not future.done():
+                    for message in self._consumer.consume(100, heartbeat_s):
+                        if message.error() is None:
+                            self._rewind(message)
+        finally:
+            self._working = False
+            self._consumer.resume(self._consumer.assignment())
         return future.result()
 
     def _rewind(self, message: Message) -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import yaml
+from loop_stack import roomy_latency_policies, start_stack
 from rich.console import Console
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -26,14 +26,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from streamml.demo import EXAMPLES, DemoPlan, Timeline, run_demo
+from streamml.demo import DemoPlan, Timeline, run_demo
 from streamml.events import DatasetReady, DriftDetected, ModelPromoted, ModelTrained
 from streamml.kafka import EventProducer
 from streamml.registry.champion import promote_by_hand
 from streamml.settings import ServiceSettings
-from streamml.stack.control import down, up
-from streamml.stack.ports import free_port
-from streamml.stack.supervisor import StackConfig
+from streamml.stack.control import down
 from streamml.store import ObjectStore
 
 # One loop (up to PLAN.timeout_s) is paid by the first test of the module.
@@ -66,24 +64,9 @@ class Loop:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory) -> Iterator[Loop]:
     root = tmp_path_factory.mktemp("console-loop")
-    policies = root / "policies"
-    policies.mkdir()
-    for path in (EXAMPLES / "policies").glob("*.yaml"):
-        policy = yaml.safe_load(path.read_text())
-        policy["latency"]["p95_ms"] = LATENCY_BUDGET_MS
-        (policies / path.name).write_text(yaml.safe_dump(policy))
-    config = StackConfig(
-        state_dir=root / "stack", kafka_port=free_port(), s3_port=free_port(), http_base_port=free_port(),
-        console_port=free_port(), specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models",
-        policies_dir=policies,
-    )
+    policies = roomy_latency_policies(root / "policies", LATENCY_BUDGET_MS)
+    config, settings = start_stack(root / "stack", ephemeral=False, policies=policies, timeout=180)
     try:
-        up(config, timeout=180, echo=lambda *_: None)
-        os.environ["STREAMML_CONFIG_FILE"] = str(config.state_dir / "config.yaml")
-        try:
-            settings = ServiceSettings()
-        finally:
-            del os.environ["STREAMML_CONFIG_FILE"]
         with open(root / "demo.log", "w") as log:
             timeline = run_demo(settings, PLAN, Console(file=log))
         yield Loop(f"http://127.0.0.1:{config.console_port}", settings, timeline)

@@ -13,19 +13,18 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 from landing_checks import landed
+from loop_stack import roomy_latency_policies, start_stack
 from rich.console import Console
 
-from streamml.demo import EXAMPLES, DemoPlan, run_demo
+from streamml.demo import DemoPlan, run_demo
 from streamml.events import DatasetReady, DriftDetected, ModelPromoted, ModelTrained
 from streamml.lag import partition_lags
 from streamml.registry.models import read_version_files
 from streamml.settings import ServiceSettings
 from streamml.stack import procs
-from streamml.stack.control import down, up
-from streamml.stack.ports import free_port
-from streamml.stack.supervisor import SERVICES, StackConfig
+from streamml.stack.control import down
+from streamml.stack.supervisor import SERVICES
 from streamml.store import ObjectStore
 
 pytestmark = pytest.mark.integration
@@ -33,21 +32,6 @@ PLAN = DemoPlan(rate=3000, first_records=12_000, drift_records=12_000, timeout_s
 # Each killed service starts over (prep's Spark session cold again), and a
 # shared machine can slow every step several times over: a roomier deadline.
 CHAOS_PLAN = dataclasses.replace(PLAN, timeout_s=900)
-
-
-def start_stack(tmp_path: Path, ephemeral: bool, policies: Path = EXAMPLES / "policies") -> tuple[StackConfig, ServiceSettings]:
-    config = StackConfig(
-        state_dir=tmp_path / "stack", kafka_port=free_port(), s3_port=free_port(), http_base_port=free_port(),
-        specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models", policies_dir=policies,
-        ephemeral=ephemeral,
-    )
-    up(config, timeout=120, echo=lambda *_: None)
-    os.environ["STREAMML_CONFIG_FILE"] = str(config.state_dir / "config.yaml")
-    try:
-        settings = ServiceSettings()
-    finally:
-        del os.environ["STREAMML_CONFIG_FILE"]
-    return config, settings
 
 
 def assert_final_state(settings: ServiceSettings, timeline, consecutive_versions: bool = True) -> None:
@@ -83,7 +67,7 @@ def assert_final_state(settings: ServiceSettings, timeline, consecutive_versions
 
 def test_the_loop_reaches_a_second_champion(tmp_path):
     """The ephemeral stack (in-memory broker, memstore OSD) runs the loop too."""
-    config, settings = start_stack(tmp_path, ephemeral=True)
+    config, settings = start_stack(tmp_path / "stack", ephemeral=True)
     try:
         timeline = run_demo(settings, PLAN, Console(file=open(tmp_path / "demo.log", "w")))
         assert_final_state(settings, timeline)
@@ -179,12 +163,8 @@ def test_the_loop_survives_sigkill_of_every_component(tmp_path):
     each back and the loop loses, duplicates and corrupts nothing."""
     # The latency rule measures a model on a machine that is busy restarting
     # processes; this test is about what survives, so it gets a roomy budget.
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    policy = yaml.safe_load((EXAMPLES / "policies" / "transactions.yaml").read_text())
-    policy["latency"]["p95_ms"] = 1000
-    (policies / "transactions.yaml").write_text(yaml.safe_dump(policy))
-    config, settings = start_stack(tmp_path, ephemeral=False, policies=policies)
+    policies = roomy_latency_policies(tmp_path / "policies", p95_ms=1000)
+    config, settings = start_stack(tmp_path / "stack", ephemeral=False, policies=policies)
     seed = int(os.environ.get("STREAMML_CHAOS_SEED", random.randrange(1 << 30)))
     chaos = Chaos(config.state_dir / "stack.json", seed)
     print(f"chaos seed {seed} (set STREAMML_CHAOS_SEED to replay): {' '.join(chaos.order)}")

@@ -7,6 +7,8 @@
     datasets/<dataset>/v<N>/manifest.json           created last: the version exists once this does, and
                                                     its files are the ones it names
     datasets/<dataset>/_drift_request               a drift.detected waiting for the next build
+    specs/<dataset>/<fingerprint>.json              a dataset spec ingest enforces, by the fingerprint its
+                                                    manifests record: the rules the SDK checks inputs with
     models/<model>/<version>/attempts/<attempt>/    the files one training attempt wrote:
         card.json                                   what the model is
         <portable program>                          named by the card (model.pt2, model.torchscript.pt)
@@ -42,6 +44,7 @@ RAW_ROOT = "raw/"
 DATASETS_ROOT = "datasets/"
 MODELS_ROOT = "models/"
 MONITOR_ROOT = "monitor/"
+SPECS_ROOT = "specs/"
 
 MANIFEST_FILE = "manifest.json"
 ATTEMPTS_DIR = "attempts"
@@ -146,6 +149,12 @@ def dataset_prefix(dataset: str, version: int) -> str:
 
 def dataset_manifest_key(dataset: str, version: int) -> str:
     return dataset_prefix(dataset, version) + MANIFEST_FILE
+
+
+def dataset_spec_key(dataset: str, fingerprint: str) -> str:
+    if not re.fullmatch(VERSION, fingerprint):
+        raise RegistryError(f"spec fingerprint {fingerprint!r} cannot be part of a key; it must match {VERSION}")
+    return f"{SPECS_ROOT}{dataset}/{fingerprint}.json"
 
 
 def split_prefix(dataset: str, version: int, split: str) -> str:

@@ -11,16 +11,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry_world import (
-    MODEL,
-    direct_predictions,
-    now,
-    put_dataset,
-    put_spec,
-    put_version,
-    raw_records,
-    trained,
-)
+from registry_world import MODEL, direct_predictions, now, put_dataset, put_version, raw_records, trained
+from registry_world import put_spec
 from services.validator.promote import set_champion
 from streamml.events import FeedbackRecord, ModelPromoted, PredictionRecord
 from streamml.stack.ports import free_port

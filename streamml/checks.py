@@ -79,7 +79,8 @@ def check_constraints(table: pa.Table, fields: Sequence[FieldSpec], every: bool 
                 continue
             for row in pc.indices_nonzero(mask).to_pylist():
                 if every or row not in violations:
-                    text = f"{reason} (got {column[row].as_py()!r})"
+                    # A missing value is named by the reason itself, as explain names it.
+                    text = reason if rule == "required" else f"{reason} (got {column[row].as_py()!r})"
                     violations.setdefault(row, []).append(Violation(field_spec.name, rule, text))
     return violations
 
@@ -125,29 +126,50 @@ def check_records(records: Sequence[Mapping[str, Any]], fields: Sequence[FieldSp
     """Record index -> every rule of ``fields`` it breaks, for records as an application has them.
 
     Keys a record has beyond ``fields`` are not looked at: an application may
-    pass its key or label along. Values are first made JSON values, since
-    that is what ingest checks: numpy scalars become Python numbers, NaN is
-    a missing value (as data frames spell it), and a float with no fraction
-    meets an int field as that integer (numbers come as FP64 tensors through
-    the inference protocol and as float64 in a data frame with gaps).
+    pass its key or label along. Values are taken as JSON values, since that
+    is what ingest checks: numpy scalars are numbers, NaN is a missing value
+    (as data frames spell it), and a float with no fraction meets an int
+    field as that integer (numbers come as FP64 tensors through the inference
+    protocol, and as float64 in a data frame with gaps). A column whose
+    values all have the field's Python type is checked without a Python step
+    per value; only other columns are looked at value by value.
     """
-    columns: dict[str, list[Any]] = {spec.name: [] for spec in fields}
     found: dict[int, list[Violation]] = {}
-    for index, record in enumerate(records):
-        for spec in fields:
-            value = _json_value(record.get(spec.name), spec)
-            problem = type_violation(spec.name, ARROW_TYPES[spec.type], spec.null_allowed, value)
-            if problem is None and spec.type == "int" and value is not None and not INT64[0] <= value <= INT64[1]:
-                problem = Violation(spec.name, "type", f"{spec.name}: expected int64, got {value} (out of range)")
-            if problem is not None:
-                found.setdefault(index, []).append(problem)
-                value = None  # reported already; the column's other rules see a gap
-            columns[spec.name].append(value)
-    table = pa.table({spec.name: pa.array(columns[spec.name], ARROW_TYPES[spec.type]) for spec in fields})
-    for index, violations in check_constraints(table, fields, every=True).items():
+    columns = {}
+    for spec in fields:
+        columns[spec.name], problems = _column([record.get(spec.name) for record in records], spec)
+        for index, problem in problems.items():
+            found.setdefault(index, []).append(problem)
+    for index, violations in check_constraints(pa.table(columns), fields, every=True).items():
         reported = {problem.field for problem in found.get(index, [])}
         found.setdefault(index, []).extend(v for v in violations if v.field not in reported)
     return dict(sorted(found.items()))
+
+
+_PLAIN_TYPES = {"float": {float, int}, "int": {int}, "bool": {bool}, "string": {str}, "category": {str}}
+
+
+def _column(values: list[Any], spec: FieldSpec) -> tuple[pa.Array, dict[int, Violation]]:
+    """The column's values as Arrow (a value of the wrong type as null), and the type problems by index."""
+    arrow_type = ARROW_TYPES[spec.type]
+    kinds = set(map(type, values)) - {type(None)}
+    if kinds <= _PLAIN_TYPES[spec.type]:
+        try:
+            return pa.array(values, arrow_type, from_pandas=True), {}  # from_pandas: NaN is null
+        except (OverflowError, pa.ArrowInvalid):
+            pass  # an int beyond 64 bits: named below
+    problems = {}
+    plain = []
+    for index, value in enumerate(values):
+        value = _json_value(value, spec)
+        problem = type_violation(spec.name, arrow_type, True, value)
+        if problem is None and spec.type == "int" and value is not None and not INT64[0] <= value <= INT64[1]:
+            problem = Violation(spec.name, "type", f"{spec.name}: expected int64, got {value} (out of range)")
+        if problem is not None:
+            problems[index] = problem
+            value = None  # reported already; the column's other rules see a gap
+        plain.append(value)
+    return pa.array(plain, arrow_type), problems
 
 
 def _json_value(value: Any, spec: FieldSpec) -> Any:

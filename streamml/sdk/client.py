@@ -53,12 +53,12 @@ import numpy as np
 from confluent_kafka import KafkaError, Message
 from prometheus_client import Counter, Gauge
 
+from streamml.checks import Violation
 from streamml.events import FeedbackRecord, encode
 from streamml.faults import OBJECT_STORE, FaultPolicy, transient_dependency
 from streamml.kafka import DeliveryError, EventProducer
 from streamml.registry.keys import check_name
 from streamml.registry.models import read_champion
-from streamml.checks import Violation
 from streamml.sdk.input_checks import INPUT_CHECKS, InputChecks, flag_names, rejection
 from streamml.sdk.loader import LoadedVersion, load_version
 from streamml.sdk.prediction_log import LogStats, PredictionLog

@@ -42,7 +42,9 @@ class InputRules:
     fields: tuple[FieldSpec, ...]  # the model's features, as the spec declares them
 
     def check(self, records: Sequence[Mapping[str, Any]]) -> dict[int, list[Violation]]:
-        return check_records(records, self.fields) if self.fields else {}
+        if not self.fields or not all(isinstance(record, Mapping) for record in records):
+            return {}  # a record that is no mapping is refused by the transform, which names it
+        return check_records(records, self.fields)
 
 
 def flag_names(violations: Sequence[Violation]) -> list[str]:

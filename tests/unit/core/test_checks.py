@@ -78,3 +78,7 @@ def test_a_rejection_names_the_record_the_dataset_and_every_broken_rule():
                        "channel: not one of ['web', 'pos', 'atm', 'phone'] (got 'fax'); "
                        "1 more records break them too")
     assert InputRules("transactions", ()).check([{"anything": 1}]) == {}
+
+
+def test_a_record_that_is_no_mapping_is_left_to_the_transform_to_name():
+    assert InputRules("transactions", tuple(FEATURES)).check([GOOD, ["not", "a", "record"]]) == {}

@@ -109,6 +109,7 @@ def main() -> None:
         bootstrap = broker.start()
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic("ingest.transactions", 3, 1)])["ingest.transactions"].result()
+        del admin  # otherwise it logs the broker's going away at the end
         try:
             print(f"{'file':<28} {'MB':>6}  {'code':<8} {'peak RSS MiB':>12} {'wall':>8} {'CPU s':>6} {'records':>9}")
             for kind, path in paths.items():

@@ -17,7 +17,7 @@ def publish(
         Path, typer.Option(envvar="STREAMML_INGEST_SPECS_DIR", help="folder of dataset specs")
     ] = Path("datasets"),
     rate: Annotated[float | None, typer.Option(help="records per second (default: as fast as possible)")] = None,
-    validate: Annotated[bool, typer.Option(help="check rows against the spec before sending")] = True,
+    validate: Annotated[bool, typer.Option(help="check each row against the spec; rejected rows are not sent")] = True,
     max_record_bytes: Annotated[int, typer.Option(help="the ingest service's record size limit")] = 1 << 20,
     state_dir: StateDir = None,
 ) -> None:

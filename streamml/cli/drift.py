@@ -6,7 +6,9 @@
 
 The monitor writes its last reports to ``monitor/<model>/latest.json`` in the
 object store whenever a window closes; this command reads them from there,
-so it works from any machine with the STREAMML_S3_* settings.
+so it works from any machine with the STREAMML_S3_* settings. When the
+monitor cannot watch the champion (``monitor/<model>/unwatched.json``), it
+says why and exits 1.
 """
 
 from __future__ import annotations

@@ -34,8 +34,18 @@ FALSE_TEXT = ("0", "0.0", "false", "no")
 EPS = 1e-15
 
 
+class MetricBaseline(BaseModel):
+    """The validator's test value of one metric and its sampling error (null: unknown, taken as exact)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float
+    standard_error: float | None = Field(None, ge=0)
+
+
 class PerformanceBaseline(BaseModel):
-    """The promoted model's task, the metric watched and its test value (null: detector only)."""
+    """The promoted model's task, the metric watched and its test value (null: detector only), and the
+    other metrics watched beside it (those the promotion policy names)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -46,18 +56,24 @@ class PerformanceBaseline(BaseModel):
     """Sampling error of ``value`` from the finite test split (null: unknown, taken as exact)."""
     classes: ClassTexts = None
     """Multiclass: class text per output column (``reference.class_texts``), to read labels."""
+    others: dict[str, MetricBaseline] = Field(default_factory=dict)
+    """Further metrics judged on every label window like ``metric``, with the validator's test values."""
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> PerformanceBaseline:
-        if self.metric not in METRICS[self.task]:
-            raise ValueError(
-                f"metric {self.metric!r} is not computed for task {self.task}; use one of {sorted(METRICS[self.task])}"
-            )
+        for metric in (self.metric, *self.others):
+            if metric not in METRICS[self.task]:
+                raise ValueError(
+                    f"metric {metric!r} is not computed for task {self.task}; use one of {sorted(METRICS[self.task])}"
+                )
         return self
 
     @property
     def better(self) -> Literal["min", "max"]:
         return METRICS[self.task][self.metric]
+
+    def better_of(self, metric: str) -> Literal["min", "max"]:
+        return METRICS[self.task][metric]
 
 
 def encode_labels(task: Task, labels: np.ndarray | pa.Array | list, classes: list[str] | None = None) -> np.ndarray:

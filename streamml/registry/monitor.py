@@ -112,6 +112,21 @@ class AlarmReport(Strict):
     severity: Severity | None = None
 
 
+class MetricCheck(Strict):
+    """One more metric of a label window against the validator's test value of it, judged as ``metric`` is."""
+
+    metric: str
+    value: float | None = None
+    standard_error: float | None = None
+    baseline: float
+    baseline_standard_error: float | None = None
+    decay: float | None = Field(None, description="relative loss against the baseline; > 0 is worse")
+    p_value: float | None = None
+    drifted: bool = False
+    residual: bool = False
+    severity: Severity | None = None
+
+
 class PerformanceReport(Window):
     """How one window of labelled predictions compared with the validator's test metric."""
 
@@ -124,6 +139,9 @@ class PerformanceReport(Window):
     p_value: float | None = None
     metric_drift: bool = False
     residual: bool = Field(False, description="a significant decay of at least hold_share of its drift level")
+    others: list[MetricCheck] = Field(
+        default_factory=list, description="the other metrics the promotion policy names, each judged the same way"
+    )
     alarms: list[AlarmReport] = []
     drifted: bool = False
     severity: Severity | None = None

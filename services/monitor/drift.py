@@ -274,14 +274,16 @@ def evaluate_performance(
             drifted=drifted,
             severity=alarm_severity,
         )
+    # Bonferroni over the metrics watched, so watching more of them does not raise more false alarms.
+    alpha = thresholds.alpha / (1 + len(baseline.others))
     main = _metric_check(baseline.metric, value, error, baseline.value, baseline.standard_error,
-                         baseline.better, thresholds)
+                         baseline.better, thresholds, alpha)
     others = []
     for metric, reference in baseline.others.items():
         other_value, other_error = window_metric(baseline.task, metric, window.outputs, window.labels)
         if not (math.isnan(other_value) or math.isnan(other_error)):
             others.append(_metric_check(metric, other_value, other_error, reference.value, reference.standard_error,
-                                        baseline.better_of(metric), thresholds))
+                                        baseline.better_of(metric), thresholds, alpha))
     checks = [main, *others]
     return PerformanceReport(
         **common,
@@ -306,9 +308,10 @@ def _metric_check(
     baseline_error: float | None,
     better: str,
     thresholds: MonitorThresholds,
+    alpha: float,
 ) -> MetricCheck:
     """One metric of a window against the validator's test value: drifts when worse by ``metric_decay.drift``
-    (relative) and significantly so, the baseline's own sampling error counted."""
+    (relative) and significantly so (p <= ``alpha``), the baseline's own sampling error counted."""
     loss = baseline - value if better == "max" else value - baseline
     decay = loss / max(abs(baseline), 1e-12)
     # The baseline was measured on a finite test split: its sampling error adds to the window's.
@@ -316,7 +319,7 @@ def _metric_check(
     # One-sided: only getting worse matters; no spread at all (constant window, exact baseline) makes any loss certain.
     p_value = float(stats.norm.sf(loss / spread)) if spread > 0 else (0.0 if loss > 0 else 1.0)
     severity = thresholds.metric_decay.severity(decay)
-    significant = p_value <= thresholds.alpha
+    significant = p_value <= alpha
     drifted = severity is not None and significant
     return MetricCheck(
         metric=metric,

@@ -87,7 +87,8 @@ def performance_table(reports: Iterable[PerformanceReport]) -> Table:
             "-" if report.decay is None else f"{report.decay:+.1%}",
             _number(report.p_value, "{:.2g}"),
             str(len(report.alarms)),
-            _severity(report.drifted, report.severity),
+            # The window's drift, unless only another metric drifted: that one's row shows it.
+            _severity(report.metric_drift or any(alarm.drifted for alarm in report.alarms), report.severity),
         )
         for check in report.others:  # the other metrics the promotion policy names
             table.add_row(

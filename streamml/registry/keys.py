@@ -21,6 +21,7 @@
     monitor/<model>/latest.json                     the monitor's reports, events and drift episodes
     monitor/<model>/checkpoint.npz                  all the monitor holds of the model, and the offsets it covers
     monitor/<model>/versions/<version>.json         the same, as it last was while <version> was champion
+    monitor/<model>/unwatched.json                  why the monitor cannot watch the champion, while it cannot
 
 Raw keys encode their offset range, so a replayed batch lands on the same key.
 Model names and versions become parts of keys, so they are checked here: a
@@ -57,6 +58,7 @@ DECISION_FILE = "decision.json"
 CHAMPION_FILE = "champion.json"
 MONITOR_STATE_FILE = "latest.json"
 MONITOR_CHECKPOINT_FILE = "checkpoint.npz"
+MONITOR_UNWATCHED_FILE = "unwatched.json"
 
 _RAW_RANGE = re.compile(r"/(?P<topic>[^/]+)/p(?P<partition>\d+)/(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 _DATASET_VERSION = re.compile(r"/v(\d+)/$")
@@ -230,6 +232,10 @@ def monitor_state_key(model: str) -> str:
 
 def monitor_checkpoint_key(model: str) -> str:
     return f"{MONITOR_ROOT}{check_name(model)}/{MONITOR_CHECKPOINT_FILE}"
+
+
+def monitor_unwatched_key(model: str) -> str:
+    return f"{MONITOR_ROOT}{check_name(model)}/{MONITOR_UNWATCHED_FILE}"
 
 
 def monitor_versions_prefix(model: str) -> str:

@@ -144,6 +144,9 @@ class DatasetManifest(Strict):
     code_version: str
     engine: str = "spark"
     drift: DriftBuild | None = Field(None, description="set when the version answers a drift.detected")
+    rows_since: datetime | None = Field(
+        None, description="the version read only landed rows with a Kafka timestamp at or after this: a drift "
+        "build's training window, which the builds after it keep until the next drift")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
-from services.prep.drift import DriftCut, from_ms
+from services.prep.drift import DriftCut, from_ms, to_ms
 from services.prep.job import prepare_with_spark
 from services.prep.result import DriftSides, build_manifest
 from services.prep.rules import PrepError
@@ -20,7 +20,7 @@ from services.prep.spark import error_summary, lost_the_store
 from services.prep.versions import Held, Lease, build_id, claim_next_version, discard
 from streamml import code_version
 from streamml.manifest import DatasetManifest, DriftBuild, RawSource
-from streamml.registry.datasets import raw_objects, read_manifest
+from streamml.registry.datasets import latest_manifest, raw_objects, read_manifest
 from streamml.registry.drift_requests import DriftRequest
 from streamml.registry.keys import RawObject, dataset_manifest_key
 from streamml.settings import S3Settings
@@ -100,6 +100,9 @@ class DatasetBuilder:
         return [self._times[raw.key] for raw in raw_objects(self.store, dataset) if self.check(raw) is None]
 
     def build(self, spec: DatasetSpec, trigger: str, drift: DriftOrder | None = None) -> DatasetManifest:
+        """Build the next version; a drift build from its window, any other from the newest version's
+        ``rows_since`` (a drift build's window start holds until the next drift moves it)."""
+        since_ms = drift.cut.since_ms if drift is not None else kept_since(latest_manifest(self.store, spec.name))
         raws = raw_objects(self.store, spec.name)
         quarantined = {raw.key: reason for raw in raws if (reason := self.check(raw))}
         if quarantined and spec.prep.on_bad_object == "fail":
@@ -124,7 +127,7 @@ class DatasetBuilder:
             try:
                 result = prepare_with_spark(
                     self.spark, spec, [f"s3a://{self.s3.bucket}/{raw.key}" for raw in usable], out, self.s3,
-                    drift=drift.cut if drift else None,
+                    since_ms=since_ms, drift_point_ms=drift.cut.point_ms if drift else None,
                 )
             except PrepError as error:
                 failed = error
@@ -138,6 +141,7 @@ class DatasetBuilder:
                     result, spec, version=claim.version, trigger=trigger, code_version=code_version(),
                     quarantined=quarantined,
                     drift=drift.record(result.drift_sides) if drift and result.drift_sides else None,
+                    rows_since=None if since_ms is None else from_ms(since_ms),
                     lineage=[RawSource(key=r.key, topic=r.topic, partition=r.partition, first_offset=r.first_offset,
                                        last_offset=r.last_offset, rows=self._rows[r.key]) for r in usable],
                 )
@@ -163,6 +167,11 @@ def kafka_times(data: bytes, metadata: pq.FileMetaData) -> np.ndarray:
         return np.zeros(metadata.num_rows, dtype=np.int64)
     column = pq.read_table(pa.BufferReader(data), columns=[KAFKA_TIME]).column(KAFKA_TIME)
     return np.sort(column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False))
+
+
+def kept_since(latest: DatasetManifest | None) -> int | None:
+    """Where a build that answers no drift starts reading (Kafka time, ms): where the newest version did."""
+    return to_ms(latest.rows_since) if latest is not None and latest.rows_since is not None else None
 
 
 def answered_before(store: ObjectStore, dataset: str, version: int, event_id: str) -> bool:

@@ -56,7 +56,7 @@ def window_since_ms(policy: DriftPolicy, point_ms: int, times: Iterable[np.ndarr
 
 @dataclass(frozen=True)
 class DriftCut:
-    """What the Spark job needs of a drift build: the drift point, and where its training window starts."""
+    """A drift build's point, and where its training window starts (None: every landed row)."""
 
     point_ms: int
     since_ms: int | None

@@ -32,7 +32,6 @@ from pyspark.sql import types as T
 
 from services.prep import fit, rules
 from services.prep.content import split_files
-from services.prep.drift import DriftCut
 from services.prep.result import DriftSides, PrepResult, RowCounts
 from streamml.manifest import SPLITS, CategoryTransform, FileEntry, NumericReference, NumericTransform
 from streamml.settings import S3Settings
@@ -67,13 +66,15 @@ def prepare_with_spark(
     raw_paths: list[str],
     out_prefix: str,
     s3: S3Settings | None = None,
-    drift: DriftCut | None = None,
+    since_ms: int | None = None,
+    drift_point_ms: int | None = None,
 ) -> PrepResult:
     """Prepare ``raw_paths`` (local or s3a://) into ``out_prefix``; ``s3`` reads the written files back.
 
-    A drift build (``drift``) reads only the rows its training window holds,
-    marks each row's side of the drift by its Kafka timestamp, and leaves
-    pre-drift rows out of the test split, so the version is judged on the new world.
+    ``since_ms`` reads only the rows with a Kafka timestamp at or after it (a
+    training window). A drift build (``drift_point_ms``) also marks each row's
+    side of the drift by its Kafka timestamp and leaves pre-drift rows out of
+    the test split, so the version is judged on the new world.
     """
     spec = rules.with_event_time(spec)
     rules.check_spec(spec)
@@ -81,12 +82,12 @@ def prepare_with_spark(
         raise rules.PrepError(f"dataset {spec.name!r}: no raw files to prepare")
     raw = spark.read.option("mergeSchema", "true").parquet(*raw_paths)
     carried: list[str] = []
-    if drift is not None:
-        # Whole microseconds compare exactly with the millisecond bounds (a double would not).
-        kafka_us = F.unix_micros(F.col(KAFKA_TIME))
-        if drift.since_ms is not None:
-            raw = raw.where(kafka_us >= F.lit(drift.since_ms * 1000))
-        raw = raw.withColumn(AFTER, kafka_us >= F.lit(drift.point_ms * 1000))
+    # Whole microseconds compare exactly with the millisecond bounds (a double would not).
+    kafka_us = F.unix_micros(F.col(KAFKA_TIME))
+    if since_ms is not None:
+        raw = raw.where(kafka_us >= F.lit(since_ms * 1000))
+    if drift_point_ms is not None:
+        raw = raw.withColumn(AFTER, kafka_us >= F.lit(drift_point_ms * 1000))
         carried = [AFTER]
     typed = typed_rows(raw, spec, carried)
     broken = {name: F.col(f"`{name}`") for name in typed.columns if name.startswith("_v:")}
@@ -101,7 +102,7 @@ def prepare_with_spark(
     try:
         keep = ~F.col(DROP)
         sides: list[Column] = []
-        if drift is not None:
+        if drift_point_ms is not None:
             old_test = (F.col(SPLIT) == "test") & ~F.col(AFTER)
             sides = [F.count(F.when(keep & ~old_test & ~F.col(AFTER), 1)).alias("before"),
                      F.count(F.when(keep & F.col(AFTER), 1)).alias("after"),
@@ -144,7 +145,7 @@ def prepare_with_spark(
         transform=fitted.transform,
         reference=fitted.reference,
         label_reference=fitted.label_reference,
-        drift_sides=None if drift is None else DriftSides(tally["before"], tally["after"], tally["test_left_out"]),
+        drift_sides=None if drift_point_ms is None else DriftSides(tally["before"], tally["after"], tally["test_left_out"]),
     )
 
 

@@ -66,6 +66,7 @@ def build_manifest(
     quarantined: dict[str, str] | None = None,
     created: datetime | None = None,
     drift: DriftBuild | None = None,
+    rows_since: datetime | None = None,
 ) -> DatasetManifest:
     """The manifest of a prepared version; the caller chooses the version and writes it last."""
     return DatasetManifest(
@@ -91,4 +92,5 @@ def build_manifest(
         code_version=code_version,
         engine=result.engine,
         drift=drift,
+        rows_since=rows_since,
     )

@@ -83,6 +83,9 @@ def datasets_show(
     source = ("each record's Kafka timestamp (the spec names no event_time)"
               if manifest.event_time_source == "kafka_timestamp" else "a field of the records")
     console.print(f"  event time {manifest.event_time}: {source}", highlight=False)
+    if manifest.rows_since is not None:
+        console.print(f"  reads landed rows since {manifest.rows_since:%Y-%m-%d %H:%M:%S} (a drift build's window)",
+                      highlight=False)
     if (drift := manifest.drift) is not None:
         waited = f"; built after max_wait_s with {drift.landed_rows_after} landed" if drift.waited_out else ""
         console.print(f"  built for the {drift.kind} drift of {drift.model} (event {drift.event_id}), drift point "

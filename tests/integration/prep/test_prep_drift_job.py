@@ -8,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 from test_spark_vs_reference import TRANSACTIONS
 
-from services.prep.drift import DriftCut
 from services.prep.job import prepare_with_spark
 from services.prep.spark import spark_session
 from services.prep.synthetic import raw_transactions
@@ -46,7 +45,7 @@ def keys(out, split):
 def test_a_build_from_all_rows_counts_both_sides_and_tests_on_the_new_world_only(spark, raw, tmp_path):
     path, new_keys = raw
     plain = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "plain"))
-    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "all"), drift=DriftCut(POINT, None))
+    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "all"), drift_point_ms=POINT)
     sides = result.drift_sides
     assert plain.drift_sides is None and sum(plain.rows.values()) == ROWS
     assert sides.after == len(new_keys) == ROWS - OLD
@@ -63,7 +62,7 @@ def test_a_build_from_all_rows_counts_both_sides_and_tests_on_the_new_world_only
 def test_a_build_since_the_drift_reads_post_drift_rows_only(spark, raw, tmp_path):
     path, new_keys = raw
     result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "since"),
-                                drift=DriftCut(POINT, since_ms=POINT))
+                                since_ms=POINT, drift_point_ms=POINT)
     assert (result.drift_sides.before, result.drift_sides.after, result.drift_sides.test_left_out) == (0, 1200, 0)
     assert sum(result.rows.values()) == ROWS - OLD
     assert set().union(*(keys(tmp_path / "since", split) for split in SPLITS)) == new_keys
@@ -73,7 +72,14 @@ def test_a_window_start_inside_the_old_world_keeps_the_rows_from_it_on(spark, ra
     path, new_keys = raw
     # last_rows: 2000 starts at the 2000th newest row: the last 800 old rows and the 1200 new ones.
     result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "last"),
-                                drift=DriftCut(POINT, since_ms=T0 + OLD - 800))
+                                since_ms=T0 + OLD - 800, drift_point_ms=POINT)
     sides = result.drift_sides
     assert sides.after == 1200 and sides.before + sides.test_left_out == 800
     assert keys(tmp_path / "last", "test") <= new_keys
+
+
+def test_a_later_build_keeps_the_drift_builds_window_and_marks_no_sides(spark, raw, tmp_path):
+    path, new_keys = raw
+    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "later"), since_ms=POINT)
+    assert result.drift_sides is None and sum(result.rows.values()) == ROWS - OLD
+    assert set().union(*(keys(tmp_path / "later", split) for split in SPLITS)) == new_keys

@@ -1,11 +1,20 @@
 """When a drift build starts and which rows it reads: counts of Kafka times against the drift point."""
 
+import io
+from datetime import UTC, datetime
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
+from memory_store import MemoryStore
 
+from services.prep.builder import answered_before, kafka_times, kept_since
 from services.prep.drift import drift_step, rows_since, window_since_ms
-from streamml.specs import DriftPolicy, LastRows, SpecError, parse_dataset_spec
+from streamml.manifest import DatasetManifest, DriftBuild
+from streamml.registry.keys import dataset_manifest_key
+from streamml.specs import KAFKA_TIME, DriftPolicy, LastRows, SpecError, parse_dataset_spec
 
 pytestmark = pytest.mark.unit
 POLICY = DriftPolicy(min_rows_after=100, max_wait_s=60)
@@ -74,15 +83,7 @@ def test_a_bad_on_drift_is_refused_naming_the_setting(on_drift, problem):
     assert raised.value.problems[0].startswith(problem)
 
 
-def test_a_raw_objects_kafka_times_are_read_sorted_and_a_batch_without_them_counts_as_old(tmp_path):
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from services.prep.builder import kafka_times
-    from streamml.specs import KAFKA_TIME
-
+def test_a_raw_objects_kafka_times_are_read_sorted_and_a_batch_without_them_counts_as_old():
     def parquet(table):
         sink = io.BytesIO()
         pq.write_table(table, sink)
@@ -96,25 +97,27 @@ def test_a_raw_objects_kafka_times_are_read_sorted_and_a_batch_without_them_coun
 
 
 def test_a_drift_is_answered_by_the_version_before_the_claimed_one_only_when_it_names_the_event():
-    from datetime import UTC, datetime
-
-    from memory_store import MemoryStore
-
-    from services.prep.builder import answered_before
-    from streamml.manifest import DatasetManifest, DriftBuild
-    from streamml.registry.keys import dataset_manifest_key
-
     point = datetime(2026, 1, 1, tzinfo=UTC)
     drift = DriftBuild(event_id="e-1", model="m", kind="covariate", window_start=point, window_end=point, point=point,
                        training_window="since_drift", rows_before=0, rows_after=10, landed_rows_after=10)
     store = MemoryStore()
     for version, answers in ((1, None), (2, drift)):
-        manifest = DatasetManifest(
-            dataset="tx", version=version, created=point, spec_fingerprint="f", schema={}, key="id",
-            event_time="ts", label=None, features=[], files={}, rows={}, content_sha256={}, transform={},
-            reference={}, lineage=[], trigger="rows", code_version="test", drift=answers)
-        store.put(dataset_manifest_key("tx", version), manifest.model_dump_json(by_alias=True).encode())
+        document = manifest(version, drift=answers).model_dump_json(by_alias=True).encode()
+        store.put(dataset_manifest_key("tx", version), document)
     assert answered_before(store, "tx", 3, "e-1")
     assert not answered_before(store, "tx", 3, "e-2")
     assert not answered_before(store, "tx", 2, "e-1")  # v1 answers no drift
     assert not answered_before(store, "tx", 1, "e-1") and not answered_before(store, "tx", 5, "e-1")
+
+
+def test_a_build_after_a_drift_build_keeps_its_window_start():
+    assert kept_since(None) is None and kept_since(manifest(1)) is None
+    since = datetime(2026, 1, 1, 0, 0, 1, 500_000, tzinfo=UTC)
+    assert kept_since(manifest(1, rows_since=since)) == int(since.timestamp() * 1000)
+
+
+def manifest(version: int, **update):
+    return DatasetManifest(
+        dataset="tx", version=version, created=datetime(2026, 1, 1, tzinfo=UTC), spec_fingerprint="f", schema={},
+        key="id", event_time="ts", label=None, features=[], files={}, rows={}, content_sha256={}, transform={},
+        reference={}, lineage=[], trigger="rows", code_version="test").model_copy(update=update)

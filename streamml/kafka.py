@@ -292,7 +292,7 @@ class BatchConsumer:
             "partition.assignment.strategy": "range",
             # An emptied fetch queue otherwise waits 1 s before fetching again.
             "fetch.queue.backoff.ms": 10,
-            "fetch.wait.max.ms": 50,
+            "fetch.wait.max.ms": settings.fetch_wait_max_ms,
             "topic.metadata.refresh.interval.ms": 10_000,
             **broker_errors(on_error),
             **overrides,

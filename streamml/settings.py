@@ -65,6 +65,12 @@ class KafkaSettings(Group):
         45_000, ge=6_000, le=300_000, description="consumer group session timeout, 6000 to 300000 ms"
     )
     connect_timeout_s: float = Field(10.0, gt=0, description="how long start waits for the broker")
+    fetch_wait_max_ms: int = Field(
+        500, ge=10, le=10_000,
+        description="how long the broker may hold a consumer's fetch while a partition has nothing new; "
+                    "lower cuts latency on idle topics, but a broker that reads from slow storage (Tansu on S3) "
+                    "answers an unfilled fetch empty, so too low starves consumers with a backlog",
+    )
 
     @field_validator("bootstrap")
     @classmethod

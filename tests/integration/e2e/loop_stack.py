@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamml.demo import EXAMPLES
-from streamml.settings import ServiceSettings
+from streamml.events import decode
+from streamml.lag import partition_lags
+from streamml.settings import KafkaSettings, ServiceSettings
 from streamml.stack.control import down, up
 from streamml.stack.ports import free_port
-from streamml.stack.supervisor import StackConfig
+from streamml.stack.supervisor import SERVICES, StackConfig
+
+EVENT_TOPICS = ("dataset.ready", "model.trained", "model.promoted", "model.rejected", "drift.detected")
 
 
 def roomy_latency_policies(folder: Path, p95_ms: float) -> Path:
@@ -46,3 +52,47 @@ def start_stack(state_dir: Path, ephemeral: bool, policies: Path = EXAMPLES / "p
     finally:
         del os.environ["STREAMML_CONFIG_FILE"]
     return config, settings
+
+
+def read_events(kafka: KafkaSettings) -> list[tuple[str, object]]:
+    """Every event on the loop's topics with its CloudEvents id, each topic in partition order."""
+    consumer = Consumer({**kafka.client_config(), "group.id": f"check-{time.monotonic_ns()}",
+                         "enable.auto.commit": False})
+    partitions = []
+    for topic in EVENT_TOPICS:
+        name = kafka.topic(topic)
+        count = len(consumer.list_topics(name, timeout=10).topics[name].partitions)
+        partitions += [TopicPartition(name, p, OFFSET_BEGINNING) for p in range(count)]
+    consumer.assign(partitions)
+    found = []
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 5:
+        for message in consumer.consume(500, 0.5):
+            if message.error() is None:
+                event, attributes = decode(message.headers(), message.key(), message.value())
+                found.append((attributes["id"], event))
+                quiet_since = time.monotonic()
+    consumer.close()
+    return found
+
+
+def groups_behind(kafka: KafkaSettings) -> dict[str, int]:
+    """How many records each service's consumer group has yet to commit."""
+    groups = [f"{kafka.group_prefix}streamml-{name}" for name in SERVICES]
+    return {group: sum(p.lag for p in partition_lags(kafka, group)) for group in groups}
+
+
+def wait_until_settled(kafka: KafkaSettings, timeout: float = 180, quiet_s: float = 10) -> dict[str, int]:
+    """Wait until the loop has nothing left to do: every service's group at the end of its input
+    for ``quiet_s`` on end. Each service publishes before it commits, so one look could fall
+    between a commit and the work it hands on. What each group has behind at the end."""
+    deadline = time.monotonic() + timeout
+    settled_since = None
+    while True:
+        behind = groups_behind(kafka)
+        settled_since = None if any(behind.values()) else settled_since or time.monotonic()
+        if settled_since is not None and time.monotonic() - settled_since >= quiet_s:
+            return behind
+        if time.monotonic() > deadline:
+            return behind
+        time.sleep(2)

@@ -121,7 +121,12 @@ def test_the_server_answers_the_open_inference_protocol_and_follows_promotions(w
                              previous_champion="v1", actor="test", reason="test"))
     deadline = time.monotonic() + 30
     infer = f"/v2/models/{MODEL}/infer"
-    while (body := call(api, "POST", infer, {"inputs": tensors(records)})[1])["model_version"] != "v2":
+    (process,) = services.running
+    while True:
+        status, body = call(api, "POST", infer, {"inputs": tensors(records)})
+        assert status == 200, f"{status} {body} while swapping; the server's log:\n{process.log_path.read_text()[-3000:]}"
+        if body["model_version"] == "v2":
+            break
         assert time.monotonic() < deadline, "the server did not swap to v2"
         time.sleep(0.1)
     np.testing.assert_allclose(output(body), expected["v2"], rtol=1e-5, atol=1e-6)
@@ -137,7 +142,6 @@ def test_the_server_answers_the_open_inference_protocol_and_follows_promotions(w
     assert infer_count >= 6  # two good, two bad, one for another model, at least one after the promotion
 
     # SIGTERM: a request in flight is still answered, then the server exits cleanly.
-    (process,) = services.running
     body = json.dumps({"inputs": tensors(records)}).encode()
     slow = socket.create_connection(("127.0.0.1", api), timeout=30)
     slow.sendall(head(infer, f"Content-Length: {len(body)}", "Connection: close") + body[:10])

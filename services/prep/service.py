@@ -219,6 +219,8 @@ class PrepService(EventService[PrepSettings]):
             outcome = "built"
         if outcome == "built":
             self.store.delete(key)
+        elif outcome == "failed":
+            self.marked.discard(spec.name)  # not every two seconds: again on the next data.landed or start
 
     def _build(self, spec: DatasetSpec, trigger: str, drift: DriftOrder | None = None) -> None:
         started = time.monotonic()

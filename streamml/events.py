@@ -185,6 +185,8 @@ class PredictionRecord(Event):
     features: dict[str, float | int | str | None]
     output: float | list[float]
     time: datetime
+    flags: list[str] = Field(
+        default_factory=list, description="feature:rule of each rule of the dataset spec the inputs break")
 
     def partition_key(self) -> str:
         # One model's predictions share a partition, so one monitor replica judges them all.

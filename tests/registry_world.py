@@ -41,8 +41,9 @@ from streamml.events import Event, ModelTrained, decode, encode
 from streamml.kafka import BatchConsumer, EventProducer
 from streamml.manifest import CategoryTransform, DatasetManifest, NumericTransform
 from streamml.portable import load_program
-from streamml.registry.keys import CARD_FILE, STATE_DICT_FILE, version_prefix
+from streamml.registry.keys import CARD_FILE, STATE_DICT_FILE, dataset_spec_key, version_prefix
 from streamml.settings import KafkaSettings
+from streamml.specs import DatasetSpec, parse_dataset_spec
 from streamml.store import ObjectStore
 
 DATASET = "transactions"
@@ -163,6 +164,23 @@ def put_dataset(store, version: int = 1, rows: int = ROWS, seed: int = 1) -> tup
     """Dataset version ``version`` committed as prep commits one: split files, then the manifest."""
     manifest, splits = dataset(version, rows, seed)
     return commit_version(store, manifest, splits), splits
+
+
+def put_spec(store) -> DatasetSpec:
+    """A spec of the standard dataset with rules (num_0 within [-10, 10], cat_0 from its vocabulary or
+    ``never-seen``), stored where ingest stores the spec a manifest's fingerprint names."""
+    manifest, _ = dataset(1)
+    numeric = [{"name": f"num_{i}", "type": "float"} for i in range(1, 6)]
+    categories = [*manifest.transform["cat_0"].vocabulary, "never-seen"]
+    spec = parse_dataset_spec({
+        "name": DATASET, "key": "id", "event_time": "ts", "label": "label",
+        "fields": [{"name": "id", "type": "int"}, {"name": "ts", "type": "timestamp"},
+                   {"name": "num_0", "type": "float", "min": -10, "max": 10}, *numeric,
+                   {"name": "cat_0", "type": "category", "categories": categories},
+                   {"name": "cat_1", "type": "category"}, {"name": "label", "type": "int", "min": 0, "max": 1}],
+    })
+    store.put(dataset_spec_key(DATASET, manifest.spec_fingerprint), spec.model_dump_json().encode())
+    return spec
 
 
 # -- model versions -----------------------------------------------------------------

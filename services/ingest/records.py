@@ -8,7 +8,8 @@ the bad records, so per-record Python work stays proportional to the number
 of bad records, not the batch size. Both parsers round numbers correctly, so
 a range lands the same bytes whichever path its records took. The spec's
 rules (required values, ranges, categories) are then checked with one
-aggregate per rule, and with a mask per rule only where one may be broken.
+aggregate per rule, and with a mask per rule only where one may be broken
+(``streamml.checks``, which the SDK uses to check what it predicts on).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from typing import Annotated, Literal
 import msgspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pj
 from confluent_kafka import Message
 
 from services.ingest.landing import with_kafka_columns
-from streamml.specs import DatasetSpec, FieldSpec
+from streamml.checks import check_constraints, explain
+from streamml.specs import DatasetSpec
 
 MAX_REASON = 300
 
@@ -118,9 +119,9 @@ def decode_batch(values: list[bytes | None], spec: DatasetSpec, max_bytes: int) 
         table = pa.concat_tables(parsed).combine_chunks() if parsed else schema.empty_table()
     rejected.update(parse_errors)
     accepted = [i for i in candidates if i not in parse_errors] if parse_errors else candidates
-    violations = check_constraints(table, spec)
-    for row, reason in violations.items():
-        rejected[accepted[row]] = reason
+    violations = check_constraints(table, spec.fields)
+    for row, broken in violations.items():
+        rejected[accepted[row]] = broken[0].reason
     if violations:
         keep = [row for row in range(table.num_rows) if row not in violations]
         table = table.take(pa.array(keep, pa.int64()))
@@ -252,9 +253,9 @@ def _parse_single(value: bytes, index: int, schema: pa.Schema) -> tuple[list[pa.
         document = document["data"]  # a CloudEvent in structured mode carries the record
         if not isinstance(document, dict):
             return [], {index: "CloudEvent data is not a JSON object"}
-    reason = explain(document, schema)
-    if reason:
-        return [], {index: reason}
+    problem = explain(document, schema)
+    if problem is not None:
+        return [], {index: problem.reason}
     try:
         table = _read(json.dumps(document).encode(), schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as failure:
@@ -267,27 +268,6 @@ def _finite_float(text: str) -> float:
     if math.isinf(number):
         raise ValueError(f"the number {text[:40]} is too large for a double")
     return number
-
-
-_JSON_TYPES = {"string": (str,), "int64": (int,), "double": (int, float), "bool": (bool,)}
-
-
-def explain(document: dict, schema: pa.Schema) -> str | None:
-    """Name the field that makes one record fail to parse (slow path only)."""
-    unknown = sorted(set(document) - set(schema.names))
-    if unknown:
-        return f"fields not declared in the dataset spec: {unknown}"
-    for spec_field in schema:
-        value = document.get(spec_field.name)
-        if value is None:
-            if not spec_field.nullable:
-                return f"{spec_field.name}: required value missing or null"
-            continue
-        expected = _JSON_TYPES.get(str(spec_field.type), (str,))
-        wrong_bool = isinstance(value, bool) and bool not in expected
-        if wrong_bool or not isinstance(value, expected):
-            return f"{spec_field.name}: expected {spec_field.type}, got {json.dumps(value)[:80]}"
-    return None
 
 
 def _read(data: bytes, schema: pa.Schema, longest: int | None = None) -> pa.Table:
@@ -306,53 +286,3 @@ def _reason(failure: Exception) -> str:
     if "unexpected field" in text:
         text = "a field not declared in the dataset spec"
     return text[:MAX_REASON]
-
-
-def check_constraints(table: pa.Table, spec: DatasetSpec) -> dict[int, str]:
-    """Row -> first violated rule of the spec (missing value, range, category)."""
-    if not any(_may_violate(table.column(rule.name), rule) for rule in spec.fields):
-        return {}
-    rules: list[tuple[pa.ChunkedArray, str]] = []
-    for field_spec in spec.fields:
-        column = table.column(field_spec.name)
-        name = field_spec.name
-        if not field_spec.null_allowed:
-            rules.append((pc.is_null(column), f"{name}: required value missing or null"))
-        if field_spec.min is not None:
-            rules.append((pc.less(column, field_spec.min), f"{name}: below the minimum {field_spec.min:g}"))
-        if field_spec.max is not None:
-            rules.append((pc.greater(column, field_spec.max), f"{name}: above the maximum {field_spec.max:g}"))
-        if field_spec.categories is not None:
-            allowed = pa.array(field_spec.categories, pa.string())
-            outside = pc.and_(pc.invert(pc.is_in(column, value_set=allowed)), pc.is_valid(column))
-            rules.append((outside, f"{name}: not one of {field_spec.categories}"))
-    violations: dict[int, str] = {}
-    for mask, reason in rules:
-        mask = pc.fill_null(mask, False)
-        if not pc.any(mask).as_py():
-            continue
-        for row in pc.indices_nonzero(mask).to_pylist():
-            if row not in violations:
-                value = table.column(reason.split(":")[0])[row].as_py()
-                violations[row] = f"{reason} (got {value!r})"
-    return violations
-
-
-def _may_violate(column: pa.ChunkedArray, rule: FieldSpec) -> bool:
-    """Whether a value of ``column`` may break its field's rules, found without a mask per rule.
-
-    numpy, not Arrow compute, for the bounds: each compute call costs about
-    20 µs, more than the whole reduction over a chunk. NaN is skipped, and
-    an integer meets a float bound as a double, as in check_constraints.
-    """
-    if column.null_count and not rule.null_allowed:
-        return True
-    if rule.min is not None or rule.max is not None:
-        values = (column.drop_null() if column.null_count else column).to_numpy()
-        if len(values) and rule.min is not None and np.fmin.reduce(values) < rule.min:
-            return True
-        if len(values) and rule.max is not None and np.fmax.reduce(values) > rule.max:
-            return True
-    if rule.categories is not None:
-        return not set(column.unique().drop_null().to_pylist()) <= set(rule.categories)
-    return False

@@ -24,7 +24,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from services.ingest.member import SERVE, load_specs, run_member
 from services.ingest.settings import IngestSettings
+from streamml.registry.datasets import publish_spec
 from streamml.service import Service, StartupError, run
+from streamml.store import StoreError
 
 log = logging.getLogger("streamml.ingest")
 
@@ -44,8 +46,13 @@ class IngestService(Service[IngestSettings]):
 
     def load(self) -> None:
         # Checked here first, so a bad setting stops the replica with one message.
-        self.connect_dependencies()
-        load_specs(self.settings)
+        store = self.connect_dependencies()
+        for spec in load_specs(self.settings).values():
+            # The rules the SDK checks its inputs with: it finds them by a dataset version's spec fingerprint.
+            try:
+                publish_spec(store, spec)
+            except StoreError as error:
+                raise StartupError(f"cannot store the spec of dataset {spec.name!r}: {error}") from None
         self.members = start_members(self.settings)
 
     def ready(self) -> bool:

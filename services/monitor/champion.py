@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.monitor.performance import DEFAULT_METRIC, METRICS, PerformanceBaseline
+from services.monitor.performance import DEFAULT_METRIC, METRICS, MetricBaseline, PerformanceBaseline
 from services.monitor.reference import MonitorReference
 from streamml.manifest import DatasetManifest
 from streamml.registry.datasets import manifest_at
@@ -53,7 +53,8 @@ def read_champion_setup(store: Any, model: str, version: str | None = None) -> C
     manifest = None
     if not card.get("expected_features"):
         manifest = _read_manifest(store, card, model, version)
-    return champion_from(model, version, card, decision.candidate if decision else None, manifest)
+    return champion_from(model, version, card, decision.candidate if decision else None, manifest,
+                         decision.policy if decision else None)
 
 
 def champion_from(
@@ -62,8 +63,10 @@ def champion_from(
     card: dict[str, Any],
     test: Evaluation | None = None,
     manifest: DatasetManifest | None = None,
+    policy: dict[str, Any] | None = None,
 ) -> Champion:
-    """Pure: the champion's reference and baseline from its card, the validator's test evaluation and a manifest."""
+    """Pure: the champion's reference and baseline from its card, the validator's test evaluation and the
+    promotion policy it applied, and a manifest."""
     where = _card(model, version)
     try:
         if card.get("expected_features"):
@@ -81,11 +84,14 @@ def champion_from(
         raise RegistryError(f"{where} does not give a drift reference: {_describe(error)}") from None
     if not reference.features:
         raise RegistryError(f"{where}: the reference has no feature statistics; nothing to compare traffic with")
-    return Champion(model, version, reference, baseline_from(card, test))
+    return Champion(model, version, reference, baseline_from(card, test, policy))
 
 
-def baseline_from(card: dict[str, Any], test: Evaluation | None) -> PerformanceBaseline | None:
-    """The metric the trainer selected on, valued by the validator's test run when there is one."""
+def baseline_from(
+    card: dict[str, Any], test: Evaluation | None, policy: dict[str, Any] | None = None
+) -> PerformanceBaseline | None:
+    """The metric the trainer selected on, valued by the validator's test run when there is one, and beside
+    it every other metric the promotion policy names that the validator valued."""
     task = card.get("task")
     if task not in METRICS:
         return None
@@ -94,18 +100,34 @@ def baseline_from(card: dict[str, Any], test: Evaluation | None) -> PerformanceB
         metric = DEFAULT_METRIC[task]
     value = test.metrics.get(metric) if test is not None else None
     # The validator's sampling error of its test metric; unknown for older decisions and for the card's metric.
-    interval = test.intervals.get(metric) if test is not None and value is not None else None
-    error = interval.standard_error if interval is not None else None
+    error = _standard_error(test, metric) if test is not None and value is not None else None
     if value is None:
         value = (card.get("metrics") or {}).get(metric)
     classes = (card.get("outputs") or {}).get("classes")
+    others = {
+        name: MetricBaseline(value=test.metrics[name], standard_error=_standard_error(test, name))
+        for name in policy_metrics(policy)
+        if name != metric and name in METRICS[task] and test is not None and test.metrics.get(name) is not None
+    }
     return PerformanceBaseline(
         task=task,
         metric=metric,
         value=value,
         standard_error=error,
         classes=classes if task == "multiclass" else None,
+        others=others,
     )
+
+
+def policy_metrics(policy: dict[str, Any] | None) -> list[str]:
+    """The metrics a promotion policy's model-wide rules name (floors, ceilings, against the champion)."""
+    rules = [(policy or {}).get(field) or {} for field in ("min", "max", "max_regression", "min_improvement")]
+    return list(dict.fromkeys(name for rule in rules for name in rule))
+
+
+def _standard_error(test: Evaluation, metric: str) -> float | None:
+    interval = test.intervals.get(metric)
+    return interval.standard_error if interval is not None else None
 
 
 def _read_manifest(store: Any, card: dict[str, Any], model: str, version: str) -> DatasetManifest | None:

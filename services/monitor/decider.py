@@ -223,6 +223,12 @@ def _performance_features(report: PerformanceReport) -> list[FeatureDrift]:
                 effect_size=report.decay,
             )
         )
+    features += [
+        FeatureDrift(feature=check.metric, test="metric_decay", statistic=check.value, p_value=check.p_value,
+                     effect_size=check.decay)
+        for check in report.others
+        if check.drifted
+    ]
     return features + [_alarm_feature(alarm) for alarm in report.alarms if alarm.drifted]
 
 

@@ -43,6 +43,7 @@ from streamml.manifest import NumericReference
 from streamml.registry.monitor import (
     AlarmReport,
     ColumnReport,
+    MetricCheck,
     PerformanceReport,
     Severity,
     TestReport,
@@ -273,26 +274,64 @@ def evaluate_performance(
             drifted=drifted,
             severity=alarm_severity,
         )
-    loss = baseline.value - value if baseline.better == "max" else value - baseline.value
-    decay = loss / max(abs(baseline.value), 1e-12)
-    # The baseline was measured on a finite test split: its sampling error adds to the window's.
-    spread = math.hypot(error, baseline.standard_error or 0.0)
-    # One-sided: only getting worse matters; no spread at all (constant window, exact baseline) makes any loss certain.
-    p_value = float(stats.norm.sf(loss / spread)) if spread > 0 else (0.0 if loss > 0 else 1.0)
-    metric_severity = thresholds.metric_decay.severity(decay)
-    significant = p_value <= thresholds.alpha
-    metric_drift = metric_severity is not None and significant
+    # Bonferroni over the metrics watched, so watching more of them does not raise more false alarms.
+    alpha = thresholds.alpha / (1 + len(baseline.others))
+    main = _metric_check(baseline.metric, value, error, baseline.value, baseline.standard_error,
+                         baseline.better, thresholds, alpha)
+    others = []
+    for metric, reference in baseline.others.items():
+        other_value, other_error = window_metric(baseline.task, metric, window.outputs, window.labels)
+        if not (math.isnan(other_value) or math.isnan(other_error)):
+            others.append(_metric_check(metric, other_value, other_error, reference.value, reference.standard_error,
+                                        baseline.better_of(metric), thresholds, alpha))
+    checks = [main, *others]
     return PerformanceReport(
         **common,
         judged=True,
         value=value,
         standard_error=error,
+        decay=main.decay,
+        p_value=main.p_value,
+        metric_drift=main.drifted,
+        residual=any(check.residual for check in checks),
+        others=others,
+        drifted=any(check.drifted for check in checks) or any(alarm.drifted for alarm in alarm_reports),
+        severity=worst([*(check.severity for check in checks), alarm_severity]),
+    )
+
+
+def _metric_check(
+    metric: str,
+    value: float,
+    error: float,
+    baseline: float,
+    baseline_error: float | None,
+    better: str,
+    thresholds: MonitorThresholds,
+    alpha: float,
+) -> MetricCheck:
+    """One metric of a window against the validator's test value: drifts when worse by ``metric_decay.drift``
+    (relative) and significantly so (p <= ``alpha``), the baseline's own sampling error counted."""
+    loss = baseline - value if better == "max" else value - baseline
+    decay = loss / max(abs(baseline), 1e-12)
+    # The baseline was measured on a finite test split: its sampling error adds to the window's.
+    spread = math.hypot(error, baseline_error or 0.0)
+    # One-sided: only getting worse matters; no spread at all (constant window, exact baseline) makes any loss certain.
+    p_value = float(stats.norm.sf(loss / spread)) if spread > 0 else (0.0 if loss > 0 else 1.0)
+    severity = thresholds.metric_decay.severity(decay)
+    significant = p_value <= alpha
+    drifted = severity is not None and significant
+    return MetricCheck(
+        metric=metric,
+        value=value,
+        standard_error=error,
+        baseline=baseline,
+        baseline_standard_error=baseline_error,
         decay=decay,
         p_value=p_value,
-        metric_drift=metric_drift,
+        drifted=drifted,
         residual=significant and decay >= thresholds.metric_decay.drift * thresholds.hold_share,
-        drifted=metric_drift or any(alarm.drifted for alarm in alarm_reports),
-        severity=worst([metric_severity if metric_drift else None, alarm_severity]),
+        severity=severity if drifted else None,
     )
 
 

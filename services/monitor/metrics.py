@@ -15,13 +15,16 @@ from streamml.events import DriftDetected
 PREDICTIONS = Counter("streamml_monitor_predictions_total", "Predictions added to windows", ["model"])
 FEEDBACK = Counter(
     "streamml_monitor_feedback_total",
-    "Feedback rows by outcome: matched to a prediction, or expired waiting for one",
+    "Feedback rows by outcome: matched to a prediction (whichever came first), or expired waiting for one",
     ["model", "outcome"],
 )
 UNLABELLED = Counter(
     "streamml_monitor_unlabelled_predictions_total", "Predictions that aged out before their feedback came", ["model"]
 )
 PENDING = Gauge("streamml_monitor_pending_predictions", "Predictions waiting for their feedback", ["model"])
+LABELS_WAITING = Gauge(
+    "streamml_monitor_labels_waiting", "Feedback rows that came before their prediction and wait for it", ["model"]
+)
 WINDOWS = Counter(
     "streamml_monitor_windows_total",
     "Closed windows by stream (predictions, labels) and judged",

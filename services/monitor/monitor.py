@@ -165,7 +165,9 @@ class ModelMonitor:
         metrics.PREDICTIONS.labels(self.model).inc(len(batch.times))
         self._latest_time = max(self._latest_time, float(np.max(batch.times)))
         if self.baseline is not None:
-            events += self._labelled(self._join.add_predictions(batch.request_ids, batch.outputs, batch.times))
+            early = self._join.add_predictions(batch.request_ids, batch.outputs, batch.times)
+            metrics.FEEDBACK.labels(self.model, "matched").inc(early.count)  # labels that came before
+            events += self._labelled(early)
             self._expire()
         metrics.WINDOW_FILL.labels(self.model, "predictions").set(self._accumulator.fill)
         return events
@@ -268,3 +270,4 @@ class ModelMonitor:
         if feedback:
             metrics.FEEDBACK.labels(self.model, "expired").inc(feedback)
         metrics.PENDING.labels(self.model).set(self._join.pending_predictions)
+        metrics.LABELS_WAITING.labels(self.model).set(self._join.pending_feedback)

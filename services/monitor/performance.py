@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.monitor.reference import category_text
+from services.monitor.reference import ClassTexts, category_text, value_text
 
 Task = Literal["binary", "multiclass", "regression"]
 
@@ -34,8 +34,18 @@ FALSE_TEXT = ("0", "0.0", "false", "no")
 EPS = 1e-15
 
 
+class MetricBaseline(BaseModel):
+    """The validator's test value of one metric and its sampling error (null: unknown, taken as exact)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float
+    standard_error: float | None = Field(None, ge=0)
+
+
 class PerformanceBaseline(BaseModel):
-    """The promoted model's task, the metric watched and its test value (null: detector only)."""
+    """The promoted model's task, the metric watched and its test value (null: detector only), and the
+    other metrics watched beside it (those the promotion policy names)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,30 +54,36 @@ class PerformanceBaseline(BaseModel):
     value: float | None = None
     standard_error: float | None = Field(None, ge=0)
     """Sampling error of ``value`` from the finite test split (null: unknown, taken as exact)."""
-    classes: list[str] | None = None
-    """Multiclass: class text per output column, to read text labels."""
+    classes: ClassTexts = None
+    """Multiclass: class text per output column (``reference.class_texts``), to read labels."""
+    others: dict[str, MetricBaseline] = Field(default_factory=dict)
+    """Further metrics judged on every label window like ``metric``, with the validator's test values."""
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> PerformanceBaseline:
-        if self.metric not in METRICS[self.task]:
-            raise ValueError(
-                f"metric {self.metric!r} is not computed for task {self.task}; use one of {sorted(METRICS[self.task])}"
-            )
+        for metric in (self.metric, *self.others):
+            if metric not in METRICS[self.task]:
+                raise ValueError(
+                    f"metric {metric!r} is not computed for task {self.task}; use one of {sorted(METRICS[self.task])}"
+                )
         return self
 
     @property
     def better(self) -> Literal["min", "max"]:
         return METRICS[self.task][self.metric]
 
+    def better_of(self, metric: str) -> Literal["min", "max"]:
+        return METRICS[self.task][metric]
+
 
 def encode_labels(task: Task, labels: np.ndarray | pa.Array | list, classes: list[str] | None = None) -> np.ndarray:
     """Labels as float64: 0/1 (binary), class index (multiclass) or value (regression)."""
     if task == "multiclass":
-        text = category_text(labels).to_pylist()
+        text = _label_texts(labels)
         if classes is None:
             return np.asarray([float(value) for value in text])
-        index = {name: position for position, name in enumerate(classes)}
-        unknown = sorted({value for value in text if value not in index})
+        index = class_index(classes)
+        unknown = sorted({str(value) for value in text if value not in index})
         if unknown:
             raise ValueError(f"labels {unknown[:5]} are not among the model's classes {classes}")
         return np.asarray([index[value] for value in text], dtype=np.float64)
@@ -77,6 +93,22 @@ def encode_labels(task: Task, labels: np.ndarray | pa.Array | list, classes: lis
     if array.dtype.kind in "OUS":
         array = np.asarray([_number(value) for value in array.tolist()], dtype=np.float64)
     return array.astype(np.float64)
+
+
+def class_index(classes: list[str]) -> dict[str, int]:
+    """Label text -> output column. Boolean classes also read 1/0 and True/False: a label ``true`` sent
+    through a client that types labels as numbers arrives as 1.0."""
+    index = {name: position for position, name in enumerate(classes)}
+    if set(classes) == {"false", "true"}:
+        for true, false in (("1", "0"), ("True", "False"), ("TRUE", "FALSE")):
+            index[true], index[false] = index["true"], index["false"]
+    return index
+
+
+def _label_texts(labels: np.ndarray | pa.Array | list) -> list[str | None]:
+    if isinstance(labels, list):
+        return [value_text(value) for value in labels]  # may mix types (labels validated one by one)
+    return category_text(labels).to_pylist()
 
 
 def _number(value: object) -> float:

@@ -32,6 +32,7 @@ from services.monitor.monitor import FeedbackBatch, PredictionBatch
 from services.monitor.performance import Task, encode_labels
 from services.monitor.reference import MonitorReference
 from services.monitor.reference import category_text as reference_text
+from services.monitor.reference import value_text
 from streamml.events import FeedbackRecord, PredictionRecord
 from streamml.manifest import NumericReference
 
@@ -178,7 +179,7 @@ def _predictions_one_by_one(values: list[bytes | None], layout: FeatureLayout, m
         times=np.asarray([record.time.timestamp() for record in records], dtype=np.float64),
         features={
             **{name: pa.array([_number(r.features.get(name)) for r in records], pa.float64()) for name in layout.numeric},
-            **{name: pa.array([category_text(r.features.get(name)) for r in records], pa.string())
+            **{name: pa.array([value_text(r.features.get(name)) for r in records], pa.string())
                for name in layout.category},
         },
         outputs=outputs.reshape(len(records), width) if width else outputs.reshape(len(records)),
@@ -201,17 +202,6 @@ def _prediction_problem(record: PredictionRecord, layout: FeatureLayout, model: 
     return None
 
 
-def category_text(value: float | int | str | None) -> str | None:
-    """A category value as its reference is keyed (the text Arrow casts it to)."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return pc.cast(pa.scalar(value), pa.string()).as_py()
-    return str(value)
-
-
 def _number(value: float | int | str | None) -> float | None:
     return None if value is None else float(value)
 
@@ -226,6 +216,11 @@ def decode_feedback(
     label_type = pa.string() if task == "multiclass" or task is None else pa.float64()
     schema = pa.schema([("request_id", pa.string()), ("model", pa.string()), ("label", label_type), ("time", TIME_TYPE)])
     table = _read_all(values, schema)
+    if table is None and task == "multiclass":
+        # Integer or boolean classes are logged as JSON numbers or booleans: let the reader type the labels.
+        table = _read_all(values, pa.schema([field for field in schema if field.name != "label"]), unexpected="infer")
+        if table is not None and "label" not in table.column_names:
+            table = None
     if table is None:
         return _feedback_one_by_one(values, model, task, classes)
     rejected = _missing(table, ("request_id", "model", "label", "time"))
@@ -240,7 +235,7 @@ def decode_feedback(
             keep = np.ones(len(labels), dtype=bool)
             keep[list(bad)] = False
             table, labels = table.filter(pa.array(keep)), labels.filter(pa.array(keep))
-    readable = labels if pa.types.is_string(labels.type) else _float(labels)
+    readable = labels if pa.types.is_string(labels.type) or task == "multiclass" else _float(labels)
     return DecodedFeedback(_array(table["request_id"]), readable, _seconds(table["time"]), rejected)
 
 

@@ -6,6 +6,9 @@ cut at its deciles: a value falls in bin ``searchsorted(edges, x, "right")``,
 the number of edges <= x, so outer bins are open; nulls are left out.
 Category references are shares per category text (``str(value)``, booleans as
 ``true``/``false``); live categories outside them count in one extra bin.
+A multiclass model's classes (the label values the trainer saw: text,
+integers or booleans) are kept as the same text, so labels and predicted
+classes compare whatever the label type.
 
 The prediction reference is the model's outputs on held-out data when the
 card carries one (``expected_prediction``); without it the monitor adopts the
@@ -14,12 +17,12 @@ first full window of live predictions as the reference.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from streamml.manifest import CategoryReference, DatasetManifest, NumericReference
 
@@ -31,6 +34,14 @@ UNSEEN = "(unseen)"
 PREDICTION = "prediction"
 
 
+def _as_class_texts(classes: object) -> object:
+    return class_texts(classes) if isinstance(classes, (list, tuple)) else classes
+
+
+# Multiclass classes as category text; a card's integer or boolean classes are read into it.
+ClassTexts = Annotated[list[str] | None, BeforeValidator(_as_class_texts)]
+
+
 class MonitorReference(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -39,8 +50,9 @@ class MonitorReference(BaseModel):
     dataset_version: int | None = None
     features: dict[str, ColumnReference]
     prediction: ColumnReference | None = None
-    classes: list[str] | None = None
-    """Multiclass: the class of each output column; the predicted class is its text."""
+    classes: ClassTexts = None
+    """Multiclass: the class of each output column as text (``class_texts``); the predicted class is its text."""
+
 
     @classmethod
     def from_manifest(
@@ -113,6 +125,30 @@ def category_text(values: pa.Array | pa.ChunkedArray | np.ndarray | list) -> pa.
     if not isinstance(values, pa.Array):
         values = pa.array(values, from_pandas=True)
     return values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
+
+
+def value_text(value: float | int | str | None) -> str | None:
+    """A category value as its reference is keyed (the text Arrow casts it to)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return pc.cast(pa.scalar(value), pa.string()).as_py()
+    return str(value)
+
+
+def class_texts(classes: list | tuple) -> list[str]:
+    """A multiclass model's classes (label values: text, integers or booleans) as category text.
+
+    ``[0, 1, 2]`` -> ``["0", "1", "2"]``, ``[False, True]`` -> ``["false", "true"]``; text stays as it is.
+    """
+    if any(not isinstance(value, (str, int, float)) for value in classes):
+        raise ValueError(f"classes must be text, integers or booleans, got {list(classes)[:10]}")
+    text = [value_text(value) for value in classes]
+    if len(set(text)) != len(text):
+        raise ValueError(f"classes {list(classes)[:10]} are not distinct as text {text[:10]}")
+    return text
 
 
 def vocabulary(reference: CategoryReference) -> list[str]:

@@ -87,9 +87,20 @@ def performance_table(reports: Iterable[PerformanceReport]) -> Table:
             "-" if report.decay is None else f"{report.decay:+.1%}",
             _number(report.p_value, "{:.2g}"),
             str(len(report.alarms)),
-            f"[{SEVERITY_STYLE[report.severity]}]{report.severity}[/]" if report.drifted and report.severity else "-",
+            # The window's drift, unless only another metric drifted: that one's row shows it.
+            _severity(report.metric_drift or any(alarm.drifted for alarm in report.alarms), report.severity),
         )
+        for check in report.others:  # the other metrics the promotion policy names
+            table.add_row(
+                "", "", check.metric, _number(check.value), _number(check.baseline),
+                "-" if check.decay is None else f"{check.decay:+.1%}", _number(check.p_value, "{:.2g}"), "",
+                _severity(check.drifted, check.severity),
+            )
     return table
+
+
+def _severity(drifted: bool, severity: str | None) -> str:
+    return f"[{SEVERITY_STYLE[severity]}]{severity}[/]" if drifted and severity else "-"
 
 
 def print_report(

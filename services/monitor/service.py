@@ -39,6 +39,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pyarrow.compute as pc
 from confluent_kafka import Message, TopicPartition
@@ -53,8 +54,8 @@ from services.monitor.watch import ModelWatch
 from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord
 from streamml.faults import Interrupted
 from streamml.kafka import Offsets, next_offsets
-from streamml.registry.keys import RegistryError, check_name, monitor_state_key
-from streamml.registry.monitor import MonitorState, read_monitor_state
+from streamml.registry.keys import RegistryError, check_name, monitor_state_key, monitor_unwatched_key
+from streamml.registry.monitor import MonitorState, UnwatchedChampion, read_monitor_state
 from streamml.service import ConsumerService, run
 from streamml.settings import ServiceSettings
 from streamml.store import ObjectConflict, ObjectNotFound
@@ -97,6 +98,7 @@ class Owned:
     state_etag: str | None = None  # of latest.json, likewise
     saved_offsets: Offsets = field(default_factory=dict)
     saved_at: float = field(default_factory=time.monotonic)
+    unwatched: UnwatchedChampion | None = None  # why the champion is not watched, as noted in the store
 
 
 class MonitorService(ConsumerService[MonitorSettings]):
@@ -214,7 +216,7 @@ class MonitorService(ConsumerService[MonitorSettings]):
             self.producer.send(event, event_id=event_id)
             log.warning("drift detected", extra={
                 "model": event.model, "dataset": event.dataset, "kind": event.kind, "severity": event.severity,
-                "features": [feature.feature for feature in event.features]})
+                "features": feature_names(event)})
         # Events and dead letters are durable before their offsets are committed; each step waits out an
         # outage of the brokers or the store.
         self.retry(self.producer.flush)
@@ -377,9 +379,12 @@ class MonitorService(ConsumerService[MonitorSettings]):
                 watch = ModelWatch(champion, self.options)
         except (ValueError, ObjectNotFound) as error:  # RegistryError and ValidationError are ValueErrors
             CHAMPION_FAILURES.labels(model).inc()
-            log.error("cannot watch the champion; retrying at the next refresh",
-                      extra={"model": model, "version": version, "error": str(error)})
+            self._note_unwatched(owned, version, str(error))
             return
+        if owned.unwatched is not None or current is None:
+            # The note of a failed watch (maybe left by an earlier process) no longer holds.
+            self.retry(lambda: self.store.delete(monitor_unwatched_key(model)))
+            owned.unwatched = None
         owned.watch = watch
         if current is not None:
             CHAMPION.remove(model, current.version)
@@ -390,6 +395,21 @@ class MonitorService(ConsumerService[MonitorSettings]):
             "continued": continued, "dataset": champion.reference.dataset,
             "dataset_version": champion.reference.dataset_version,
             "baseline": champion.baseline.model_dump() if champion.baseline else None})
+
+    def _note_unwatched(self, owned: Owned, version: str | None, reason: str) -> None:
+        """Say in the store why the champion is not watched, for `streamml status` and `drift report`."""
+        if owned.unwatched is not None and (owned.unwatched.version, owned.unwatched.reason) == (version, reason):
+            return
+        log.error("cannot watch the champion; retrying every champion_refresh_s (logged again if the reason changes)",
+                  extra={"model": owned.model, "version": version, "error": reason})
+        note = UnwatchedChampion(model=owned.model, version=version, reason=reason, since=datetime.now(UTC))
+        self.retry(lambda: self.store.put(monitor_unwatched_key(owned.model), note.model_dump_json().encode()))
+        owned.unwatched = note
+
+
+def feature_names(event: DriftDetected) -> list[str]:
+    """The drifted features of an event, each once (an event lists a feature once per test that flagged it)."""
+    return list(dict.fromkeys(feature.feature for feature in event.features))
 
 
 def _advance(offsets: Offsets, reached: Offsets) -> None:

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from services.monitor.monitor import FeedbackBatch, PredictionBatch
 from services.monitor.performance import PerformanceBaseline, window_metric
-from services.monitor.reference import MonitorReference, category_reference, numeric_reference
+from services.monitor.reference import MonitorReference, category_reference, class_texts, numeric_reference
 
 NUMERIC = ("amount", "hour", "distance_km", "age", "score_a", "score_b")
 CATEGORY = ("channel", "country")
@@ -88,9 +88,29 @@ def training_reference(seed: int = 1, rows: int = 200_000) -> tuple[MonitorRefer
     return reference, PerformanceBaseline(task="binary", metric="auc", value=auc, standard_error=error)
 
 
+def multiclass_traffic(rng: np.random.Generator, n: int, classes: list | None = None) -> Traffic:
+    """Three-class traffic: the deployed model's class probabilities ``[(1-p)^2, 2p(1-p), p^2]`` of the binary
+    model's ``p``, and a true class drawn from them (``classes``' values, default the integers 0, 1, 2)."""
+    columns = features(rng, n)
+    p = model_probability(columns)
+    outputs = np.stack([(1 - p) ** 2, 2 * p * (1 - p), p**2], axis=1)
+    drawn = (rng.random(n)[:, None] > np.cumsum(outputs, axis=1)).sum(axis=1).clip(0, 2)
+    return Traffic(columns, outputs, np.asarray(classes or [0, 1, 2], dtype=object)[drawn])
+
+
+def multiclass_reference(classes: list, seed: int = 1, rows: int = 50_000) -> tuple[MonitorReference, PerformanceBaseline]:
+    """The binary reference's features for a three-class model of ``classes``, its log-loss from a test split."""
+    reference, _ = training_reference(seed, rows)
+    test = multiclass_traffic(np.random.default_rng(seed + 1), 20_000)
+    loss, error = window_metric("multiclass", "log_loss", test.outputs, test.labels.astype(np.float64))
+    reference = reference.model_copy(update={"prediction": None, "classes": class_texts(classes)})
+    return reference, PerformanceBaseline(task="multiclass", metric="log_loss", value=loss, standard_error=error,
+                                          classes=reference.classes)
+
+
 def prediction_batch(data: Traffic, first_id: int, times: np.ndarray) -> PredictionBatch:
     return PredictionBatch(
-        request_ids=_ids(first_id, data.outputs.size), times=times, features=data.features, outputs=data.outputs
+        request_ids=_ids(first_id, len(data.outputs)), times=times, features=data.features, outputs=data.outputs
     )
 
 

@@ -32,6 +32,7 @@ from starlette.routing import Route
 
 from services.serve.protocol import BadRequest, infer_response, model_metadata, parse_infer
 from streamml.sdk.client import ModelClient
+from streamml.sdk.input_checks import InputRejected
 from streamml.sdk.preprocess import PreprocessError
 from streamml.sdk.swap import NoModelLoaded
 from streamml.web import INTERNAL_ERROR, HTTPError, decode_json, json_response, read_body
@@ -121,7 +122,7 @@ def inference_app(client: ModelClient, limits: Limits, predictions: Executor) ->
                 status, answer = answer if isinstance(answer, tuple) else (200, answer)
             except HTTPError as error:
                 status, answer, close = error.status, {"error": str(error)}, error.close
-            except (BadRequest, PreprocessError) as error:
+            except (BadRequest, PreprocessError, InputRejected) as error:
                 status, answer = 400, {"error": str(error)}
             except NoModelLoaded as error:
                 status, answer = 503, {"error": str(error)}

@@ -5,7 +5,10 @@
 The Open Inference Protocol is served on ``STREAMML_SERVE_HOST:STREAMML_SERVE_PORT``;
 ``/healthz``, ``/readyz`` and ``/metrics`` on ``STREAMML_HTTP_PORT`` as for every
 service. The server is ready once a champion is loaded; it follows
-promotions through ``streamml.sdk.client.ModelClient``.
+promotions through ``streamml.sdk.client.ModelClient``, which checks each
+record against the dataset spec as ingest does (``STREAMML_SERVE_INPUT_CHECKS``:
+``reject`` answers 400 naming the field and the rule, ``flag`` predicts and
+counts it, ``off``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import Field, field_validator
 from services.serve.server import Limits, inference_app
 from streamml.kafka import KafkaUnavailable, check_reachable
 from streamml.sdk.client import ModelClient
+from streamml.sdk.input_checks import InputChecks
 from streamml.service import Service, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import NAME
@@ -43,6 +47,9 @@ class ServeOptions(Group):
     grace_s: int = Field(10, ge=0, description="on SIGTERM, how long running requests may finish")
     log_predictions: bool = Field(True, description="send each prediction to predictions.<model>")
     reconcile_s: float = Field(30.0, gt=0, description="how often the champion pointer is re-read")
+    input_checks: InputChecks = Field(
+        "flag", description="inputs that break the dataset spec: reject (400 naming the field), flag (predict, "
+        "count and mark the logged prediction) or off")
 
     @field_validator("model")
     @classmethod
@@ -67,7 +74,8 @@ class InferenceServer(Service[ServeSettings]):
         try:
             check_reachable(self.settings.kafka)
             self.client = ModelClient(self.settings, options.model, log_predictions=options.log_predictions,
-                                      reconcile_s=options.reconcile_s, client_id=f"streamml-serve-{options.model}")
+                                      reconcile_s=options.reconcile_s, client_id=f"streamml-serve-{options.model}",
+                                      input_checks=options.input_checks)
         except (KafkaUnavailable, KafkaException, StoreError) as error:
             raise StartupError(str(error)) from None
         self.predictions = ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="predict")

@@ -6,7 +6,9 @@
 
 The monitor writes its last reports to ``monitor/<model>/latest.json`` in the
 object store whenever a window closes; this command reads them from there,
-so it works from any machine with the STREAMML_S3_* settings.
+so it works from any machine with the STREAMML_S3_* settings. When the
+monitor cannot watch the champion (``monitor/<model>/unwatched.json``), it
+says why and exits 1.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streamml.cli.common import StateDir, connect_store, console, fail
+from streamml.cli.common import StateDir, connect_store, console, err, fail
 
 app = typer.Typer(help="Drift monitoring: the monitor's window reports and drift events.", no_args_is_help=True)
 
@@ -39,7 +41,7 @@ def report(
     """The latest window report of MODEL: tests per column, drifted bins, performance and recent events."""
     from services.monitor.report import print_report, save_png
     from streamml.registry.keys import RegistryError, monitor_state_key
-    from streamml.registry.monitor import read_monitor_state
+    from streamml.registry.monitor import read_monitor_state, read_unwatched
     from streamml.store import StoreError
 
     import time
@@ -49,11 +51,18 @@ def report(
     while True:
         try:
             state = read_monitor_state(store, model)
+            unwatched = read_unwatched(store, model)
         except (StoreError, RegistryError) as error:
             fail(str(error), 3 if isinstance(error, StoreError) else 2)
-        if (state is not None and state.latest_judged() is not None) or time.monotonic() >= deadline:
+        if (state is not None and state.latest_judged() is not None) or unwatched or time.monotonic() >= deadline:
             break
         time.sleep(2)
+    if unwatched is not None:
+        reason = (f"the monitor cannot watch {model}'s champion {unwatched.version or '(unreadable pointer)'} "
+                  f"(since {unwatched.since:%Y-%m-%d %H:%M:%S} UTC): {unwatched.reason}")
+        if state is None or state.version == unwatched.version:
+            fail(reason, 1)
+        err.print(f"[red]error:[/red] {reason}; below: what it saw of champion {state.version}", highlight=False)
     if state is None:
         fail(f"no monitor report for {model!r} at {monitor_state_key(model)}: the monitor writes one when the first "
               "window of the champion's predictions closes (every windows.size predictions)", 2)
@@ -85,6 +94,8 @@ def report(
         except (ValueError, OSError) as error:
             fail(f"cannot write {png}: {error}", 2)
         console.print(f"wrote {written}", highlight=False)
+    if unwatched is not None:
+        raise typer.Exit(1)
 
 
 def events_table(events: list) -> Table:

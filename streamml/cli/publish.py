@@ -17,13 +17,16 @@ def publish(
         Path, typer.Option(envvar="STREAMML_INGEST_SPECS_DIR", help="folder of dataset specs")
     ] = Path("datasets"),
     rate: Annotated[float | None, typer.Option(help="records per second (default: as fast as possible)")] = None,
-    validate: Annotated[bool, typer.Option(help="check rows against the spec before sending")] = True,
+    validate: Annotated[bool, typer.Option(help="check each row against the spec; rejected rows are not sent")] = True,
     max_record_bytes: Annotated[int, typer.Option(help="the ingest service's record size limit")] = 1 << 20,
     state_dir: StateDir = None,
 ) -> None:
     """Publish a file's rows to ingest.<dataset>, keyed by the dataset's key field.
 
-    Rows the ingest service would reject are reported and not sent, unless --no-validate.
+    The file is streamed a few thousand rows at a time, so its size does not
+    matter; CSV columns take the types the spec declares. Rows the ingest
+    service would reject are reported and not sent, unless --no-validate. A
+    value that cannot be read stops the command, and the rows before it stay sent.
     """
     from services.ingest import publish as publisher
     from streamml.specs import SpecError, load_dataset_specs
@@ -36,17 +39,24 @@ def publish(
     if spec is None:
         fail(f"no dataset {dataset!r} in {specs}/ (set --specs or STREAMML_INGEST_SPECS_DIR)", 2)
     try:
-        records = publisher.read_records(file)
-    except (publisher.PublishError, OSError, ValueError) as error:
+        batches = publisher.read_batches(file, spec)
+    except publisher.PublishError as error:
         fail(str(error), 2)
-    rejected = publisher.validate(records, spec, max_record_bytes) if validate else {}
-    for row, reason in sorted(rejected.items())[:20]:
+    summary = publisher.PublishSummary()
+    try:
+        publisher.publish(batches, spec, settings.kafka,
+                          max_record_bytes if validate else None, rate, err.is_terminal, summary)
+        failure = None
+    except (publisher.PublishError, OSError, ValueError) as error:
+        failure = str(error)
+    for row, reason in summary.reasons:
         err.print(f"row {row + 1}: {reason}", highlight=False)
-    if len(rejected) > 20:
-        err.print(f"... and {len(rejected) - 20} more rejected rows")
-    summary = publisher.publish(records, spec, settings.kafka, rate, set(rejected), err.is_terminal)
+    if summary.rejected > len(summary.reasons):
+        err.print(f"... and {summary.rejected - len(summary.reasons)} more rejected rows")
     console.print(
         f"published {summary.records} records ({summary.bytes / 1e6:.1f} MB) to "
         f"{settings.kafka.topic(spec.ingest_topic)} in {summary.seconds:.1f}s "
-        f"({summary.records / max(summary.seconds, 1e-9):,.0f}/s); rejected {len(rejected)}"
+        f"({summary.records / max(summary.seconds, 1e-9):,.0f}/s); rejected {summary.rejected}"
     )
+    if failure is not None:
+        fail(failure, 2)

@@ -119,11 +119,13 @@ def status(
     state_dir: StateDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Health of each component of the embedded stack; exit 1 when any is unhealthy."""
+    """Health of each component of the embedded stack, and each model the monitor cannot watch (degraded);
+    exit 1 when any is unhealthy."""
     from streamml.stack.control import status as stack_status
 
     state_dir = stack_folder(state_dir)
     components = stack_status(state_dir)
+    components += _unwatched_models(state_dir, components)
     if as_json:
         print(json.dumps([c.__dict__ for c in components], indent=2))
     elif not components:
@@ -134,9 +136,30 @@ def status(
         raise typer.Exit(1)
 
 
+def _unwatched_models(state_dir: Path, components: list) -> list:
+    """A degraded row per model whose champion the running monitor cannot watch (its notes in the store)."""
+    from streamml.registry.keys import RegistryError
+    from streamml.registry.monitor import read_all_unwatched
+    from streamml.stack.control import Component
+    from streamml.store import ObjectStore, StoreError
+
+    if not {"monitor", "ceph"} <= {c.name for c in components if c.healthy}:
+        return []  # the monitor's (or the store's) own row says what is wrong
+    try:
+        notes = read_all_unwatched(ObjectStore.connect(client_settings(state_dir).s3))
+    except (StoreError, RegistryError) as error:
+        return [Component("monitor models", False, f"cannot read which models the monitor watches: {error}")]
+    return [
+        Component(f"monitor {note.model}", False,
+                  f"champion {note.version or '(unreadable pointer)'} not watched since "
+                  f"{note.since:%Y-%m-%d %H:%M:%S} UTC: {note.reason}", "degraded")
+        for note in notes
+    ]
+
+
 def _print_components(components: list) -> None:
     table = Table("component", "health", "where")
-    colours = {"ok": "green", "restarting": "yellow"}
+    colours = {"ok": "green", "restarting": "yellow", "degraded": "yellow"}
     for c in components:
         table.add_row(c.name, f"[{colours.get(c.health, 'red')}]{c.health}[/]", c.detail)
     console.print(table)

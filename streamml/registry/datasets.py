@@ -1,6 +1,7 @@
 """Reading raw objects and dataset versions.
 
-Ingest writes the raw objects (``services/ingest``), prep claims version
+Ingest writes the raw objects (``services/ingest``) and the dataset specs
+it enforces (``publish_spec``, read back by the SDK), prep claims version
 numbers and commits versions (``services/prep/versions.py``); the trainer,
 validator, SDK, monitor and CLI read them through these functions.
 
@@ -13,18 +14,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from streamml.manifest import DatasetManifest
-from streamml.registry.documents import parse_document
+from streamml.registry.documents import parse_document, read_document
 from streamml.registry.keys import (
     DATASETS_ROOT,
     RawObject,
     dataset_manifest_key,
     dataset_root,
+    dataset_spec_key,
     last_part,
     parse_dataset_version,
     parse_raw_key,
     raw_prefix,
 )
-from streamml.store import ObjectNotFound, ObjectStore, ReadableStore
+from streamml.specs import DatasetSpec
+from streamml.store import ObjectConflict, ObjectNotFound, ObjectStore, ReadableStore
 
 
 def raw_objects(store: ObjectStore, dataset: str) -> list[RawObject]:
@@ -76,3 +79,18 @@ def latest_manifest(store: ObjectStore, dataset: str) -> DatasetManifest | None:
         except ObjectNotFound:
             continue  # claimed, never committed
     return None
+
+
+def publish_spec(store: ObjectStore, spec: DatasetSpec) -> bool:
+    """Store ``spec`` under the fingerprint its manifests will record, unless there already; True if stored now."""
+    try:
+        store.create(dataset_spec_key(spec.name, spec.fingerprint()), spec.model_dump_json().encode())
+    except ObjectConflict:
+        return False  # the same record shape, stored by an earlier start or another replica
+    return True
+
+
+def read_spec(store: ReadableStore, dataset: str, fingerprint: str) -> DatasetSpec | None:
+    """The spec of ``dataset`` whose fingerprint is ``fingerprint``; None when ingest never stored it."""
+    return read_document(store, dataset_spec_key(dataset, fingerprint), DatasetSpec, "a dataset spec",
+                         "delete it: ingest stores it again when it starts")

@@ -7,6 +7,8 @@
     datasets/<dataset>/v<N>/manifest.json           created last: the version exists once this does, and
                                                     its files are the ones it names
     datasets/<dataset>/_drift_request               a drift.detected waiting for the next build
+    specs/<dataset>/<fingerprint>.json              a dataset spec ingest enforces, by the fingerprint its
+                                                    manifests record: the rules the SDK checks inputs with
     models/<model>/<version>/attempts/<attempt>/    the files one training attempt wrote:
         card.json                                   what the model is
         <portable program>                          named by the card (model.pt2, model.torchscript.pt)
@@ -19,6 +21,7 @@
     monitor/<model>/latest.json                     the monitor's reports, events and drift episodes
     monitor/<model>/checkpoint.npz                  all the monitor holds of the model, and the offsets it covers
     monitor/<model>/versions/<version>.json         the same, as it last was while <version> was champion
+    monitor/<model>/unwatched.json                  why the monitor cannot watch the champion, while it cannot
 
 Raw keys encode their offset range, so a replayed batch lands on the same key.
 Model names and versions become parts of keys, so they are checked here: a
@@ -42,6 +45,7 @@ RAW_ROOT = "raw/"
 DATASETS_ROOT = "datasets/"
 MODELS_ROOT = "models/"
 MONITOR_ROOT = "monitor/"
+SPECS_ROOT = "specs/"
 
 MANIFEST_FILE = "manifest.json"
 ATTEMPTS_DIR = "attempts"
@@ -54,6 +58,7 @@ DECISION_FILE = "decision.json"
 CHAMPION_FILE = "champion.json"
 MONITOR_STATE_FILE = "latest.json"
 MONITOR_CHECKPOINT_FILE = "checkpoint.npz"
+MONITOR_UNWATCHED_FILE = "unwatched.json"
 
 _RAW_RANGE = re.compile(r"/(?P<topic>[^/]+)/p(?P<partition>\d+)/(?P<first>\d+)-(?P<last>\d+)\.parquet$")
 _DATASET_VERSION = re.compile(r"/v(\d+)/$")
@@ -148,6 +153,12 @@ def dataset_manifest_key(dataset: str, version: int) -> str:
     return dataset_prefix(dataset, version) + MANIFEST_FILE
 
 
+def dataset_spec_key(dataset: str, fingerprint: str) -> str:
+    if not re.fullmatch(VERSION, fingerprint):
+        raise RegistryError(f"spec fingerprint {fingerprint!r} cannot be part of a key; it must match {VERSION}")
+    return f"{SPECS_ROOT}{dataset}/{fingerprint}.json"
+
+
 def split_prefix(dataset: str, version: int, split: str) -> str:
     return f"{dataset_prefix(dataset, version)}{split}/"
 
@@ -221,6 +232,10 @@ def monitor_state_key(model: str) -> str:
 
 def monitor_checkpoint_key(model: str) -> str:
     return f"{MONITOR_ROOT}{check_name(model)}/{MONITOR_CHECKPOINT_FILE}"
+
+
+def monitor_unwatched_key(model: str) -> str:
+    return f"{MONITOR_ROOT}{check_name(model)}/{MONITOR_UNWATCHED_FILE}"
 
 
 def monitor_versions_prefix(model: str) -> str:

@@ -11,6 +11,11 @@ the same state to ``monitor/<model>/versions/<version>.json`` too, so what it
 saw of each champion outlives the next promotion, when a new champion starts
 with empty windows.
 
+``monitor/<model>/unwatched.json`` (``UnwatchedChampion``) says why the
+monitor cannot watch the model's champion (a card that gives no reference,
+say), while it cannot: ``streamml status`` shows the model degraded and
+``streamml drift report`` names the reason.
+
     state = read_monitor_state(store, "fraud")     # None before the first window closes
     state.latest_judged(), state.active(), state.events[-1]
     for state in read_monitor_history(store, "fraud", champions=3): ...   # oldest first
@@ -26,7 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamml.events import DriftDetected
 from streamml.manifest import CategoryReference, NumericReference
 from streamml.registry.documents import read_document
-from streamml.registry.keys import monitor_state_key, monitor_version_state_key, monitor_versions_prefix
+from streamml.registry.keys import (
+    MONITOR_ROOT,
+    MONITOR_UNWATCHED_FILE,
+    monitor_state_key,
+    monitor_unwatched_key,
+    monitor_version_state_key,
+    monitor_versions_prefix,
+)
 from streamml.store import ObjectStore, ReadableStore
 
 Severity = Literal["low", "medium", "high"]
@@ -100,6 +112,21 @@ class AlarmReport(Strict):
     severity: Severity | None = None
 
 
+class MetricCheck(Strict):
+    """One more metric of a label window against the validator's test value of it, judged as ``metric`` is."""
+
+    metric: str
+    value: float | None = None
+    standard_error: float | None = None
+    baseline: float
+    baseline_standard_error: float | None = None
+    decay: float | None = Field(None, description="relative loss against the baseline; > 0 is worse")
+    p_value: float | None = None
+    drifted: bool = False
+    residual: bool = False
+    severity: Severity | None = None
+
+
 class PerformanceReport(Window):
     """How one window of labelled predictions compared with the validator's test metric."""
 
@@ -112,6 +139,9 @@ class PerformanceReport(Window):
     p_value: float | None = None
     metric_drift: bool = False
     residual: bool = Field(False, description="a significant decay of at least hold_share of its drift level")
+    others: list[MetricCheck] = Field(
+        default_factory=list, description="the other metrics the promotion policy names, each judged the same way"
+    )
     alarms: list[AlarmReport] = []
     drifted: bool = False
     severity: Severity | None = None
@@ -170,3 +200,28 @@ def read_monitor_history(store: ObjectStore, model: str, champions: int) -> list
 def monitor_state_keys(state: MonitorState) -> tuple[str, str]:
     """Where ``state`` is written: ``latest.json``, and the copy kept for its champion version."""
     return monitor_state_key(state.model), monitor_version_state_key(state.model, state.version)
+
+
+class UnwatchedChampion(Strict):
+    """The content of ``monitor/<model>/unwatched.json``: written when the monitor fails to watch the
+    champion, deleted once it watches one."""
+
+    model: str
+    version: str | None
+    """None when the champion pointer itself could not be read."""
+    reason: str
+    since: datetime
+
+
+def read_unwatched(store: ReadableStore, model: str) -> UnwatchedChampion | None:
+    """Why the monitor cannot watch ``model``'s champion; None when nothing stops it."""
+    return read_document(store, monitor_unwatched_key(model), UnwatchedChampion, "an unwatched-champion note",
+                         "delete it; the monitor writes it again if it still cannot watch the champion")
+
+
+def read_all_unwatched(store: ObjectStore) -> list[UnwatchedChampion]:
+    """Every model whose champion the monitor cannot watch, by model name."""
+    keys = [key for key in store.list(MONITOR_ROOT) if key.endswith("/" + MONITOR_UNWATCHED_FILE)]
+    fix = "delete it; the monitor writes it again if it still cannot watch the champion"
+    notes = [read_document(store, key, UnwatchedChampion, "an unwatched-champion note", fix) for key in keys]
+    return [note for note in notes if note is not None]

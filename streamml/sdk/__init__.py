@@ -4,6 +4,9 @@
   swapped live on promotion, every prediction logged for the monitor. Most
   applications need nothing else (its docstring is a runnable example).
 - ``FeatureTransform`` (``preprocess``): records to model inputs, as prep did it.
+- ``InputRules`` / ``InputRejected`` (``input_checks``): each record checked against
+  the dataset spec with ingest's rules; the client's ``input_checks`` rejects,
+  flags (the default) or lets it pass.
 - ``ModelSlot`` / ``ModelSnapshot`` (``swap``): the served version, replaced
   atomically when a ``model.promoted`` event arrives.
 - ``PredictionLog`` (``prediction_log``): predictions to the monitor without
@@ -25,6 +28,7 @@ import importlib
 _HOMES = {
     "ModelClient": "client", "Predictions": "client",
     "LogStats": "prediction_log", "PredictionLog": "prediction_log",
+    "InputRejected": "input_checks", "InputRules": "input_checks",
     "Features": "preprocess", "FeatureTransform": "preprocess", "PreprocessError": "preprocess",
     "ChampionPointer": "registry", "RegistryError": "registry",
     "ModelSlot": "swap", "ModelSnapshot": "swap", "NoModelLoaded": "swap", "Prediction": "swap",
@@ -43,6 +47,8 @@ __all__ = [
     "ChampionPointer",
     "Features",
     "FeatureTransform",
+    "InputRejected",
+    "InputRules",
     "LogStats",
     "ModelClient",
     "ModelSlot",

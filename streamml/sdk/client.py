@@ -6,8 +6,17 @@
     with ModelClient(settings, "fraud") as client:
         client.wait_ready(timeout=60)           # until a champion is loaded
         result = client.predict([{"amount": 12.5, "hour": 3, "channel": "web"}])
-        print(result.version, result.outputs[0])
+        print(result.version, result.outputs[0], result.flags)
         client.feedback(result.request_ids[0], label=1)   # the truth, once known
+
+Inputs are checked against the dataset spec, with the rules and the code
+ingest applies (required values, types, min/max, categories; see
+``input_checks.py``). ``input_checks`` says what a broken rule does:
+``"flag"`` (the default) predicts anyway, counts it in
+``streamml_sdk_flagged_inputs_total{model,feature,rule}``, lists it in
+``Predictions.flags`` and marks the logged prediction (``flags``:
+``["hour:max"]``); ``"reject"`` raises ``InputRejected`` naming the record,
+the field, the rule and the value, and predicts nothing; ``"off"`` checks nothing.
 
 At start the client loads the version ``champion.json`` names. A background
 thread follows ``model.promoted`` (every instance sees every promotion, see
@@ -36,7 +45,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,15 +53,17 @@ import numpy as np
 from confluent_kafka import KafkaError, Message
 from prometheus_client import Counter, Gauge
 
+from streamml.checks import Violation
 from streamml.events import FeedbackRecord, encode
 from streamml.faults import OBJECT_STORE, FaultPolicy, transient_dependency
 from streamml.kafka import DeliveryError, EventProducer
 from streamml.registry.keys import check_name
 from streamml.registry.models import read_champion
+from streamml.sdk.input_checks import INPUT_CHECKS, InputChecks, flag_names, rejection
 from streamml.sdk.loader import LoadedVersion, load_version
 from streamml.sdk.prediction_log import LogStats, PredictionLog
 from streamml.sdk.promotions import PromotionFeed
-from streamml.sdk.swap import ModelSlot
+from streamml.sdk.swap import ModelSlot, ModelSnapshot
 from streamml.sdk.wire import plain, plain_output, prediction_message, timestamp
 from streamml.settings import ServiceSettings
 from streamml.store import ObjectStore
@@ -68,6 +79,10 @@ LOAD_FAILURES = Counter("streamml_sdk_load_failures_total", "Versions that could
 UNLOGGABLE = Counter(
     "streamml_sdk_unloggable_predictions_total", "Predictions with a NaN or infinite output, not logged", ["model"]
 )
+FLAGGED = Counter(
+    "streamml_sdk_flagged_inputs_total", "Input values that break a rule of the dataset spec, predicted on anyway",
+    ["model", "feature", "rule"],
+)
 FEEDBACK_DROPPED = Counter(
     "streamml_sdk_feedback_dropped_total", "Feedback not sent: the producer's queue was full (broker away)", ["model"]
 )
@@ -78,6 +93,7 @@ class Predictions:
     version: str  # the version that answered every record of the call
     outputs: np.ndarray  # [N] (probability, value) or [N, K] (class probabilities)
     request_ids: list[str]  # one per record: the key to send feedback with
+    flags: dict[int, list[Violation]] = field(default_factory=dict)  # record index -> the spec's rules it breaks
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,7 @@ class _Logged:
     record: Mapping[str, Any]
     output: Any
     time: str  # wire.timestamp of the predict call
+    flags: tuple[str, ...]  # feature:rule of each rule of the dataset spec the record breaks
 
 
 class ModelClient:
@@ -100,8 +117,12 @@ class ModelClient:
         reconcile_s: float = 30.0,
         client_id: str | None = None,
         on_swap: Callable[[str | None, str], None] | None = None,
+        input_checks: InputChecks = "flag",
     ) -> None:
         self.model = check_name(model)
+        if input_checks not in INPUT_CHECKS:
+            raise ValueError(f"input_checks={input_checks!r}; use one of {', '.join(INPUT_CHECKS)}")
+        self.input_checks = input_checks
         self.reconcile_s = reconcile_s
         self.slot = ModelSlot(model)
         self._cards: dict[str, dict[str, Any]] = {}
@@ -145,18 +166,35 @@ class ModelClient:
         return self._cards.get(version)
 
     def predict(self, records: Sequence[Mapping[str, Any]], request_ids: Sequence[str] | None = None) -> Predictions:
-        """Predict with one version for all ``records``; raises NoModelLoaded before the first load."""
+        """Predict with one version for all ``records``; raises NoModelLoaded before the first load,
+        and InputRejected when ``input_checks="reject"`` and a record breaks the dataset spec."""
         if request_ids is not None and len(request_ids) != len(records):
             raise ValueError(f"{len(request_ids)} request ids for {len(records)} records; give one per record")
         snapshot = self.slot.current()
+        flags = self._check(snapshot, records)
         prediction = snapshot.predict(records)
         ids = list(request_ids) if request_ids is not None else [uuid.uuid4().hex for _ in records]
         if self._log is not None:
             now = timestamp(datetime.now(UTC))
             features = snapshot.transform.features
-            self._log.add_many(_Logged(request_id, prediction.version, features, record, output, now)
-                               for request_id, record, output in zip(ids, records, prediction.output, strict=True))
-        return Predictions(prediction.version, prediction.output, ids)
+            marks = {index: tuple(flag_names(violations)) for index, violations in flags.items()}
+            self._log.add_many(
+                _Logged(request_id, prediction.version, features, record, output, now, marks.get(index, ()))
+                for index, (request_id, record, output) in enumerate(zip(ids, records, prediction.output, strict=True))
+            )
+        return Predictions(prediction.version, prediction.output, ids, flags)
+
+    def _check(self, snapshot: ModelSnapshot, records: Sequence[Mapping[str, Any]]) -> dict[int, list[Violation]]:
+        """The rules of the dataset spec each record breaks; raises InputRejected when rejecting."""
+        if self.input_checks == "off" or snapshot.rules is None:
+            return {}
+        found = snapshot.rules.check(records)
+        if found and self.input_checks == "reject":
+            raise rejection(found, snapshot.rules.dataset)
+        for violations in found.values():
+            for violation in violations:
+                FLAGGED.labels(self.model, violation.field, violation.rule).inc()
+        return found
 
     def feedback(self, request_id: str, label: float | int | str) -> bool:
         """Send the true label of an earlier prediction, queued and delivered in the background.
@@ -202,7 +240,8 @@ class ModelClient:
             if pointer is None or pointer.version == self.version:
                 self.faults.succeeded(OBJECT_STORE)
                 return True
-            loaded = load_version(self.store, self.model, pointer.version)
+            loaded = load_version(self.store, self.model, pointer.version,
+                                  with_input_rules=self.input_checks != "off")
         except Exception as error:  # noqa: BLE001 - a bad version must not stop serving the current one
             if transient_dependency(error) is None:
                 LOAD_FAILURES.labels(self.model).inc()
@@ -248,7 +287,7 @@ class ModelClient:
             features = {name: plain(item.record.get(name)) for name in item.features}
             try:
                 key, headers, value = prediction_message(self._source, item.request_id, self.model, item.version,
-                                                         features, plain_output(item.output), item.time)
+                                                         features, plain_output(item.output), item.time, item.flags)
             except ValueError:  # a NaN or infinite output: JSON cannot carry it
                 UNLOGGABLE.labels(self.model).inc()
                 self._log.settled(False)

@@ -10,6 +10,8 @@ TorchScript where export failed. A version is loaded only once its
 ``manifest.json`` exists, because the registry writes that file last, and
 only when every file it names has the sha256 it records: a damaged or
 half-overwritten version is refused with a ``RegistryError`` naming the file.
+The inputs are checked against the rules of the dataset spec its training
+data was built with (``input_checks.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from streamml.portable import load_program
 from streamml.registry.documents import json_object
 from streamml.registry.keys import CARD_FILE, VERSION, RegistryError
 from streamml.registry.models import read_version_files
+from streamml.sdk.input_checks import input_rules
 from streamml.sdk.preprocess import FeatureTransform
 from streamml.sdk.swap import ModelSnapshot
 from streamml.store import ReadableStore
@@ -55,8 +58,12 @@ def summary(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
 
 
-def load_version(store: ReadableStore, name: str, version: str, *, warm_up: bool = True) -> LoadedVersion:
-    """Card, program and transform of one committed version.
+def load_version(store: ReadableStore, name: str, version: str, *, warm_up: bool = True,
+                 with_input_rules: bool = False) -> LoadedVersion:
+    """Card, program, transform and input rules of one committed version.
+
+    ``with_input_rules`` reads the rules of the dataset spec the card's dataset
+    version was built with (``input_checks.input_rules``; None when not stored).
 
     ``warm_up`` runs one prediction on an all-missing record (every feature
     imputed) so the first real request does not pay for lazy initialisation.
@@ -78,7 +85,9 @@ def load_version(store: ReadableStore, name: str, version: str, *, warm_up: bool
     except Exception as error:  # noqa: BLE001 - whatever torch makes of damaged bytes
         raise RegistryError(f"{key} is not a loadable {format} program ({summary(error)}); "
                             "train the version again or promote another") from None
-    snapshot = ModelSnapshot(version, program, FeatureTransform.from_card(card))
+    transform = FeatureTransform.from_card(card)
+    rules = input_rules(store, card, transform.features) if with_input_rules else None
+    snapshot = ModelSnapshot(version, program, transform, rules)
     if warm_up:
         try:
             snapshot.predict([{}])

@@ -1,7 +1,7 @@
 """One model version being served, replaceable while requests are in flight.
 
 A ``ModelSlot`` holds an immutable ``ModelSnapshot`` (version, model,
-transform). ``predict`` takes the snapshot once and uses only it, so a call
+transform, input rules). ``predict`` takes the snapshot once and uses only it, so a call
 never mixes the transform of one version with the model of another, and a
 call that started before a swap finishes on the version it started with. No
 lock is held while a model runs: reading the snapshot is one reference read,
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamml.sdk.input_checks import InputRules
 from streamml.sdk.preprocess import FeatureTransform
 
 # The portable program: (numeric [N, F] float32, categorical [N, C] int64) -> predictions.
@@ -44,6 +45,7 @@ class ModelSnapshot:
     version: str
     model: Model
     transform: FeatureTransform
+    rules: InputRules | None = None  # the dataset spec's rules for the inputs; None: not stored, not checked
 
     def predict(self, records: Sequence[Mapping[str, Any]]) -> Prediction:
         numeric, categorical = self.transform.apply(records).tensors()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,16 +37,20 @@ def prediction_message(
     features: dict[str, float | int | str | None],
     output: float | list[float],
     time: str,
+    flags: Sequence[str] = (),
 ) -> Message:
     """(key, headers, value) of one PredictionRecord; ``time`` from ``timestamp``.
 
-    Raises ValueError for a NaN or infinite number, which JSON cannot carry.
+    ``flags`` (``feature:rule`` of each rule of the dataset spec the inputs
+    break) is written only when there are some, so a clean record reads as
+    it did before the field existed. Raises ValueError for a NaN or infinite
+    number, which JSON cannot carry.
     """
-    body = json.dumps(
-        {"request_id": request_id, "model": model, "model_version": version, "features": features,
-         "output": output, "time": time},
-        allow_nan=False,
-    ).encode()
+    document = {"request_id": request_id, "model": model, "model_version": version, "features": features,
+                "output": output, "time": time}
+    if flags:
+        document["flags"] = list(flags)
+    body = json.dumps(document, allow_nan=False).encode()
     key = model.encode()  # a model's predictions share a partition: one monitor replica judges them
     headers = [
         ("ce_id", str(uuid.uuid4()).encode()),

@@ -1,11 +1,13 @@
 """The monitor service against a real broker and Ceph: one event per drift episode, across a restart and a
-promotion, dead letters, and `streamml drift report`."""
+promotion, dead letters, a champion it cannot watch, an integer-class model, and `streamml drift report`."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,12 +19,14 @@ from typer.testing import CliRunner
 
 from services.monitor.performance import PerformanceBaseline
 from services.monitor.reference import MonitorReference
-from services.monitor.synthetic import COUNTRIES, Traffic, traffic, training_reference
+from services.monitor.synthetic import COUNTRIES, Traffic, multiclass_reference, multiclass_traffic, traffic
+from services.monitor.synthetic import training_reference
 from services.monitor.synthetic_registry import put_champion, synthetic_card
 from streamml.cli.drift import app as drift_app
 from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord, decode, encode
 from streamml.kafka import EventProducer, dead_letter_reason
-from streamml.registry.monitor import MonitorState, read_monitor_state
+from streamml.registry.monitor import MonitorState, read_all_unwatched, read_monitor_state, read_unwatched
+from streamml.stack.ports import free_port
 
 pytestmark = pytest.mark.integration
 MODEL = "fraud"
@@ -270,3 +274,103 @@ def _committed_past(world: World, offset: int) -> bool:
     finally:
         consumer.close()
     return sum(max(tp.offset, 0) for tp in found) >= offset
+
+
+def test_an_integer_class_model_is_watched_end_to_end_once_its_champion_can_be(stack, world, services):
+    """A champion the monitor cannot watch is noted with the reason (status shows it degraded, drift report
+    names it); the next champion, a three-class model whose classes are the integers 0, 1, 2, is watched:
+    its predicted classes and its integer labels are judged, labels that came first included."""
+    reference, baseline = multiclass_reference([0, 1, 2])
+    reference = reference.model_copy(update={"model": MODEL})
+    unreadable = synthetic_card(reference, "v1", baseline)
+    unreadable["expected_features"] = {}  # and the manifest it names does not exist
+    put_champion(world.store, unreadable)
+    port = free_port()
+    monitor = services.start("monitor", world.bucket, STREAMML_HTTP_PORT=str(port), **world.env)
+    rng = np.random.default_rng(11)
+    scrape = lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()  # noqa: E731
+    predictions, _ = multiclass_records(world, multiclass_traffic(rng, 10))
+    send_predictions(world, predictions)  # the model is taken with its first record
+    note = wait_until(lambda: read_unwatched(world.store, MODEL), monitor)
+    assert note.version == "v1" and "which does not exist" in note.reason
+    assert [n.model for n in read_all_unwatched(world.store)] == [MODEL]
+    report = drift_report(stack, world)
+    assert report.exit_code == 1, report.output
+    assert "the monitor cannot watch fraud's champion v1" in report.output and "does not exist" in report.output
+
+    card = synthetic_card(reference, "v2", baseline)
+    card["outputs"]["classes"] = [0, 1, 2]  # label values, as the trainer writes them
+    put_champion(world.store, card)
+    wait_until(lambda: True if read_unwatched(world.store, MODEL) is None else None, monitor)
+    world.version = "v2"
+    predictions, truth = multiclass_records(world, multiclass_traffic(rng, WINDOW))
+    world.send_labels(truth)  # a window's labels before their predictions
+    wait_until(lambda: True if metric(scrape(), "streamml_monitor_labels_waiting") == WINDOW else None, monitor)
+    send_predictions(world, predictions)
+    predictions, truth = multiclass_records(world, multiclass_traffic(rng, WINDOW))
+    send_predictions(world, predictions)
+    world.send_labels(truth)
+    state = wait_until(lambda: labelled(world, 2 * WINDOW), monitor)
+    assert [r.judged for r in state.window_reports] == [True, True]
+    assert not any(r.prediction_drift or r.covariate_drift for r in state.window_reports)
+    assert sorted(state.window_reports[-1].prediction.bins[:3]) == ["0", "1", "2"]
+    assert [r.metric for r in state.performance_reports] == ["log_loss", "log_loss"]
+    assert not any(r.drifted for r in state.performance_reports) and state.events == []
+
+    scraped = scrape()
+    assert metric(scraped, "streamml_monitor_feedback_total", outcome="matched") == 2 * WINDOW
+    assert metric(scraped, "streamml_monitor_labels_waiting") == 0
+    assert metric(scraped, "streamml_monitor_records_total", stream="predictions", outcome="no_champion") == 10
+    assert metric(scraped, "streamml_monitor_records_total", stream="feedback", outcome="rejected") == 0
+    assert read_all_unwatched(world.store) == []
+    assert drift_report(stack, world).exit_code == 0
+
+
+def multiclass_records(world: World, data: Traffic) -> tuple[list[PredictionRecord], list[tuple[str, int]]]:
+    """Predictions of three class probabilities, and the (request id, integer label) pairs of their truth."""
+    n = len(data.outputs)
+    ids = [f"q{world.next_id + i}" for i in range(n)]
+    world.next_id += n
+    start = datetime.now(UTC)
+    columns = {name: values.tolist() for name, values in data.features.items()}
+    predictions = [
+        PredictionRecord(request_id=request_id, model=MODEL, model_version=world.version,
+                         features={name: _plain(values[i]) for name, values in columns.items()},
+                         output=data.outputs[i].tolist(), time=start + timedelta(milliseconds=i))
+        for i, request_id in enumerate(ids)
+    ]
+    return predictions, list(zip(ids, [int(label) for label in data.labels], strict=True))
+
+
+def send_predictions(world: World, predictions: list[PredictionRecord]) -> None:
+    for record in predictions:
+        world.producer.send(record)
+    world.producer.flush()
+
+
+def labelled(world: World, count: int) -> MonitorState | None:
+    """The champion's state once ``count`` labels were judged in closed label windows."""
+    state = read_monitor_state(world.store, MODEL)
+    if state is None or state.version != world.version:
+        return None
+    return state if sum(report.count for report in state.performance_reports) >= count else None
+
+
+def wait_until(found, monitor, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert monitor.poll() is None, monitor.log_path.read_text()[-3000:]
+        if (value := found()) is not None:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"not reached in {timeout}s:\n" + monitor.log_path.read_text()[-3000:])
+
+
+def metric(scraped: str, name: str, **labels: str) -> float:
+    """The value of ``name`` for model fraud and ``labels`` in a /metrics page (0 when absent)."""
+    wanted = {"model": MODEL, **labels}
+    for line in scraped.splitlines():
+        match = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+        if match and dict(re.findall(r'(\w+)="([^"]*)"', match.group(1))) == wanted:
+            return float(match.group(2))
+    return 0.0

@@ -12,8 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from registry_world import MODEL, direct_predictions, now, put_dataset, put_version, raw_records, trained
+from registry_world import put_spec
 from services.validator.promote import set_champion
-from streamml.events import FeedbackRecord, ModelPromoted
+from streamml.events import FeedbackRecord, ModelPromoted, PredictionRecord
 from streamml.stack.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -152,6 +153,56 @@ def test_the_server_answers_the_open_inference_protocol_and_follows_promotions(w
     status, answer = status_and_body(slow.recv(65536))
     assert status == 200 and answer["model_version"] == "v2"
     assert process.wait(timeout=30) == 0
+
+
+def by_records(records: list[dict], request_ids: list[str]) -> dict:
+    return {"inputs": [
+        {"name": "records", "datatype": "BYTES", "shape": [len(records)], "data": [json.dumps(r) for r in records]},
+        {"name": "request_id", "datatype": "BYTES", "shape": [len(records)], "data": request_ids}]}
+
+
+def metric_samples(port: int) -> dict[tuple[str, tuple], float]:
+    status, text = call(port, "GET", "/metrics")
+    assert status == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_with_input_checks_reject_a_record_the_dataset_spec_forbids_gets_400_naming_the_field(world, services):
+    put_spec(world.store)
+    api, _ = start_server(world, services, STREAMML_SERVE_INPUT_CHECKS="reject")
+    infer = f"/v2/models/{MODEL}/infer"
+    records = raw_records()[:5]
+    assert call(api, "POST", infer, {"inputs": tensors(records)})[0] == 200
+
+    too_large = [*records[:2], {**records[2], "num_0": 50.0}]
+    status, error = call(api, "POST", infer, {"inputs": tensors(too_large)})
+    assert (status, error) == (400, {"error": "record 2 breaks the rules of dataset 'transactions': "
+                                              "num_0: above the maximum 10 (got 50.0)"})
+    missing = {name: value for name, value in records[0].items() if name != "num_1"}
+    status, error = call(api, "POST", infer, by_records([missing, {**records[1], "cat_0": 7}], ["a", "b"]))
+    assert (status, error) == (400, {"error": "record 0 breaks the rules of dataset 'transactions': "
+                                              "num_1: required value missing or null; 1 more records break them too"})
+
+
+def test_by_default_a_record_the_dataset_spec_forbids_is_predicted_counted_and_marked_in_the_log(world, services):
+    put_spec(world.store)
+    api, health = start_server(world, services)
+    records = raw_records()[:3]
+    flagged = {**records[1], "num_0": 50.0, "cat_0": "fax"}
+    status, body = call(api, "POST", f"/v2/models/{MODEL}/infer", by_records([records[0], flagged, records[2]],
+                                                                             ["a", "b", "c"]))
+    assert status == 200 and output(body).shape == (3,)
+
+    samples = metric_samples(health)
+    flagged_total = "streamml_sdk_flagged_inputs_total"
+    assert samples[(flagged_total, (("feature", "num_0"), ("model", MODEL), ("rule", "max")))] == 1
+    assert samples[(flagged_total, (("feature", "cat_0"), ("model", MODEL), ("rule", "category")))] == 1
+    assert not [key for key in samples if key[0] == flagged_total and ("feature", "num_1") in key[1]]
+    logged = world.events(f"predictions.{MODEL}", 3)
+    assert all(isinstance(event, PredictionRecord) for event in logged)
+    assert {event.request_id: event.flags for event in logged} == {"a": [], "b": ["num_0:max", "cat_0:category"],
+                                                                   "c": []}
 
 
 def exchange(port: int, *parts: bytes, pause_s: float = 0.0) -> bytes:

@@ -14,6 +14,7 @@ from registry_world import (
     direct_predictions,
     now,
     put_dataset,
+    put_spec,
     put_version,
     raw_records,
     trained,
@@ -22,6 +23,7 @@ from services.validator.promote import set_champion
 from streamml.events import FeedbackRecord, ModelPromoted, PredictionRecord
 from streamml.registry.models import read_version_manifest
 from streamml.sdk.client import ModelClient
+from streamml.sdk.input_checks import InputRejected
 from streamml.settings import ServiceSettings
 
 pytestmark = pytest.mark.integration
@@ -156,3 +158,32 @@ def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world, caplo
     client.close()
     assert load.failures == []
     assert {version for answers in load.answers for version, _, _ in answers} == {"v1", "v3"}
+
+
+def test_input_checks_reject_flag_or_let_pass_what_the_dataset_spec_forbids(world, caplog):
+    put_dataset(world.store, 1)
+    put_version(world.store, "v1", trained("strong", 1))
+    set_champion(world.store, MODEL, "v1", expected=None, actor="test", reason="seed", time=now())
+    records = raw_records()[:4]
+    bad = [records[0], {**records[1], "num_0": -11.5}, records[2], {**records[3], "num_2": "high"}]
+    expected = direct_predictions(trained("strong", 1))[:4]
+
+    # Without a stored spec the client serves, unchecked, and says why.
+    with ModelClient(settings_of(world), MODEL, log_predictions=False) as unchecked:
+        assert unchecked.predict(bad[:3]).flags == {}
+    assert any("no spec of dataset 'transactions'" in r.getMessage() for r in caplog.records)
+
+    put_spec(world.store)
+    with ModelClient(settings_of(world), MODEL, log_predictions=False, input_checks="reject") as client:
+        np.testing.assert_allclose(client.predict(records).outputs, expected, rtol=1e-5, atol=1e-6)
+        with pytest.raises(InputRejected, match=r"record 1 .* num_0: below the minimum -10 \(got -11.5\); 1 more"):
+            client.predict(bad)
+    with ModelClient(settings_of(world), MODEL, log_predictions=False) as client:
+        result = client.predict(bad[:3])
+        assert [(index, [(v.field, v.rule) for v in found]) for index, found in result.flags.items()] == [
+            (1, [("num_0", "min")])]
+        assert result.outputs.shape == (3,)
+    with ModelClient(settings_of(world), MODEL, log_predictions=False, input_checks="off") as client:
+        assert client.predict(bad[:3]).flags == {}
+    with pytest.raises(ValueError, match="input_checks='strict'; use one of reject, flag, off"):
+        ModelClient(settings_of(world), MODEL, input_checks="strict")

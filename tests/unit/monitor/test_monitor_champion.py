@@ -89,3 +89,21 @@ def test_a_card_that_gives_no_reference_is_an_error_naming_it(reference):
 )
 def test_the_baseline_follows_the_task_and_the_selection_metric(card, expected):
     assert baseline_from(card, None) == expected
+
+
+@pytest.mark.parametrize(
+    ("classes", "texts"),
+    [([0, 1, 2], ["0", "1", "2"]), ([False, True], ["false", "true"]), (["cat", "dog"], ["cat", "dog"])],
+)
+def test_a_multiclass_card_with_integer_boolean_or_text_classes_gives_a_reference(reference, classes, texts):
+    multiclass = card(reference, task="multiclass", selection={"metric": "log_loss"}, metrics={"log_loss": 0.6},
+                      outputs={"meaning": "probability of each class", "label": "y", "classes": classes})
+    champion = champion_from("fraud", "v7", multiclass)
+    assert champion.reference.classes == texts
+    assert champion.baseline == PerformanceBaseline(task="multiclass", metric="log_loss", value=0.6, classes=texts)
+
+
+def test_classes_that_are_not_labels_are_an_error_naming_them(reference):
+    broken = card(reference, task="multiclass", outputs={"classes": [1, "1"]})
+    with pytest.raises(RegistryError, match=r"classes: Value error, classes \[1, '1'\] are not distinct as text"):
+        champion_from("fraud", "v7", broken)

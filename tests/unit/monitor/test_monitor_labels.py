@@ -56,6 +56,17 @@ def test_labels_are_read_as_numbers_booleans_or_class_names():
         encode_labels("binary", ["maybe"])
 
 
+def test_integer_and_boolean_classes_read_labels_of_their_type_whatever_json_made_of_them():
+    assert encode_labels("multiclass", [2, 0, 1.0, "1"], classes=["0", "1", "2"]).tolist() == [2.0, 0.0, 1.0, 1.0]
+    assert encode_labels("multiclass", pa.array([2, 0]), classes=["0", "1", "2"]).tolist() == [2.0, 0.0]
+    # A label true logged through a client that types labels as numbers arrives as 1.0.
+    assert encode_labels("multiclass", [True, 1.0, "false", 0], classes=["false", "true"]).tolist() == [
+        1.0, 1.0, 0.0, 0.0]
+    assert encode_labels("multiclass", pa.array([False, True]), classes=["false", "true"]).tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match=r"labels \['3', 'x'\] are not among the model's classes \['0', '1', '2'\]"):
+        encode_labels("multiclass", [3, "x"], classes=["0", "1", "2"])
+
+
 def test_errors_grow_when_predictions_get_worse():
     labels = np.array([1.0, 0.0])
     assert (

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from services.monitor.monitor import PredictionBatch
-from services.monitor.records import FeatureLayout, category_text, decode_feedback, decode_predictions
+from services.monitor.records import FeatureLayout, decode_feedback, decode_predictions
+from services.monitor.reference import value_text
 from services.monitor.reference import MonitorReference, category_reference, numeric_reference
 from services.monitor.synthetic import traffic
 from streamml.events import FeedbackRecord, PredictionRecord, encode
@@ -143,5 +144,17 @@ def test_feedback_labels_are_read_for_the_task_and_unreadable_ones_rejected():
     assert list(classes.rejected) == [2] and classes.request_ids.to_pylist() == ["r0", "r1"]
 
 
-def test_category_text_matches_arrows_cast():
-    assert [category_text(v) for v in (None, "x", True, 7, 1.0, 2.5)] == [None, "x", "true", "7", "1", "2.5"]
+def test_integer_and_boolean_class_labels_are_read_in_one_pass():
+    numbers = decode_feedback([feedback(0, 2, "m"), feedback(1, 0, "m"), feedback(2, 7, "m")], "m", "multiclass",
+                              ["0", "1", "2"])
+    assert numbers.rejected == {2: "label 7 cannot be read for a multiclass model: labels ['7'] are not among "
+                                   "the model's classes ['0', '1', '2']"}
+    assert numbers.labels.to_pylist() == [2, 0]  # typed by the JSON reader, not decoded record by record
+    as_boolean = lambda i, label: feedback(i, int(label), "m").replace(  # noqa: E731 - JSON true, as other clients send it
+        b'"label": %d' % int(label), b'"label": ' + (b"true" if label else b"false"))
+    booleans = decode_feedback([as_boolean(0, True), as_boolean(1, False)], "m", "multiclass", ["false", "true"])
+    assert booleans.rejected == {} and booleans.labels.to_pylist() == [True, False]
+
+
+def test_value_text_matches_arrows_cast():
+    assert [value_text(v) for v in (None, "x", True, 7, 1.0, 2.5)] == [None, "x", "true", "7", "1", "2.5"]

@@ -132,3 +132,28 @@ def test_a_program_that_does_not_fit_its_card_is_refused_before_it_serves():
                                             r"describes \(\w+: .*\); train it again or promote another"):
         load_version(registry(card), "fraud", "v1")
     assert load_version(registry(card), "fraud", "v1", warm_up=False).version == "v1"
+
+
+def test_a_version_brings_the_rules_of_the_dataset_spec_its_training_data_was_built_with(caplog):
+    from services.trainer.synthetic import synthetic_dataset
+    from streamml.registry.keys import dataset_spec_key
+    from streamml.specs import parse_dataset_spec
+
+    manifest, _ = synthetic_dataset(100, seed=1, name="tx")
+    spec = parse_dataset_spec({"name": "tx", "key": "id", "fields": [
+        {"name": "id", "type": "string"}, {"name": "amount", "type": "float", "min": 0},
+        {"name": "channel", "type": "category", "categories": ["web", "pos"]},
+        {"name": "seen", "type": "timestamp"}, {"name": "unused", "type": "int"}]})
+    card = {**CARD, "model": "fraud", "version": "v1", "dataset": {"manifest_key": "datasets/tx/v1/manifest.json"}}
+    store = registry(card)
+    assert load_version(store, "fraud", "v1", with_input_rules=True).snapshot.rules is None
+    store.objects["datasets/tx/v1/manifest.json"] = manifest.model_dump_json(by_alias=True).encode()
+    assert load_version(store, "fraud", "v1", with_input_rules=True).snapshot.rules is None
+    assert "no spec of dataset 'tx' with fingerprint synthetic is stored" in caplog.text
+
+    store.objects[dataset_spec_key("tx", manifest.spec_fingerprint)] = spec.model_dump_json().encode()
+    rules = load_version(store, "fraud", "v1", with_input_rules=True).snapshot.rules
+    # The model's features, as the spec declares them: not its other fields.
+    assert rules.dataset == "tx" and [field.name for field in rules.fields] == ["amount", "channel"]
+    assert list(rules.check([{"amount": -1.0, "channel": "web"}])) == [0]
+    assert load_version(store, "fraud", "v1").snapshot.rules is None  # as the validator loads a version

@@ -1,5 +1,6 @@
 """Prediction events built by the SDK's fast path read exactly like ones built by streamml.events.encode."""
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
@@ -41,3 +42,20 @@ def test_feature_values_and_outputs_become_plain_json_values():
     assert plain(float("nan")) is None and plain(np.float32(1.5)) == 1.5
     assert plain(None) is None and plain("web") == "web" and plain([1]) == "[1]"
     assert plain_output(np.float32(0.25)) == 0.25 and plain_output(np.array([0.2, 0.8])) == [0.2, 0.8]
+
+
+def test_flags_are_written_only_when_there_are_some_and_the_monitor_reads_both():
+    from services.monitor.records import FeatureLayout, decode_predictions
+
+    features = {"amount": 12.5, "channel": "web"}
+    _, headers, flagged = prediction_message(b"/s", "r1", "fraud", "v1", features, 0.5, timestamp(WHEN),
+                                             ("amount:max", "channel:category"))
+    _, _, clean = prediction_message(b"/s", "r2", "fraud", "v1", features, 0.5, timestamp(WHEN))
+    assert "flags" not in json.loads(clean)
+    event, _ = decode(headers, b"fraud", flagged)
+    assert event.flags == ["amount:max", "channel:category"]
+    layout = FeatureLayout(("amount",), ("channel",))
+    decoded = decode_predictions([flagged, clean], layout, "fraud")  # the fast path
+    assert decoded.rejected == {} and decoded.request_ids.to_pylist() == ["r1", "r2"]
+    decoded = decode_predictions([flagged, b"{}", clean], layout, "fraud")  # one by one, past a bad record
+    assert list(decoded.rejected) == [1] and decoded.request_ids.to_pylist() == ["r1", "r2"]

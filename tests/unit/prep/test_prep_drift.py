@@ -14,7 +14,7 @@ from services.prep.builder import answered_before, kafka_times, kept_since
 from services.prep.drift import drift_step, rows_since, window_since_ms
 from streamml.manifest import DatasetManifest, DriftBuild
 from streamml.registry.keys import dataset_manifest_key
-from streamml.specs import KAFKA_TIME, DriftPolicy, LastRows, SpecError, parse_dataset_spec
+from streamml.specs import KAFKA_TIME, DatasetSpec, DriftPolicy, LastRows, SpecError, parse_dataset_spec
 
 pytestmark = pytest.mark.unit
 POLICY = DriftPolicy(min_rows_after=100, max_wait_s=60)
@@ -66,6 +66,9 @@ def test_the_spec_reads_on_drift():
     assert (policy.min_rows_after, policy.max_wait_s, policy.window_name) == (500, 30, "last_rows:8000")
     assert spec_with({"window": "all"}).prep.on_drift.window_name == "all"
     assert DriftPolicy().window_name == "since_drift"
+    # Stored as JSON (ingest keeps the specs it enforces) and read back the same.
+    spec = spec_with({"window": {"last_rows": 8000}})
+    assert DatasetSpec.model_validate_json(spec.model_dump_json()) == spec
 
 
 @pytest.mark.parametrize("on_drift, problem", [

@@ -154,13 +154,14 @@ def measure(samples: list[tuple[float, float, str | None]], seconds: float, batc
 class Server:
     """``python -m services.serve`` from a source folder, with its own ports and log."""
 
-    def __init__(self, source: Path, env: dict[str, str], log: Path) -> None:
+    def __init__(self, source: Path, env: dict[str, str], log: Path, command: tuple[str, ...] = ()) -> None:
+        """``command`` (its last argument the port to listen on) instead of the server."""
         self.port, self.health = free_port(), free_port()
         env = {**env, "PYTHONPATH": str(source), "STREAMML_SERVE_PORT": str(self.port),
                "STREAMML_HTTP_PORT": str(self.health)}
+        argv = [sys.executable, *command, str(self.port)] if command else [sys.executable, "-m", "services.serve"]
         with open(log, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "services.serve"], env=env, cwd=source,
-                                            stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(argv, env=env, cwd=source, stdout=out, stderr=subprocess.STDOUT)
         self.cpu = psutil.Process(self.process.pid)
         wait_ready(self.process, self.port, log)
 
@@ -185,15 +186,16 @@ def compare(servers: dict[str, Server], bodies: list[bytes], args) -> dict[str, 
     windows: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
     cpu = dict.fromkeys(servers, 0.0)
     names = list(servers)
-    # A B B A ...: each server's slices follow the other's as often as its own, so whatever one
-    # leaves behind (a prediction log draining, the other's last requests) weighs on both alike.
-    order = [names[0], *(names[1], names[1], names[0], names[0]) * args.slices][:args.slices + 2]
-    for index, name in enumerate(order):  # the first two slices warm both up, unmeasured
+    # A B B A ... (A B C C B A ... for three): each server's slices follow the others' as often as its
+    # own, so whatever one leaves behind (a prediction log draining, the last requests) weighs on all alike.
+    order = (names + names[::-1]) * (args.slices // len(names) + 1)
+    order = order[:args.slices + len(names)]
+    for index, name in enumerate(order):  # the first slice of each warms it up, unmeasured
         target[0] = name
         time.sleep(0.05)  # requests to the other server finish
         started, before = time.perf_counter(), servers[name].cpu_s()
         time.sleep(args.slice_s)
-        if index >= 2:
+        if index >= len(names):
             windows[name].append((started, time.perf_counter()))
             cpu[name] += servers[name].cpu_s() - before
     stop.set()

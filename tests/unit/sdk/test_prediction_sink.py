@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from streamml.sdk.client import ModelClient
+from streamml.sdk.client import ModelClient, new_request_ids
 from streamml.sdk.wire import timestamp
 
 pytestmark = pytest.mark.unit
@@ -57,3 +57,9 @@ def test_a_full_queue_leaves_the_rest_of_the_batch_to_be_offered_again():
     assert ModelClient._send_predictions(client, batch([0.1, None, 0.3, 0.4, None])) == 3
     assert [json.loads(value)["request_id"] for _, _, value in client.producer.queued] == ["r0", "r2"]
     assert client._log.failed == 1
+
+
+def test_request_ids_are_distinct_128_bit_hex_strings():
+    ids = new_request_ids(1000) + new_request_ids(1000)
+    assert len(set(ids)) == 2000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert new_request_ids(0) == []

@@ -17,24 +17,12 @@ servers to the route. The clients share the machine's cores with the servers.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import tempfile
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 from types import SimpleNamespace
 
-from confluent_kafka.admin import AdminClient, NewTopic
-
-from run import MODEL, ROOT, Server, compare, prediction_log, register  # the same model, client and passes
-from services.validator.promote import set_champion
-from streamml.settings import KafkaSettings, S3Settings
-from streamml.stack.ceph import CephCluster
-from streamml.stack.ports import free_port
-from streamml.stack.tansu import TansuBroker
-from streamml.store import ObjectStore
+# The same model, stack, clients and alternating passes as run.py.
+from run import MODEL, ROOT, Server, bench_stack, compare, prediction_log, request_bodies
 
 DRAIN_S = 10  # how long the prediction log may take to deliver what a request size left buffered
 
@@ -47,53 +35,32 @@ def main() -> None:
     parser.add_argument("--batches", default="1,64", help="records per request, one pass each")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="streamml-bench-ceiling-"))
-    ceph = CephCluster(root, rgw_port=free_port(), log=lambda _: None)
-    broker = TansuBroker(root, port=free_port(), log=lambda _: None)
-    servers: dict[str, Server] = {}
-    try:
-        endpoint = ceph.start()
-        kafka = KafkaSettings(bootstrap=broker.start(), session_timeout_ms=6000)
-        admin = AdminClient(kafka.client_config())
-        topics = ["model.promoted", f"predictions.{MODEL}", f"feedback.{MODEL}"]
-        for future in admin.create_topics([NewTopic(t, 1, 1) for t in topics]).values():
-            future.result()
-        s3 = S3Settings(endpoint=endpoint.url, bucket="bench", region=endpoint.region,
-                        access_key_id=endpoint.access_key, secret_access_key=endpoint.secret_key)
-        records = register(ObjectStore.connect(s3))
-        set_champion(ObjectStore.connect(s3), MODEL, "v1", expected=None, actor="bench", reason="start",
-                     time=datetime.now(UTC))
-        env = {**os.environ, "STREAMML_KAFKA_BOOTSTRAP": kafka.bootstrap, "STREAMML_S3_ENDPOINT": endpoint.url,
-               "STREAMML_S3_BUCKET": "bench", "STREAMML_S3_REGION": endpoint.region,
-               "STREAMML_S3_ACCESS_KEY_ID": endpoint.access_key, "STREAMML_S3_SECRET_ACCESS_KEY": endpoint.secret_key,
-               "STREAMML_SERVE_MODEL": MODEL}
-        servers = {
-            "log on": Server(ROOT, {**env, "STREAMML_SERVE_LOG_PREDICTIONS": "true"}, root / "serve-log-on.log"),
-            "log off": Server(ROOT, {**env, "STREAMML_SERVE_LOG_PREDICTIONS": "false"}, root / "serve-log-off.log"),
-            "route": Server(ROOT, env, root / "route.log", ("bench/serve/route.py", MODEL, "v1")),
-        }
-        print(f"inference server vs a minimal route: {args.concurrency} client threads, {os.cpu_count()} CPUs "
-              f"shared with the clients, load average {os.getloadavg()[0]:.1f} at the start")
-        for batch in (int(b) for b in args.batches.split(",")):
-            bodies = [json.dumps({"inputs": [{"name": "records", "datatype": "BYTES", "shape": [batch],
-                                              "data": [json.dumps(r) for r in records[i:i + batch]]}]}).encode()
-                      for i in range(0, len(records) - batch, batch)][:200]
-            logged = prediction_log(servers["log on"].health)
-            result = compare(servers, bodies, SimpleNamespace(**{**vars(args), "batch": batch}))
-            drained = wait_drained(servers["log on"].health, logged)
-            route = result["route"]
-            print(f"\n{batch} record(s) per request, load average {os.getloadavg()[0]:.1f}")
-            for label, found in result.items():
-                print(f"{found.line(label)}  {found.predictions_per_s / batch:8,.0f} req/s  "
-                      f"{found.predictions_per_s / route.predictions_per_s:.2f}x the route")
-            print(f"prediction log: {drained['delivered']:,.0f} delivered, {drained['dropped']:,.0f} dropped, "
-                  f"{drained['failed']:,.0f} failed")
-    finally:
-        for server in servers.values():
-            server.stop()
-        broker.stop()
-        ceph.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with bench_stack("streamml-bench-ceiling-") as stack:
+        env, logs = stack.env, stack.root
+        servers: dict[str, Server] = {}
+        try:
+            servers = {
+                "log on": Server(ROOT, {**env, "STREAMML_SERVE_LOG_PREDICTIONS": "true"}, logs / "serve-log-on.log"),
+                "log off": Server(ROOT, {**env, "STREAMML_SERVE_LOG_PREDICTIONS": "false"}, logs / "serve-off.log"),
+                "route": Server(ROOT, env, logs / "route.log", ("bench/serve/route.py", MODEL, "v1")),
+            }
+            print(f"inference server vs a minimal route: {args.concurrency} client threads, {os.cpu_count()} CPUs "
+                  f"shared with the clients, load average {os.getloadavg()[0]:.1f} at the start")
+            for batch in (int(b) for b in args.batches.split(",")):
+                logged = prediction_log(servers["log on"].health)
+                result = compare(servers, request_bodies(stack.records, batch),
+                                 SimpleNamespace(**{**vars(args), "batch": batch}))
+                drained = wait_drained(servers["log on"].health, logged)
+                route = result["route"]
+                print(f"\n{batch} record(s) per request, load average {os.getloadavg()[0]:.1f}")
+                for label, found in result.items():
+                    print(f"{found.line(label)}  {found.predictions_per_s / batch:8,.0f} req/s  "
+                          f"{found.predictions_per_s / route.predictions_per_s:.2f}x the route")
+                print(f"prediction log: {drained['delivered']:,.0f} delivered, {drained['dropped']:,.0f} dropped, "
+                      f"{drained['failed']:,.0f} failed")
+        finally:
+            for server in servers.values():
+                server.stop()
 
 
 def wait_drained(health_port: int, before: dict[str, float]) -> dict[str, float]:

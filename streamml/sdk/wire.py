@@ -115,7 +115,8 @@ def prediction_messages(source: bytes, model: str, batch: Sequence[Logged]) -> l
 
 
 def loggable_outputs(outputs: np.ndarray) -> list[float | list[float] | None]:
-    """Each row of a model's output as ``plain_output`` gives it, or None where JSON cannot carry it (NaN, inf)."""
+    """Each row of a model's output: a number or a list of class probabilities, None where JSON cannot
+    carry it (NaN, inf)."""
     rows = np.asarray(outputs, dtype=np.float64)
     values = rows.tolist()
     finite = np.isfinite(rows)

@@ -28,7 +28,8 @@ version that cannot be loaded is logged and counted, and the old one stays.
 
 Each prediction is logged to ``predictions.<model>`` (one ``PredictionRecord``
 per record, with its request id) by a background sender that never makes a
-request wait and encodes and queues its predictions a batch at a time; ``feedback`` sends ``FeedbackRecord`` to ``feedback.<model>``.
+request wait and encodes and queues its predictions a batch at a time;
+``feedback`` sends ``FeedbackRecord`` to ``feedback.<model>``.
 A prediction counts as delivered once the broker acknowledged it. While the
 broker is away, predictions wait in a bounded buffer and the producer's
 bounded queue; what does not fit is dropped and counted (``stats().dropped``,

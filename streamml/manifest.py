@@ -97,6 +97,28 @@ class RawSource(Strict):
     rows: int
 
 
+class DriftBuild(Strict):
+    """The drift a version was built for, and how many of its rows came from each side of it.
+
+    A row's side is its Kafka timestamp against ``point``, the start of the
+    drifted window the monitor reported. The test split of a drift build holds
+    post-drift rows only, so a candidate is judged on the new world.
+    """
+
+    event_id: str = Field(description="id of the drift.detected event answered")
+    model: str
+    kind: str
+    window_start: datetime
+    window_end: datetime
+    point: datetime = Field(description="rows with a Kafka timestamp at or after this are post-drift")
+    training_window: str = Field(description="since_drift, all or last_rows:N (the spec's prep.on_drift.window)")
+    rows_before: int = Field(ge=0, description="prepared rows (train and validation) from before the drift")
+    rows_after: int = Field(ge=0, description="prepared rows (all splits) from after the drift")
+    test_rows_left_out: int = Field(0, ge=0, description="pre-drift rows of the test split, left out of it")
+    landed_rows_after: int = Field(ge=0, description="landed rows after the drift when the build started")
+    waited_out: bool = Field(False, description="built after max_wait_s with fewer than min_rows_after rows")
+
+
 class DatasetManifest(Strict):
     dataset: str
     version: int = Field(ge=1)
@@ -121,6 +143,10 @@ class DatasetManifest(Strict):
     trigger: str
     code_version: str
     engine: str = "spark"
+    drift: DriftBuild | None = Field(None, description="set when the version answers a drift.detected")
+    rows_since: datetime | None = Field(
+        None, description="the version read only landed rows with a Kafka timestamp at or after this: a drift "
+        "build's training window, which the builds after it keep until the next drift")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

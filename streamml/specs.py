@@ -19,6 +19,7 @@ data and the prepared splits; the manifest says so). Example::
     prep:
       splits: {train: 0.8, validation: 0.1, test: 0.1}
       min_new_rows: 10000
+      on_drift: {min_rows_after: 2000, max_wait_s: 600, window: since_drift}
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Literal, TypeVar
 
 import pyarrow as pa
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FieldType = Literal["string", "int", "float", "bool", "category", "timestamp"]
 NAME = r"^[a-z][a-z0-9_]{0,62}$"
@@ -87,6 +88,44 @@ class FieldSpec(Strict):
         return self.nullable or not self.required
 
 
+TRAINING_WINDOWS = ("since_drift", "all")
+
+
+class LastRows(Strict):
+    last_rows: int = Field(ge=1, description="the newest N landed rows, by Kafka timestamp")
+
+
+class DriftPolicy(Strict):
+    """How prep answers ``drift.detected``: wait for rows from the new world, then build from a window.
+
+    Rows are placed on either side of the drift by their Kafka timestamp
+    (``_kafka_time``) against the start of the drifted window the event carries.
+    """
+
+    min_rows_after: int = Field(
+        2000, ge=1, description="landed rows from after the drift to wait for before building")
+    max_wait_s: float = Field(
+        600, gt=0, description="build with the post-drift rows there are once the drift is this old")
+    window: Literal["since_drift", "all"] | LastRows = Field(
+        "since_drift", description="what the drift build trains on: since_drift (rows after the drift only), "
+        "all (every landed row), or {last_rows: N} (the newest N landed rows)")
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window_named(cls, value: object) -> object:
+        if isinstance(value, str) and value in TRAINING_WINDOWS or isinstance(value, LastRows):
+            return value
+        rows = value.get("last_rows") if isinstance(value, dict) and set(value) == {"last_rows"} else None
+        if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1:
+            return LastRows(last_rows=rows)
+        raise ValueError(f"window {value!r} is not one of since_drift, all, {{last_rows: N}} with N >= 1")
+
+    @property
+    def window_name(self) -> str:
+        """``since_drift``, ``all`` or ``last_rows:N``."""
+        return self.window if isinstance(self.window, str) else f"last_rows:{self.window.last_rows}"
+
+
 class PrepPolicy(Strict):
     splits: dict[Literal["train", "validation", "test"], float] = Field(
         default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -98,6 +137,7 @@ class PrepPolicy(Strict):
     )
     category_min_count: int = Field(1, ge=1, description="rarer categories map to out-of-vocabulary")
     on_bad_object: Literal["skip", "fail"] = "skip"
+    on_drift: DriftPolicy = DriftPolicy()
 
     @model_validator(mode="after")
     def _splits_sum_to_one(self) -> PrepPolicy:

@@ -32,10 +32,10 @@ from pyspark.sql import types as T
 
 from services.prep import fit, rules
 from services.prep.content import split_files
-from services.prep.result import PrepResult, RowCounts
+from services.prep.result import DriftSides, PrepResult, RowCounts
 from streamml.manifest import SPLITS, CategoryTransform, FileEntry, NumericReference, NumericTransform
 from streamml.settings import S3Settings
-from streamml.specs import DatasetSpec, FieldSpec
+from streamml.specs import KAFKA_TIME, DatasetSpec, FieldSpec
 
 ENGINE = "spark"
 SPARK_TYPES: dict[str, T.DataType] = {
@@ -48,6 +48,7 @@ SPARK_TYPES: dict[str, T.DataType] = {
 }
 FRACTIONAL = (T.FloatType, T.DoubleType, T.DecimalType)
 HASH, SPLIT, DROP, BUCKET = "_hash", "_split", "_drop", "_bucket"
+AFTER = "_after_drift"  # a drift build's rows: landed at or after the drift point
 log = logging.getLogger(__name__)
 
 
@@ -65,13 +66,30 @@ def prepare_with_spark(
     raw_paths: list[str],
     out_prefix: str,
     s3: S3Settings | None = None,
+    since_ms: int | None = None,
+    drift_point_ms: int | None = None,
 ) -> PrepResult:
-    """Prepare ``raw_paths`` (local or s3a://) into ``out_prefix``; ``s3`` reads the written files back."""
+    """Prepare ``raw_paths`` (local or s3a://) into ``out_prefix``; ``s3`` reads the written files back.
+
+    ``since_ms`` reads only the rows with a Kafka timestamp at or after it (a
+    training window). A drift build (``drift_point_ms``) also marks each row's
+    side of the drift by its Kafka timestamp and leaves pre-drift rows out of
+    the test split, so the version is judged on the new world.
+    """
     spec = rules.with_event_time(spec)
     rules.check_spec(spec)
     if not raw_paths:
         raise rules.PrepError(f"dataset {spec.name!r}: no raw files to prepare")
-    typed = typed_rows(spark.read.option("mergeSchema", "true").parquet(*raw_paths), spec)
+    raw = spark.read.option("mergeSchema", "true").parquet(*raw_paths)
+    carried: list[str] = []
+    # Whole microseconds compare exactly with the millisecond bounds (a double would not).
+    kafka_us = F.unix_micros(F.col(KAFKA_TIME))
+    if since_ms is not None:
+        raw = raw.where(kafka_us >= F.lit(since_ms * 1000))
+    if drift_point_ms is not None:
+        raw = raw.withColumn(AFTER, kafka_us >= F.lit(drift_point_ms * 1000))
+        carried = [AFTER]
+    typed = typed_rows(raw, spec, carried)
     broken = {name: F.col(f"`{name}`") for name in typed.columns if name.startswith("_v:")}
     with _step("validate", spec.name):
         checked = typed.agg(
@@ -79,19 +97,28 @@ def prepare_with_spark(
             F.count(F.when(_any(broken.values()), 1)).alias("rejected"),
             *[F.count(F.when(column, 1)).alias(name) for name, column in broken.items()],
         ).first()
-    valid = typed.where(~_any(broken.values())).select(*[f.name for f in spec.fields])
-    deduped = latest_per_key(valid, spec).persist()
+    valid = typed.where(~_any(broken.values())).select(*[f.name for f in spec.fields], *carried)
+    deduped = latest_per_key(valid, spec, carried).persist()
     try:
+        keep = ~F.col(DROP)
+        sides: list[Column] = []
+        if drift_point_ms is not None:
+            old_test = (F.col(SPLIT) == "test") & ~F.col(AFTER)
+            sides = [F.count(F.when(keep & ~old_test & ~F.col(AFTER), 1)).alias("before"),
+                     F.count(F.when(keep & F.col(AFTER), 1)).alias("after"),
+                     F.count(F.when(keep & old_test, 1)).alias("test_left_out")]
+            keep = keep & ~old_test
         with _step("dedupe", spec.name):
             tally = deduped.agg(
                 F.count(F.lit(1)).alias("deduped"),
                 F.count(F.when(F.col(DROP), 1)).alias("dropped"),
-                *[F.count(F.when(~F.col(DROP) & (F.col(SPLIT) == s), 1)).alias(s) for s in SPLITS],
+                *[F.count(F.when(keep & (F.col(SPLIT) == s), 1)).alias(s) for s in SPLITS],
+                *sides,
             ).first()
         rows = {split: tally[split] for split in SPLITS}
         if rows["train"] == 0:
             raise rules.PrepError(f"dataset {spec.name!r}: the train split is empty after validation")
-        kept = deduped.where(~F.col(DROP))
+        kept = deduped.where(keep)
         with _step("fit", spec.name):
             train = kept.where(F.col(SPLIT) == "train")
             numeric_transform, numeric_reference = fit_numeric(train, spec, fit.numeric_plans(spec))
@@ -118,6 +145,7 @@ def prepare_with_spark(
         transform=fitted.transform,
         reference=fitted.reference,
         label_reference=fitted.label_reference,
+        drift_sides=None if drift_point_ms is None else DriftSides(tally["before"], tally["after"], tally["test_left_out"]),
     )
 
 
@@ -140,8 +168,9 @@ def _any(columns) -> Column:
     return reduce(lambda left, right: left | right, columns, F.lit(False))
 
 
-def typed_rows(raw: DataFrame, spec: DatasetSpec) -> DataFrame:
-    """Every field cast to its declared type, plus a boolean column ``_v:<field>.<rule>`` per rule."""
+def typed_rows(raw: DataFrame, spec: DatasetSpec, carried: list[str] = ()) -> DataFrame:
+    """Every field cast to its declared type, plus a boolean column ``_v:<field>.<rule>`` per rule
+    (and the ``carried`` columns unchanged)."""
     present = {field.name: field.dataType for field in raw.schema.fields}
     columns: list[Column] = []
     for field in spec.fields:
@@ -150,7 +179,7 @@ def typed_rows(raw: DataFrame, spec: DatasetSpec) -> DataFrame:
         for rule in rules.rules_of(field):
             broken = F.coalesce(_violation(field, rule, value, bad_type), F.lit(False))
             columns.append(broken.alias("_v:" + rules.violation_name(field, rule)))
-    return raw.select(*columns)
+    return raw.select(*columns, *carried)
 
 
 def _violation(field: FieldSpec, rule: rules.Rule, value: Column, bad_type: Column) -> Column:
@@ -187,8 +216,11 @@ def _cast(field: FieldSpec, raw_type: T.DataType | None) -> tuple[Column, Column
     return value, bad_type
 
 
-def latest_per_key(valid: DataFrame, spec: DatasetSpec) -> DataFrame:
+def latest_per_key(valid: DataFrame, spec: DatasetSpec, carried: list[str] = ()) -> DataFrame:
     """One row per key, the greatest (event time, other fields...) with nulls lowest, and its split.
+
+    A ``carried`` column comes with the winning row; it is last in the order,
+    so it only tells apart rows equal in every field.
 
     Rows come out partitioned by sum bucket and sorted by (key hash, key)
     within each partition: the order ``bucket_sums`` relies on. The bucket is
@@ -204,8 +236,8 @@ def latest_per_key(valid: DataFrame, spec: DatasetSpec) -> DataFrame:
     latest = (
         by_bucket.repartition(BUCKET)
         .groupBy(HASH, BUCKET, spec.key)
-        .agg(F.max(F.struct(*order)).alias("_latest"))
-        .select(BUCKET, HASH, spec.key, *[F.col(f"_latest.{name}").alias(name) for name in order])
+        .agg(F.max(F.struct(*order, *carried)).alias("_latest"))
+        .select(BUCKET, HASH, spec.key, *[F.col(f"_latest.{name}").alias(name) for name in [*order, *carried]])
         .sortWithinPartitions(HASH, BUCKET, spec.key)  # as the aggregate left them: no extra sort
     )
     train_end, validation_end = rules.split_bounds(spec.prep.splits)

@@ -12,6 +12,7 @@ from streamml.manifest import (
     CategoryReference,
     CategoryTransform,
     DatasetManifest,
+    DriftBuild,
     FileEntry,
     NumericReference,
     NumericTransform,
@@ -32,6 +33,15 @@ class RowCounts:
 
 
 @dataclass(frozen=True)
+class DriftSides:
+    """A drift build's prepared rows by side of the drift."""
+
+    before: int  # train and validation rows from before the drift
+    after: int  # rows of every split from after it
+    test_left_out: int  # pre-drift rows that hashed to test: left out, so the test split is the new world
+
+
+@dataclass(frozen=True)
 class PrepResult:
     engine: str
     schema: pa.Schema
@@ -42,6 +52,7 @@ class PrepResult:
     transform: dict[str, NumericTransform | CategoryTransform]
     reference: dict[str, NumericReference | CategoryReference]
     label_reference: NumericReference | CategoryReference | None
+    drift_sides: DriftSides | None = None
 
 
 def build_manifest(
@@ -54,6 +65,8 @@ def build_manifest(
     code_version: str,
     quarantined: dict[str, str] | None = None,
     created: datetime | None = None,
+    drift: DriftBuild | None = None,
+    rows_since: datetime | None = None,
 ) -> DatasetManifest:
     """The manifest of a prepared version; the caller chooses the version and writes it last."""
     return DatasetManifest(
@@ -78,4 +91,6 @@ def build_manifest(
         trigger=trigger,
         code_version=code_version,
         engine=result.engine,
+        drift=drift,
+        rows_since=rows_since,
     )

@@ -3,9 +3,12 @@
 ``data.landed`` marks a dataset as worth a look; every couple of seconds the
 service derives each marked dataset's pending raw objects from the store and
 builds a version when the spec's policy says so (enough new records, or the
-oldest pending data is stale). ``drift.detected`` builds as soon as any new
-data has landed, whatever the row policy says. Builds run on one long-lived
-SparkSession while the consumer keeps polling.
+oldest pending data is stale). ``drift.detected`` asks for a drift build
+(``datasets/<d>/_drift_request``): it waits until ``prep.on_drift.min_rows_after``
+rows from after the drift have landed (or ``max_wait_s`` has passed), then
+builds from the spec's training window; regular builds wait meanwhile (see
+``drift.py``). Builds run on one long-lived SparkSession while the consumer
+keeps polling.
 
 Events are keyed by dataset, so one replica gets a dataset's events; after a
 start every replica looks at every dataset once, since events committed
@@ -20,22 +23,26 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import Counter, Histogram
 from pydantic import Field
 
-from services.prep.builder import BuildFailed, Busy, DatasetBuilder, LostRace
+from services.prep.builder import AlreadyAnswered, BuildFailed, Busy, DatasetBuilder, DriftOrder, LostRace
+from services.prep.drift import DriftCut, drift_step, rows_since, to_ms, window_since_ms
 from services.prep.s3a_signing import Signer
 from services.prep.spark import SparkJarsMissing, spark_session
 from services.prep.versions import pending
 from streamml.events import DataLanded, DatasetReady, DriftDetected, Event, stable_id
+from streamml.manifest import DatasetManifest
 from streamml.registry.datasets import latest_manifest
-from streamml.registry.keys import drift_request_key
+from streamml.registry.drift_requests import DriftRequest, DriftWait, read_drift_request
+from streamml.registry.keys import RegistryError, drift_request_key
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import DatasetSpec, PrepPolicy, SpecError, load_dataset_specs
-from streamml.store import ObjectNotFound, StoreError
+from streamml.store import ObjectConflict, StoreError
 
 log = logging.getLogger("streamml.prep")
 
@@ -112,13 +119,16 @@ class PrepService(EventService[PrepSettings]):
         if isinstance(event, DataLanded):
             self.marked.add(event.dataset)
         elif isinstance(event, DriftDetected):
-            # Retraining needs data from the drifted world: the build waits for
-            # new landed data, then runs at once whatever the row policy says.
-            # Drift events of one episode (covariate, prediction, performance)
-            # arriving before that build share it.
-            # The request is kept in the store, so a restart does not forget it.
-            if not self.store.exists(drift_request_key(event.dataset)):
-                self.store.put(drift_request_key(event.dataset), f"drift:{context['event_id']}".encode())
+            # Drift events of one episode (covariate, prediction, performance) arriving
+            # before its build share it: the first request stands (If-None-Match). It is
+            # kept in the store, so a restart or another replica continues the wait.
+            request = DriftRequest.of(event, context["event_id"], datetime.now(UTC))
+            try:
+                self.store.create(drift_request_key(event.dataset), request.encode())
+                log.info("drift build requested", extra={"dataset": event.dataset, "event_id": request.event_id,
+                                                          "drift_point": request.window_start.isoformat()})
+            except ObjectConflict:
+                pass
             self.marked.add(event.dataset)
 
     def tick(self) -> None:
@@ -128,45 +138,95 @@ class PrepService(EventService[PrepSettings]):
         self.last_check = now
         for name in sorted(self.marked):
             spec = self.specs[name]
-            waiting = pending(self.store, name, latest_manifest(self.store, name))
+            latest = latest_manifest(self.store, name)
+            request = self._drift_request(name, latest)
+            if request is not None:
+                # Regular builds wait for the drift build: it supersedes them. Still marked, so
+                # the wait is looked at again at the next check.
+                self._answer_drift(spec, request)
+                continue
+            waiting = pending(self.store, name, latest)
             records = sum(raw.records for raw in waiting)
             if not waiting:
                 self.marked.discard(name)
                 self.first_seen.pop(name, None)
                 continue
             self.first_seen.setdefault(name, now)
-            drift = self._drift_request(name)
-            trigger = drift or trigger_for(records, self.first_seen[name], now, spec.prep)
+            trigger = trigger_for(records, self.first_seen[name], now, spec.prep)
             if trigger is None:
                 continue
-            # An outage raises out of here with the dataset still marked: the retry builds it.
-            try:
-                self._build(spec, trigger)
-            except Busy as busy:
-                if self.waiting_on.get(name) != busy.held.attempt:
-                    self.waiting_on[name] = busy.held.attempt
-                    log.info("another replica builds this dataset; looking again later",
-                             extra={"dataset": name, "reason": str(busy)})
-                continue  # still marked: if that build fails or its replica dies, this one builds
-            except (BuildFailed, LostRace):
-                pass  # logged and counted; the next landed batch retries
-            else:
-                if drift:
-                    self.store.delete(drift_request_key(name))
-            self.marked.discard(name)  # looked at again on the next data.landed
-            self.first_seen.pop(name, None)
+            if self._try_build(spec, trigger) != "busy":
+                self.marked.discard(name)  # looked at again on the next data.landed
+                self.first_seen.pop(name, None)
 
-    def _drift_request(self, dataset: str) -> str | None:
+    def _try_build(self, spec: DatasetSpec, trigger: str, drift: DriftOrder | None = None) -> str:
+        """``built``, ``failed`` or ``busy`` (another replica holds the next version)."""
+        # An outage raises out of here with the dataset still marked: the retry builds it.
         try:
-            return self.store.get_bytes(drift_request_key(dataset)).decode()
-        except ObjectNotFound:
-            return None
+            self._build(spec, trigger, drift)
+        except Busy as busy:
+            if self.waiting_on.get(spec.name) != busy.held.attempt:
+                self.waiting_on[spec.name] = busy.held.attempt
+                log.info("another replica builds this dataset; looking again later",
+                         extra={"dataset": spec.name, "reason": str(busy)})
+            return "busy"  # still marked: if that build fails or its replica dies, this one builds
+        except (BuildFailed, LostRace):
+            return "failed"  # logged and counted; the next landed batch (or check, for a drift) retries
+        return "built"
 
-    def _build(self, spec: DatasetSpec, trigger: str) -> None:
+    def _drift_request(self, dataset: str, latest: DatasetManifest | None) -> DriftRequest | None:
+        """The drift build this dataset owes, unless the newest version answers it already."""
+        key = drift_request_key(dataset)
+        try:
+            request = read_drift_request(self.store, dataset)
+        except RegistryError as error:  # e.g. written by an older prep: the wait starts over on the next drift
+            log.warning("unreadable drift request deleted", extra={"dataset": dataset, "reason": str(error)})
+            self.store.delete(key)
+            return None
+        if request is not None and latest is not None and latest.drift and latest.drift.event_id == request.event_id:
+            self.store.delete(key)  # built, then the replica stopped before deleting the request
+            return None
+        return request
+
+    def _answer_drift(self, spec: DatasetSpec, request: DriftRequest) -> None:
+        """Build for the drift once enough post-drift rows landed; else say why not, in the request."""
+        policy = spec.prep.on_drift
+        times = self.builder.landed_times(spec.name)
+        point = to_ms(request.window_start)
+        after = rows_since(times, point)
+        step = drift_step(after, (datetime.now(UTC) - request.requested).total_seconds(), policy)
+        context = {"dataset": spec.name, "event_id": request.event_id, "rows_after": after, "reason": step.reason}
+        key = drift_request_key(spec.name)
+        if step.action == "wait":
+            if request.status is None or request.status.rows_after != after:
+                log.info("drift build waits", extra=context)
+                status = DriftWait(rows_after=after, needed=policy.min_rows_after, reason=step.reason,
+                                   checked=datetime.now(UTC))
+                self.store.put(key, request.model_copy(update={"status": status}).encode())
+            return
+        if step.action == "give_up":
+            log.warning("drift build given up", extra=context)
+            BUILDS.labels(spec.name, "drift", "given_up").inc()
+            self.store.delete(key)
+            return
+        log.info("drift build starts", extra=context)
+        order = DriftOrder(request, DriftCut(point, window_since_ms(policy, point, times)), landed_rows_after=after,
+                           waited_out=step.waited_out, training_window=policy.window_name)
+        try:
+            outcome = self._try_build(spec, f"drift:{request.event_id}", order)
+        except AlreadyAnswered as answered:
+            log.info("another replica built for this drift first", extra={**context, "reason": str(answered)})
+            outcome = "built"
+        if outcome == "built":
+            self.store.delete(key)
+        elif outcome == "failed":
+            self.marked.discard(spec.name)  # not every two seconds: again on the next data.landed or start
+
+    def _build(self, spec: DatasetSpec, trigger: str, drift: DriftOrder | None = None) -> None:
         started = time.monotonic()
         kind = trigger.split(":")[0]
         try:
-            manifest = self.consumer.work_while_polling(lambda: self.builder.build(spec, trigger))
+            manifest = self.consumer.work_while_polling(lambda: self.builder.build(spec, trigger, drift))
         except BuildFailed as error:
             BUILDS.labels(spec.name, kind, "failed").inc()
             log.error("build failed; no version published", extra={"dataset": spec.name, "reason": str(error)})

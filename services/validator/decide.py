@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from services.validator.policy import HIGHER_IS_BETTER, LatencyBudget, PromotionPolicy, SlicePolicy
-from streamml.registry.decisions import Evaluation, Latency
+from streamml.registry.decisions import Evaluation, JudgedRows, Latency
 
 # Differences of nearly equal floats (0.83 - 0.82) miss their threshold by ~1e-17.
 TOLERANCE = 1e-12
@@ -39,8 +39,11 @@ class _Verdict:
         (self.notes if holds else self.failed).append(text)
 
 
-def decide(candidate: Evaluation, champion: Evaluation | None, policy: PromotionPolicy) -> Decision:
+def decide(
+    candidate: Evaluation, champion: Evaluation | None, policy: PromotionPolicy, judged: JudgedRows | None = None
+) -> Decision:
     verdict = _Verdict()
+    _judged_rows(verdict, judged, policy.min_rows_after_drift)
     _bounds(verdict, candidate.metrics, policy.min, policy.max)
     for rule in policy.slices:
         _slice(verdict, candidate, rule)
@@ -48,6 +51,17 @@ def decide(candidate: Evaluation, champion: Evaluation | None, policy: Promotion
         _latency(verdict, candidate.latency, policy.latency)
     _against_champion(verdict, candidate, champion, policy)
     return Decision(promote=not verdict.failed, reasons=verdict.failed, notes=verdict.notes)
+
+
+def _judged_rows(verdict: _Verdict, judged: JudgedRows | None, needed: int | None) -> None:
+    """A candidate built for a drift must be judged on enough rows from after it."""
+    if judged is None or not judged.after_drift:
+        return
+    if needed is None:
+        verdict.notes.append(f"judged on {judged.rows} post-drift test rows")
+        return
+    holds = judged.rows >= needed
+    verdict.check(holds, f"{judged.rows} post-drift test rows {'>=' if holds else '<'} min_rows_after_drift {needed}")
 
 
 def _bounds(

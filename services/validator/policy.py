@@ -10,6 +10,7 @@ One YAML file per model (``examples/policies/transactions.yaml``)::
     slices:                             # floors per value of a category feature
       - {feature: channel, min: {auc: 0.70}, min_rows: 200}
     latency: {p95_ms: 20, batch_size: 256}
+    min_rows_after_drift: 200           # a drift build's candidate needs this many post-drift test rows
 
 Differences against the champion are absolute, in the metric's own units, and
 in its better direction (higher for auc and accuracy, lower for log_loss, rmse
@@ -112,6 +113,8 @@ class PromotionPolicy(Strict):
     )
     slices: list[SlicePolicy] = Field(default_factory=list)
     latency: LatencyBudget | None = None
+    min_rows_after_drift: int | None = Field(
+        None, ge=1, description="a candidate built for a drift is judged on post-drift test rows: at least this many")
 
     _floors = field_validator("min")(_floors)
     _ceilings = field_validator("max")(_ceilings)

@@ -36,7 +36,7 @@ from services.validator.decide import Decision
 from services.validator.policy import PromotionPolicy
 from streamml.events import ModelPromoted, ModelRejected, stable_id
 from streamml.registry.champion import ChampionChanged, WritableStore, set_champion
-from streamml.registry.decisions import DecisionRecord, Evaluation, read_decision
+from streamml.registry.decisions import DecisionRecord, Evaluation, JudgedRows, read_decision
 from streamml.registry.keys import decision_key, version_prefix
 from streamml.registry.models import ChampionPointer, read_champion
 from streamml.store import ObjectConflict
@@ -57,11 +57,12 @@ def decision_record(
     policy: PromotionPolicy,
     actor: str,
     time: datetime,
+    judged_on: JudgedRows | None = None,
 ) -> DecisionRecord:
     return DecisionRecord(
         model=model, version=version, promote=decision.promote, reasons=decision.reasons, notes=decision.notes,
         candidate=candidate, champion_version=champion_version, champion=champion,
-        policy=policy.model_dump(mode="json"), actor=actor, time=time,
+        policy=policy.model_dump(mode="json"), actor=actor, time=time, judged_on=judged_on,
     )
 
 

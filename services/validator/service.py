@@ -7,7 +7,9 @@ repeat, to crash in and to race):
    between the decision and the pointer), announce it again and stop;
 2. evaluate the candidate on its dataset version's test split (metrics,
    slices, latency) and the champion on the same rows; decide, and decide
-   again if the champion moved meanwhile;
+   again if the champion moved meanwhile. A version prep built for a drift
+   has a test split of post-drift rows only, so a drift candidate is judged
+   on the new world; the decision records which rows (``judged_on``);
 3. record the decision, then follow it: on promote, compare-and-swap the
    champion pointer from the champion it was judged against;
 4. send ``model.promoted`` or ``model.rejected``, with an id that is the same
@@ -46,7 +48,7 @@ from services.validator.promote import (
     record_decision,
     replace_decision,
 )
-from services.validator.testsplit import TestSplit, read_test_split
+from services.validator.testsplit import TestSplit, judged_rows, read_test_split
 from streamml.events import Event, ModelPromoted, ModelTrained
 from streamml.registry.datasets import read_manifest
 from streamml.registry.decisions import DecisionRecord, Evaluation, read_decision
@@ -170,7 +172,11 @@ class ValidatorService(EventService[ValidatorSettings]):
         """This instance's decision, the decision that stands (the first recorded), and the pointer
         after following it. ``replacing``: the version's earlier decision and its ETag, which this one
         replaces (a judgement asked for again)."""
-        split = read_test_split(self.store, read_manifest(self.store, event.dataset, event.dataset_version))
+        manifest = read_manifest(self.store, event.dataset, event.dataset_version)
+        split = read_test_split(self.store, manifest)
+        judged = judged_rows(manifest, len(split))
+        if judged.after_drift:
+            log.info("judging on post-drift rows", extra={**context, "rows": judged.rows, "judged_on": judged.text})
         candidate = load_version(self.store, event.model, event.version)
         slices = [rule.feature for rule in policy.slices]
         batch = policy.latency.batch_size if policy.latency else DEFAULT_LATENCY_BATCH
@@ -188,7 +194,7 @@ class ValidatorService(EventService[ValidatorSettings]):
             if against is not None and against not in champions:
                 champions[against] = self._evaluate_champion(event.model, against, split, slices)
             champion_eval = champions.get(against) if against else None
-            decision = decide(candidate_eval, champion_eval, policy)
+            decision = decide(candidate_eval, champion_eval, policy, judged)
             latest, _ = read_champion(self.store, event.model)
             if (latest.version if latest else None) != (current.version if current else None):
                 CONFLICTS.labels(event.model).inc()
@@ -200,6 +206,7 @@ class ValidatorService(EventService[ValidatorSettings]):
             mine = decision_record(
                 decision, model=event.model, version=event.version, candidate=candidate_eval,
                 champion_version=against, champion=champion_eval, policy=policy, actor=self.actor, time=now,
+                judged_on=judged,
             )
             if replacing is None:
                 standing = record_decision(self.store, mine)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from services.validator.evaluation import category_names
 from streamml.manifest import DatasetManifest
+from streamml.registry.decisions import JudgedRows
 from streamml.sdk.preprocess import Features, FeatureTransform
 
 
@@ -99,3 +100,11 @@ def labels_for(card: Mapping[str, Any], labels: np.ndarray) -> np.ndarray:
     if task in ("binary", "regression"):
         return labels.astype(np.float64)
     raise ValueError(f"model card task {task!r} is not binary, multiclass or regression")
+
+
+def judged_rows(manifest: DatasetManifest, rows: int) -> JudgedRows:
+    """What judging on ``manifest``'s test split means: a drift build's holds post-drift rows only (prep)."""
+    drift = manifest.drift
+    return JudgedRows(dataset=manifest.dataset, dataset_version=manifest.version, rows=rows,
+                      after_drift=drift is not None, drift_event=drift.event_id if drift else None,
+                      drift_point=drift.point if drift else None)

@@ -37,18 +37,28 @@ def datasets_list(
     name: Annotated[str | None, typer.Argument(help="one dataset (default: all)")] = None,
     state_dir: StateDir = None,
 ) -> None:
-    """Committed versions of each dataset: rows per split, trigger, raw objects."""
+    """Committed versions of each dataset: rows per split, trigger, raw objects; and a pending drift build."""
     from streamml.registry.datasets import committed_manifests, dataset_names
-
+    from streamml.registry.drift_requests import read_drift_request
 
     store = connect_store(state_dir)
     names = [name] if name else dataset_names(store)
     table = Table("dataset", "version", "created", "train", "validation", "test", "trigger", "raw objects")
     for dataset in names:
         for m in committed_manifests(store, dataset):
+            trigger = m.trigger if m.drift is None else (
+                f"{m.trigger} ({m.drift.training_window}: {m.drift.rows_before} rows before, "
+                f"{m.drift.rows_after} after)")
             table.add_row(dataset, f"v{m.version}", m.created.strftime("%Y-%m-%d %H:%M:%S"), str(m.rows["train"]),
-                          str(m.rows["validation"]), str(m.rows["test"]), m.trigger, str(len(m.lineage)))
+                          str(m.rows["validation"]), str(m.rows["test"]), trigger, str(len(m.lineage)))
     console.print(table)
+    for dataset in names:
+        request = read_drift_request(store, dataset)
+        if request is not None:
+            reason = request.status.reason if request.status else "not looked at by prep yet"
+            console.print(f"{dataset}: drift build pending since {request.requested:%Y-%m-%d %H:%M:%S} "
+                          f"({request.kind} drift of {request.model}, event {request.event_id}): {reason}",
+                          highlight=False)
 
 
 @app.command("show")
@@ -73,6 +83,15 @@ def datasets_show(
     source = ("each record's Kafka timestamp (the spec names no event_time)"
               if manifest.event_time_source == "kafka_timestamp" else "a field of the records")
     console.print(f"  event time {manifest.event_time}: {source}", highlight=False)
+    if manifest.rows_since is not None:
+        console.print(f"  reads landed rows since {manifest.rows_since:%Y-%m-%d %H:%M:%S} (a drift build's window)",
+                      highlight=False)
+    if (drift := manifest.drift) is not None:
+        waited = f"; built after max_wait_s with {drift.landed_rows_after} landed" if drift.waited_out else ""
+        console.print(f"  built for the {drift.kind} drift of {drift.model} (event {drift.event_id}), drift point "
+                      f"{drift.point:%Y-%m-%d %H:%M:%S}: window {drift.training_window}, {drift.rows_before} rows "
+                      f"before, {drift.rows_after} after; test split post-drift only "
+                      f"({drift.test_rows_left_out} older test rows left out){waited}", highlight=False)
     for split in ("train", "validation", "test"):
         console.print(f"  {split:<10} {manifest.rows[split]:>9} rows  sha256 {manifest.content_sha256[split][:16]}…")
     stats = Table("feature", "kind", "transform", "reference")

@@ -153,6 +153,8 @@ def show(
             "test_metrics": dict(decision.candidate.metrics) if decision else {},
             "latency": decision.candidate.latency.model_dump() if decision and decision.candidate.latency else None,
             "metrics": dict(decision.candidate.metrics) if decision else card.get("metrics", {}),
+            "judged_on": decision.judged_on.model_dump(mode="json") if decision and decision.judged_on else None,
+            "judged_on_text": decision.judged_on.text if decision and decision.judged_on else None,
         })
     if not versions and champion is None:
         fail(f"no model {model!r} in the registry; `streamml models list` shows the models", 2)
@@ -174,6 +176,8 @@ def show(
                       _metrics(row["validation_metrics"]) + epoch, _metrics(row["test_metrics"]) or "not judged")
     console.print(table)
     for row in versions:
+        if row["judged_on_text"]:
+            console.print(f"{row['version']} judged on: {row['judged_on_text']}", highlight=False, soft_wrap=True)
         for rule in row["failed_rules"]:
             console.print(f"{row['version']} failed: {rule}", highlight=False, markup=False, soft_wrap=True)
     if versions:

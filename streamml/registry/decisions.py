@@ -76,6 +76,25 @@ class Evaluation(Strict):
     undefined_is_none = field_validator("metrics")(_nan_to_none)
 
 
+class JudgedRows(Strict):
+    """The held-out rows a version was judged on (the champion on the same rows)."""
+
+    dataset: str
+    dataset_version: int = Field(ge=1)
+    split: Literal["test"] = "test"
+    rows: int = Field(ge=0)
+    after_drift: bool = Field(description="the version answers a drift: its test split holds post-drift rows only")
+    drift_event: str | None = Field(None, description="id of the drift.detected the dataset version answers")
+    drift_point: datetime | None = Field(None, description="rows landed at or after this are post-drift")
+
+    @property
+    def text(self) -> str:
+        rows = f"test split of {self.dataset} v{self.dataset_version}, {self.rows} rows"
+        if not self.after_drift:
+            return rows
+        return f"{rows}, all landed after the drift at {self.drift_point:%Y-%m-%d %H:%M:%S} (event {self.drift_event})"
+
+
 class EarlierDecision(Strict):
     """A decision that a later judgement of the same version replaced (``streamml models judge``)."""
 
@@ -100,6 +119,7 @@ class DecisionRecord(Strict):
     policy: dict[str, Any] = Field(description="the promotion policy applied, as services/validator/policy.py reads it")
     actor: str
     time: datetime
+    judged_on: JudgedRows | None = Field(None, description="the rows both versions were evaluated on")
     earlier: list[EarlierDecision] = Field(
         default_factory=list, description="decisions on this version that this one replaced, oldest first")
 

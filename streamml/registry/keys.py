@@ -6,7 +6,7 @@
                                                     prepared rows of a split, as one attempt wrote them
     datasets/<dataset>/v<N>/manifest.json           created last: the version exists once this does, and
                                                     its files are the ones it names
-    datasets/<dataset>/_drift_request               a drift.detected waiting for the next build
+    datasets/<dataset>/_drift_request               a drift build waiting for rows from after the drift
     specs/<dataset>/<fingerprint>.json              a dataset spec ingest enforces, by the fingerprint its
                                                     manifests record: the rules the SDK checks inputs with
     models/<model>/<version>/attempts/<attempt>/    the files one training attempt wrote:

@@ -24,6 +24,7 @@ from streamml.events import DatasetReady, DriftDetected, DriftWindow, decode
 from streamml.kafka import BatchConsumer, EventProducer
 from streamml.lag import partition_lags
 from streamml.manifest import DatasetManifest
+from streamml.registry.drift_requests import DriftRequest, read_drift_request
 from streamml.specs import load_dataset_spec
 
 pytestmark = pytest.mark.integration
@@ -37,7 +38,8 @@ def world(stack, unique, tmp_path):
     specs = tmp_path / "specs"
     specs.mkdir()
     document = yaml.safe_load(SPEC.read_text())
-    document["prep"].update({"min_new_rows": 3000, "max_staleness_s": 3600})
+    document["prep"].update({"min_new_rows": 3000, "max_staleness_s": 3600,
+                             "on_drift": {"min_rows_after": 1200, "max_wait_s": 3600, "window": "all"}})
     (specs / "transactions.yaml").write_text(yaml.safe_dump(document))
     admin = AdminClient(kafka.client_config())
     names = ["ingest.transactions", "data.landed", "dataset.ready", "drift.detected", "dlq.ingest", "dlq.prep"]
@@ -119,7 +121,8 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
                              for f in manifest.files[split]))
     assert split_keys(m1, "test") <= split_keys(m2, "test")
 
-    # Drift asks for a version as soon as new data lands, below the row threshold too.
+    # A drift build waits for min_rows_after (1200) rows landed after the drift point, whatever the
+    # row policy says; rows landed before it do not count.
     now = datetime.now(UTC)
     drift = DriftDetected(model="fraud", dataset="transactions", kind="covariate", severity="high", features=[],
                           window=DriftWindow(start=now, end=now, count=1))
@@ -127,13 +130,35 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     EventProducer(kafka, "test").send_now(drift.model_copy(update={"kind": "prediction"}))  # same episode
     # Both handled before new data lands: the second must find the first's request, not start another.
     wait_until_handled(kafka, env["STREAMML_KAFKA_GROUP_PREFIX"] + GROUP, "drift.detected", 2)
-    publish(kafka, 6000, 500)
+    publish(kafka, 6000, 500, shift=0.6)
+    request = wait_for_drift_wait(store, rows_after=500)
+    assert request.kind == "covariate" and "500 of min_rows_after 1200" in request.status.reason
+    listed = cli(services, bucket, "datasets", "list", "transactions")
+    assert "drift build pending" in listed and "500 of min_rows_after 1200" in listed
+
+    # The wait is kept in the store: a restarted prep goes on with it.
+    prep.send_signal(signal.SIGKILL)
+    prep.wait()
+    prep = services.start("prep", bucket, **env)
+    publish(kafka, 6500, 700, shift=0.6)
     v3 = next_ready(ready)
     assert (v3.version, v3.trigger) == (3, "drift")
-    assert sum(check_manifest(store, spec, v3).rows.values()) == 6500
+    m3 = check_manifest(store, spec, v3)
+    answered = m3.drift
+    assert answered is not None and answered.model == "fraud" and answered.training_window == "all"
+    assert answered.window_start == now and answered.landed_rows_after == 1200 and not answered.waited_out
+    # Both sides: 6000 rows from before the drift (less the test split's share), 1200 from after it.
+    assert answered.rows_after == 1200
+    assert answered.rows_before + answered.test_rows_left_out == 6000 and answered.test_rows_left_out > 0
+    assert sum(m3.rows.values()) == answered.rows_before + answered.rows_after
+    test_keys = set().union(*(pq.read_table(io.BytesIO(store.get_bytes(f.key)), columns=["tx_id"]).column(0)
+                              .to_pylist() for f in m3.files["test"]))
+    assert test_keys and all(int(key.removeprefix("tx-")) >= 6000 for key in test_keys), "a pre-drift test row"
+    assert not store.exists("datasets/transactions/_drift_request")
+    assert "drift build pending" not in cli(services, bucket, "datasets", "list", "transactions")
 
     # Kill prep while it builds v4: no partial version becomes visible, and the rebuild is correct.
-    publish(kafka, 6500, 3000)
+    publish(kafka, 7200, 3000)
     deadline = time.monotonic() + 120
     log_path = prep.log_path
     while '"message": "building", "dataset": "transactions", "version": 4' not in log_path.read_text():
@@ -147,18 +172,34 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     v4 = next_ready(ready)
     assert v4.version == 4
     m4 = check_manifest(store, spec, v4)
-    assert sum(m4.rows.values()) == 9500
+    assert sum(m4.rows.values()) == 10200 and m4.drift is None
     ready.close()
 
-    cli_env = {**os.environ, **services.stack.env(bucket)}
-    listed = subprocess.run([sys.executable, "-m", "streamml.cli", "datasets", "list", "transactions"],
-                            capture_output=True, text=True, env=cli_env, timeout=60)
-    assert listed.returncode == 0, listed.stderr
-    assert all(f"v{n}" in listed.stdout for n in (1, 2, 3, 4))
-    shown = subprocess.run([sys.executable, "-m", "streamml.cli", "datasets", "show", "transactions:2"],
-                           capture_output=True, text=True, env=cli_env, timeout=60)
-    assert shown.returncode == 0, shown.stderr
-    assert "transactions v2" in shown.stdout and m2.content_sha256["train"][:16] in shown.stdout
+    listed = cli(services, bucket, "datasets", "list", "transactions")
+    assert all(f"v{n}" in listed for n in (1, 2, 3, 4))
+    assert "drift:" in listed and "1200 after" in listed
+    shown = cli(services, bucket, "datasets", "show", "transactions:2")
+    assert "transactions v2" in shown and m2.content_sha256["train"][:16] in shown
+    shown = cli(services, bucket, "datasets", "show", "transactions:3")
+    assert "built for the covariate drift of fraud" in shown and "1200 after" in shown
+
+
+def cli(services, bucket, *arguments: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "streamml.cli", *arguments], capture_output=True, text=True,
+                          env={**os.environ, **services.stack.env(bucket), "COLUMNS": "400"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def wait_for_drift_wait(store, rows_after: int, timeout: float = 180) -> DriftRequest:
+    """The drift request once prep has counted ``rows_after`` post-drift rows and said it waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        request = read_drift_request(store, "transactions")
+        if request is not None and request.status is not None and request.status.rows_after == rows_after:
+            return request
+        assert time.monotonic() < deadline, f"prep never reported waiting with {rows_after} rows: {request}"
+        time.sleep(0.5)
 
 
 def test_a_replica_that_stalls_mid_build_loses_the_version_and_leaves_nothing_behind(world, services, store, bucket):

@@ -150,7 +150,7 @@ def test_the_server_answers_the_open_inference_protocol_and_follows_promotions(w
     process.terminate()
     time.sleep(1)  # the server is stopping
     slow.sendall(body[10:])
-    status, answer = status_and_body(slow.recv(65536))
+    status, answer = status_and_body(read_answer(slow))
     assert status == 200 and answer["model_version"] == "v2"
     assert process.wait(timeout=30) == 0
 
@@ -227,28 +227,22 @@ def chunked(body: bytes, size: int = 1000) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
 
 
+def read_answer(connection: socket.socket) -> bytes:
+    """One whole response: its head and then Content-Length bytes, however the reads split it."""
+    answer = b""
+    while b"\r\n\r\n" not in answer and (chunk := connection.recv(65536)):
+        answer += chunk
+    head_part, _, body = answer.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head_part.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length and (chunk := connection.recv(65536)):
+        body += chunk
+    return head_part + b"\r\n\r\n" + body
+
+
 def status_and_body(answer: bytes) -> tuple[int, dict]:
     status_line, _, rest = answer.partition(b"\r\n")
     return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2] or b"{}")
-
-
-def whole_answer(connection: socket.socket) -> bytes:
-    """One response, head and body: a single recv may return the head alone."""
-    answer = b""
-    while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < content_length(answer):
-        received = connection.recv(65536)
-        if not received:
-            break
-        answer += received
-    return answer
-
-
-def content_length(answer: bytes) -> int:
-    for line in answer.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    return 0
 
 
 def test_the_server_holds_its_limits_whatever_the_request_says(world, strict_server):
@@ -307,7 +301,7 @@ def test_slow_clients_are_cut_off_and_hold_up_nobody(world, strict_server):
         assert connection.recv(65536) == b""  # closed without an answer: no request ever arrived
         connection.close()
     for connection in slow_bodies:
-        status, error = status_and_body(whole_answer(connection))
+        status, error = status_and_body(read_answer(connection))
         assert status == 408 and "did not arrive" in error["error"]
         connection.close()
     assert requests_by_status(health)[("infer", "408")] == 20

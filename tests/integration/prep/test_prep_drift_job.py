@@ -1,0 +1,85 @@
+"""The Spark job's drift builds: the training window, each row's side of the drift, a post-drift test split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_spark_vs_reference import TRANSACTIONS
+
+from services.prep.job import prepare_with_spark
+from services.prep.spark import spark_session
+from services.prep.synthetic import raw_transactions
+from streamml.manifest import SPLITS
+from streamml.specs import KAFKA_TIME
+
+pytestmark = pytest.mark.integration
+ROWS, OLD = 3000, 1800  # the first OLD rows landed before the drift point
+T0, POINT = 1_765_000_000_000, 1_765_000_100_000  # Kafka times, ms
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    session = spark_session("local[2]", tmp_path_factory.mktemp("spark-state"))
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    """Unique, valid keys; row i landed at T0 + i ms before the drift, at POINT + i - OLD ms after it."""
+    table = raw_transactions(ROWS, seed=5, duplicate_share=0, bad_share=0)
+    ms = np.where(np.arange(ROWS) < OLD, T0 + np.arange(ROWS), POINT + np.arange(ROWS) - OLD)
+    table = table.append_column(KAFKA_TIME, pa.array(ms, pa.int64()).view(pa.timestamp("ms", tz="UTC")))
+    path = tmp_path_factory.mktemp("raw") / "batch.parquet"
+    pq.write_table(table, path)
+    new_keys = set(table["tx_id"].to_pylist()[OLD:])
+    return str(path), new_keys
+
+
+def keys(out, split):
+    return set(pq.read_table(out / split, columns=["tx_id"])["tx_id"].to_pylist())
+
+
+def test_a_build_from_all_rows_counts_both_sides_and_tests_on_the_new_world_only(spark, raw, tmp_path):
+    path, new_keys = raw
+    plain = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "plain"))
+    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "all"), drift_point_ms=POINT)
+    sides = result.drift_sides
+    assert plain.drift_sides is None and sum(plain.rows.values()) == ROWS
+    assert sides.after == len(new_keys) == ROWS - OLD
+    assert sides.before + sides.test_left_out == OLD
+    assert sides.test_left_out == len(keys(tmp_path / "plain", "test") - new_keys) > 0
+    assert sum(result.rows.values()) == sides.before + sides.after
+    test = keys(tmp_path / "all", "test")
+    assert test == keys(tmp_path / "plain", "test") & new_keys and len(test) == result.rows["test"] > 0
+    train = keys(tmp_path / "all", "train")
+    assert train == keys(tmp_path / "plain", "train"), "train keeps both sides"
+    assert train & new_keys and train - new_keys
+
+
+def test_a_build_since_the_drift_reads_post_drift_rows_only(spark, raw, tmp_path):
+    path, new_keys = raw
+    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "since"),
+                                since_ms=POINT, drift_point_ms=POINT)
+    assert (result.drift_sides.before, result.drift_sides.after, result.drift_sides.test_left_out) == (0, 1200, 0)
+    assert sum(result.rows.values()) == ROWS - OLD
+    assert set().union(*(keys(tmp_path / "since", split) for split in SPLITS)) == new_keys
+
+
+def test_a_window_start_inside_the_old_world_keeps_the_rows_from_it_on(spark, raw, tmp_path):
+    path, new_keys = raw
+    # last_rows: 2000 starts at the 2000th newest row: the last 800 old rows and the 1200 new ones.
+    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "last"),
+                                since_ms=T0 + OLD - 800, drift_point_ms=POINT)
+    sides = result.drift_sides
+    assert sides.after == 1200 and sides.before + sides.test_left_out == 800
+    assert keys(tmp_path / "last", "test") <= new_keys
+
+
+def test_a_later_build_keeps_the_drift_builds_window_and_marks_no_sides(spark, raw, tmp_path):
+    path, new_keys = raw
+    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "later"), since_ms=POINT)
+    assert result.drift_sides is None and sum(result.rows.values()) == ROWS - OLD
+    assert set().union(*(keys(tmp_path / "later", split) for split in SPLITS)) == new_keys

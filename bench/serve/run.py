@@ -37,6 +37,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -154,13 +156,14 @@ def measure(samples: list[tuple[float, float, str | None]], seconds: float, batc
 class Server:
     """``python -m services.serve`` from a source folder, with its own ports and log."""
 
-    def __init__(self, source: Path, env: dict[str, str], log: Path) -> None:
+    def __init__(self, source: Path, env: dict[str, str], log: Path, command: tuple[str, ...] = ()) -> None:
+        """``command`` (its last argument the port to listen on) instead of the server."""
         self.port, self.health = free_port(), free_port()
         env = {**env, "PYTHONPATH": str(source), "STREAMML_SERVE_PORT": str(self.port),
                "STREAMML_HTTP_PORT": str(self.health)}
+        argv = [sys.executable, *command, str(self.port)] if command else [sys.executable, "-m", "services.serve"]
         with open(log, "ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "services.serve"], env=env, cwd=source,
-                                            stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(argv, env=env, cwd=source, stdout=out, stderr=subprocess.STDOUT)
         self.cpu = psutil.Process(self.process.pid)
         wait_ready(self.process, self.port, log)
 
@@ -185,15 +188,16 @@ def compare(servers: dict[str, Server], bodies: list[bytes], args) -> dict[str, 
     windows: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
     cpu = dict.fromkeys(servers, 0.0)
     names = list(servers)
-    # A B B A ...: each server's slices follow the other's as often as its own, so whatever one
-    # leaves behind (a prediction log draining, the other's last requests) weighs on both alike.
-    order = [names[0], *(names[1], names[1], names[0], names[0]) * args.slices][:args.slices + 2]
-    for index, name in enumerate(order):  # the first two slices warm both up, unmeasured
+    # A B B A ... (A B C C B A ... for three): each server's slices follow the others' as often as its
+    # own, so whatever one leaves behind (a prediction log draining, the last requests) weighs on all alike.
+    order = (names + names[::-1]) * (args.slices // len(names) + 1)
+    order = order[:args.slices + len(names)]
+    for index, name in enumerate(order):  # the first slice of each warms it up, unmeasured
         target[0] = name
         time.sleep(0.05)  # requests to the other server finish
         started, before = time.perf_counter(), servers[name].cpu_s()
         time.sleep(args.slice_s)
-        if index >= 2:
+        if index >= len(names):
             windows[name].append((started, time.perf_counter()))
             cpu[name] += servers[name].cpu_s() - before
     stop.set()
@@ -217,22 +221,22 @@ def export(ref: str, into: Path) -> Path:
     return into
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--before", default="main", help="git ref of the server to compare with")
-    parser.add_argument("--slices", type=int, default=40, help="measured slices, alternating between the servers")
-    parser.add_argument("--slice-s", type=float, default=1.0, help="seconds per slice")
-    parser.add_argument("--concurrency", type=int, default=4, help="client threads (keep-alive connections)")
-    parser.add_argument("--batch", type=int, default=1, help="records per request")
-    parser.add_argument("--no-log", action="store_true", help="do not send predictions to Kafka")
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Stack:
+    root: Path  # a temporary folder for logs and exports
+    kafka: KafkaSettings
+    store: ObjectStore
+    records: list[dict]  # raw records of the test split, to send
+    env: dict[str, str]  # the environment a server needs to reach both, serving MODEL
 
-    root = Path(tempfile.mkdtemp(prefix="streamml-bench-serve-"))
+
+@contextmanager
+def bench_stack(prefix: str) -> Iterator[Stack]:
+    """A private Ceph and Tansu broker with v1 and v2 registered and v1 the champion; stopped after."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     ceph = CephCluster(root, rgw_port=free_port(), log=lambda _: None)
     broker = TansuBroker(root, port=free_port(), log=lambda _: None)
-    servers: dict[str, Server] = {}
     try:
-        before = export(args.before, root / "before")
         endpoint = ceph.start()
         kafka = KafkaSettings(bootstrap=broker.start(), session_timeout_ms=6000)
         admin = AdminClient(kafka.client_config())
@@ -244,36 +248,58 @@ def main() -> None:
         store = ObjectStore.connect(s3)
         records = register(store)
         set_champion(store, MODEL, "v1", expected=None, actor="bench", reason="start", time=datetime.now(UTC))
-
         env = {**os.environ, "STREAMML_KAFKA_BOOTSTRAP": kafka.bootstrap, "STREAMML_S3_ENDPOINT": endpoint.url,
                "STREAMML_S3_BUCKET": "bench", "STREAMML_S3_REGION": endpoint.region,
                "STREAMML_S3_ACCESS_KEY_ID": endpoint.access_key, "STREAMML_S3_SECRET_ACCESS_KEY": endpoint.secret_key,
-               "STREAMML_SERVE_MODEL": MODEL, "STREAMML_SERVE_LOG_PREDICTIONS": str(not args.no_log).lower()}
-        bodies = [json.dumps({"inputs": [{"name": "records", "datatype": "BYTES", "shape": [args.batch],
-                                          "data": [json.dumps(r) for r in records[i:i + args.batch]]}]}).encode()
-                  for i in range(0, len(records) - args.batch, args.batch)][:200]
-
-        print(f"inference server: {args.concurrency} client threads, {args.batch} record(s) per request, "
-              f"prediction log {'off' if args.no_log else 'on'}, {os.cpu_count()} CPUs shared with the client, "
-              f"load average {os.getloadavg()[0]:.1f} at the start")
-        servers = {"before": Server(before, env, root / "serve-before.log"),
-                   "after": Server(ROOT, env, root / "serve-after.log")}
-        result = compare(servers, bodies, args)
-        for label, found in result.items():
-            print(found.line(f"{label} ({args.before if label == 'before' else 'this'})"))
-        after, previous = result["after"], result["before"]
-        print(f"after/before: {after.predictions_per_s / previous.predictions_per_s:.2f}x predictions/s, "
-              f"p50 {after.p50_ms / previous.p50_ms:.2f}x, p99 {after.p99_ms / previous.p99_ms:.2f}x, "
-              f"CPU per prediction {after.cpu_ms_per_1000 / previous.cpu_ms_per_1000:.2f}x; "
-              f"load average {os.getloadavg()[0]:.1f} at the end")
-        servers.pop("before").stop()
-        swap(servers["after"], store, kafka, bodies, args)
+               "STREAMML_SERVE_MODEL": MODEL}
+        yield Stack(root, kafka, store, records, env)
     finally:
-        for server in servers.values():
-            server.stop()
         broker.stop()
         ceph.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def request_bodies(records: list[dict], batch: int) -> list[bytes]:
+    """Up to 200 infer request bodies of ``batch`` records each."""
+    return [json.dumps({"inputs": [{"name": "records", "datatype": "BYTES", "shape": [batch],
+                                    "data": [json.dumps(r) for r in records[i:i + batch]]}]}).encode()
+            for i in range(0, len(records) - batch, batch)][:200]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--before", default="main", help="git ref of the server to compare with")
+    parser.add_argument("--slices", type=int, default=40, help="measured slices, alternating between the servers")
+    parser.add_argument("--slice-s", type=float, default=1.0, help="seconds per slice")
+    parser.add_argument("--concurrency", type=int, default=4, help="client threads (keep-alive connections)")
+    parser.add_argument("--batch", type=int, default=1, help="records per request")
+    parser.add_argument("--no-log", action="store_true", help="do not send predictions to Kafka")
+    args = parser.parse_args()
+
+    with bench_stack("streamml-bench-serve-") as stack:
+        before = export(args.before, stack.root / "before")
+        env = {**stack.env, "STREAMML_SERVE_LOG_PREDICTIONS": str(not args.no_log).lower()}
+        bodies = request_bodies(stack.records, args.batch)
+        print(f"inference server: {args.concurrency} client threads, {args.batch} record(s) per request, "
+              f"prediction log {'off' if args.no_log else 'on'}, {os.cpu_count()} CPUs shared with the client, "
+              f"load average {os.getloadavg()[0]:.1f} at the start")
+        servers: dict[str, Server] = {}
+        try:
+            servers = {"before": Server(before, env, stack.root / "serve-before.log"),
+                       "after": Server(ROOT, env, stack.root / "serve-after.log")}
+            result = compare(servers, bodies, args)
+            for label, found in result.items():
+                print(found.line(f"{label} ({args.before if label == 'before' else 'this'})"))
+            after, previous = result["after"], result["before"]
+            print(f"after/before: {after.predictions_per_s / previous.predictions_per_s:.2f}x predictions/s, "
+                  f"p50 {after.p50_ms / previous.p50_ms:.2f}x, p99 {after.p99_ms / previous.p99_ms:.2f}x, "
+                  f"CPU per prediction {after.cpu_ms_per_1000 / previous.cpu_ms_per_1000:.2f}x; "
+                  f"load average {os.getloadavg()[0]:.1f} at the end")
+            servers.pop("before").stop()
+            swap(servers["after"], stack.store, stack.kafka, bodies, args)
+        finally:
+            for server in servers.values():
+                server.stop()
 
 
 def swap(server: Server, store: ObjectStore, kafka: KafkaSettings, bodies: list[bytes], args) -> None:

@@ -28,7 +28,8 @@ version that cannot be loaded is logged and counted, and the old one stays.
 
 Each prediction is logged to ``predictions.<model>`` (one ``PredictionRecord``
 per record, with its request id) by a background sender that never makes a
-request wait; ``feedback`` sends ``FeedbackRecord`` to ``feedback.<model>``.
+request wait and encodes and queues its predictions a batch at a time;
+``feedback`` sends ``FeedbackRecord`` to ``feedback.<model>``.
 A prediction counts as delivered once the broker acknowledged it. While the
 broker is away, predictions wait in a bounded buffer and the producer's
 bounded queue; what does not fit is dropped and counted (``stats().dropped``,
@@ -40,12 +41,13 @@ the store or the broker while following promotions is retried as
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,7 +66,7 @@ from streamml.sdk.loader import LoadedVersion, load_version
 from streamml.sdk.prediction_log import LogStats, PredictionLog
 from streamml.sdk.promotions import PromotionFeed
 from streamml.sdk.swap import ModelSlot, ModelSnapshot
-from streamml.sdk.wire import plain, plain_output, prediction_message, timestamp
+from streamml.sdk.wire import Logged, loggable_outputs, prediction_messages, timestamp
 from streamml.settings import ServiceSettings
 from streamml.store import ObjectStore
 
@@ -96,15 +98,12 @@ class Predictions:
     flags: dict[int, list[Violation]] = field(default_factory=dict)  # record index -> the spec's rules it breaks
 
 
-@dataclass(frozen=True)
-class _Logged:
-    request_id: str
-    version: str
-    features: tuple[str, ...]
-    record: Mapping[str, Any]
-    output: Any
-    time: str  # wire.timestamp of the predict call
-    flags: tuple[str, ...]  # feature:rule of each rule of the dataset spec the record breaks
+def new_request_ids(count: int) -> list[str]:
+    """``count`` random 128-bit ids in hex, as uuid4().hex reads, from one read of the OS's randomness.
+
+    uuid4 reads it once per id: about 2 µs each, 7% of a server's CPU at 64 records per request."""
+    token = os.urandom(16 * count).hex()
+    return [token[start:start + 32] for start in range(0, 32 * count, 32)]
 
 
 class ModelClient:
@@ -173,15 +172,13 @@ class ModelClient:
         snapshot = self.slot.current()
         flags = self._check(snapshot, records)
         prediction = snapshot.predict(records)
-        ids = list(request_ids) if request_ids is not None else [uuid.uuid4().hex for _ in records]
+        ids = list(request_ids) if request_ids is not None else new_request_ids(len(records))
         if self._log is not None:
-            now = timestamp(datetime.now(UTC))
-            features = snapshot.transform.features
-            marks = {index: tuple(flag_names(violations)) for index, violations in flags.items()}
-            self._log.add_many(
-                _Logged(request_id, prediction.version, features, record, output, now, marks.get(index, ()))
-                for index, (request_id, record, output) in enumerate(zip(ids, records, prediction.output, strict=True))
-            )
+            # Cheap here (one tuple per record); the log's sender encodes whole batches.
+            context = (prediction.version, snapshot.transform.features, timestamp(datetime.now(UTC)))
+            marks = ([tuple(flag_names(flags[index])) if index in flags else () for index in range(len(records))]
+                     if flags else repeat(()))
+            self._log.add_many(zip(ids, records, loggable_outputs(prediction.output), marks, repeat(context)))
         return Predictions(prediction.version, prediction.output, ids, flags)
 
     def _check(self, snapshot: ModelSnapshot, records: Sequence[Mapping[str, Any]]) -> dict[int, list[Violation]]:
@@ -281,21 +278,19 @@ class ModelClient:
 
     # ------------------------------------------------------------ logging
 
-    def _send_predictions(self, batch: list[_Logged]) -> int:
-        """The prediction log's sink: queue what the producer takes; returns how many."""
-        for taken, item in enumerate(batch):
-            features = {name: plain(item.record.get(name)) for name in item.features}
-            try:
-                key, headers, value = prediction_message(self._source, item.request_id, self.model, item.version,
-                                                         features, plain_output(item.output), item.time, item.flags)
-            except ValueError:  # a NaN or infinite output: JSON cannot carry it
-                UNLOGGABLE.labels(self.model).inc()
-                self._log.settled(False)
-                continue
-            if not self.producer.produce(self._predictions_topic, value, key, headers, wait=False,
-                                         on_delivery=self._delivered):
-                return taken  # the queue is full: the log offers the rest again later
-        return len(batch)
+    def _send_predictions(self, batch: list[Logged]) -> int:
+        """The prediction log's sink: encode the batch at once, queue what the producer takes; returns how many."""
+        messages = prediction_messages(self._source, self.model, batch)
+        queued = self.producer.produce_many(self._predictions_topic, filter(None, messages), self._delivered)
+        taken = len(batch)
+        if queued < len(messages) - messages.count(None):
+            # The queue is full: the log offers the rest again later, from the first message not queued.
+            taken = [index for index, message in enumerate(messages) if message is not None][queued]
+        unloggable = messages[:taken].count(None)  # a NaN or infinite output: JSON cannot carry it
+        if unloggable:
+            UNLOGGABLE.labels(self.model).inc(unloggable)
+            self._log.settled(False, unloggable)
+        return taken
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         self._reports.append(error is None)  # one cheap call per message; deque.append is thread-safe

@@ -65,6 +65,16 @@ def test_items_reach_the_sink_in_order_and_in_bounded_batches():
     assert log.close()
 
 
+def test_the_records_of_many_calls_go_to_the_sink_together_in_full_batches():
+    sink = Sink()
+    log = open_log(sink, batch_size=100, linger_s=30)  # only a full batch wakes the sender
+    for call in range(10):
+        assert log.add_many(range(call * 50, call * 50 + 50)) == 50
+    assert log.flush(timeout=10)
+    assert [len(batch) for batch in sink.batches] == [100] * 5 and sink.items == list(range(500))
+    assert log.close()
+
+
 def test_an_item_counts_as_delivered_only_once_acknowledged():
     sink = Sink()
     sink.acks.clear()  # queued in the producer, the broker has not answered

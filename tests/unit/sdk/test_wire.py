@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from streamml.events import PredictionRecord, decode, encode
-from streamml.sdk.wire import plain, plain_output, prediction_message, timestamp
+from streamml.sdk.wire import loggable_outputs, plain, prediction_message, prediction_messages, timestamp
 
 pytestmark = pytest.mark.unit
 WHEN = datetime(2024, 6, 1, 12, 30, 5, 123456, tzinfo=UTC)
@@ -41,7 +41,46 @@ def test_feature_values_and_outputs_become_plain_json_values():
     assert plain(np.int64(3)) == 3 and type(plain(np.int64(3))) is int
     assert plain(float("nan")) is None and plain(np.float32(1.5)) == 1.5
     assert plain(None) is None and plain("web") == "web" and plain([1]) == "[1]"
-    assert plain_output(np.float32(0.25)) == 0.25 and plain_output(np.array([0.2, 0.8])) == [0.2, 0.8]
+    assert loggable_outputs(np.array([0.25, 0.5], dtype=np.float32)) == [0.25, 0.5]
+    assert loggable_outputs(np.array([[0.2, 0.8], [np.nan, 1.0]])) == [[0.2, 0.8], None]
+    assert loggable_outputs(np.array([np.inf, 0.5])) == [None, 0.5]
+
+
+def test_a_batch_encodes_each_prediction_as_one_message_would():
+    when = timestamp(WHEN)
+    features = ("amount", "hour", "channel", "device")
+    records = [{"amount": 12.5, "hour": 3, "channel": "web", "device": None, "extra": 1},
+               {"amount": float("nan"), "hour": 4, "channel": 'line\nbreak "quoted"'},  # device not sent
+               {"amount": np.float32(1.5), "hour": np.int64(7), "channel": "app", "device": "ios"}]
+    outputs = [[0.25, 0.75], [0.5, 0.5], [0.1, 0.9]]
+    flags = [(), ("hour:max",), ()]
+    batch = [(f"req-{i}", record, output, flag, ("v2", features, when))
+             for i, (record, output, flag) in enumerate(zip(records, outputs, flags, strict=True))]
+    for fast in (batch[:2], batch):  # plain values only, and with numpy values among them
+        messages = prediction_messages(b"/streamml/app", "fraud", fast)
+        assert len(messages) == len(fast)
+        for (request_id, record, output, flag, _), (key, headers, value) in zip(fast, messages, strict=True):
+            one = prediction_message(b"/streamml/app", request_id, "fraud", "v2",
+                                     {name: plain(record.get(name)) for name in features}, output, when, flag)
+            assert key == one[0] and json.loads(value) == json.loads(one[2])
+            assert [h for h in headers if h[0] != "ce_id"] == [h for h in one[1] if h[0] != "ce_id"]
+        assert len({dict(headers)["ce_id"] for _, headers, _ in messages}) == len(fast)
+
+
+def test_a_batch_skips_what_cannot_be_logged_and_the_monitor_reads_the_rest():
+    from services.monitor.records import FeatureLayout, decode_predictions
+
+    context = ("v1", ("amount", "channel"), timestamp(WHEN))
+    batch = [("r1", {"amount": 1.0, "channel": "web"}, 0.5, (), context),
+             ("r2", {"amount": 2.0, "channel": "web"}, None, (), context),
+             ("r3", {"amount": 3.0}, 0.25, ("amount:max",), context)]
+    messages = prediction_messages(b"/s", "fraud", batch)
+    assert messages[1] is None
+    event, _ = decode(messages[2][1], messages[2][0], messages[2][2])
+    assert event.flags == ["amount:max"] and event.features == {"amount": 3.0, "channel": None}
+    decoded = decode_predictions([messages[0][2], messages[2][2]], FeatureLayout(("amount",), ("channel",)), "fraud")
+    assert decoded.rejected == {} and decoded.request_ids.to_pylist() == ["r1", "r3"]
+    assert decoded.outputs.tolist() == [0.5, 0.25]
 
 
 def test_flags_are_written_only_when_there_are_some_and_the_monitor_reads_both():

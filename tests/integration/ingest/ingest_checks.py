@@ -30,6 +30,17 @@ def consume_all(kafka, topic, group, expected, timeout=60):
     return received
 
 
+def consume_keys(kafka, topic, group, wanted: set[str], timeout=60) -> set[str]:
+    """The keys on ``topic``, read until every one of ``wanted`` was seen (a replay may repeat some,
+    so a count of messages would stop short of the last ones)."""
+    consumer = BatchConsumer(kafka, group, [topic])
+    seen, deadline = set(), time.monotonic() + timeout
+    while not wanted <= seen and time.monotonic() < deadline:
+        seen |= {message.key().decode() for message in consumer.poll(500, 0.5)}
+    consumer.close()
+    return seen
+
+
 def publish_transactions(kafka, topic, total, seed=1, first=0):
     """Publish ``total`` records, keys counting from ``first``; returns {(partition, offset): tx_id}."""
     producer = EventProducer(kafka, "test", **{"linger.ms": 50})

@@ -12,7 +12,8 @@ import psutil
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from ingest_checks import assert_exactly, consume_all, consume_keys, landed_rows, publish_transactions, wait_until_landed
+from ingest_checks import (assert_exactly, consume_all, consume_keys, landed_rows, publish_transactions,
+                           wait_until_landed)
 from services.ingest.member import GROUP
 from streamml.datagen import to_json_records, transactions
 from streamml.events import decode

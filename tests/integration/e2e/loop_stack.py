@@ -12,8 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from streamml.demo import EXAMPLES
 from streamml.events import decode
 from streamml.lag import partition_lags
-from streamml.registry.datasets import raw_objects, read_manifest, version_numbers
-from streamml.registry.keys import dataset_manifest_key
+from streamml.registry.datasets import latest_manifest, raw_objects
 from streamml.settings import KafkaSettings, ServiceSettings
 from streamml.stack.control import down, up
 from streamml.stack.ports import free_port
@@ -105,8 +104,7 @@ def unbuilt_objects(store: ObjectStore, dataset: str) -> set[str]:
     """Landed objects no committed version of ``dataset`` has read yet: prep will build them
     (on its row or staleness rule) even though no consumer group is behind."""
     landed = {raw.key for raw in raw_objects(store, dataset)}
-    committed = [n for n in version_numbers(store, dataset) if store.exists(dataset_manifest_key(dataset, n))]
-    if not committed:
+    latest = latest_manifest(store, dataset)
+    if latest is None:
         return landed
-    latest = read_manifest(store, dataset, committed[-1])
     return landed - {source.key for source in latest.lineage} - set(latest.quarantined)

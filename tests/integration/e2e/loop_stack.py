@@ -15,7 +15,7 @@ from streamml.lag import partition_lags
 from streamml.registry.datasets import latest_manifest, raw_objects
 from streamml.settings import KafkaSettings, ServiceSettings
 from streamml.stack.control import down, up
-from streamml.stack.ports import free_port
+from streamml.stack.ports import free_port, free_ports
 from streamml.stack.supervisor import SERVICES, StackConfig
 from streamml.store import ObjectStore
 
@@ -39,7 +39,7 @@ def start_stack(state_dir: Path, ephemeral: bool, policies: Path = EXAMPLES / "p
                 timeout: float = 120) -> tuple[StackConfig, ServiceSettings]:
     """``streamml up`` on free ports; the stack's config and the client settings it wrote."""
     config = StackConfig(
-        state_dir=state_dir, kafka_port=free_port(), s3_port=free_port(), http_base_port=free_port(),
+        state_dir=state_dir, kafka_port=free_port(), s3_port=free_port(), http_base_port=free_ports(5)[0],
         console_port=free_port(), specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models",
         policies_dir=policies, ephemeral=ephemeral,
     )

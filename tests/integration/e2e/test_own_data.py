@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from streamml.stack.ports import free_port
+from streamml.stack.ports import free_port, free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 ROOT = Path(__file__).resolve().parents[3]
@@ -57,7 +57,7 @@ def test_the_tutorial_runs_as_written_from_a_fresh_folder(tmp_path):
         "PYTHONPATH": str(ROOT),
         "STREAMML_STACK_KAFKA_PORT": str(free_port()),
         "STREAMML_STACK_S3_PORT": str(free_port()),
-        "STREAMML_STACK_HTTP_BASE_PORT": str(free_port()),
+        "STREAMML_STACK_HTTP_BASE_PORT": str(free_ports(5)[0]),
     })
     outputs: list[tuple[str, str]] = []  # (script, what it printed)
     timeline: list[tuple[str, float]] = []

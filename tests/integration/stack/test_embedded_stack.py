@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streamml.stack.ports import free_port, port_open
+from streamml.stack.ports import free_port, free_ports, port_open
 from streamml.stack.procs import pid_alive
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def streamml(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 
 def port_args() -> tuple[dict[str, int], list[str]]:
-    ports = {"--kafka-port": free_port(), "--s3-port": free_port(), "--http-base-port": free_port(),
+    ports = {"--kafka-port": free_port(), "--s3-port": free_port(), "--http-base-port": free_ports(5)[0],
              "--console-port": free_port()}
     return ports, [f"{flag}={port}" for flag, port in ports.items()]
 

@@ -90,7 +90,6 @@ class PrepOptions(Group):
         "for this long (a replica that died mid-build) is taken over by another replica",
     )
 
-
     @field_validator("spark_master")
     @classmethod
     def _known_master(cls, value: str) -> str:

@@ -38,7 +38,7 @@ from streamml.settings import ServiceSettings
 from streamml.stack.control import down
 from streamml.store import ObjectStore
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 ROOT = Path(__file__).resolve().parents[3]
 OLD_ROWS = 4000  # published before the first champion: prep builds v1 on this many (min_new_rows)
 NEW_ROWS = 3000  # published once the rule changed: fewer than min_new_rows, so only the drift builds from them
@@ -47,7 +47,7 @@ MIN_ROWS_AFTER = 1500
 # the loop without taking the CPU the builds need.
 SERVE_BATCH, SERVE_PAUSE_S, SERVE_PAUSE_AFTER_DETECTION_S = 40, 0.1, 1.0
 OLD_WORLD_PREDICTIONS = 1000  # two label windows before the drift, where nothing may be raised
-STAGE_TIMEOUT_S = 420
+STAGE_TIMEOUT_S = 600  # per stage; roomy, as a shared machine can slow every build several times over
 # Small windows, so a drift shows within a few seconds of traffic (a window is judged from 1,000
 # predictions and 500 labels: thresholds.min_count and min_labels).
 MONITOR_WINDOWS = {"size": 1000, "label_size": 500}
@@ -294,7 +294,7 @@ def _assert_recovered(stream: Stream, run: Run, found: list[tuple[str, object]],
     drift_ids = {event_id for event_id, event in found if isinstance(event, DriftDetected) and event.model == name}
     assert answered["event_id"] in drift_ids, f"{name}: the build answers {answered['event_id']}, not a drift of it"
     assert answered["training_window"] == "since_drift" and answered["rows_before"] == 0, answered
-    assert answered["rows_after"] >= MIN_ROWS_AFTER * 0.9, answered  # splits drop nothing here; a few may fall before
+    assert answered["rows_after"] >= MIN_ROWS_AFTER and not answered["waited_out"], answered  # prep drops none here
     # The application predicts the new world better with the second champion than it did with the first.
     old, new = served_score(stream, run.first_on_new_world), run.second_on_new_world
     if stream.task == "regression":

@@ -103,7 +103,7 @@ class TansuBroker:
             client = self._s3_client()
             self._ensure_bucket(client)
             # The broker that ran before may have died between counting a batch and storing it.
-            tansu_sequences.repair(client, self._bucket(), self.log)
+            tansu_sequences.repair(client, self._bucket(), self.dir / "sequences.json", self.log)
             env.pop("AWS_SESSION_TOKEN", None)  # would be sent along with our keys
             env.update({
                 "AWS_ENDPOINT": self.s3.url,

@@ -16,6 +16,11 @@ completes, RGW burns a core). The embedded stack therefore points Tansu at
 ``rgw_proxy``, which unquotes the header. ``start()`` probes the endpoint it
 is given and refuses with a clear error instead of hanging. S3 services that
 accept quoted ETags in If-Match (AWS S3, MinIO, ...) need no proxy.
+
+Before it starts an ``s3://`` broker, ``start()`` puts the idempotent
+producers' sequences back in line with the stored batches (a broker killed
+between counting a batch and storing it would otherwise lose it; see
+``tansu_sequences``).
 """
 
 from __future__ import annotations

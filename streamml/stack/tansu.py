@@ -123,7 +123,7 @@ class TansuBroker:
              "--storage-engine", self.storage],
             log_path=self.log_file, pid_path=self.pid_file, env=env, cwd=self.dir,
         )
-        deadline = t0 + timeout
+        deadline = time.monotonic() + timeout  # the sequence check before may take a while
         try:
             self._wait_port(deadline)
             self._wait_kafka(deadline)

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.recovery.outcome import Outcome, Segment, metric_of, targets  # noqa: E402
 from bench.recovery.streams import STREAMS, Stream, dataset_spec, model_spec, policy  # noqa: E402
-from streamml.events import DatasetReady, DriftDetected, ModelPromoted, ModelRejected, ModelTrained, decode  # noqa: E402
+from streamml.events import DataLanded, DatasetReady, DriftDetected, ModelPromoted, ModelRejected, ModelTrained, decode  # noqa: E402
 from streamml.kafka import BatchConsumer, EventProducer  # noqa: E402
 from streamml.sdk.client import ModelClient  # noqa: E402
 from streamml.settings import ServiceSettings  # noqa: E402
@@ -60,7 +60,7 @@ from streamml.stack.control import down, up  # noqa: E402
 from streamml.stack.ports import free_port, free_ports  # noqa: E402
 from streamml.stack.supervisor import StackConfig  # noqa: E402
 
-EVENT_TOPICS = ("dataset.ready", "model.trained", "model.promoted", "model.rejected", "drift.detected")
+EVENT_TOPICS = ("data.landed", "dataset.ready", "model.trained", "model.promoted", "model.rejected", "drift.detected")
 console = Console(width=230)
 
 
@@ -83,7 +83,7 @@ def write_declarations(folder: Path, streams: list[Stream], plan: Plan) -> tuple
     for path in folders:
         path.mkdir(parents=True)
     for stream in streams:
-        (folders[0] / f"{stream.name}.yaml").write_text(dataset_spec(stream, plan.first_rows, plan.min_rows_after))
+        (folders[0] / f"{stream.name}.yaml").write_text(dataset_spec(stream, plan.min_rows_after))
         (folders[1] / f"{stream.name}.yaml").write_text(model_spec(stream))
         (folders[2] / f"{stream.name}.yaml").write_text(policy(stream))
     return folders
@@ -171,6 +171,7 @@ class EventWatcher(threading.Thread):
     def __init__(self, settings: ServiceSettings, apps: dict[str, Application]) -> None:
         super().__init__(daemon=True, name="bench-events")
         self.apps = apps
+        self.landed = dict.fromkeys(apps, 0)  # rows landed per dataset
         self.stopping = threading.Event()
         self.assigned = threading.Event()
         self.consumer = BatchConsumer(
@@ -183,7 +184,9 @@ class EventWatcher(threading.Thread):
             for message in self.consumer.poll(100, 0.5):
                 event, _ = decode(message.headers(), message.key(), message.value())
                 owner = getattr(event, "model", None) or getattr(event, "dataset", None)
-                if owner in self.apps:
+                if isinstance(event, DataLanded) and owner in self.landed:
+                    self.landed[owner] += event.rows
+                elif owner in self.apps:
                     self.apps[owner].note_event(event)
                     console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {describe(event)}", highlight=False)
         self.consumer.close()
@@ -216,6 +219,33 @@ def publish_first_rows(settings: ServiceSettings, streams: list[Stream], plan: P
                 record["row_id"] = f"first-{record['row_id']}"
                 producer.produce(topic, msgspec.json.encode({**record, "y": label}), record["row_id"])
             producer.flush()
+
+
+def build_first_versions(settings: ServiceSettings, streams: list[Stream], specs_dir: Path, state_dir: Path,
+                         watcher: EventWatcher, first_rows: int) -> None:
+    """Version 1 of each dataset, built now (as ``streamml prep run`` does) once its first rows landed.
+
+    The specs' min_new_rows is out of reach, so prep never builds on rows during a run: every
+    retrain the bench sees is the drift's."""
+    from services.prep.builder import DatasetBuilder
+    from services.prep.spark import spark_session
+    from streamml.specs import load_dataset_specs
+    from streamml.store import ObjectStore
+
+    deadline = time.monotonic() + 600
+    while min(watcher.landed[stream.name] for stream in streams) < first_rows:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"ingest landed {watcher.landed} of {first_rows:,} first rows each within 10 minutes")
+        time.sleep(1)
+    specs = load_dataset_specs(specs_dir)
+    spark = spark_session("local[2]", state_dir / "bench-prep", settings.s3, ROOT / "vendor" / "jars")
+    builder = DatasetBuilder(ObjectStore.connect(settings.s3), settings.s3, spark)
+    producer = EventProducer(settings.kafka, "bench-recovery-prep")
+    try:
+        for stream in streams:
+            producer.send_now(DatasetReady.of(builder.build(specs[stream.name], "manual"), "manual"))
+    finally:
+        spark.stop()
 
 
 def segment_cell(segment: Segment | None) -> str:
@@ -257,11 +287,11 @@ def targets_table(outcomes: list[Outcome]) -> Table:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", nargs="+", choices=sorted(STREAMS), default=list(STREAMS))
-    parser.add_argument("--first-rows", type=int, default=50_000, help="pre-drift rows the first champion learns from")
-    parser.add_argument("--pre-rows", type=int, default=12_000, help="rows the application serves before a drift")
-    parser.add_argument("--stagger-rows", type=int, default=20_000, help="each next stream drifts this much later")
-    parser.add_argument("--after-rows", type=int, default=10_000, help="rows served by the retrained champion")
-    parser.add_argument("--give-up-rows", type=int, default=100_000, help="rows after a drift without recovery")
+    parser.add_argument("--first-rows", type=int, default=30_000, help="pre-drift rows the first champion learns from")
+    parser.add_argument("--pre-rows", type=int, default=10_000, help="rows the application serves before a drift")
+    parser.add_argument("--stagger-rows", type=int, default=15_000, help="each next stream drifts this much later")
+    parser.add_argument("--after-rows", type=int, default=6_000, help="rows served by the retrained champion")
+    parser.add_argument("--give-up-rows", type=int, default=80_000, help="rows after a drift without recovery")
     parser.add_argument("--rate", type=float, default=200.0, help="rows served (and labelled) per second per stream")
     parser.add_argument("--batch", type=int, default=50, help="rows per predict call")
     parser.add_argument("--min-rows-after", type=int, default=8_000, help="the specs' prep.on_drift.min_rows_after")
@@ -283,7 +313,8 @@ def main() -> None:
         watcher = EventWatcher(settings, apps)
         watcher.start()
         publish_first_rows(settings, streams, plan)
-        console.print(f"published {plan.first_rows:,} first rows per stream; waiting for the first champions")
+        console.print(f"published {plan.first_rows:,} first rows per stream; building version 1 of each dataset")
+        build_first_versions(settings, streams, config.specs_dir, config.state_dir, watcher, plan.first_rows)
         for app in apps.values():
             if not app.client.wait_ready(900):
                 raise SystemExit(f"no champion of {app.stream.name} within 15 minutes; see {config.state_dir}/logs")

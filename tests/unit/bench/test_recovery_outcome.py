@@ -108,7 +108,7 @@ def test_regression_is_judged_on_rmse_where_lower_is_better():
 @pytest.mark.parametrize("name", sorted(STREAMS))
 def test_each_stream_s_declarations_are_accepted_and_its_rows_fit_its_spec(name):
     stream = STREAMS[name]
-    spec = parse_dataset_spec(yaml.safe_load(dataset_spec(stream, 50_000, 8_000)))
+    spec = parse_dataset_spec(yaml.safe_load(dataset_spec(stream, 8_000)))
     assert spec.prep.on_drift.window == "since_drift"
     assert ModelSpec.model_validate(yaml.safe_load(model_spec(stream))).task == stream.task
     assert PromotionPolicy.model_validate(yaml.safe_load(policy(stream))).model == name

@@ -27,12 +27,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import Counter, Histogram
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from services.prep.builder import AlreadyAnswered, BuildFailed, Busy, DatasetBuilder, DriftOrder, LostRace
 from services.prep.drift import DriftCut, drift_step, rows_since, to_ms, window_since_ms
 from services.prep.s3a_signing import Signer
-from services.prep.spark import SparkJarsMissing, spark_session
+from services.prep.spark import (
+    SparkJarsMissing,
+    check_cluster_conf,
+    check_extra_conf,
+    check_master,
+    spark_session,
+)
 from services.prep.versions import pending
 from streamml.events import DataLanded, DatasetReady, DriftDetected, Event, stable_id
 from streamml.manifest import DatasetManifest
@@ -57,7 +63,21 @@ BUILD_SECONDS = Histogram("streamml_prep_build_seconds", "Duration of a dataset 
 
 class PrepOptions(Group):
     specs_dir: Path = Field(Path("datasets"), description="folder of dataset spec YAML files")
-    spark_master: str = Field("local[*]", description="local[N], spark://host:port or k8s://...")
+    spark_master: str = Field("local[*]", description="where Spark jobs run: local[N], local[*] (in this process), "
+                              "spark://host:port (a standalone cluster) or k8s://https://host[:port] (executor pods)")
+    spark_conf: dict[str, str | int | float | bool] = Field(
+        {}, description="extra Spark settings as a JSON object, e.g. executor sizing: "
+        '{"spark.executor.instances": "4", "spark.executor.memory": "4g"}',
+        validate_default=True,  # a k8s:// master with no conf at all must fail too
+    )
+    spark_driver_host: str | None = Field(
+        None, description="address executors reach this process at (on Kubernetes: the pod's IP); "
+        "unset: Spark's guess from the host name"
+    )
+    spark_driver_pod: str | None = Field(
+        None, description="with a k8s:// master, the pod this process runs in: it owns the executor pods, "
+        "which are deleted with it"
+    )
     jars_dir: Path = Field(Path("vendor/jars"), description="folder with the S3A connector jars")
     driver_memory: str = Field("2g", description="Spark driver memory")
     s3a_signer: Signer = Field(
@@ -69,6 +89,20 @@ class PrepOptions(Group):
         description="a build renews its claim on a version number every third of this; a claim not renewed "
         "for this long (a replica that died mid-build) is taken over by another replica",
     )
+
+    @field_validator("spark_master")
+    @classmethod
+    def _known_master(cls, value: str) -> str:
+        return check_master(value)
+
+    @field_validator("spark_conf")
+    @classmethod
+    def _spark_settings(cls, value: dict[str, str | int | float | bool], info: ValidationInfo) -> dict[str, str]:
+        # Spark reads every setting as text; JSON's true must reach it as "true", not "True".
+        conf = check_extra_conf({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()})
+        if "spark_master" in info.data:  # absent when the master itself was refused
+            check_cluster_conf(info.data["spark_master"], conf)
+        return conf
 
 
 class PrepSettings(ServiceSettings):
@@ -101,7 +135,9 @@ class PrepService(EventService[PrepSettings]):
         super().load()
         try:
             spark = spark_session(options.spark_master, self.settings.state_dir, self.settings.s3,
-                                  options.jars_dir, driver_memory=options.driver_memory, signer=options.s3a_signer)
+                                  options.jars_dir, driver_memory=options.driver_memory, signer=options.s3a_signer,
+                                  extra_conf=options.spark_conf, driver_host=options.spark_driver_host,
+                                  driver_pod=options.spark_driver_pod)
         except SparkJarsMissing as error:
             raise StartupError(f"STREAMML_PREP_JARS_DIR={str(options.jars_dir)!r}: {error}") from None
         except (OSError, StoreError) as error:  # asking the endpoint which signer it needs

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from landing_checks import landed
 
-from streamml.demo import EXAMPLES
-from streamml.events import decode
+from streamml.demo import EXAMPLES, DemoPlan, Timeline
+from streamml.events import DatasetReady, DriftDetected, ModelPromoted, ModelTrained, decode
 from streamml.lag import partition_lags
 from streamml.registry.datasets import latest_manifest, raw_objects
 from streamml.settings import KafkaSettings, ServiceSettings
@@ -36,12 +38,14 @@ def roomy_latency_policies(folder: Path, p95_ms: float) -> Path:
 
 
 def start_stack(state_dir: Path, ephemeral: bool, policies: Path = EXAMPLES / "policies",
-                timeout: float = 120) -> tuple[StackConfig, ServiceSettings]:
-    """``streamml up`` on free ports; the stack's config and the client settings it wrote."""
+                timeout: float = 120, specs: Path = EXAMPLES / "datasets", models: Path = EXAMPLES / "models",
+                extra_env: dict[str, str] | None = None) -> tuple[StackConfig, ServiceSettings]:
+    """``streamml up`` on free ports, with the example folders unless told others, and ``extra_env``
+    (``STREAMML_*`` settings) for every service; the stack's config and the client settings it wrote."""
     config = StackConfig(
         state_dir=state_dir, kafka_port=free_port(), s3_port=free_port(), http_base_port=free_ports(5)[0],
-        console_port=free_port(), specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models",
-        policies_dir=policies, ephemeral=ephemeral,
+        console_port=free_port(), specs_dir=specs, models_dir=models,
+        policies_dir=policies, ephemeral=ephemeral, extra_env=extra_env or {},
     )
     try:
         up(config, timeout=timeout, echo=lambda *_: None)
@@ -108,3 +112,36 @@ def unbuilt_objects(store: ObjectStore, dataset: str) -> set[str]:
     if latest is None:
         return landed
     return landed - {source.key for source in latest.lineage} - set(latest.quarantined)
+
+
+def assert_final_state(settings: ServiceSettings, timeline: Timeline, plan: DemoPlan,
+                       consecutive_versions: bool = True) -> None:
+    """What every run of the demo loop ends with, from its events and the object store."""
+    promoted = [e for _, e in timeline.events if isinstance(e, ModelPromoted)]
+    assert len({e.version for e in promoted}) >= 2
+    assert len(promoted) == len({(e.version, e.previous_champion) for e in promoted}), "a promotion was announced twice"
+    assert promoted[1].previous_champion == promoted[0].version
+    store = ObjectStore.connect(settings.s3)
+    champion = json.loads(store.get_bytes("models/fraud/champion.json"))
+    assert champion["version"] == promoted[-1].version
+    ready = [e for _, e in timeline.events if isinstance(e, DatasetReady)]
+    versions = sorted(e.version for e in ready)
+    # A prep killed mid-build leaves its version number unused: the next build takes the next one.
+    assert versions[:2] == [1, 2] if consecutive_versions else len(set(versions)) >= 2
+    for event in ready:
+        manifest = json.loads(store.get_bytes(event.manifest_key))
+        assert manifest["version"] == event.version and manifest["rows"] == event.rows
+    trained = [e for _, e in timeline.events if isinstance(e, ModelTrained)]
+    for event in trained:
+        assert store.exists(f"{event.artifact_prefix.rstrip('/')}/manifest.json")
+    drift = [e for _, e in timeline.events if isinstance(e, DriftDetected)]
+    assert len(drift) >= 1
+    # Every published transaction landed exactly once: none lost, none twice by key or by offset.
+    published = {f"tx-{i:010d}" for i in range(plan.first_records + plan.drift_records)}
+    deadline = time.monotonic() + 60
+    while len((landed_now := landed(store))[0]) < len(published) and time.monotonic() < deadline:
+        time.sleep(1)
+    offsets, keys = landed_now
+    assert len(offsets) == len(set(offsets)), "a record landed twice (same partition and offset)"
+    assert len(keys) == len(set(keys)), "a record landed twice (same key at two offsets)"
+    assert set(keys) == published, f"{len(published - set(keys))} published records never landed"

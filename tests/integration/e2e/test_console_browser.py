@@ -17,7 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from loop_stack import read_events, roomy_latency_policies, start_stack, unbuilt_objects, wait_until_settled
+from loop_stack import (
+    assert_final_state,
+    read_events,
+    roomy_latency_policies,
+    start_stack,
+    unbuilt_objects,
+    wait_until_settled,
+)
 from rich.console import Console
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
@@ -26,7 +33,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from streamml.demo import DemoPlan, run_demo
+from streamml.demo import DemoPlan, Timeline, run_demo
 from streamml.events import DatasetReady, DriftDetected, ModelPromoted, ModelTrained
 from streamml.kafka import EventProducer
 from streamml.registry.champion import promote_by_hand
@@ -52,6 +59,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 class Loop:
     base: str
     settings: ServiceSettings
+    timeline: Timeline  # what the demo saw while it ran
     events: list  # every event of the settled loop, each topic in order
 
     def promotions(self) -> list[ModelPromoted]:
@@ -65,10 +73,10 @@ class Loop:
 def loop(tmp_path_factory) -> Iterator[Loop]:
     root = tmp_path_factory.mktemp("console-loop")
     policies = roomy_latency_policies(root / "policies", LATENCY_BUDGET_MS)
-    config, settings = start_stack(root / "stack", ephemeral=False, policies=policies, timeout=180)
+    config, settings = start_stack(root / "stack", ephemeral=True, policies=policies, timeout=180)
     try:
         with open(root / "demo.log", "w") as log:
-            run_demo(settings, PLAN, Console(file=log))
+            timeline = run_demo(settings, PLAN, Console(file=log))
         # The demo ends at the second champion while the rest of the drifted data may still make
         # versions: the pages are looked at once the loop has nothing left to do.
         # Rows left over from the drifted burst are built on prep's staleness rule, with no group behind.
@@ -80,7 +88,7 @@ def loop(tmp_path_factory) -> Iterator[Loop]:
         behind = wait_until_settled(settings.kafka, timeout=300)
         assert not any(behind.values()), f"the loop did not settle: {behind}"
         events = [event for _, event in read_events(settings.kafka)]
-        yield Loop(f"http://127.0.0.1:{config.console_port}", settings, events)
+        yield Loop(f"http://127.0.0.1:{config.console_port}", settings, timeline, events)
     finally:
         down(config.state_dir)
 
@@ -119,6 +127,11 @@ def look(browser: WebDriver, loop: Loop, path: str, shot: Path, found: bool = Tr
         problems = [m for m in problems if not m.startswith(f"{loop.base + path} - Failed to load resource")]
     assert not problems, f"{path}: the browser reported {problems}"
     return browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_the_ephemeral_stack_runs_the_loop_to_a_second_champion(loop):
+    """First in the module: the other tests change what a person can change (the champion)."""
+    assert_final_state(loop.settings, loop.timeline, PLAN)
 
 
 def test_the_models_page_shows_the_champion_and_who_moved_it(browser, loop, tmp_path):

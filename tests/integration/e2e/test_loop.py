@@ -1,6 +1,7 @@
-"""The whole loop on the embedded stack, asserted event by event, then in the object store."""
+"""The whole loop on the durable embedded stack while every component is SIGKILLed, asserted
+event by event, then in the object store. The ephemeral stack's loop is asserted the same way
+in test_console_browser.py, whose pages are looked at on it."""
 
-import dataclasses
 import hashlib
 import io
 import json
@@ -13,68 +14,21 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from landing_checks import landed
-from loop_stack import roomy_latency_policies, start_stack, wait_until_settled
+from loop_stack import assert_final_state, roomy_latency_policies, start_stack, wait_until_settled
 from rich.console import Console
 
 from streamml.demo import DemoPlan, run_demo
-from streamml.events import DatasetReady, DriftDetected, ModelPromoted, ModelTrained
+from streamml.events import ModelPromoted, ModelTrained
 from streamml.registry.models import read_version_files
-from streamml.settings import ServiceSettings
 from streamml.stack import procs
 from streamml.stack.control import down
 from streamml.stack.supervisor import SERVICES
 from streamml.store import ObjectStore
 
 pytestmark = pytest.mark.integration
-PLAN = DemoPlan(rate=3000, first_records=12_000, drift_records=12_000, timeout_s=420)
 # Each killed service starts over (prep's Spark session cold again), and a
-# shared machine can slow every step several times over: a roomier deadline.
-CHAOS_PLAN = dataclasses.replace(PLAN, timeout_s=900)
-
-
-def assert_final_state(settings: ServiceSettings, timeline, consecutive_versions: bool = True) -> None:
-    promoted = [e for _, e in timeline.events if isinstance(e, ModelPromoted)]
-    assert len({e.version for e in promoted}) >= 2
-    assert len(promoted) == len({(e.version, e.previous_champion) for e in promoted}), "a promotion was announced twice"
-    assert promoted[1].previous_champion == promoted[0].version
-    store = ObjectStore.connect(settings.s3)
-    champion = json.loads(store.get_bytes("models/fraud/champion.json"))
-    assert champion["version"] == promoted[-1].version
-    ready = [e for _, e in timeline.events if isinstance(e, DatasetReady)]
-    versions = sorted(e.version for e in ready)
-    # A prep killed mid-build leaves its version number unused: the next build takes the next one.
-    assert versions[:2] == [1, 2] if consecutive_versions else len(set(versions)) >= 2
-    for event in ready:
-        manifest = json.loads(store.get_bytes(event.manifest_key))
-        assert manifest["version"] == event.version and manifest["rows"] == event.rows
-    trained = [e for _, e in timeline.events if isinstance(e, ModelTrained)]
-    for event in trained:
-        assert store.exists(f"{event.artifact_prefix.rstrip('/')}/manifest.json")
-    drift = [e for _, e in timeline.events if isinstance(e, DriftDetected)]
-    assert len(drift) >= 1
-    # Every published transaction landed exactly once: none lost, none twice by key or by offset.
-    published = {f"tx-{i:010d}" for i in range(PLAN.first_records + PLAN.drift_records)}
-    deadline = time.monotonic() + 60
-    while len((landed_now := landed(store))[0]) < len(published) and time.monotonic() < deadline:
-        time.sleep(1)
-    offsets, keys = landed_now
-    assert len(offsets) == len(set(offsets)), "a record landed twice (same partition and offset)"
-    assert len(keys) == len(set(keys)), "a record landed twice (same key at two offsets)"
-    assert set(keys) == published, f"{len(published - set(keys))} published records never landed"
-
-
-def test_the_loop_reaches_a_second_champion(tmp_path):
-    """The ephemeral stack (in-memory broker, memstore OSD) runs the loop too."""
-    # The example budget (20 ms at p95) is for a quiet machine: on a busy one every
-    # candidate would be rejected on latency, and what is under test is the loop.
-    policies = roomy_latency_policies(tmp_path / "policies", p95_ms=200)
-    config, settings = start_stack(tmp_path / "stack", ephemeral=True, policies=policies)
-    try:
-        timeline = run_demo(settings, PLAN, Console(file=open(tmp_path / "demo.log", "w")))
-        assert_final_state(settings, timeline)
-    finally:
-        down(config.state_dir)
+# shared machine can slow every step several times over: a roomy deadline.
+CHAOS_PLAN = DemoPlan(rate=3000, first_records=12_000, drift_records=12_000, timeout_s=900)
 
 
 # Every process of the stack, the broker twice: SIGKILLed one at a time, at random moments.
@@ -163,7 +117,7 @@ def test_the_loop_survives_sigkill_of_every_component(tmp_path):
         timeline = run_demo(settings, CHAOS_PLAN, Console(file=open(tmp_path / "demo.log", "w")))
         chaos.join(timeout=240)  # the loop can finish before the last kill
         assert [v for v, _ in chaos.killed] == chaos.order, f"not every victim was killed: {chaos.killed}"
-        assert_final_state(settings, timeline, consecutive_versions=False)
+        assert_final_state(settings, timeline, CHAOS_PLAN, consecutive_versions=False)
         promoted = [e for _, e in timeline.events if isinstance(e, ModelPromoted)]
         for before, after in zip(promoted, promoted[1:]):
             assert after.previous_champion == before.version, "a champion move was announced twice or never"

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_spark_vs_reference import TRANSACTIONS
+from test_duckdb_vs_spark import TRANSACTIONS
 
 from services.prep.job import prepare_with_spark
 from services.prep.spark import spark_session

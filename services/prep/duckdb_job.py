@@ -52,17 +52,9 @@ def prepare_with_duckdb(
     since_ms: int | None = None,
     drift_point_ms: int | None = None,
 ) -> PrepResult:
-    """Prepare ``raw_paths`` (local or s3a://) into ``out_prefix``, as ``job.prepare_with_spark`` does.
-
-    ``since_ms`` reads only the rows with a Kafka timestamp at or after it (a
-    training window). A drift build (``drift_point_ms``) also marks each row's
-    side of the drift by its Kafka timestamp and leaves pre-drift rows out of
-    the test split, so the version is judged on the new world.
-    """
-    spec = rules.with_event_time(spec)
-    rules.check_spec(spec)
-    if not raw_paths:
-        raise rules.PrepError(f"dataset {spec.name!r}: no raw files to prepare")
+    """Prepare ``raw_paths`` (local or s3a://) into ``out_prefix``: the contract of
+    ``job.prepare_with_spark``, training window and drift sides included."""
+    spec = rules.engine_spec(spec, raw_paths)
     checked, latest = _validated_latest(spec, _raw_dataset(raw_paths, s3), since_ms, drift_point_ms)
     drop = np.zeros(latest.num_rows, dtype=bool)
     for name in rules.null_dropping_fields(spec):

@@ -76,10 +76,7 @@ def prepare_with_spark(
     side of the drift by its Kafka timestamp and leaves pre-drift rows out of
     the test split, so the version is judged on the new world.
     """
-    spec = rules.with_event_time(spec)
-    rules.check_spec(spec)
-    if not raw_paths:
-        raise rules.PrepError(f"dataset {spec.name!r}: no raw files to prepare")
+    spec = rules.engine_spec(spec, raw_paths)
     raw = spark.read.option("mergeSchema", "true").parquet(*raw_paths)
     carried: list[str] = []
     # Whole microseconds compare exactly with the millisecond bounds (a double would not). A row

@@ -1,4 +1,5 @@
-"""The HTTP stack of streamml's web surfaces (the inference server, the console): Starlette on uvicorn.
+"""The HTTP stack of streamml's web surfaces: ASGI apps on uvicorn (the console is a Starlette app,
+the inference server a bare ASGI app, see ``services/serve/server.py``).
 
 One event loop (uvloop) parses with httptools; a connection costs a
 coroutine, not a thread, so slow or idle clients hold no worker. Limits hold
@@ -21,12 +22,11 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 import uvicorn
-from starlette.requests import Request
-from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("streamml.web")
@@ -42,21 +42,17 @@ class HTTPError(Exception):
         self.close = close  # the rest of the request is unread: the connection cannot be reused
 
 
-def json_response(status: int, body: Any, close: bool = False) -> Response:
-    headers = {"connection": "close"} if close else None
-    return Response(msgspec.json.encode(body), status, headers, media_type="application/json")
-
-
-async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
-    """The request body, refused with 413 past ``max_bytes`` and 408 past ``timeout_s``."""
-    declared = request.headers.get("content-length")
+async def read_body(receive: Callable[[], Awaitable[dict]], declared: str | None, max_bytes: int,
+                    timeout_s: float) -> bytes:
+    """The body of a request (its ASGI ``receive`` and declared ``Content-Length``), refused with
+    413 past ``max_bytes`` and 408 past ``timeout_s``."""
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise HTTPError(413, f"body of {declared} bytes exceeds the limit of {max_bytes}", close=True)
     chunks, size, more = [], 0, True
     try:
         async with asyncio.timeout(timeout_s):
             while more:  # ASGI messages, as they arrive; what Request.stream() does, without its generator
-                message = await request.receive()
+                message = await receive()
                 if message["type"] == "http.disconnect":
                     raise HTTPError(400, "the client went away before its body arrived", close=True)
                 chunk, more = message.get("body", b""), message.get("more_body", False)

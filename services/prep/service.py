@@ -27,13 +27,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client import Counter, Histogram
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from services.prep.builder import AlreadyAnswered, BuildFailed, Busy, DatasetBuilder, DriftOrder, LostRace
 from services.prep.drift import DriftCut, drift_step, rows_since, to_ms, window_since_ms
 from services.prep.engines import DUCKDB_MAX_BYTES, may_need_spark
 from services.prep.s3a_signing import Signer
-from services.prep.spark import SparkJarsMissing, SparkOnDemand, s3a_jars, spark_session
+from services.prep.spark import (
+    SparkJarsMissing,
+    SparkOnDemand,
+    check_cluster_conf,
+    check_extra_conf,
+    check_master,
+    s3a_jars,
+    spark_session,
+)
 from services.prep.versions import pending
 from streamml.events import DataLanded, DatasetReady, DriftDetected, Event, stable_id
 from streamml.manifest import DatasetManifest
@@ -63,7 +71,21 @@ class PrepOptions(Group):
         "duckdb_max_bytes, else spark (a spec's prep.engine overrides this)")
     duckdb_max_bytes: int = Field(
         DUCKDB_MAX_BYTES, ge=0, description="auto builds with duckdb up to this many bytes of raw Parquet")
-    spark_master: str = Field("local[*]", description="local[N], spark://host:port or k8s://...")
+    spark_master: str = Field("local[*]", description="where Spark jobs run: local[N], local[*] (in this process), "
+                              "spark://host:port (a standalone cluster) or k8s://https://host[:port] (executor pods)")
+    spark_conf: dict[str, str | int | float | bool] = Field(
+        {}, description="extra Spark settings as a JSON object, e.g. executor sizing: "
+        '{"spark.executor.instances": "4", "spark.executor.memory": "4g"}',
+        validate_default=True,  # a k8s:// master with no conf at all must fail too
+    )
+    spark_driver_host: str | None = Field(
+        None, description="address executors reach this process at (on Kubernetes: the pod's IP); "
+        "unset: Spark's guess from the host name"
+    )
+    spark_driver_pod: str | None = Field(
+        None, description="with a k8s:// master, the pod this process runs in: it owns the executor pods, "
+        "which are deleted with it"
+    )
     jars_dir: Path = Field(Path("vendor/jars"), description="folder with the S3A connector jars")
     driver_memory: str = Field("2g", description="Spark driver memory")
     s3a_signer: Signer = Field(
@@ -75,6 +97,20 @@ class PrepOptions(Group):
         description="a build renews its claim on a version number every third of this; a claim not renewed "
         "for this long (a replica that died mid-build) is taken over by another replica",
     )
+
+    @field_validator("spark_master")
+    @classmethod
+    def _known_master(cls, value: str) -> str:
+        return check_master(value)
+
+    @field_validator("spark_conf")
+    @classmethod
+    def _spark_settings(cls, value: dict[str, str | int | float | bool], info: ValidationInfo) -> dict[str, str]:
+        # Spark reads every setting as text; JSON's true must reach it as "true", not "True".
+        conf = check_extra_conf({k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()})
+        if "spark_master" in info.data:  # absent when the master itself was refused
+            check_cluster_conf(info.data["spark_master"], conf)
+        return conf
 
 
 class PrepSettings(ServiceSettings):
@@ -113,7 +149,8 @@ class PrepService(EventService[PrepSettings]):
                                    "STREAMML_PREP_ENGINE=duckdb to build without Spark") from None
         self.spark = SparkOnDemand(lambda: spark_session(
             options.spark_master, self.settings.state_dir, self.settings.s3, options.jars_dir,
-            driver_memory=options.driver_memory, signer=options.s3a_signer))
+            driver_memory=options.driver_memory, signer=options.s3a_signer, extra_conf=options.spark_conf,
+            driver_host=options.spark_driver_host, driver_pod=options.spark_driver_pod))
         self.builder = DatasetBuilder(self.store, self.settings.s3, self.spark, lease_s=options.lease_s,
                                       engine=options.engine, duckdb_max_bytes=options.duckdb_max_bytes)
         self.marked: set[str] = set(self.specs)  # look at every dataset once after a start

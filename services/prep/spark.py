@@ -12,14 +12,21 @@ writes local paths only and needs no jars.
 
 The S3 keys are set on the running session's Hadoop configuration, never in
 the Spark settings, which the JVM is launched with on its command line.
+
+Off ``local``, the prep process is the driver of a cluster: ``spark://`` (a
+standalone master) or ``k8s://`` (executor pods; the Helm chart renders the
+settings this needs). ``extra`` Spark settings (STREAMML_PREP_SPARK_CONF) size
+the executors; ``check_master`` and ``check_extra_conf`` refuse, at start,
+what the session could not run with.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +38,51 @@ from streamml.settings import S3Settings
 S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
 INSTALL_COMMAND = "scripts/install_spark_jars.sh"
 log = logging.getLogger("streamml.prep")
+
+
+MASTER = re.compile(
+    r"^(local(\[(\*|[1-9][0-9]*)(,[1-9][0-9]*)?\])?"  # local, local[N], local[*], local[N,retries]
+    r"|spark://[^\s/:,]+:[0-9]+(,[^\s/:,]+:[0-9]+)*"  # a standalone master, or several with ZooKeeper
+    r"|k8s://(https?://)?[^\s/:]+(:[0-9]+)?)$"  # the Kubernetes API server
+)
+MASTERS = "local[N], local[*], spark://host:port or k8s://https://host[:port]"
+# Spark settings that other streamml settings own, so STREAMML_PREP_SPARK_CONF may not set them.
+OWNED_ELSEWHERE = {
+    "spark.master": "STREAMML_PREP_SPARK_MASTER",
+    "spark.driver.memory": "STREAMML_PREP_DRIVER_MEMORY",
+    "spark.driver.host": "STREAMML_PREP_SPARK_DRIVER_HOST",
+    "spark.kubernetes.driver.pod.name": "STREAMML_PREP_SPARK_DRIVER_POD",
+    "spark.jars": "STREAMML_PREP_JARS_DIR",
+    "spark.hadoop.fs.s3a.access.key": "STREAMML_S3_ACCESS_KEY_ID",
+    "spark.hadoop.fs.s3a.secret.key": "STREAMML_S3_SECRET_ACCESS_KEY",
+}
+# Without it Spark cannot start an executor pod; with a k8s:// master it is required at start.
+K8S_IMAGE = "spark.kubernetes.container.image"
+
+
+def check_master(master: str) -> str:
+    """The master, or ValueError naming the forms prep can run on."""
+    if not MASTER.match(master):
+        raise ValueError(f"{master!r} is not a Spark master: use {MASTERS}")
+    return master
+
+
+def check_extra_conf(conf: Mapping[str, str]) -> dict[str, str]:
+    """Extra Spark settings, or ValueError naming the first bad key and where its value belongs."""
+    for key in conf:
+        if not key.startswith("spark."):
+            raise ValueError(f"{key!r} is not a Spark setting: keys start with 'spark.' "
+                             "(Hadoop settings as spark.hadoop.<key>)")
+        if key in OWNED_ELSEWHERE:
+            raise ValueError(f"{key!r} is set by {OWNED_ELSEWHERE[key]}: set that instead")
+    return dict(conf)
+
+
+def check_cluster_conf(master: str, conf: Mapping[str, str]) -> None:
+    """ValueError when a k8s:// master lacks the executor image."""
+    if master.startswith("k8s://") and K8S_IMAGE not in conf:
+        raise ValueError(f"a k8s:// master needs {K8S_IMAGE} in STREAMML_PREP_SPARK_CONF: "
+                         "the image executor pods run (prep's own image)")
 
 
 class SparkJarsMissing(RuntimeError):
@@ -51,9 +103,15 @@ def s3a_jars(jars_dir: Path) -> list[Path]:
 
 def spark_conf(
     master: str, state_dir: Path, s3: S3Settings | None, jars: list[Path], shuffle_partitions: int,
-    signer: Literal["v4", "v2"] = "v4",
+    signer: Literal["v4", "v2"] = "v4", *,
+    extra: Mapping[str, str] | None = None, driver_host: str | None = None, driver_pod: str | None = None,
 ) -> dict[str, str]:
-    """Every Spark/Hadoop setting of the prep session but the S3 keys, as one inspectable mapping."""
+    """Every Spark/Hadoop setting of the prep session but the S3 keys, as one inspectable mapping.
+
+    ``driver_host`` is the address executors reach the driver at (a pod's IP);
+    ``driver_pod`` names the driver's pod, which then owns the executor pods
+    (Kubernetes deletes them with it); ``extra`` settings come last and win.
+    """
     state_dir = state_dir.resolve()
     tmp = state_dir / "spark"
     conf = {
@@ -76,10 +134,15 @@ def spark_conf(
     if master.startswith("local"):
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
+    elif driver_host is not None:
+        conf["spark.driver.host"] = driver_host
+    if master.startswith("k8s://") and driver_pod is not None:
+        conf["spark.kubernetes.driver.pod.name"] = driver_pod
     if jars:
         conf["spark.jars"] = ",".join(str(jar.resolve()) for jar in jars)
     if s3 is not None:
         conf.update(s3a_conf(s3, tmp / "s3a", signer))
+    conf.update(extra or {})
     return conf
 
 
@@ -98,8 +161,11 @@ def s3a_conf(s3: S3Settings, buffer_dir: Path, signer: Literal["v4", "v2"]) -> d
     # See s3a_signing.py for why one gateway needs the old signer.
     conf["spark.hadoop.fs.s3a.signing-algorithm"] = HADOOP_SIGNERS[signer]
     if s3.access_key_id is not None and s3.secret_access_key is not None:
+        # The keys set on the session first; then AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, which
+        # Kubernetes executor pods get from the same Secret, for a Hadoop configuration built there.
         conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
-            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider,"
+            "com.amazonaws.auth.EnvironmentVariableCredentialsProvider"
         )
     return conf
 
@@ -144,6 +210,9 @@ def spark_session(
     driver_memory: str = "2g",
     shuffle_partitions: int = 4,
     signer: Signer = "auto",
+    extra_conf: Mapping[str, str] | None = None,
+    driver_host: str | None = None,
+    driver_pod: str | None = None,
 ) -> SparkSession:
     """Start (or return the running) session; the first call's settings hold for the process.
 
@@ -159,7 +228,8 @@ def spark_session(
     if master.startswith("local"):
         os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     chosen = choose_signer(signer, s3) if s3 is not None else "v4"
-    conf = spark_conf(master, state_dir, s3, jars, shuffle_partitions, chosen)
+    conf = spark_conf(master, state_dir, s3, jars, shuffle_partitions, chosen,
+                      extra=extra_conf, driver_host=driver_host, driver_pod=driver_pod)
     conf["spark.driver.memory"] = driver_memory
     for key in ("spark.local.dir", "spark.hadoop.hadoop.tmp.dir"):
         Path(conf[key]).mkdir(parents=True, exist_ok=True)

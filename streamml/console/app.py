@@ -137,7 +137,8 @@ def console_app(console: Console) -> Starlette:
         async def endpoint(request: Request) -> Response:
             model = param(request, "model")
             try:
-                form = ChampionForm.parse(await read_body(request, 16 * 1024, 10))
+                form = ChampionForm.parse(await read_body(request.receive, request.headers.get("content-length"),
+                                                          16 * 1024, 10))
                 await run_in_threadpool(change, console.actions, model, form)
             except ActionRefused as refused:
                 REQUESTS.labels("action", str(refused.status)).inc()

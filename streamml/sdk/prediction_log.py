@@ -192,11 +192,12 @@ class PredictionLog(Generic[T]):
                 if self._closed and time.monotonic() >= self._deadline:
                     break
             # Acknowledgements are served while waiting here. A full sink gets a pause before
-            # the next offer; a flush with nothing left to offer waits for acknowledgements.
+            # the next offer; a flush with nothing left to offer waits for acknowledgements, in
+            # short waits so that a close right after the flush is not held up for a whole linger.
             if taken < len(batch):
                 self._reports(SINK_FULL_PAUSE_S)
             else:
-                self._reports(self.linger_s if flushing and not batch else 0)
+                self._reports(min(self.linger_s, SINK_FULL_PAUSE_S) if flushing and not batch else 0)
         self._finish()
 
     def _offer(self, batch: list[T]) -> int:

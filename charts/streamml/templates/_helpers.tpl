@@ -169,6 +169,11 @@ service there.
 {{- if $kafka.groupPrefix }}{{ $_ := set $settings "STREAMML_KAFKA_GROUP_PREFIX" $kafka.groupPrefix }}{{ end -}}
 {{- with (get (include "streamml.specFiles" $root | fromJson) .service) }}{{ $_ := set $settings .env .path }}{{ end -}}
 {{- if eq .service "monitor" }}{{ $_ := set $settings "STREAMML_MONITOR_MODELS" (toJson $root.Values.models) }}{{ end -}}
+{{- if eq .service "prep" -}}
+{{- $_ := set $settings "STREAMML_PREP_SPARK_MASTER" $svc.spark.master -}}
+{{- $sparkConf := include "streamml.sparkConf" $root -}}
+{{- if ne $sparkConf "{}" }}{{ $_ := set $settings "STREAMML_PREP_SPARK_CONF" $sparkConf }}{{ end -}}
+{{- end -}}
 {{- if and $svc.files $svc.filesEnv }}{{ $_ := set $settings $svc.filesEnv "/etc/streamml/files" }}{{ end -}}
 {{- range $key, $value := $root.Values.config }}{{ $_ := set $settings $key (toString $value) }}{{ end -}}
 {{- range $key, $value := $svc.config }}{{ $_ := set $settings $key (toString $value) }}{{ end -}}
@@ -189,6 +194,13 @@ service there.
 {{- end -}}
 {{- if and (not .Values.objectStore.bucketClaim.enabled) (not .Values.objectStore.existingSecret) -}}
 {{- fail "objectStore.existingSecret is empty: name the Secret with the S3 credentials, or set objectStore.bucketClaim.enabled=true to provision a bucket" -}}
+{{- end -}}
+{{- range $where, $config := dict "config" .Values.config "services.prep.config" .Values.services.prep.config -}}
+{{- range $name := list "STREAMML_PREP_SPARK_MASTER" "STREAMML_PREP_SPARK_CONF" -}}
+{{- if hasKey $config $name -}}
+{{- fail (printf "%s.%s: use services.prep.spark.master and services.prep.spark.conf instead, so that the chart adds what the master needs (executor pods, RBAC, driver address)" $where $name) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- $enabled := include "streamml.enabledServices" . | fromJsonArray -}}
 {{- if and (or (has "ingest" $enabled) (has "prep" $enabled)) (not .Values.datasets) -}}
@@ -250,4 +262,71 @@ claim (endpoint and bucket too, written by the provisioner).
 - name: STREAMML_S3_SECRET_ACCESS_KEY
   valueFrom: {secretKeyRef: {name: {{ $store.existingSecret }}, key: {{ $store.secretAccessKeyKey }}}}
 {{- end }}
+{{- end -}}
+
+{{/*
+Where prep's Spark jobs run (services.prep.spark.master): "local" (inside the
+prep pod), "kubernetes" (k8s://: executor pods in the release's namespace, the
+prep pod their driver) or "standalone" (spark://: an existing cluster).
+*/}}
+{{- define "streamml.sparkMode" -}}
+{{- $master := .Values.services.prep.spark.master -}}
+{{- if hasPrefix "k8s://" $master -}}kubernetes
+{{- else if hasPrefix "spark://" $master -}}standalone
+{{- else -}}local
+{{- end -}}
+{{- end -}}
+
+{{/* Where the executor pod template is mounted in the prep pod. */}}
+{{- define "streamml.sparkTemplateDir" -}}/etc/streamml/spark{{- end -}}
+
+{{/*
+prep's Spark settings (STREAMML_PREP_SPARK_CONF), as JSON: for executor pods
+the namespace, image, pod template, executor size and fixed driver ports (the
+NetworkPolicy opens those), then services.prep.spark.conf over them.
+*/}}
+{{- define "streamml.sparkConf" -}}
+{{- $spark := .Values.services.prep.spark -}}
+{{- $mode := include "streamml.sparkMode" . -}}
+{{- $conf := dict -}}
+{{- if ne $mode "local" -}}
+{{- $_ := set $conf "spark.driver.port" (toString $spark.driverPort) -}}
+{{- $_ := set $conf "spark.blockManager.port" (toString $spark.blockManagerPort) -}}
+{{- end -}}
+{{- if eq $mode "kubernetes" -}}
+{{- $executor := $spark.executor -}}
+{{- $_ := set $conf "spark.kubernetes.namespace" .Release.Namespace -}}
+{{- $_ := set $conf "spark.kubernetes.container.image" (include "streamml.image" (dict "root" . "service" "prep")) -}}
+{{- $_ := set $conf "spark.kubernetes.container.image.pullPolicy" .Values.image.pullPolicy -}}
+{{- with .Values.imagePullSecrets -}}
+{{- $names := list -}}
+{{- range . }}{{ $names = append $names .name }}{{ end -}}
+{{- $_ := set $conf "spark.kubernetes.container.image.pullSecrets" (join "," $names) -}}
+{{- end -}}
+{{- $_ := set $conf "spark.kubernetes.executor.podTemplateFile" (printf "%s/executor-pod.yaml" (include "streamml.sparkTemplateDir" .)) -}}
+{{- $_ := set $conf "spark.kubernetes.executor.podTemplateContainerName" "executor" -}}
+{{- $_ := set $conf "spark.executor.instances" (toString $executor.instances) -}}
+{{- $_ := set $conf "spark.executor.cores" (toString $executor.cores) -}}
+{{- $_ := set $conf "spark.executor.memory" $executor.memory -}}
+{{- $_ := set $conf "spark.executor.memoryOverhead" $executor.memoryOverhead -}}
+{{- /* Two tasks per executor core in each shuffle stage keeps every core busy. */ -}}
+{{- $_ := set $conf "spark.sql.shuffle.partitions" (toString (mul 2 $executor.instances $executor.cores)) -}}
+{{- end -}}
+{{- range $key, $value := $spark.conf }}{{ $_ := set $conf $key (toString $value) }}{{ end -}}
+{{- toJson $conf -}}
+{{- end -}}
+
+{{/*
+The object store's keys as the AWS variables, from the Secret (or bucket
+claim) prep reads them from, for Spark executor pods.
+*/}}
+{{- define "streamml.awsCredentialsEnv" -}}
+{{- $store := .Values.objectStore -}}
+{{- $secret := $store.bucketClaim.enabled | ternary (printf "%s-bucket" (include "streamml.fullname" .)) $store.existingSecret -}}
+{{- $idKey := $store.bucketClaim.enabled | ternary "AWS_ACCESS_KEY_ID" $store.accessKeyIdKey -}}
+{{- $secretKey := $store.bucketClaim.enabled | ternary "AWS_SECRET_ACCESS_KEY" $store.secretAccessKeyKey -}}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: {{ $idKey }}}}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ $secret }}, key: {{ $secretKey }}}}
 {{- end -}}

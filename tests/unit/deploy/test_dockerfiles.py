@@ -10,8 +10,11 @@ import ast
 import fnmatch
 import re
 import tomllib
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pyspark
 import pytest
 import yaml
 from deploy_support import REPO, SHARED_DOCKERFILE, dockerfile_of
@@ -204,3 +207,15 @@ def test_the_console_image_is_the_shared_one_running_the_console_module():
     assert compose["services"]["console"]["build"]["dockerfile"] == SHARED_DOCKERFILE
     assert entry_command("console", args["MODULE"])[-3:] == ["python", "-m", "streamml.console"]
     assert (REPO / "streamml" / "console" / "__main__.py").is_file()
+
+
+def test_the_executor_launcher_starts_a_class_the_installed_spark_has():
+    """Executor pods (k8s:// master) run prep's image through deploy/docker/spark-executor.sh."""
+    script = (REPO / "deploy" / "docker" / "spark-executor.sh").read_text()
+    (main_class,) = re.findall(r"org\.apache\.spark\.[\w.]+", script)
+    jars = Path(pyspark.__file__).parent / "jars"
+    (kubernetes_jar,) = jars.glob("spark-kubernetes_*.jar")
+    assert main_class.replace(".", "/") + ".class" in zipfile.ZipFile(kubernetes_jar).namelist()
+    _, stages = dockerfile("prep")
+    assert any(copy.startswith("--chmod=0755 deploy/docker/spark-executor.sh ")
+               for copy in stages[-1].args("COPY"))

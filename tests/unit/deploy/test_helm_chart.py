@@ -56,6 +56,10 @@ def service_of(manifest: dict) -> str:
     return manifest["metadata"]["labels"]["app.kubernetes.io/component"]
 
 
+# What the downward API would give a pod, for fieldRef variables.
+POD_FIELDS = {"status.podIP": "10.244.1.17", "metadata.name": "streamml-prep-5d8f7c9b4-x2x7q"}
+
+
 def pod_environment(release: Render, deployment: dict) -> dict[str, str]:
     """The variables the container would see, with stand-ins for Secret and
     bucket-claim values and Kubernetes' $(VAR) expansion applied."""
@@ -68,6 +72,8 @@ def pod_environment(release: Render, deployment: dict) -> dict[str, str]:
             env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], item["value"])
         elif "secretKeyRef" in item["valueFrom"]:
             env[item["name"]] = f"secret:{item['valueFrom']['secretKeyRef']['key']}"
+        elif "fieldRef" in item["valueFrom"]:
+            env[item["name"]] = POD_FIELDS[item["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
             env[item["name"]] = stand_ins[item["valueFrom"]["configMapKeyRef"]["key"]]
     return env
@@ -586,3 +592,188 @@ def test_the_console_token_comes_from_its_secret_and_a_route_only_when_enabled(c
 def test_the_console_can_be_left_out(chart):
     manifests = render(chart, {"console": {"enabled": False}})
     assert not [m for m in manifests if m["metadata"]["name"].startswith("streamml-console")]
+
+
+# ------------------------------------------------------------- Spark on Kubernetes
+
+SPARK_ON_KUBERNETES = {
+    "imagePullSecrets": [{"name": "registry"}],
+    "services": {"prep": {"spark": {
+        "master": "k8s://https://kubernetes.default.svc",
+        "executor": {"instances": 4, "cores": 2, "memory": "6g", "memoryOverhead": "2g",
+                     "nodeSelector": {"pool": "spark"}},
+        "conf": {"spark.sql.adaptive.enabled": True},
+    }}},
+}
+
+
+@pytest.fixture(scope="module")
+def on_kubernetes(chart) -> Render:
+    return Render("spark-on-kubernetes", chart.merge_values(SPARK_ON_KUBERNETES), render(chart, SPARK_ON_KUBERNETES))
+
+
+def executor_template(release: Render) -> dict:
+    """The executor pod template, parsed from the ConfigMap prep mounts."""
+    prep = release.named("Deployment", "streamml-prep")
+    pod = prep["spec"]["template"]["spec"]
+    (mount,) = [m for m in container(prep)["volumeMounts"] if m["name"] == "spark-templates"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "spark-templates"]
+    settings = boot_prep(release, prep)
+    path = Path(settings.prep.spark_conf["spark.kubernetes.executor.podTemplateFile"])
+    assert path.parent == Path(mount["mountPath"])
+    files = release.named("ConfigMap", volume["configMap"]["name"])["data"]
+    return yaml.safe_load(files[path.name])
+
+
+def boot_prep(release: Render, deployment: dict):
+    """prep's settings as the pod would load them from its rendered environment."""
+    from services.prep.service import PrepSettings
+
+    env = pod_environment(release, deployment)
+    saved = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("STREAMML_")}
+    os.environ.update(env)
+    try:
+        return load_settings(PrepSettings)
+    finally:
+        for name in env:
+            os.environ.pop(name, None)
+        os.environ.update(saved)
+
+
+def test_spark_on_kubernetes_renders_valid_objects(chart, on_kubernetes):
+    assert invalid_objects(on_kubernetes.manifests) == []
+    template = executor_template(on_kubernetes)
+    for version in KUBE_VERSIONS:
+        kubernetes_validate.validate(template, version, strict=True)
+    report = helm.lint(CHART, SPARK_ON_KUBERNETES, strict=True, namespace=NAMESPACE)
+    assert [m for m in report["messages"] if m["severity"] >= 2] + report["errors"] == []
+
+
+def test_prep_boots_as_the_driver_of_executor_pods_from_the_rendered_environment(on_kubernetes):
+    from services.prep.spark import spark_conf
+
+    prep = on_kubernetes.named("Deployment", "streamml-prep")
+    settings = boot_prep(on_kubernetes, prep).prep
+    assert settings.spark_master == "k8s://https://kubernetes.default.svc"
+    assert settings.spark_driver_host == POD_FIELDS["status.podIP"]
+    assert settings.spark_driver_pod == POD_FIELDS["metadata.name"]
+    conf = spark_conf(settings.spark_master, Path("/var/lib/streamml"), None, [], 4, extra=settings.spark_conf,
+                      driver_host=settings.spark_driver_host, driver_pod=settings.spark_driver_pod)
+    assert conf["spark.kubernetes.namespace"] == NAMESPACE
+    assert conf["spark.kubernetes.container.image"] == container(prep)["image"]
+    assert conf["spark.kubernetes.container.image.pullSecrets"] == "registry"
+    assert conf["spark.kubernetes.driver.pod.name"] == POD_FIELDS["metadata.name"]  # executors die with the pod
+    assert conf["spark.driver.host"] == POD_FIELDS["status.podIP"]
+    assert (conf["spark.executor.instances"], conf["spark.executor.cores"]) == ("4", "2")
+    assert (conf["spark.executor.memory"], conf["spark.executor.memoryOverhead"]) == ("6g", "2g")
+    assert conf["spark.sql.shuffle.partitions"] == "16"  # two tasks per executor core
+    assert conf["spark.sql.adaptive.enabled"] == "true"
+
+
+def test_only_prep_may_manage_pods_and_only_in_its_namespace(on_kubernetes):
+    prep = on_kubernetes.named("Deployment", "streamml-prep")
+    pod = prep["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    others = [d for d in on_kubernetes.of_kind("Deployment") if d is not prep]
+    assert {d["spec"]["template"]["spec"]["automountServiceAccountToken"] for d in others} == {False}
+    assert {d["spec"]["template"]["spec"]["serviceAccountName"] for d in others} == {"streamml"}
+    (binding,) = on_kubernetes.of_kind("RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
+                                    "namespace": NAMESPACE}]
+    assert on_kubernetes.of_kind("ClusterRole") == on_kubernetes.of_kind("ClusterRoleBinding") == []
+    role = on_kubernetes.named(binding["roleRef"]["kind"], binding["roleRef"]["name"])
+    granted = {(resource, verb) for rule in role["rules"] if rule["apiGroups"] == [""]
+               for resource in rule["resources"] for verb in rule["verbs"]}
+    for verb in ("create", "get", "list", "watch", "delete"):
+        assert ("pods", verb) in granted
+    for resource in ("services", "configmaps"):
+        assert {(resource, "create"), (resource, "delete")} <= granted
+    assert not [r for r in role["rules"] if r["apiGroups"] != [""] or "secrets" in r["resources"]]
+
+
+def test_executor_pods_run_prep_image_locked_down_with_the_object_store_keys(on_kubernetes):
+    prep = on_kubernetes.named("Deployment", "streamml-prep")
+    template = executor_template(on_kubernetes)
+    pod = template["spec"]
+    conf = boot_prep(on_kubernetes, prep).prep.spark_conf
+    (executor,) = pod["containers"]
+    assert executor["name"] == conf["spark.kubernetes.executor.podTemplateContainerName"]
+    assert executor["image"] == container(prep)["image"]
+    # prep's image starts the service; the executor launcher is in it too.
+    assert executor["command"][-1] == "streamml-spark-executor"
+    assert "/usr/local/bin/streamml-spark-executor" in (REPO / "services/prep/Dockerfile").read_text()
+    assert pod["automountServiceAccountToken"] is False and pod["serviceAccountName"] == "streamml"
+    assert pod["securityContext"] == prep["spec"]["template"]["spec"]["securityContext"]
+    assert executor["securityContext"] == container(prep)["securityContext"]
+    assert pod["nodeSelector"] == {"pool": "spark"}
+    assert pod["imagePullSecrets"] == [{"name": "registry"}]
+    # Writable paths: the state folder (S3A buffers) and /tmp are emptyDirs, as in prep.
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    mounts = {m["mountPath"]: m["name"] for m in executor["volumeMounts"]}
+    assert {mounts["/tmp"], mounts["/var/lib/streamml"]} <= empty_dirs
+    keys = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in executor["env"]}
+    prep_keys = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container(prep)["env"]
+                 if e["name"].startswith("STREAMML_S3_")}
+    assert keys["AWS_ACCESS_KEY_ID"] == prep_keys["STREAMML_S3_ACCESS_KEY_ID"]
+    assert keys["AWS_SECRET_ACCESS_KEY"] == prep_keys["STREAMML_S3_SECRET_ACCESS_KEY"]
+    labels = template["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "spark-executor"
+
+
+def test_executors_from_a_bucket_claim_get_the_claim_keys(chart):
+    values = {**SPARK_ON_KUBERNETES, "objectStore": {"bucketClaim": {"enabled": True}}}
+    release = Render("claim", chart.merge_values(values), render(chart, values))
+    assert invalid_objects(release.manifests) == []
+    (executor,) = executor_template(release)["spec"]["containers"]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in executor["env"]} == {"streamml-bucket"}
+
+
+def test_the_network_policy_opens_the_driver_ports_between_driver_and_executors(on_kubernetes):
+    conf = boot_prep(on_kubernetes, on_kubernetes.named("Deployment", "streamml-prep")).prep.spark_conf
+    spark_ports = {int(conf["spark.driver.port"]), int(conf["spark.blockManager.port"])}
+    policy = on_kubernetes.named("NetworkPolicy", "streamml-prep-spark")
+    selected = {tuple(e["values"]) for e in policy["spec"]["podSelector"]["matchExpressions"]}
+    assert ("prep", "spark-executor") in selected
+    (ingress,) = policy["spec"]["ingress"]
+    assert {p["port"] for p in ingress["ports"]} == spark_ports
+    assert ingress["from"][0]["podSelector"] == policy["spec"]["podSelector"]
+    egress_ports = [{p["port"] for p in rule["ports"]} for rule in policy["spec"]["egress"]]
+    assert egress_ports == [spark_ports, {443, 6443}]  # executors, then the Kubernetes API
+
+
+def test_a_standalone_master_gets_the_driver_address_and_no_kubernetes_rights(chart):
+    values = {"services": {"prep": {"spark": {"master": "spark://spark-master.spark:7077"}}}}
+    release = Render("standalone", chart.merge_values(values), render(chart, values))
+    assert invalid_objects(release.manifests) == []
+    prep = release.named("Deployment", "streamml-prep")
+    assert prep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert not [m for m in release.manifests if m["kind"] in ("Role", "RoleBinding")]
+    settings = boot_prep(release, prep).prep
+    assert settings.spark_master == "spark://spark-master.spark:7077"
+    assert settings.spark_driver_host == POD_FIELDS["status.podIP"] and settings.spark_driver_pod is None
+    assert settings.spark_conf == {"spark.driver.port": "7078", "spark.blockManager.port": "7079"}
+
+
+def test_the_default_runs_spark_inside_the_prep_pod(renders):
+    release = renders["values.yaml"]
+    prep = release.named("Deployment", "streamml-prep")
+    settings = boot_prep(release, prep).prep
+    assert (settings.spark_master, settings.spark_conf, settings.spark_driver_host) == ("local[2]", {}, None)
+    assert not [m for m in release.manifests if m["metadata"]["name"].endswith("-spark")]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"services": {"prep": {"config": {"STREAMML_PREP_SPARK_MASTER": "k8s://https://kubernetes.default.svc"}}}},
+         "services.prep.config.STREAMML_PREP_SPARK_MASTER: use services.prep.spark.master"),
+        ({"config": {"STREAMML_PREP_SPARK_CONF": "{}"}}, "config.STREAMML_PREP_SPARK_CONF: use services.prep.spark"),
+        ({"services": {"prep": {"spark": {"master": "yarn"}}}}, "at '/services/prep/spark/master': 'yarn'"),
+        ({"services": {"prep": {"spark": {"conf": {"executor.memory": "4g"}}}}}, "executor.memory"),
+        ({"services": {"prep": {"spark": {"executor": {"memory": "4 GB"}}}}}, "at '/services/prep/spark/executor/memory'"),
+    ],
+)
+def test_broken_spark_values_fail_rendering(chart, values, message):
+    with pytest.raises(helm.HelmError) as raised:
+        render(chart, values)
+    assert message in str(raised.value)

@@ -3,16 +3,19 @@ from pathlib import Path
 import pytest
 
 from services.prep.s3a_signing import choose_signer, streaming_signatures
+from services.prep.service import PrepSettings
 from services.prep.spark import (
     S3A_JARS,
     SparkJarsMissing,
+    check_extra_conf,
+    check_master,
     error_summary,
     lost_the_store,
     s3a_jars,
     s3a_credentials,
     spark_conf,
 )
-from streamml.settings import S3Settings
+from streamml.settings import S3Settings, SettingsError, load_settings
 
 pytestmark = pytest.mark.unit
 
@@ -41,7 +44,9 @@ def test_s3a_points_at_the_endpoint_by_path_without_ssl_for_http(tmp_path):
     assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:7480"
     assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
     assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
-    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith("SimpleAWSCredentialsProvider")
+    providers = conf["spark.hadoop.fs.s3a.aws.credentials.provider"].split(",")
+    assert providers == ["org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+                         "com.amazonaws.auth.EnvironmentVariableCredentialsProvider"]
     assert conf["spark.jars"] == str((tmp_path / "a.jar").resolve())
 
 
@@ -100,3 +105,72 @@ def test_a_cluster_master_does_not_pin_the_driver_to_loopback(tmp_path):
     assert spark_conf("local[2]", tmp_path, None, [], 4)["spark.driver.host"] == "127.0.0.1"
     remote = spark_conf("spark://spark-master:7077", tmp_path, None, [], 4)
     assert "spark.driver.host" not in remote and "spark.hadoop.fs.s3a.endpoint" not in remote
+
+
+@pytest.mark.parametrize("master", ["local", "local[2]", "local[*]", "local[4,3]", "spark://spark-master:7077",
+                                    "spark://a:7077,b:7077", "k8s://https://kubernetes.default.svc",
+                                    "k8s://https://10.0.0.1:6443", "k8s://kubernetes.default.svc:443"])
+def test_masters_prep_can_run_on(master):
+    assert check_master(master) == master
+
+
+@pytest.mark.parametrize("master", ["yarn", "local[0]", "local[two]", "spark://spark-master", "k8s://", "mesos://m:5050",
+                                    "k8s://https://api/path", " local"])
+def test_other_masters_are_refused_naming_the_forms(master):
+    with pytest.raises(ValueError, match=r"is not a Spark master: use local\[N\], local\[\*\], spark://host:port"):
+        check_master(master)
+
+
+@pytest.mark.parametrize(("key", "where"), [("spark.master", "STREAMML_PREP_SPARK_MASTER"),
+                                            ("spark.driver.memory", "STREAMML_PREP_DRIVER_MEMORY"),
+                                            ("spark.hadoop.fs.s3a.secret.key", "STREAMML_S3_SECRET_ACCESS_KEY"),
+                                            ("spark.jars", "STREAMML_PREP_JARS_DIR")])
+def test_extra_conf_may_not_set_what_other_settings_own(key, where):
+    with pytest.raises(ValueError, match=f"{key!r} is set by {where}"):
+        check_extra_conf({key: "x"})
+
+
+def test_extra_conf_keys_are_spark_settings():
+    with pytest.raises(ValueError, match="'fs.s3a.endpoint' is not a Spark setting: .*spark.hadoop.<key>"):
+        check_extra_conf({"fs.s3a.endpoint": "http://x"})
+
+
+def test_extra_conf_wins_and_a_cluster_driver_gets_its_address_and_pod(tmp_path):
+    extra = {"spark.executor.instances": "4", "spark.sql.shuffle.partitions": "16"}
+    conf = spark_conf("k8s://https://kubernetes.default.svc", tmp_path, None, [], 4, extra=extra,
+                      driver_host="10.244.1.17", driver_pod="streamml-prep-abc")
+    assert conf["spark.executor.instances"] == "4" and conf["spark.sql.shuffle.partitions"] == "16"
+    assert conf["spark.driver.host"] == "10.244.1.17" and "spark.driver.bindAddress" not in conf
+    assert conf["spark.kubernetes.driver.pod.name"] == "streamml-prep-abc"
+    standalone = spark_conf("spark://m:7077", tmp_path, None, [], 4, driver_host="10.0.0.5", driver_pod="p")
+    assert standalone["spark.driver.host"] == "10.0.0.5" and "spark.kubernetes.driver.pod.name" not in standalone
+    # In local mode the driver stays on the loopback address whatever the pod is.
+    local = spark_conf("local[2]", tmp_path, None, [], 4, driver_host="10.0.0.5")
+    assert local["spark.driver.host"] == local["spark.driver.bindAddress"] == "127.0.0.1"
+
+
+def test_spark_settings_load_from_the_environment_as_spark_reads_them(monkeypatch):
+    monkeypatch.setenv("STREAMML_PREP_SPARK_MASTER", "k8s://https://kubernetes.default.svc")
+    monkeypatch.setenv("STREAMML_PREP_SPARK_CONF", '{"spark.kubernetes.container.image": "prep:1", '
+                       '"spark.executor.instances": 4, "spark.dynamicAllocation.enabled": true}')
+    monkeypatch.setenv("STREAMML_PREP_SPARK_DRIVER_HOST", "10.244.1.17")
+    prep = load_settings(PrepSettings).prep
+    assert prep.spark_conf == {"spark.kubernetes.container.image": "prep:1", "spark.executor.instances": "4",
+                               "spark.dynamicAllocation.enabled": "true"}
+    assert prep.spark_driver_host == "10.244.1.17"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"STREAMML_PREP_SPARK_MASTER": "yarn"}, "invalid setting STREAMML_PREP_SPARK_MASTER='yarn': Value error, "
+     "'yarn' is not a Spark master"),
+    ({"STREAMML_PREP_SPARK_MASTER": "k8s://https://kubernetes.default.svc"},
+     "invalid setting STREAMML_PREP_SPARK_CONF={}: Value error, a k8s:// master needs spark.kubernetes.container.image"),
+    ({"STREAMML_PREP_SPARK_CONF": '{"spark.master": "local"}'}, "invalid setting STREAMML_PREP_SPARK_CONF="),
+    ({"STREAMML_PREP_SPARK_CONF": '["spark.executor.instances"]'}, "invalid setting STREAMML_PREP_SPARK_CONF="),
+])
+def test_bad_spark_settings_stop_prep_naming_the_setting(monkeypatch, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as raised:
+        load_settings(PrepSettings)
+    assert message in str(raised.value)

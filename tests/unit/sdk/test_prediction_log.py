@@ -227,3 +227,15 @@ def test_many_producers_every_item_is_delivered_or_counted_as_dropped():
 def test_bad_settings_are_named(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         PredictionLog(lambda batch: len(batch), **kwargs)
+
+
+def test_a_close_after_a_flush_that_waited_is_not_held_up_by_a_long_linger():
+    sink = Sink()
+    sink.acks.clear()  # the broker has not answered: the flush waits for acknowledgements
+    log = open_log(sink, batch_size=100, linger_s=30)
+    log.add_many(range(10))
+    assert not log.flush(timeout=0.5)  # offers the 10 at once (no linger while a flush waits)
+    assert sink.items == list(range(10))
+    sink.reconnect()
+    assert log.close(timeout=2)  # the sender notices the close within it, not after a 30 s linger
+    assert log.stats().delivered == 10

@@ -51,7 +51,7 @@ from streamml.registry.keys import RegistryError, drift_request_key
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import DatasetSpec, PrepEngine, PrepPolicy, SpecError, load_dataset_specs
-from streamml.store import ObjectConflict
+from streamml.store import ObjectConflict, StoreError
 
 log = logging.getLogger("streamml.prep")
 
@@ -151,6 +151,13 @@ class PrepService(EventService[PrepSettings]):
             options.spark_master, self.settings.state_dir, self.settings.s3, options.jars_dir,
             driver_memory=options.driver_memory, signer=options.s3a_signer, extra_conf=options.spark_conf,
             driver_host=options.spark_driver_host, driver_pod=options.spark_driver_pod))
+        if options.engine == "spark":
+            # Builds need Spark from the first one on: start it now, while data lands, as before any engine choice.
+            try:
+                self.spark()
+            except (OSError, StoreError) as error:  # asking the endpoint which signer it needs
+                raise StartupError(f"choosing the S3A signer for STREAMML_S3_ENDPOINT={self.settings.s3.endpoint}: "
+                                   f"{error}; or set STREAMML_PREP_S3A_SIGNER to v4 or v2") from None
         self.builder = DatasetBuilder(self.store, self.settings.s3, self.spark, lease_s=options.lease_s,
                                       engine=options.engine, duckdb_max_bytes=options.duckdb_max_bytes)
         self.marked: set[str] = set(self.specs)  # look at every dataset once after a start

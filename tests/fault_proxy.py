@@ -4,6 +4,8 @@
         proxy.fail("refuse")                      # every connection is cut, new ones are closed at once
         proxy.fail("http503")                     # ...or answered 503 SlowDown, as a busy S3 gateway does
         proxy.heal()                              # traffic passes again
+        held = proxy.hold(b"PUT ", b"/records/")  # requests whose first line has both never go on;
+        held.wait()                               # ...set once one was held; heal() stops holding
 
 Failing cuts the connections that are open, so a client's pooled keep-alive
 connection cannot slip past the outage.
@@ -30,6 +32,8 @@ class FaultProxy:
         self.mode: Mode = "pass"
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._hold: tuple[bytes, bytes] | None = None
+        self.held = threading.Event()
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name="fault-proxy", daemon=True)
         self._thread.start()
@@ -46,7 +50,15 @@ class FaultProxy:
         self._loop.call_soon_threadsafe(self._set_mode, mode)
 
     def heal(self) -> None:
+        self._hold = None
         self._loop.call_soon_threadsafe(self._set_mode, "pass")
+
+    def hold(self, method: bytes, path_part: bytes) -> threading.Event:
+        """Stall, from now on, each request sent upstream whose request line starts
+        with ``method`` and holds ``path_part``: as if the process behind never got it."""
+        self.held.clear()
+        self._hold = (method, path_part)
+        return self.held
 
     def _set_mode(self, mode: Mode) -> None:
         self.mode = mode
@@ -73,18 +85,28 @@ class FaultProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, upstream_writer}
-        await asyncio.gather(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+        await asyncio.gather(self._pipe(reader, upstream_writer, requests=True),
+                             self._pipe(upstream_reader, writer))
         self._writers -= {writer, upstream_writer}
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    requests: bool = False) -> None:
         try:
             while data := await reader.read(1 << 16):
+                if requests and self._hold and self._holds(data):
+                    self.held.set()
+                    await asyncio.Event().wait()  # until close() cancels it
                 writer.write(data)
                 await writer.drain()
         except OSError:
             pass
         finally:
             writer.transport.abort()
+
+    def _holds(self, data: bytes) -> bool:
+        assert self._hold is not None
+        method, path_part = self._hold
+        return data.startswith(method) and path_part in data.split(b"\r\n", 1)[0]
 
     def close(self) -> None:
         async def shutdown() -> None:

@@ -16,6 +16,11 @@ completes, RGW burns a core). The embedded stack therefore points Tansu at
 ``rgw_proxy``, which unquotes the header. ``start()`` probes the endpoint it
 is given and refuses with a clear error instead of hanging. S3 services that
 accept quoted ETags in If-Match (AWS S3, MinIO, ...) need no proxy.
+
+Before it starts an ``s3://`` broker, ``start()`` puts the idempotent
+producers' sequences back in line with the stored batches (a broker killed
+between counting a batch and storing it would otherwise lose it; see
+``tansu_sequences``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import procs
+from . import procs, tansu_sequences
 from .ceph import CephEndpoint
 from .ports import port_open
 
@@ -100,7 +105,10 @@ class TansuBroker:
         env["NO_COLOR"] = "1"  # plain log files, no ANSI escapes
         if self.storage.startswith("s3://"):
             assert self.s3 is not None
-            self._ensure_bucket()
+            client = self._s3_client()
+            self._ensure_bucket(client)
+            # The broker that ran before may have died between counting a batch and storing it.
+            tansu_sequences.repair(client, self._bucket(), self.dir / "sequences.json", self.log)
             env.pop("AWS_SESSION_TOKEN", None)  # would be sent along with our keys
             env.update({
                 "AWS_ENDPOINT": self.s3.url,
@@ -115,7 +123,7 @@ class TansuBroker:
              "--storage-engine", self.storage],
             log_path=self.log_file, pid_path=self.pid_file, env=env, cwd=self.dir,
         )
-        deadline = t0 + timeout
+        deadline = time.monotonic() + timeout  # the sequence check before may take a while
         try:
             self._wait_port(deadline)
             self._wait_kafka(deadline)
@@ -142,18 +150,23 @@ class TansuBroker:
 
     # ------------------------------------------------------------- helpers
 
-    def _ensure_bucket(self) -> None:
-        """Tansu does not create its bucket; a missing one fails every write."""
+    def _bucket(self) -> str:
+        return self.storage.removeprefix("s3://").split("/", 1)[0]
+
+    def _s3_client(self):  # -> a boto3 S3 client
         import boto3
         from botocore.config import Config
 
         assert self.s3 is not None
-        bucket = self.storage.removeprefix("s3://").split("/", 1)[0]
-        client = boto3.client(
+        return boto3.client(
             "s3", endpoint_url=self.s3.url, region_name=self.s3.region,
             aws_access_key_id=self.s3.access_key, aws_secret_access_key=self.s3.secret_key,
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
         )
+
+    def _ensure_bucket(self, client) -> None:
+        """Tansu does not create its bucket; a missing one fails every write."""
+        bucket = self._bucket()
         try:
             client.create_bucket(Bucket=bucket)
         except client.exceptions.BucketAlreadyOwnedByYou:

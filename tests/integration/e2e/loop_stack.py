@@ -38,12 +38,14 @@ def roomy_latency_policies(folder: Path, p95_ms: float) -> Path:
 
 
 def start_stack(state_dir: Path, ephemeral: bool, policies: Path = EXAMPLES / "policies",
-                timeout: float = 120) -> tuple[StackConfig, ServiceSettings]:
-    """``streamml up`` on free ports; the stack's config and the client settings it wrote."""
+                timeout: float = 120, specs: Path = EXAMPLES / "datasets", models: Path = EXAMPLES / "models",
+                extra_env: dict[str, str] | None = None) -> tuple[StackConfig, ServiceSettings]:
+    """``streamml up`` on free ports, with the example folders unless told others, and ``extra_env``
+    (``STREAMML_*`` settings) for every service; the stack's config and the client settings it wrote."""
     config = StackConfig(
         state_dir=state_dir, kafka_port=free_port(), s3_port=free_port(), http_base_port=free_ports(5)[0],
-        console_port=free_port(), specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models",
-        policies_dir=policies, ephemeral=ephemeral,
+        console_port=free_port(), specs_dir=specs, models_dir=models,
+        policies_dir=policies, ephemeral=ephemeral, extra_env=extra_env or {},
     )
     try:
         up(config, timeout=timeout, echo=lambda *_: None)

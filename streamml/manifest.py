@@ -142,7 +142,9 @@ class DatasetManifest(Strict):
     quarantined: dict[str, str] = Field(default_factory=dict, description="raw key -> reason")
     trigger: str
     code_version: str
-    engine: str = "spark"
+    engine: str = Field("spark", description="spark or duckdb: the engine that prepared the version")
+    engine_reason: str | None = Field(
+        None, description="why that engine: the setting or spec policy, and for auto the raw size against the limit")
     drift: DriftBuild | None = Field(None, description="set when the version answers a drift.detected")
     rows_since: datetime | None = Field(
         None, description="the version read only landed rows with a Kafka timestamp at or after this: a drift "

@@ -126,6 +126,9 @@ class DriftPolicy(Strict):
         return self.window if isinstance(self.window, str) else f"last_rows:{self.window.last_rows}"
 
 
+PrepEngine = Literal["spark", "duckdb", "auto"]
+
+
 class PrepPolicy(Strict):
     splits: dict[Literal["train", "validation", "test"], float] = Field(
         default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -138,6 +141,8 @@ class PrepPolicy(Strict):
     category_min_count: int = Field(1, ge=1, description="rarer categories map to out-of-vocabulary")
     on_bad_object: Literal["skip", "fail"] = "skip"
     on_drift: DriftPolicy = DriftPolicy()
+    engine: PrepEngine | None = Field(
+        None, description="spark, duckdb or auto for this dataset (unset: the prep service's STREAMML_PREP_ENGINE)")
 
     @model_validator(mode="after")
     def _splits_sum_to_one(self) -> PrepPolicy:

@@ -1,11 +1,14 @@
-"""Build one dataset version: check the raw objects, claim the next number
-(a lease, see ``versions.py``), run the Spark job into the attempt's own
-folder, and create the manifest last (If-None-Match): it publishes the version."""
+"""Build one dataset version: check the raw objects, choose the engine
+(``engines.py``), claim the next number (a lease, see ``versions.py``), run
+the job into the attempt's own folder, and create the manifest last
+(If-None-Match): it publishes the version."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -13,8 +16,10 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from services.prep.drift import DriftCut, from_ms, to_ms
+from services.prep.duckdb_job import prepare_with_duckdb
+from services.prep.engines import DUCKDB_MAX_BYTES, EngineChoice, choose_engine
 from services.prep.job import prepare_with_spark
-from services.prep.result import DriftSides, build_manifest
+from services.prep.result import DriftSides, PrepResult, build_manifest
 from services.prep.rules import PrepError
 from services.prep.spark import error_summary, lost_the_store
 from services.prep.versions import Held, Lease, build_id, claim_next_version, discard
@@ -24,7 +29,7 @@ from streamml.registry.datasets import latest_manifest, raw_objects, read_manife
 from streamml.registry.drift_requests import DriftRequest
 from streamml.registry.keys import RawObject, dataset_manifest_key
 from streamml.settings import S3Settings
-from streamml.specs import KAFKA_TIME, DatasetSpec
+from streamml.specs import KAFKA_TIME, DatasetSpec, PrepEngine
 from streamml.store import ObjectConflict, ObjectNotFound, ObjectStore, StoreUnavailable
 
 log = logging.getLogger("streamml.prep")
@@ -71,9 +76,15 @@ class DriftOrder:
 
 
 class DatasetBuilder:
-    def __init__(self, store: ObjectStore, s3: S3Settings, spark: SparkSession, lease_s: float = 60.0) -> None:
+    """``spark`` returns the session, started on first call (``spark.SparkOnDemand``): only a build
+    that runs on Spark calls it."""
+
+    def __init__(self, store: ObjectStore, s3: S3Settings, spark: Callable[[], SparkSession],
+                 lease_s: float = 60.0, engine: PrepEngine = "auto", duckdb_max_bytes: int = DUCKDB_MAX_BYTES) -> None:
         self.store, self.s3, self.spark, self.lease_s = store, s3, spark, lease_s
+        self.engine, self.duckdb_max_bytes = engine, duckdb_max_bytes
         self._rows: dict[str, int] = {}  # raw key -> rows, for objects already checked
+        self._bytes: dict[str, int] = {}  # raw key -> size, for objects already checked
         # raw key -> its rows' Kafka times (ms, sorted), to count the rows on each side of a drift:
         # 8 bytes per landed row.
         self._times: dict[str, np.ndarray] = {}
@@ -89,6 +100,7 @@ class DatasetBuilder:
                 metadata = pq.read_metadata(pa.BufferReader(data))
                 self._times[raw.key] = kafka_times(data, metadata)
                 self._rows[raw.key] = metadata.num_rows
+                self._bytes[raw.key] = len(data)
                 return None
             except (pa.ArrowException, OSError) as error:
                 self._bad[raw.key] = f"unreadable Parquet: {error}"
@@ -111,6 +123,9 @@ class DatasetBuilder:
         usable = [raw for raw in raws if raw.key not in quarantined]
         if not usable:
             raise BuildFailed(f"dataset {spec.name!r} has no readable raw data")
+        chosen = choose_engine(self.engine, spec.prep.engine, sum(self._bytes[raw.key] for raw in usable),
+                               self.duckdb_max_bytes)
+        prepare = self._engine(chosen)  # before the claim: a Spark that fails to start holds no number
         claim = claim_next_version(self.store, spec.name, build_id([raw.key for raw in usable], trigger),
                                    self.lease_s)
         if isinstance(claim, Held):
@@ -122,26 +137,27 @@ class DatasetBuilder:
         out = f"s3a://{self.s3.bucket}/{claim.prefix.rstrip('/')}"
         log.info("building", extra={"dataset": spec.name, "version": claim.version, "trigger": trigger,
                                     "attempt": claim.attempt, "raw_objects": len(usable),
-                                    "quarantined": len(quarantined)})
+                                    "quarantined": len(quarantined), "engine": chosen.engine,
+                                    "reason": chosen.reason})
         with Lease(self.store, claim, self.lease_s) as lease:
             try:
-                result = prepare_with_spark(
-                    self.spark, spec, [f"s3a://{self.s3.bucket}/{raw.key}" for raw in usable], out, self.s3,
+                result = prepare(
+                    spec, [f"s3a://{self.s3.bucket}/{raw.key}" for raw in usable], out, self.s3,
                     since_ms=since_ms, drift_point_ms=drift.cut.point_ms if drift else None,
                 )
-            except PrepError as error:
+            except (PrepError, StoreUnavailable) as error:
                 failed = error
             except Exception as error:
                 if not lost_the_store(error):
                     raise
-                failed = StoreUnavailable(f"the Spark job lost the object store: {error_summary(error)}")
+                failed = StoreUnavailable(f"the {chosen.engine} job lost the object store: {error_summary(error)}")
             else:
                 failed = None
                 manifest = build_manifest(
                     result, spec, version=claim.version, trigger=trigger, code_version=code_version(),
                     quarantined=quarantined,
                     drift=drift.record(result.drift_sides) if drift and result.drift_sides else None,
-                    rows_since=None if since_ms is None else from_ms(since_ms),
+                    rows_since=None if since_ms is None else from_ms(since_ms), engine_reason=chosen.reason,
                     lineage=[RawSource(key=r.key, topic=r.topic, partition=r.partition, first_offset=r.first_offset,
                                        last_offset=r.last_offset, rows=self._rows[r.key]) for r in usable],
                 )
@@ -159,6 +175,12 @@ class DatasetBuilder:
                 raise failed  # waited out by the fault policy; the retry claims the version again
             raise BuildFailed(str(failed)) from None
         return manifest
+
+    def _engine(self, chosen: EngineChoice) -> Callable[..., PrepResult]:
+        """The chosen engine's prepare function, with the same signature for both."""
+        if chosen.engine == "duckdb":
+            return prepare_with_duckdb
+        return partial(prepare_with_spark, self.spark())
 
 
 def kafka_times(data: bytes, metadata: pq.FileMetaData) -> np.ndarray:

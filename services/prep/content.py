@@ -74,7 +74,11 @@ def arrow_filesystem(uri: str, s3: S3Settings | None) -> tuple[pafs.FileSystem, 
     if parsed.scheme in ("s3a", "s3"):
         if s3 is None:
             raise ValueError(f"{uri} is on S3 but no S3 settings were given")
-        options: dict[str, object] = {"region": s3.region}
+        options: dict[str, object] = {
+            "region": s3.region,
+            "connect_timeout": s3.connect_timeout_s,
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=s3.max_attempts),
+        }
         if s3.endpoint is not None:
             endpoint = urlparse(s3.endpoint)
             options.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme)

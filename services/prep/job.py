@@ -13,7 +13,7 @@ write every split transformed as Parquet under ``<out_prefix>/<split>/``.
 
 Statistics are finished in ``fit`` from counts, bounded quantile samples and
 bucketed sums in a fixed order, so they do not depend on partitioning and
-match the reference engine bit for bit.
+match the DuckDB engine (``duckdb_job.py``) bit for bit.
 """
 
 from __future__ import annotations
@@ -76,14 +76,12 @@ def prepare_with_spark(
     side of the drift by its Kafka timestamp and leaves pre-drift rows out of
     the test split, so the version is judged on the new world.
     """
-    spec = rules.with_event_time(spec)
-    rules.check_spec(spec)
-    if not raw_paths:
-        raise rules.PrepError(f"dataset {spec.name!r}: no raw files to prepare")
+    spec = rules.engine_spec(spec, raw_paths)
     raw = spark.read.option("mergeSchema", "true").parquet(*raw_paths)
     carried: list[str] = []
-    # Whole microseconds compare exactly with the millisecond bounds (a double would not).
-    kafka_us = F.unix_micros(F.col(KAFKA_TIME))
+    # Whole microseconds compare exactly with the millisecond bounds (a double would not). A row
+    # without a Kafka time counts as landed at time 0 (as ``builder.kafka_times`` counts it).
+    kafka_us = F.coalesce(F.unix_micros(F.col(KAFKA_TIME)), F.lit(0)) if KAFKA_TIME in raw.columns else F.lit(0)
     if since_ms is not None:
         raw = raw.where(kafka_us >= F.lit(since_ms * 1000))
     if drift_point_ms is not None:

@@ -67,6 +67,7 @@ def build_manifest(
     created: datetime | None = None,
     drift: DriftBuild | None = None,
     rows_since: datetime | None = None,
+    engine_reason: str | None = None,
 ) -> DatasetManifest:
     """The manifest of a prepared version; the caller chooses the version and writes it last."""
     return DatasetManifest(
@@ -91,6 +92,7 @@ def build_manifest(
         trigger=trigger,
         code_version=code_version,
         engine=result.engine,
+        engine_reason=engine_reason,
         drift=drift,
         rows_since=rows_since,
     )

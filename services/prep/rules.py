@@ -36,6 +36,16 @@ def with_event_time(spec: DatasetSpec) -> DatasetSpec:
     return spec.model_copy(update={"event_time": KAFKA_TIME, "fields": [*spec.fields, kafka_time]})
 
 
+def engine_spec(spec: DatasetSpec, raw_paths: list[str]) -> DatasetSpec:
+    """What an engine prepares by: the spec with its event time (``with_event_time``), checked;
+    PrepError when the spec is unpreparable or there is nothing to prepare."""
+    spec = with_event_time(spec)
+    check_spec(spec)
+    if not raw_paths:
+        raise PrepError(f"dataset {spec.name!r}: no raw files to prepare")
+    return spec
+
+
 def check_spec(spec: DatasetSpec) -> None:
     """Reject specs whose preparation is undefined, naming every problem."""
     problems = []

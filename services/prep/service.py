@@ -31,12 +31,15 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from services.prep.builder import AlreadyAnswered, BuildFailed, Busy, DatasetBuilder, DriftOrder, LostRace
 from services.prep.drift import DriftCut, drift_step, rows_since, to_ms, window_since_ms
+from services.prep.engines import DUCKDB_MAX_BYTES, may_need_spark
 from services.prep.s3a_signing import Signer
 from services.prep.spark import (
     SparkJarsMissing,
+    SparkOnDemand,
     check_cluster_conf,
     check_extra_conf,
     check_master,
+    s3a_jars,
     spark_session,
 )
 from services.prep.versions import pending
@@ -47,7 +50,7 @@ from streamml.registry.drift_requests import DriftRequest, DriftWait, read_drift
 from streamml.registry.keys import RegistryError, drift_request_key
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
-from streamml.specs import DatasetSpec, PrepPolicy, SpecError, load_dataset_specs
+from streamml.specs import DatasetSpec, PrepEngine, PrepPolicy, SpecError, load_dataset_specs
 from streamml.store import ObjectConflict, StoreError
 
 log = logging.getLogger("streamml.prep")
@@ -63,6 +66,11 @@ BUILD_SECONDS = Histogram("streamml_prep_build_seconds", "Duration of a dataset 
 
 class PrepOptions(Group):
     specs_dir: Path = Field(Path("datasets"), description="folder of dataset spec YAML files")
+    engine: PrepEngine = Field(
+        "auto", description="spark, duckdb, or auto: duckdb when the raw data a build reads is at most "
+        "duckdb_max_bytes, else spark (a spec's prep.engine overrides this)")
+    duckdb_max_bytes: int = Field(
+        DUCKDB_MAX_BYTES, ge=0, description="auto builds with duckdb up to this many bytes of raw Parquet")
     spark_master: str = Field("local[*]", description="where Spark jobs run: local[N], local[*] (in this process), "
                               "spark://host:port (a standalone cluster) or k8s://https://host[:port] (executor pods)")
     spark_conf: dict[str, str | int | float | bool] = Field(
@@ -133,21 +141,34 @@ class PrepService(EventService[PrepSettings]):
         except SpecError as error:
             raise StartupError(f"STREAMML_PREP_SPECS_DIR={str(options.specs_dir)!r}: {error}") from None
         super().load()
-        try:
-            spark = spark_session(options.spark_master, self.settings.state_dir, self.settings.s3,
-                                  options.jars_dir, driver_memory=options.driver_memory, signer=options.s3a_signer,
-                                  extra_conf=options.spark_conf, driver_host=options.spark_driver_host,
-                                  driver_pod=options.spark_driver_pod)
-        except SparkJarsMissing as error:
-            raise StartupError(f"STREAMML_PREP_JARS_DIR={str(options.jars_dir)!r}: {error}") from None
-        except (OSError, StoreError) as error:  # asking the endpoint which signer it needs
-            raise StartupError(f"choosing the S3A signer for STREAMML_S3_ENDPOINT={self.settings.s3.endpoint}: "
-                               f"{error}; or set STREAMML_PREP_S3A_SIGNER to v4 or v2") from None
-        self.builder = DatasetBuilder(self.store, self.settings.s3, spark, lease_s=options.lease_s)
+        if may_need_spark(options.engine, [spec.prep.engine for spec in self.specs.values()]):
+            try:
+                s3a_jars(options.jars_dir)
+            except SparkJarsMissing as error:
+                raise StartupError(f"STREAMML_PREP_JARS_DIR={str(options.jars_dir)!r}: {error}; or set "
+                                   "STREAMML_PREP_ENGINE=duckdb to build without Spark") from None
+        self.spark = SparkOnDemand(lambda: spark_session(
+            options.spark_master, self.settings.state_dir, self.settings.s3, options.jars_dir,
+            driver_memory=options.driver_memory, signer=options.s3a_signer, extra_conf=options.spark_conf,
+            driver_host=options.spark_driver_host, driver_pod=options.spark_driver_pod))
+        if options.engine == "spark":
+            # Builds need Spark from the first one on: start it now, while data lands, as before any engine choice.
+            try:
+                self.spark()
+            except (OSError, StoreError) as error:  # asking the endpoint which signer it needs
+                raise StartupError(f"choosing the S3A signer for STREAMML_S3_ENDPOINT={self.settings.s3.endpoint}: "
+                                   f"{error}; or set STREAMML_PREP_S3A_SIGNER to v4 or v2") from None
+        self.builder = DatasetBuilder(self.store, self.settings.s3, self.spark, lease_s=options.lease_s,
+                                      engine=options.engine, duckdb_max_bytes=options.duckdb_max_bytes)
         self.marked: set[str] = set(self.specs)  # look at every dataset once after a start
         self.first_seen: dict[str, float] = {}
         self.waiting_on: dict[str, str] = {}  # dataset -> the attempt of another replica it waits for
         self.last_check = 0.0
+
+    def close(self) -> None:
+        super().close()
+        if hasattr(self, "spark"):
+            self.spark.stop()
 
     def handle_event(self, event: Event, context: dict) -> None:
         if event.dataset not in self.specs:

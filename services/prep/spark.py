@@ -1,7 +1,8 @@
 """The one long-lived SparkSession of a prep process.
 
 A session takes seconds to start and its first job pays JIT warm-up, so a
-prep process builds one at start and reuses it for every dataset version::
+prep process starts one when its first Spark build comes (``SparkOnDemand``)
+and reuses it for every dataset version after::
 
     spark = spark_session("local[*]", Path(".streamml"), settings.s3, Path("vendor/jars"))
 
@@ -21,10 +22,11 @@ what the session could not run with.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +37,7 @@ from streamml.settings import S3Settings
 
 S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
 INSTALL_COMMAND = "scripts/install_spark_jars.sh"
+log = logging.getLogger("streamml.prep")
 
 
 MASTER = re.compile(
@@ -181,11 +184,14 @@ STORE_LOST = ("java.net.ConnectException", "java.net.SocketTimeoutException", "j
               "java.net.NoRouteToHostException", "org.apache.http.NoHttpResponseException",
               "org.apache.http.conn.ConnectTimeoutException", "AWSClientIOException", "Unable to execute HTTP request",
               "Status Code: 500", "Status Code: 502", "Status Code: 503", "Status Code: 504", "SlowDown",
-              "Connection reset", "Connection refused")
+              "Connection reset", "Connection refused",
+              # pyarrow's S3 filesystem (the DuckDB engine's reads and writes of the store):
+              "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN", "AWS Error SERVICE_UNAVAILABLE",
+              "AWS Error INTERNAL_FAILURE")
 
 
 def lost_the_store(error: BaseException) -> bool:
-    """True when a Spark job failed because the object store was away, not because of its data."""
+    """True when a prep job (either engine) failed because the object store was away, not because of its data."""
     return any(marker in str(error) for marker in STORE_LOST)
 
 
@@ -237,3 +243,23 @@ def spark_session(
         for key, value in s3a_credentials(s3).items():
             hadoop.set(key, value)
     return session
+
+
+class SparkOnDemand:
+    """The prep process's one session, started by the first build that needs Spark, so a prep whose
+    builds all run on DuckDB never pays Spark's start."""
+
+    def __init__(self, start: Callable[[], SparkSession]) -> None:
+        self._start = start
+        self._session: SparkSession | None = None
+
+    def __call__(self) -> SparkSession:
+        if self._session is None:
+            log.info("starting the Spark session: the first build that needs Spark")
+            self._session = self._start()
+        return self._session
+
+    def stop(self) -> None:
+        if self._session is not None:
+            self._session.stop()
+            self._session = None

@@ -83,6 +83,8 @@ def datasets_show(
     source = ("each record's Kafka timestamp (the spec names no event_time)"
               if manifest.event_time_source == "kafka_timestamp" else "a field of the records")
     console.print(f"  event time {manifest.event_time}: {source}", highlight=False)
+    if manifest.engine_reason is not None:
+        console.print(f"  engine {manifest.engine}: {manifest.engine_reason}", highlight=False)
     if manifest.rows_since is not None:
         console.print(f"  reads landed rows since {manifest.rows_since:%Y-%m-%d %H:%M:%S} (a drift build's window)",
                       highlight=False)

@@ -1,13 +1,16 @@
-"""The Spark job's drift builds: the training window, each row's side of the drift, a post-drift test split."""
+"""Both engines' drift builds: the training window, each row's side of the drift, a post-drift test split."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_spark_vs_reference import TRANSACTIONS
+from test_duckdb_vs_spark import TRANSACTIONS
 
+from services.prep.duckdb_job import prepare_with_duckdb
 from services.prep.job import prepare_with_spark
 from services.prep.spark import spark_session
 from services.prep.synthetic import raw_transactions
@@ -26,6 +29,13 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+@pytest.fixture(params=["spark", "duckdb"])
+def prepare(request):
+    if request.param == "duckdb":
+        return prepare_with_duckdb
+    return partial(prepare_with_spark, request.getfixturevalue("spark"))
+
+
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     """Unique, valid keys; row i landed at T0 + i ms before the drift, at POINT + i - OLD ms after it."""
@@ -42,10 +52,10 @@ def keys(out, split):
     return set(pq.read_table(out / split, columns=["tx_id"])["tx_id"].to_pylist())
 
 
-def test_a_build_from_all_rows_counts_both_sides_and_tests_on_the_new_world_only(spark, raw, tmp_path):
+def test_a_build_from_all_rows_counts_both_sides_and_tests_on_the_new_world_only(prepare, raw, tmp_path):
     path, new_keys = raw
-    plain = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "plain"))
-    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "all"), drift_point_ms=POINT)
+    plain = prepare(TRANSACTIONS, [path], str(tmp_path / "plain"))
+    result = prepare(TRANSACTIONS, [path], str(tmp_path / "all"), drift_point_ms=POINT)
     sides = result.drift_sides
     assert plain.drift_sides is None and sum(plain.rows.values()) == ROWS
     assert sides.after == len(new_keys) == ROWS - OLD
@@ -59,27 +69,27 @@ def test_a_build_from_all_rows_counts_both_sides_and_tests_on_the_new_world_only
     assert train & new_keys and train - new_keys
 
 
-def test_a_build_since_the_drift_reads_post_drift_rows_only(spark, raw, tmp_path):
+def test_a_build_since_the_drift_reads_post_drift_rows_only(prepare, raw, tmp_path):
     path, new_keys = raw
-    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "since"),
+    result = prepare(TRANSACTIONS, [path], str(tmp_path / "since"),
                                 since_ms=POINT, drift_point_ms=POINT)
     assert (result.drift_sides.before, result.drift_sides.after, result.drift_sides.test_left_out) == (0, 1200, 0)
     assert sum(result.rows.values()) == ROWS - OLD
     assert set().union(*(keys(tmp_path / "since", split) for split in SPLITS)) == new_keys
 
 
-def test_a_window_start_inside_the_old_world_keeps_the_rows_from_it_on(spark, raw, tmp_path):
+def test_a_window_start_inside_the_old_world_keeps_the_rows_from_it_on(prepare, raw, tmp_path):
     path, new_keys = raw
     # last_rows: 2000 starts at the 2000th newest row: the last 800 old rows and the 1200 new ones.
-    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "last"),
+    result = prepare(TRANSACTIONS, [path], str(tmp_path / "last"),
                                 since_ms=T0 + OLD - 800, drift_point_ms=POINT)
     sides = result.drift_sides
     assert sides.after == 1200 and sides.before + sides.test_left_out == 800
     assert keys(tmp_path / "last", "test") <= new_keys
 
 
-def test_a_later_build_keeps_the_drift_builds_window_and_marks_no_sides(spark, raw, tmp_path):
+def test_a_later_build_keeps_the_drift_builds_window_and_marks_no_sides(prepare, raw, tmp_path):
     path, new_keys = raw
-    result = prepare_with_spark(spark, TRANSACTIONS, [path], str(tmp_path / "later"), since_ms=POINT)
+    result = prepare(TRANSACTIONS, [path], str(tmp_path / "later"), since_ms=POINT)
     assert result.drift_sides is None and sum(result.rows.values()) == ROWS - OLD
     assert set().union(*(keys(tmp_path / "later", split) for split in SPLITS)) == new_keys

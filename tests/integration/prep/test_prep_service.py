@@ -1,4 +1,5 @@
-"""The prep service with real ingest, broker, Ceph and Spark: versions, lineage, drift, crash mid-build."""
+"""The prep service with real ingest, broker, Ceph, DuckDB and Spark: versions, lineage, drift, crash
+mid-build, and which engine builds."""
 
 import io
 import json
@@ -48,6 +49,8 @@ def world(stack, unique, tmp_path):
     env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_KAFKA_GROUP_PREFIX": prefix,
            "STREAMML_INGEST_SPECS_DIR": str(specs),
            "STREAMML_PREP_SPECS_DIR": str(specs), "STREAMML_PREP_SPARK_MASTER": "local[2]",
+           # Spark: its builds of these few rows last seconds, long enough to kill or stall one mid-build.
+           "STREAMML_PREP_ENGINE": "spark",
            "STREAMML_PREP_JARS_DIR": str(Path.cwd() / "vendor" / "jars"),
            "STREAMML_INGEST_FLUSH_ROWS": "1500", "STREAMML_INGEST_FLUSH_AGE_S": "1",
            "STREAMML_STATE_DIR": str(tmp_path / "state")}
@@ -242,3 +245,28 @@ def test_a_replica_that_stalls_mid_build_loses_the_version_and_leaves_nothing_be
     more = [decode(m.headers(), m.key(), m.value())[0] for m in ready.poll(10, 10.0)]
     assert [event.version for event in more] == [], "v1 was announced twice"
     ready.close()
+
+
+def test_auto_builds_on_duckdb_without_starting_spark_and_on_spark_above_the_limit(world, services, store, bucket):
+    kafka, env, spec = world
+    env = {key: value for key, value in env.items() if key != "STREAMML_PREP_ENGINE"}  # the default: auto
+    ready = BatchConsumer(kafka, f"ready-{bucket}", [kafka.topic("dataset.ready")])
+    services.start("ingest", bucket, **env)
+    prep = services.start("prep", bucket, **env)
+    publish(kafka, 0, 3000)
+    m1 = check_manifest(store, spec, next_ready(ready))
+    assert m1.engine == "duckdb" and sum(m1.rows.values()) == 3000
+    assert m1.engine_reason.startswith("STREAMML_PREP_ENGINE is auto: ") and "<= STREAMML_PREP_DUCKDB_MAX_BYTES" in m1.engine_reason
+    assert not [child for child in psutil.Process(prep.pid).children(recursive=True) if "java" in child.name()]
+    assert "starting the Spark session" not in prep.log_path.read_text()
+
+    prep.terminate()
+    prep.wait(timeout=30)
+    prep = services.start("prep", bucket, **env, STREAMML_PREP_DUCKDB_MAX_BYTES="1000")
+    publish(kafka, 3000, 3000)
+    m2 = check_manifest(store, spec, next_ready(ready))
+    assert m2.engine == "spark" and sum(m2.rows.values()) == 6000
+    assert "> STREAMML_PREP_DUCKDB_MAX_BYTES (1.0 KiB)" in m2.engine_reason
+    assert "starting the Spark session" in prep.log_path.read_text()
+    ready.close()
+

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from services.ingest.landing import META_COLUMNS
-from services.prep.reference import prepare_with_duckdb
+from services.prep.duckdb_job import prepare_with_duckdb
 from services.prep.result import build_manifest
 from streamml.specs import KAFKA_TIME, parse_dataset_spec
 

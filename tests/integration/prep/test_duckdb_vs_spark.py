@@ -1,9 +1,16 @@
-"""The Spark job and the DuckDB reference prepare the same rows, statistics and hashes."""
+"""The two shipping engines, Spark and DuckDB, prepare the same rows, statistics and content hashes.
+
+The main case lands the raw objects in the object store: DuckDB reads and
+writes them there, as the prep service runs it; Spark reads the same bytes
+from local files (its S3A path is covered by the prep service tests).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
+import uuid
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +20,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from services.prep import fit, rules
-from services.prep.content import content_sha256
+from services.prep.content import arrow_filesystem, content_sha256
+from services.prep.duckdb_job import prepare_with_duckdb
 from services.prep.job import prepare_with_spark
-from services.prep.reference import prepare_with_duckdb
 from services.prep.result import build_manifest
 from services.prep.spark import spark_session
 from services.prep.synthetic import raw_transactions, write_raw
 from streamml.manifest import SPLITS, DatasetManifest, RawSource
-from streamml.specs import DatasetSpec, parse_dataset_spec
+from streamml.specs import KAFKA_TIME, DatasetSpec, parse_dataset_spec
+from streamml.store import ObjectStore
 
 pytestmark = pytest.mark.integration
 
@@ -58,29 +66,47 @@ def spark(tmp_path_factory):
     session.stop()
 
 
-def prepare_both(spark, spec: DatasetSpec, raw_paths: list[str], root: Path):
-    by_spark = prepare_with_spark(spark, spec, raw_paths, str(root / "spark"))
-    by_reference = prepare_with_duckdb(spec, raw_paths, str(root / "reference"))
-    return by_spark, by_reference
+def prepare_both(spark, spec: DatasetSpec, raw_paths: list[str], root: Path, **window):
+    by_spark = prepare_with_spark(spark, spec, raw_paths, str(root / "spark"), **window)
+    by_duckdb = prepare_with_duckdb(spec, raw_paths, str(root / "duckdb"), **window)
+    return by_spark, by_duckdb
 
 
-def read_split(prefix: Path, split: str, key: str) -> pa.Table:
-    return pq.read_table(prefix / split).sort_by(key)
+def read_split(location: Path | str, split: str, key: str, s3=None) -> pa.Table:
+    fs, folder = arrow_filesystem(str(location), s3)
+    return pq.read_table(f"{folder}/{split}", filesystem=fs).sort_by(key)
 
 
 @pytest.fixture(scope="module")
-def transactions(spark, tmp_path_factory):
+def landed(stack):
+    """A bucket of this module's own in the test stack, and its S3 settings."""
+    s3 = stack.settings(bucket=f"duckdb-{uuid.uuid4().hex[:10]}").s3
+    return ObjectStore.connect(s3), s3
+
+
+@pytest.fixture(scope="module")
+def transactions(spark, landed, tmp_path_factory):
+    """Spark on local files, DuckDB on the same bytes landed in the object store."""
+    store, s3 = landed
     root = tmp_path_factory.mktemp("transactions")
     raw = raw_transactions(4000, seed=11)
     paths = write_raw(raw, root / "raw", files=3)
-    by_spark, by_reference = prepare_both(spark, TRANSACTIONS, paths, root)
-    return root, by_spark, by_reference
+    uris = []
+    for path in paths:
+        key = f"raw/transactions/{Path(path).name}"
+        store.put(key, Path(path).read_bytes())
+        uris.append(f"s3a://{s3.bucket}/{key}")
+    by_spark = prepare_with_spark(spark, TRANSACTIONS, paths, str(root / "spark"))
+    out = f"s3a://{s3.bucket}/datasets/transactions/v1"
+    by_duckdb = prepare_with_duckdb(TRANSACTIONS, uris, out, s3)
+    return root, out, by_spark, by_duckdb
 
 
 def test_both_engines_count_the_same_fates_and_every_row_is_accounted_for(transactions):
-    _, by_spark, by_reference = transactions
-    assert by_spark.counts == by_reference.counts
-    assert by_spark.rows == by_reference.rows
+    _, _, by_spark, by_duckdb = transactions
+    assert by_spark.counts == by_duckdb.counts
+    assert by_spark.rows == by_duckdb.rows
+    assert (by_spark.engine, by_duckdb.engine) == ("spark", "duckdb")
     counts = by_spark.counts
     assert counts.input == 4000
     kept = sum(by_spark.rows.values())
@@ -93,15 +119,15 @@ def test_both_engines_count_the_same_fates_and_every_row_is_accounted_for(transa
     assert all(by_spark.rows[split] > 0 for split in SPLITS)
 
 
-def test_both_engines_write_the_same_rows_per_split(transactions):
-    root, _, _ = transactions
+def test_both_engines_write_the_same_rows_per_split(transactions, landed):
+    root, out, _, _ = transactions
     for split in SPLITS:
         spark_rows = read_split(root / "spark", split, "tx_id")
-        reference_rows = read_split(root / "reference", split, "tx_id")
-        assert spark_rows.schema.names == reference_rows.schema.names
-        assert spark_rows["tx_id"].equals(reference_rows["tx_id"])
+        duckdb_rows = read_split(out, split, "tx_id", landed[1])
+        assert spark_rows.schema.names == duckdb_rows.schema.names
+        assert spark_rows["tx_id"].equals(duckdb_rows["tx_id"])
         for name in spark_rows.schema.names:
-            left, right = spark_rows[name], reference_rows[name]
+            left, right = spark_rows[name], duckdb_rows[name]
             if pa.types.is_floating(left.type):
                 assert left.null_count == right.null_count == 0, name
                 np.testing.assert_allclose(left.to_numpy(), right.to_numpy(), rtol=0, atol=1e-9, err_msg=name)
@@ -109,36 +135,47 @@ def test_both_engines_write_the_same_rows_per_split(transactions):
                 assert left.cast(right.type).equals(right), name
 
 
+def test_categories_unseen_in_train_encode_as_zero_in_both_engines(transactions, landed):
+    root, out, by_spark, by_duckdb = transactions
+    vocabulary = by_spark.transform["country"].vocabulary
+    assert vocabulary == by_duckdb.transform["country"].vocabulary
+    raw = pq.read_table(root / "raw", columns=["tx_id", "country"])
+    rare = {key for key, country in zip(raw["tx_id"].to_pylist(), raw["country"].to_pylist(), strict=True)
+            if country is not None and country not in vocabulary}
+    unseen = 0
+    for split in ("validation", "test"):
+        rows = read_split(out, split, "tx_id", landed[1])
+        encoded = dict(zip(rows["tx_id"].to_pylist(), rows["country"].to_pylist(), strict=True))
+        unseen += sum(1 for key in rare & encoded.keys() if encoded[key] == 0)
+    assert unseen > 0, "no category outside the train vocabulary reached validation or test"
+
+
 def test_both_engines_fit_the_same_statistics(transactions):
-    _, by_spark, by_reference = transactions
-    assert by_spark.transform.keys() == by_reference.transform.keys()
-    for name, fitted in by_spark.transform.items():
-        other = by_reference.transform[name]
-        if fitted.kind == "category":
-            assert fitted == other, name
-        else:
-            assert fitted.mean == pytest.approx(other.mean, abs=1e-9)
-            assert fitted.std == pytest.approx(other.std, abs=1e-9)
-            assert fitted.impute == other.impute and fitted.clip == other.clip
-    assert by_spark.reference == by_reference.reference
-    assert by_spark.label_reference == by_reference.label_reference
+    _, _, by_spark, by_duckdb = transactions
+    assert by_spark.transform == by_duckdb.transform
+    assert by_spark.reference == by_duckdb.reference
+    assert by_spark.label_reference == by_duckdb.label_reference
 
 
-def test_both_engines_agree_on_content_hashes_and_the_hashes_match_the_files(transactions):
-    root, by_spark, by_reference = transactions
-    assert by_spark.content_sha256 == by_reference.content_sha256
+def test_both_engines_agree_on_content_hashes_and_the_hashes_match_the_files(transactions, landed):
+    root, _, by_spark, by_duckdb = transactions
+    store, _ = landed
+    assert by_spark.content_sha256 == by_duckdb.content_sha256
     schema = rules.prepared_schema(TRANSACTIONS)
     for split in SPLITS:
         recomputed = content_sha256(read_split(root / "spark", split, "tx_id"), schema, "tx_id")
         assert recomputed == by_spark.content_sha256[split]
-        entries = by_spark.files[split]
-        assert sum(entry.rows for entry in entries) == by_spark.rows[split]
-        for entry in entries:
-            assert hashlib.sha256(Path(entry.key).read_bytes()).hexdigest() == entry.sha256
+        for result, read in ((by_spark, lambda key: Path(key).read_bytes()), (by_duckdb, store.get_bytes)):
+            entries = result.files[split]
+            assert sum(entry.rows for entry in entries) == result.rows[split]
+            for entry in entries:
+                assert hashlib.sha256(read(entry.key)).hexdigest() == entry.sha256
+    # The store holds the splits' Parquet objects and nothing else (no folder markers).
+    assert all(key.endswith(".parquet") for key in store.list("datasets/transactions/v1/"))
 
 
 def test_every_key_is_in_the_split_its_hash_assigns_and_in_one_split_only(transactions):
-    root, _, _ = transactions
+    root, _, _, _ = transactions
     seen: set[str] = set()
     for split in SPLITS:
         keys = read_split(root / "spark", split, "tx_id")["tx_id"].to_pylist()
@@ -149,7 +186,7 @@ def test_every_key_is_in_the_split_its_hash_assigns_and_in_one_split_only(transa
 
 def test_prepared_features_are_what_the_manifest_transform_computes(transactions):
     """Train/serve consistency: applying the manifest to a raw record gives the prepared value."""
-    root, by_spark, _ = transactions
+    root, _, by_spark, _ = transactions
     raw = pq.read_table(root / "raw")
     prepared = read_split(root / "spark", "train", "tx_id")
     by_key = {row["tx_id"]: row for row in prepared.slice(0, 300).to_pylist()}
@@ -174,7 +211,7 @@ def test_prepared_features_are_what_the_manifest_transform_computes(transactions
 
 
 def test_the_result_assembles_into_a_manifest(transactions):
-    _, by_spark, _ = transactions
+    _, _, by_spark, _ = transactions
     source = {"topic": "ingest.transactions", "partition": 0, "first_offset": 0, "last_offset": 3999}
     lineage = [RawSource(key="raw/x.parquet", rows=4000, **source)]
     manifest = build_manifest(
@@ -241,8 +278,8 @@ def test_both_engines_apply_the_documented_rules_to_a_known_case(spark, tmp_path
     expected_x = (processed - mean) / std
     expected_c = {"k1": 2, "k2": 1, "k3": 1, "k4": 0, "k5": 0, "k6": 2, "k8": 1}
 
-    by_spark, by_reference = prepare_both(spark, SMALL, paths, tmp_path)
-    for result, out in ((by_spark, tmp_path / "spark"), (by_reference, tmp_path / "reference")):
+    by_spark, by_duckdb = prepare_both(spark, SMALL, paths, tmp_path)
+    for result, out in ((by_spark, tmp_path / "spark"), (by_duckdb, tmp_path / "duckdb")):
         assert result.counts.input == 12
         assert result.counts.rejected == 3
         assert result.counts.violations["x.min"] == result.counts.violations["y.max"] == 1
@@ -269,10 +306,11 @@ def test_unpreparable_input_fails_with_the_reason(spark, tmp_path):
     paths = write_raw(raw_transactions(50, seed=1), tmp_path / "raw")
     no_train = {"train": 0.0, "validation": 0.5, "test": 0.5}
     spec = TRANSACTIONS.model_copy(update={"prep": TRANSACTIONS.prep.model_copy(update={"splits": no_train})})
-    with pytest.raises(rules.PrepError, match="train split is empty"):
-        prepare_with_spark(spark, spec, paths, str(tmp_path / "out"))
-    with pytest.raises(rules.PrepError, match="no raw files"):
-        prepare_with_spark(spark, TRANSACTIONS, [], str(tmp_path / "out"))
+    for engine in (partial(prepare_with_spark, spark), prepare_with_duckdb):
+        with pytest.raises(rules.PrepError, match="train split is empty"):
+            engine(spec, paths, str(tmp_path / "out"))
+        with pytest.raises(rules.PrepError, match="no raw files"):
+            engine(TRANSACTIONS, [], str(tmp_path / "out"))
 
 
 
@@ -313,13 +351,13 @@ def test_int_keys_bool_features_and_a_float_label_agree_across_engines(spark, tm
         }
     )
     paths = write_raw(raw, tmp_path / "raw", files=2)
-    by_spark, by_reference = prepare_both(spark, OTHER_TYPES, paths, tmp_path)
-    assert by_spark.counts == by_reference.counts
+    by_spark, by_duckdb = prepare_both(spark, OTHER_TYPES, paths, tmp_path)
+    assert by_spark.counts == by_duckdb.counts
     assert by_spark.counts.violations["rooms.type"] > 0 and by_spark.counts.violations["rooms.min"] > 0
-    assert by_spark.content_sha256 == by_reference.content_sha256
-    assert by_spark.transform == by_reference.transform
-    assert by_spark.reference == by_reference.reference
-    assert by_spark.label_reference == by_reference.label_reference
+    assert by_spark.content_sha256 == by_duckdb.content_sha256
+    assert by_spark.transform == by_duckdb.transform
+    assert by_spark.reference == by_duckdb.reference
+    assert by_spark.label_reference == by_duckdb.label_reference
     assert by_spark.label_reference.kind == "numeric" and len(by_spark.label_reference.fractions) == 10
     assert by_spark.transform["member"].impute in (0.0, 1.0)
     train = read_split(tmp_path / "spark", "train", "id")
@@ -336,12 +374,12 @@ def test_quantiles_from_bounded_samples_agree_across_engines_and_stay_near_the_e
     paths = write_raw(raw, tmp_path / "raw", files=3)
     exact = prepare_with_duckdb(TRANSACTIONS, paths, str(tmp_path / "exact"))
     monkeypatch.setattr(fit, "QUANTILE_SAMPLE", 600)
-    by_spark, by_reference = prepare_both(spark, TRANSACTIONS, paths, tmp_path)
-    assert by_spark.reference == by_reference.reference
-    assert by_spark.transform == by_reference.transform
-    assert by_spark.content_sha256 == by_reference.content_sha256
+    by_spark, by_duckdb = prepare_both(spark, TRANSACTIONS, paths, tmp_path)
+    assert by_spark.reference == by_duckdb.reference
+    assert by_spark.transform == by_duckdb.transform
+    assert by_spark.content_sha256 == by_duckdb.content_sha256
 
-    train_keys = set(read_split(tmp_path / "reference", "train", "tx_id")["tx_id"].to_pylist())
+    train_keys = set(read_split(tmp_path / "duckdb", "train", "tx_id")["tx_id"].to_pylist())
     assert len(train_keys) > 2 * fit.QUANTILE_SAMPLE  # the sample really is a sample
     moved = 0
     # Re-sent versions of a key copy these two columns, so each train key has one value of each.
@@ -356,3 +394,42 @@ def test_quantiles_from_bounded_samples_agree_across_engines_and_stay_near_the_e
             # version was rejected): never reached by chance.
             assert abs(rank - probability) < 5 * math.sqrt(probability * (1 - probability) / fit.QUANTILE_SAMPLE) + 0.01
     assert moved, "every edge came out exact: the sample was not used"
+
+
+T0, POINT = 1_765_000_000_000, 1_765_000_100_000  # Kafka times, ms
+
+
+def test_both_engines_read_the_same_window_and_count_the_same_drift_sides(spark, tmp_path):
+    """Training windows and a drift point over rows with bad values, nulls and keys re-sent on both
+    sides of the drift, exact copies landed again after it, and rows without a Kafka time (which count
+    as landed at time 0)."""
+    raw = raw_transactions(3000, seed=7)
+    rng = np.random.default_rng(7)
+    # Re-sent versions come last in raw_transactions: with sorted times many land after the drift.
+    ms = T0 + np.sort(rng.integers(0, 200_000, raw.num_rows))
+    copies = raw.slice(0, 60)  # landed before the drift, then again, unchanged, after it
+    raw = pa.concat_tables([raw, copies])
+    ms = np.concatenate([ms, np.full(copies.num_rows, POINT + 50_000)])
+    no_time = rng.random(raw.num_rows) < 0.01
+    raw = raw.append_column(KAFKA_TIME, pa.array(ms, pa.int64(), mask=no_time).cast(pa.timestamp("ms", tz="UTC")))
+    paths = write_raw(raw, tmp_path / "raw", files=2)
+    windows = [{"drift_point_ms": POINT}, {"since_ms": T0 + 50_000, "drift_point_ms": POINT},
+               {"since_ms": POINT, "drift_point_ms": POINT}, {"since_ms": T0 + 150_000}]
+    for number, window in enumerate(windows):
+        by_spark, by_duckdb = prepare_both(spark, TRANSACTIONS, paths, tmp_path / str(number), **window)
+        assert by_spark.counts == by_duckdb.counts, window
+        assert by_spark.rows == by_duckdb.rows, window
+        assert by_spark.drift_sides == by_duckdb.drift_sides, window
+        assert by_spark.content_sha256 == by_duckdb.content_sha256, window
+        assert by_spark.transform == by_duckdb.transform, window
+        assert by_spark.reference == by_duckdb.reference, window
+        assert by_spark.label_reference == by_duckdb.label_reference, window
+        landed_since = int(((ms >= window.get("since_ms", 0)) & ~no_time).sum()) if "since_ms" in window else len(ms)
+        assert by_spark.counts.input == landed_since, window
+        sides = by_duckdb.drift_sides
+        if "drift_point_ms" in window:
+            assert sides.after > 0 and sum(by_duckdb.rows.values()) == sides.before + sides.after, window
+            assert (sides.test_left_out > 0) == (window.get("since_ms", 0) < POINT), window
+        else:
+            assert sides is None
+

@@ -1,9 +1,16 @@
-"""The same preparation as the Spark job, written independently with DuckDB and numpy.
+"""The DuckDB preparation: the same steps and output as the Spark job, on one machine.
 
-It exists to check the Spark job (same rows, statistics and content hashes)
-and as the baseline of ``bench/prep``. DuckDB casts, validates, deduplicates
-and assigns splits; numpy fits and transforms. It reads and writes local
-paths (or S3 through pyarrow when given S3 settings for the output).
+    raw = ["s3a://streamml/raw/..."]
+    result = prepare_with_duckdb(spec, raw, "s3a://streamml/datasets/tx/v3", settings.s3)
+
+DuckDB casts, validates, deduplicates and assigns splits; numpy fits and
+transforms; ``fit`` finishes the statistics, as for Spark, so both engines
+produce bit-identical rows, statistics and content hashes (the integration
+test ``test_duckdb_vs_spark.py`` holds them to it). The raw objects are read
+where they are (an ``s3a://`` URI through pyarrow's S3 filesystem, or a
+local path), streamed into DuckDB, never copied whole to local disk; each
+split is written as one object. Written independently of ``job.py``: the
+two check each other.
 """
 
 from __future__ import annotations
@@ -12,14 +19,17 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from services.prep import fit, rules
-from services.prep.content import arrow_filesystem, split_files
-from services.prep.result import PrepResult, RowCounts
+from services.prep.content import arrow_filesystem, object_key, split_files
+from services.prep.result import DriftSides, PrepResult, RowCounts
 from streamml.manifest import SPLITS, CategoryTransform, NumericReference, NumericTransform
 from streamml.settings import S3Settings
-from streamml.specs import DatasetSpec, FieldSpec
+from streamml.specs import KAFKA_TIME, DatasetSpec, FieldSpec
+from streamml.store import ObjectStore, make_client
 
 ENGINE = "duckdb"
 SQL_TYPES = {
@@ -31,21 +41,34 @@ SQL_TYPES = {
     "timestamp": "TIMESTAMPTZ",
 }
 FRACTIONAL_SQL = ("FLOAT", "DOUBLE", "REAL", "DECIMAL")
+AFTER = "_after_drift"  # a drift build's rows: landed at or after the drift point
 
 
 def prepare_with_duckdb(
-    spec: DatasetSpec, raw_paths: list[str], out_prefix: str, s3: S3Settings | None = None
+    spec: DatasetSpec,
+    raw_paths: list[str],
+    out_prefix: str,
+    s3: S3Settings | None = None,
+    since_ms: int | None = None,
+    drift_point_ms: int | None = None,
 ) -> PrepResult:
-    spec = rules.with_event_time(spec)
-    rules.check_spec(spec)
-    if not raw_paths:
-        raise rules.PrepError(f"dataset {spec.name!r}: no raw files to prepare")
-    checked, latest = _validated_latest(spec, raw_paths)
+    """Prepare ``raw_paths`` (local or s3a://) into ``out_prefix``: the contract of
+    ``job.prepare_with_spark``, training window and drift sides included."""
+    spec = rules.engine_spec(spec, raw_paths)
+    checked, latest = _validated_latest(spec, _raw_dataset(raw_paths, s3), since_ms, drift_point_ms)
     drop = np.zeros(latest.num_rows, dtype=bool)
     for name in rules.null_dropping_fields(spec):
         drop |= latest[name].is_null().to_numpy(zero_copy_only=False)
-    kept = latest.filter(pa.array(~drop))
-    splits = _splits(kept["_hash"].to_numpy(), spec)
+    splits = _splits(latest["_hash"].to_numpy(), spec)
+    keep = ~drop
+    sides = None
+    if drift_point_ms is not None:
+        after = latest[AFTER].to_numpy(zero_copy_only=False)
+        old_test = (splits == "test") & ~after
+        sides = DriftSides(before=int((keep & ~old_test & ~after).sum()), after=int((keep & after).sum()),
+                           test_left_out=int((keep & old_test).sum()))
+        keep &= ~old_test
+    kept, splits = latest.filter(pa.array(keep)), splits[keep]
     rows = {split: int((splits == split).sum()) for split in SPLITS}
     if rows["train"] == 0:
         raise rules.PrepError(f"dataset {spec.name!r}: the train split is empty after validation")
@@ -56,13 +79,11 @@ def prepare_with_duckdb(
 
     schema = rules.prepared_schema(spec)
     prepared = _transformed(kept, spec, fitted.transform, schema)
-    fs, folder = arrow_filesystem(out_prefix.rstrip("/"), s3)
     files, hashes = {}, {}
     for split in SPLITS:
-        fs.create_dir(f"{folder}/{split}", recursive=True)
-        rows_of_split = prepared.filter(pa.array(splits == split))
-        pq.write_table(rows_of_split, f"{folder}/{split}/part-00000.parquet", filesystem=fs)
-        files[split], hashes[split] = split_files(f"{out_prefix.rstrip('/')}/{split}", schema, spec.key, s3)
+        split_uri = f"{out_prefix.rstrip('/')}/{split}"
+        _write_parquet(prepared.filter(pa.array(splits == split)), f"{split_uri}/part-00000.parquet", s3)
+        files[split], hashes[split] = split_files(split_uri, schema, spec.key, s3)
     input_rows, rejected = checked.pop("input"), checked.pop("rejected")
     return PrepResult(
         engine=ENGINE,
@@ -80,16 +101,52 @@ def prepare_with_duckdb(
         transform=fitted.transform,
         reference=fitted.reference,
         label_reference=fitted.label_reference,
+        drift_sides=sides,
     )
 
 
-def _validated_latest(spec: DatasetSpec, raw_paths: list[str]) -> tuple[dict[str, int], pa.Table]:
+def _raw_dataset(raw_paths: list[str], s3: S3Settings | None) -> ds.Dataset:
+    """The raw objects as one dataset: columns by name across objects (a missing one is null), types
+    widened where they differ (int32 and int64 read as int64), as Spark's mergeSchema does."""
+    located = [arrow_filesystem(path, s3) for path in raw_paths]
+    fs = located[0][0]
+    factory = ds.FileSystemDatasetFactory(fs, [path for _, path in located], ds.ParquetFileFormat(),
+                                          ds.FileSystemFactoryOptions())
+    try:
+        schema = factory.inspect(promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as error:
+        raise rules.PrepError(f"the raw objects disagree on a column's type: {error}") from None
+    return factory.finish(schema)
+
+
+def _write_parquet(table: pa.Table, uri: str, s3: S3Settings | None) -> None:
+    """One Parquet file at a local path, or one object written in a single PUT through the store
+    helper (pyarrow's multipart upload sends parts without a length, which Ceph's gateway refuses)."""
+    fs, path = arrow_filesystem(uri, s3)
+    if isinstance(fs, pafs.LocalFileSystem):
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(table, path, filesystem=fs)
+        return
+    assert s3 is not None  # arrow_filesystem refuses an S3 URI without settings
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    ObjectStore(s3, make_client(s3)).put(object_key(uri), buffer.getvalue().to_pybytes())
+
+
+def _validated_latest(
+    spec: DatasetSpec, raw: ds.Dataset, since_ms: int | None, drift_point_ms: int | None
+) -> tuple[dict[str, int], pa.Table]:
     """Row counts (input, rejected, per violation) and the latest valid row per key, by (hash, key)."""
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET enable_progress_bar = false")
-        con.read_parquet(raw_paths, union_by_name=True).create_view("raw")
+        con.register("raw_objects", raw)
+        # Whole microseconds compare exactly with the millisecond bounds; a row without a Kafka
+        # time counts as landed at time 0 (as ``builder.kafka_times`` counts it).
+        kafka_us = f'coalesce(epoch_us("{KAFKA_TIME}"), 0)' if KAFKA_TIME in raw.schema.names else "0"
+        window = "" if since_ms is None else f"WHERE {kafka_us} >= {int(since_ms) * 1000}"
+        con.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM raw_objects {window}")
         present = {name: kind.upper() for name, kind, *_ in con.execute("DESCRIBE raw").fetchall()}
         values, flags = [], {}
         for field in spec.fields:
@@ -98,7 +155,8 @@ def _validated_latest(spec: DatasetSpec, raw_paths: list[str]) -> tuple[dict[str
             for rule in rules.rules_of(field):
                 flags[rules.violation_name(field, rule)] = _violation_sql(field, rule, value, bad_type)
         flag_columns = [f'coalesce({sql}, false) AS "{name}"' for name, sql in flags.items()]
-        con.execute(f"CREATE TEMP TABLE typed AS SELECT {', '.join(values + flag_columns)} FROM raw")
+        carried = [] if drift_point_ms is None else [f"{kafka_us} >= {int(drift_point_ms) * 1000} AS {AFTER}"]
+        con.execute(f"CREATE TEMP TABLE typed AS SELECT {', '.join(values + flag_columns + carried)} FROM raw")
         any_flag = " OR ".join(f'"{name}"' for name in flags)
         counted = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE {any_flag}), "
@@ -106,9 +164,11 @@ def _validated_latest(spec: DatasetSpec, raw_paths: list[str]) -> tuple[dict[str
             + " FROM typed"
         ).fetchall()[0]
         checked = dict(zip(["input", "rejected", *flags], counted, strict=True))
-        names = ", ".join(f'"{field.name}"' for field in spec.fields)
+        names = ", ".join([f'"{field.name}"' for field in spec.fields] + ([AFTER] if carried else []))
         key = f'"{spec.key}"'
-        order = ", ".join(f'"{name}" DESC NULLS LAST' for name in rules.dedupe_order(spec))
+        # The drift side comes last in the order: it only tells apart rows equal in every field.
+        order = ", ".join([f'"{name}" DESC NULLS LAST' for name in rules.dedupe_order(spec)]
+                          + ([f"{AFTER} DESC"] if carried else []))
         digits = rules.KEY_HASH_HEX_DIGITS
         latest = con.sql(
             f"""

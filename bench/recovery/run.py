@@ -228,7 +228,7 @@ def build_first_versions(settings: ServiceSettings, streams: list[Stream], specs
     The specs' min_new_rows is out of reach, so prep never builds on rows during a run: every
     retrain the bench sees is the drift's."""
     from services.prep.builder import DatasetBuilder
-    from services.prep.spark import spark_session
+    from services.prep.spark import SparkOnDemand, spark_session
     from streamml.specs import load_dataset_specs
     from streamml.store import ObjectStore
 
@@ -238,7 +238,8 @@ def build_first_versions(settings: ServiceSettings, streams: list[Stream], specs
             raise SystemExit(f"ingest landed {watcher.landed} of {first_rows:,} first rows each within 10 minutes")
         time.sleep(1)
     specs = load_dataset_specs(specs_dir)
-    spark = spark_session("local[2]", state_dir / "bench-prep", settings.s3, ROOT / "vendor" / "jars")
+    spark = SparkOnDemand(lambda: spark_session("local[2]", state_dir / "bench-prep", settings.s3,
+                                                ROOT / "vendor" / "jars"))
     builder = DatasetBuilder(ObjectStore.connect(settings.s3), settings.s3, spark)
     producer = EventProducer(settings.kafka, "bench-recovery-prep")
     try:

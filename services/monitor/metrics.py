@@ -21,6 +21,12 @@ FEEDBACK = Counter(
 UNLABELLED = Counter(
     "streamml_monitor_unlabelled_predictions_total", "Predictions that aged out before their feedback came", ["model"]
 )
+FLAGGED = Counter(
+    "streamml_monitor_flagged_inputs_total",
+    "Logged predictions whose input broke a rule of the dataset spec (SDK input checks 'flag'), by feature and rule;"
+    " divided by streamml_monitor_predictions_total it is the data-quality rate",
+    ["model", "feature", "rule"],
+)
 PENDING = Gauge("streamml_monitor_pending_predictions", "Predictions waiting for their feedback", ["model"])
 LABELS_WAITING = Gauge(
     "streamml_monitor_labels_waiting", "Feedback rows that came before their prediction and wait for it", ["model"]

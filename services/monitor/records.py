@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +70,7 @@ class FeatureLayout:
             ("features", pa.struct(features)),
             ("output", output),
             ("time", TIME_TYPE),
+            ("flags", pa.list_(pa.string())),  # optional: the input rules a record broke (SDK input checks)
         ])
 
 
@@ -82,6 +84,7 @@ class DecodedPredictions:
     features: dict[str, pa.Array]
     outputs: np.ndarray
     rejected: dict[int, str] = field(default_factory=dict)
+    flagged: dict[str, int] = field(default_factory=dict)  # "feature:rule" -> valid records that broke it
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -145,7 +148,16 @@ def decode_predictions(values: list[bytes | None], layout: FeatureLayout, model:
         features=features,
         outputs=outputs,
         rejected=rejected,
+        flagged=_flag_counts(table.column("flags")),
     )
+
+
+def _flag_counts(flags: pa.ChunkedArray) -> dict[str, int]:
+    if flags.null_count == len(flags):
+        return {}
+    counts = pc.value_counts(pc.list_flatten(flags))
+    return {str(value): int(count) for value, count in zip(counts.field("values").to_pylist(),
+                                                             counts.field("counts").to_pylist(), strict=True)}
 
 
 def _feature_columns(features: pa.StructArray, layout: FeatureLayout) -> dict[str, pa.Array]:
@@ -184,6 +196,7 @@ def _predictions_one_by_one(values: list[bytes | None], layout: FeatureLayout, m
         },
         outputs=outputs.reshape(len(records), width) if width else outputs.reshape(len(records)),
         rejected=rejected,
+        flagged=dict(Counter(flag for record in records for flag in record.flags)),
     )
 
 

@@ -70,6 +70,9 @@ class ModelWatch:
         """Feed the champion's predictions; returns the events and how many records were another version's."""
         if len(decoded) == 0:
             return [], 0
+        for flag, count in decoded.flagged.items():
+            feature, _, rule = flag.partition(":")
+            metrics.FLAGGED.labels(self.model, feature, rule).inc(count)
         ours = pc.equal(decoded.versions, self.version).to_numpy(zero_copy_only=False)
         others = int(ours.size - np.count_nonzero(ours))
         batch = decoded.batch(None if others == 0 else ours)

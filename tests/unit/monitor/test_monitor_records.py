@@ -158,3 +158,14 @@ def test_integer_and_boolean_class_labels_are_read_in_one_pass():
 
 def test_value_text_matches_arrows_cast():
     assert [value_text(v) for v in (None, "x", True, 7, 1.0, 2.5)] == [None, "x", "true", "7", "1", "2.5"]
+
+
+def test_flagged_inputs_are_counted_by_feature_and_rule_on_both_paths(layout):
+    given = [r.model_copy(update={"flags": ["amount:max"] * (i % 4 == 0) + ["country:categories"] * (i % 10 == 0)})
+             for i, r in enumerate(records(40))]
+    fast = decode_predictions([body(r) for r in given], layout, "fraud")
+    assert fast.flagged == {"amount:max": 10, "country:categories": 4}
+    # a record the fast path cannot read sends the batch one by one; the rejected one is not counted
+    slow = decode_predictions([body(r) for r in given] + [b"not json"], layout, "fraud")
+    assert slow.rejected == {40: slow.rejected[40]} and slow.flagged == fast.flagged
+    assert decode_predictions([body(r) for r in records(5)], layout, "fraud").flagged == {}

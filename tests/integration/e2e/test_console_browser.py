@@ -212,9 +212,13 @@ def test_the_drift_page_marks_the_event_and_what_it_triggered(browser, loop, tmp
     page = look(browser, loop, "/drift/fraud", tmp_path / "drift.png")
     marks = [label.text for label in browser.find_elements(By.CSS_SELECTOR, ".chart .annotation-text")]
     assert any(text.startswith("drift.detected (") for text in marks), marks  # drawn on a plot, visible
-    # The champion that saw the drift keeps its windows on the charts after the next promotion.
-    first = loop.promotions()[0]
-    assert f"the windows of the champions before it: {first.version} (" in page
+    # The champion that saw the drift (the first, or one built from late first records) keeps its
+    # windows on the charts after the next promotion.
+    trained_on = {e.version: e.dataset_version for e in loop.events if isinstance(e, ModelTrained)}
+    saw = next(p.version for p in loop.promotions() if trained_on.get(p.version) == drift.dataset_version)
+    assert "the windows of the champions before it: " in page, page
+    earlier = page.split("the windows of the champions before it: ", 1)[1].split("\n", 1)[0]
+    assert f"{saw} (" in earlier, earlier
     events = browser.find_element(By.ID, "drift-events").text
     assert drift.kind in events
     assert f"transactions v{built_on_drift.version}" in events

@@ -121,6 +121,9 @@ class StatusSampler:
             except KafkaException as error:
                 found.append(Component(service, False, f"group {group}: {error.args[0].str()}"))
                 continue
+            except TimeoutError:  # a broker that restarts can leave the description unanswered
+                found.append(Component(service, False, f"group {group}: no answer within {TIMEOUT_S:g}s"))
+                continue
             state = description.state
             members = f", {len(description.members)} member(s)" if description.members else ""
             consuming = state in CONSUMING

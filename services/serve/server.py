@@ -77,7 +77,7 @@ class Call:
     content_length: str | None
 
 
-def route(method: str, path: str) -> tuple[str, str, str | None, str | None] | None:
+def route(path: str) -> tuple[str, str, str | None, str | None] | None:
     """(endpoint, its method, model name, version) for ``path``; None when no endpoint has it."""
     if path in SERVER_ENDPOINTS:
         return (*SERVER_ENDPOINTS[path], None, None)
@@ -188,7 +188,7 @@ def inference_app(client: ModelClient, limits: Limits, predictions: Executor) ->
         if scope["type"] != "http":  # no lifespan or websockets: the server runs with lifespan off
             return
         method, path = scope["method"], scope["path"]
-        found = route(method, path)
+        found = route(path)
         if found is None:
             REQUESTS.labels(model, "other", "404").inc()
             await _send_json(send, 404, {"error": f"no route {method} {path}; see /v2/models/{model}"})

@@ -122,11 +122,11 @@ def test_predictions_run_in_the_worker_threads_not_on_the_event_loop():
 @pytest.mark.parametrize("path", ["/v2/models", "/v2/models/", "/v2/models//infer", "/v2/models/m/versions",
                                   "/v2/models/m/versions/", "/v2/models/m/infer/more", "/v2/health", "/v3/models/m"])
 def test_a_path_near_a_route_is_no_route(path):
-    assert route("GET", path) is None
+    assert route(path) is None
 
 
 def test_a_path_names_its_endpoint_model_and_version():
-    assert route("POST", "/v2/models/fraud/versions/d3-abc/infer") == ("infer", "POST", "fraud", "d3-abc")
-    assert route("GET", "/v2/models/fraud") == ("metadata", "GET", "fraud", None)
-    assert route("GET", "/v2/models/fraud/versions/v2") == ("metadata", "GET", "fraud", "v2")
-    assert route("GET", "/v2/health/ready") == ("ready", "GET", None, None)
+    assert route("/v2/models/fraud/versions/d3-abc/infer") == ("infer", "POST", "fraud", "d3-abc")
+    assert route("/v2/models/fraud") == ("metadata", "GET", "fraud", None)
+    assert route("/v2/models/fraud/versions/v2") == ("metadata", "GET", "fraud", "v2")
+    assert route("/v2/health/ready") == ("ready", "GET", None, None)

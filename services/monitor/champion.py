@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from services.monitor.performance import DEFAULT_METRIC, METRICS, MetricBaseline, PerformanceBaseline
 from services.monitor.reference import MonitorReference
+from streamml.classes import family, members
 from streamml.manifest import DatasetManifest
 from streamml.registry.datasets import manifest_at
 from streamml.registry.decisions import Evaluation, read_decision
@@ -91,7 +92,8 @@ def baseline_from(
     card: dict[str, Any], test: Evaluation | None, policy: dict[str, Any] | None = None
 ) -> PerformanceBaseline | None:
     """The metric the trainer selected on, valued by the validator's test run when there is one, and beside
-    it every other metric the promotion policy names that the validator valued."""
+    it every other metric the promotion policy names that the validator valued (``recall_per_class``: the
+    recall of each class, ``recall[<class>]``)."""
     task = card.get("task")
     if task not in METRICS:
         return None
@@ -104,10 +106,12 @@ def baseline_from(
     if value is None:
         value = (card.get("metrics") or {}).get(metric)
     classes = (card.get("outputs") or {}).get("classes")
+    # A per-class metric is watched on each class the validator valued it for.
+    named = [name for rule in policy_metrics(policy) for name in members(rule, test.metrics)] if test else []
     others = {
         name: MetricBaseline(value=test.metrics[name], standard_error=_standard_error(test, name))
-        for name in policy_metrics(policy)
-        if name != metric and name in METRICS[task] and test is not None and test.metrics.get(name) is not None
+        for name in named
+        if name != metric and family(name) in METRICS[task] and test.metrics.get(name) is not None
     }
     return PerformanceBaseline(
         task=task,

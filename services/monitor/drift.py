@@ -280,7 +280,8 @@ def evaluate_performance(
                          baseline.better, thresholds, alpha)
     others = []
     for metric, reference in baseline.others.items():
-        other_value, other_error = window_metric(baseline.task, metric, window.outputs, window.labels)
+        other_value, other_error = window_metric(baseline.task, metric, window.outputs, window.labels,
+                                                 baseline.classes)
         if not (math.isnan(other_value) or math.isnan(other_error)):
             others.append(_metric_check(metric, other_value, other_error, reference.value, reference.standard_error,
                                         baseline.better_of(metric), thresholds, alpha))

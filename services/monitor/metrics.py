@@ -94,6 +94,12 @@ def publish_performance(report: PerformanceReport) -> None:
         LIVE_METRIC.labels(report.model, report.metric).set(report.value)
     if report.decay is not None:
         METRIC_DECAY.labels(report.model, report.metric).set(report.decay)
+    for check in report.others:  # the other metrics the policy names, each class's recall on its own
+        BASELINE_METRIC.labels(report.model, check.metric).set(check.baseline)
+        if check.value is not None:
+            LIVE_METRIC.labels(report.model, check.metric).set(check.value)
+        if check.decay is not None:
+            METRIC_DECAY.labels(report.model, check.metric).set(check.decay)
 
 
 def publish_event(event: DriftDetected) -> None:

@@ -19,13 +19,15 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.monitor.reference import ClassTexts, category_text, value_text
+from services.monitor.reference import ClassTexts, category_text
+from streamml.classes import class_of, family, value_text
 
 Task = Literal["binary", "multiclass", "regression"]
 
+# Per-class metrics (``recall_per_class``) are watched per class, as ``recall[<class>]`` (streamml.classes).
 METRICS: dict[str, dict[str, Literal["min", "max"]]] = {
     "binary": {"auc": "max", "log_loss": "min", "accuracy": "max"},
-    "multiclass": {"accuracy": "max", "log_loss": "min"},
+    "multiclass": {"accuracy": "max", "log_loss": "min", "recall_per_class": "max"},
     "regression": {"rmse": "min", "mae": "min"},
 }
 DEFAULT_METRIC: dict[str, str] = {"binary": "auc", "multiclass": "log_loss", "regression": "rmse"}
@@ -62,7 +64,7 @@ class PerformanceBaseline(BaseModel):
     @model_validator(mode="after")
     def _metric_fits_task(self) -> PerformanceBaseline:
         for metric in (self.metric, *self.others):
-            if metric not in METRICS[self.task]:
+            if family(metric) not in METRICS[self.task]:
                 raise ValueError(
                     f"metric {metric!r} is not computed for task {self.task}; use one of {sorted(METRICS[self.task])}"
                 )
@@ -73,7 +75,7 @@ class PerformanceBaseline(BaseModel):
         return METRICS[self.task][self.metric]
 
     def better_of(self, metric: str) -> Literal["min", "max"]:
-        return METRICS[self.task][metric]
+        return METRICS[self.task][family(metric)]
 
 
 def encode_labels(task: Task, labels: np.ndarray | pa.Array | list, classes: list[str] | None = None) -> np.ndarray:
@@ -131,11 +133,23 @@ def prediction_errors(task: Task, outputs: np.ndarray, labels: np.ndarray) -> np
     return np.abs(outputs - labels)
 
 
-def window_metric(task: Task, metric: str, outputs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """The metric over one window and its standard error (NaN when undefined, e.g. AUC of one class)."""
+def window_metric(
+    task: Task, metric: str, outputs: np.ndarray, labels: np.ndarray, classes: list[str] | None = None
+) -> tuple[float, float]:
+    """The metric over one window and its standard error (NaN when undefined, e.g. AUC of one class).
+
+    ``recall[<class>]``: the share of the class's labelled rows predicted as it; ``classes`` (the output
+    column of each class text) finds its column, else the class text is the column number."""
     n = labels.size
     if n == 0:
         return math.nan, math.nan
+    if family(metric) == "recall_per_class":
+        name = class_of(metric)
+        column = classes.index(name) if classes is not None and name in classes else int(name)
+        rows = labels.astype(np.int64) == column
+        if not rows.any():
+            return math.nan, math.nan
+        return _mean_and_error((outputs[rows].argmax(axis=1) == column).astype(np.float64))
     if metric == "auc":
         return auc_with_error(outputs, labels)
     if metric == "accuracy":

@@ -33,7 +33,7 @@ from services.monitor.monitor import FeedbackBatch, PredictionBatch
 from services.monitor.performance import Task, encode_labels
 from services.monitor.reference import MonitorReference
 from services.monitor.reference import category_text as reference_text
-from services.monitor.reference import value_text
+from streamml.classes import value_text
 from streamml.events import FeedbackRecord, PredictionRecord
 from streamml.manifest import NumericReference
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+from streamml.classes import class_texts
 from streamml.manifest import CategoryReference, DatasetManifest, NumericReference
 
 ColumnReference = NumericReference | CategoryReference
@@ -125,30 +126,6 @@ def category_text(values: pa.Array | pa.ChunkedArray | np.ndarray | list) -> pa.
     if not isinstance(values, pa.Array):
         values = pa.array(values, from_pandas=True)
     return values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
-
-
-def value_text(value: float | int | str | None) -> str | None:
-    """A category value as its reference is keyed (the text Arrow casts it to)."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return pc.cast(pa.scalar(value), pa.string()).as_py()
-    return str(value)
-
-
-def class_texts(classes: list | tuple) -> list[str]:
-    """A multiclass model's classes (label values: text, integers or booleans) as category text.
-
-    ``[0, 1, 2]`` -> ``["0", "1", "2"]``, ``[False, True]`` -> ``["false", "true"]``; text stays as it is.
-    """
-    if any(not isinstance(value, (str, int, float)) for value in classes):
-        raise ValueError(f"classes must be text, integers or booleans, got {list(classes)[:10]}")
-    text = [value_text(value) for value in classes]
-    if len(set(text)) != len(text):
-        raise ValueError(f"classes {list(classes)[:10]} are not distinct as text {text[:10]}")
-    return text
 
 
 def vocabulary(reference: CategoryReference) -> list[str]:

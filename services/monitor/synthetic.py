@@ -9,7 +9,8 @@ import pyarrow as pa
 
 from services.monitor.monitor import FeedbackBatch, PredictionBatch
 from services.monitor.performance import PerformanceBaseline, window_metric
-from services.monitor.reference import MonitorReference, category_reference, class_texts, numeric_reference
+from services.monitor.reference import MonitorReference, category_reference, numeric_reference
+from streamml.classes import class_texts
 
 NUMERIC = ("amount", "hour", "distance_km", "age", "score_a", "score_b")
 CATEGORY = ("channel", "country")

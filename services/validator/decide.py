@@ -12,6 +12,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from services.validator.policy import HIGHER_IS_BETTER, LatencyBudget, PromotionPolicy, SlicePolicy
+from streamml.classes import PER_CLASS, members
 from streamml.registry.decisions import Evaluation, JudgedRows, Latency
 
 # Differences of nearly equal floats (0.83 - 0.82) miss their threshold by ~1e-17.
@@ -71,25 +72,28 @@ def _bounds(
     ceilings: dict[str, float],
     where: str = "",
 ) -> None:
-    """Floors and ceilings; ``where`` names a slice, in which an undefined metric is not judged."""
+    """Floors and ceilings; ``where`` names a slice, in which an undefined metric is not judged. A per-class
+    metric is bounded on each class; a class without rows here is not judged."""
     for bounds, floor in ((floors, True), (ceilings, False)):
         for metric, bound in bounds.items():
-            if metric not in metrics:
+            names = members(metric, metrics)
+            if not names:
                 have = ", ".join(sorted(metrics)) or "none"
                 verdict.check(False, f"{metric} is not among the candidate's metrics{where} (it has: {have})")
                 continue
-            value = metrics[metric]
-            if value is None:
-                # One class in a small slice leaves AUC undefined: no evidence either way.
-                if where:
-                    verdict.notes.append(f"{metric} is undefined{where}: not judged")
-                else:
-                    verdict.check(False, f"{metric} is undefined on the test split")
-                continue
-            shown, limit = _pair(value, bound)
-            holds = value >= bound if floor else value <= bound
-            relation = (">=" if holds else "<") if floor else ("<=" if holds else ">")
-            verdict.check(holds, f"{metric} {shown} {relation} {'floor' if floor else 'ceiling'} {limit}{where}")
+            for name in names:
+                value = metrics[name]
+                if value is None:
+                    # One class in a small slice leaves AUC undefined: no evidence either way.
+                    if where or metric in PER_CLASS:
+                        verdict.notes.append(f"{name} is undefined{where or ' on the test split'}: not judged")
+                    else:
+                        verdict.check(False, f"{name} is undefined on the test split")
+                    continue
+                shown, limit = _pair(value, bound)
+                holds = value >= bound if floor else value <= bound
+                relation = (">=" if holds else "<") if floor else ("<=" if holds else ">")
+                verdict.check(holds, f"{name} {shown} {relation} {'floor' if floor else 'ceiling'} {limit}{where}")
 
 
 def _slice(verdict: _Verdict, candidate: Evaluation, rule: SlicePolicy) -> None:
@@ -127,11 +131,16 @@ def _against_champion(
         if compared:
             verdict.notes.append("no champion yet: max_regression and min_improvement do not apply")
         return
-    for metric in compared:
-        mine, theirs = candidate.metrics.get(metric), champion.metrics.get(metric)
+    pairs = [(metric, name) for metric in compared for name in _compared_names(metric, candidate, champion)]
+    for metric, name in pairs:
+        mine, theirs = candidate.metrics.get(name), champion.metrics.get(name)
         if mine is None or theirs is None:
-            verdict.check(False, f"cannot compare {metric} with the champion: candidate has {_text(mine)}, "
-                                 f"champion has {_text(theirs)}")
+            if name != metric:  # one class: without test rows, or only one of the two models knows it
+                verdict.notes.append(f"{name} not compared with the champion: candidate has {_text(mine)}, "
+                                     f"champion has {_text(theirs)}")
+            else:
+                verdict.check(False, f"cannot compare {name} with the champion: candidate has {_text(mine)}, "
+                                     f"champion has {_text(theirs)}")
             continue
         # Positive when the candidate is better, in the metric's own direction.
         gain = mine - theirs if HIGHER_IS_BETTER[metric] else theirs - mine
@@ -140,18 +149,26 @@ def _against_champion(
             allowed = policy.max_regression[metric]
             holds = -gain <= allowed + TOLERANCE
             if gain >= 0:
-                text = f"{metric} {shown} is no worse than champion {held}"
+                text = f"{name} {shown} is no worse than champion {held}"
             else:
-                text = f"{metric} {shown} is {_num(-gain)} worse than champion {held} (max_regression {allowed:g})"
+                text = f"{name} {shown} is {_num(-gain)} worse than champion {held} (max_regression {allowed:g})"
             verdict.check(holds, text)
         if metric in policy.min_improvement:
             needed = policy.min_improvement[metric]
             holds = gain >= needed - TOLERANCE
             if gain < 0:
-                text = f"{metric} {shown} is {_num(-gain)} worse than champion {held} (min_improvement {needed:g})"
+                text = f"{name} {shown} is {_num(-gain)} worse than champion {held} (min_improvement {needed:g})"
             else:
-                text = f"{metric} {shown} improves on champion {held} by {_num(gain)} (min_improvement {needed:g})"
+                text = f"{name} {shown} improves on champion {held} by {_num(gain)} (min_improvement {needed:g})"
             verdict.check(holds, text)
+
+
+def _compared_names(metric: str, candidate: Evaluation, champion: Evaluation) -> list[str]:
+    """What comparing ``metric`` compares: the metric, or each class either model has a recall of."""
+    if metric not in PER_CLASS:
+        return [metric]
+    names = members(metric, {**candidate.metrics, **champion.metrics})
+    return names or [metric]  # neither measured it: reported as not comparable
 
 
 def _num(value: float) -> str:

@@ -35,20 +35,22 @@ def evaluate(
     labels: np.ndarray,
     slices: Mapping[str, np.ndarray] | None = None,
     latency: Latency | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Evaluation:
-    """Metrics of ``predictions`` against ``labels``, overall and per value of each slice column."""
+    """Metrics of ``predictions`` against ``labels``, overall and per value of each slice column;
+    ``classes`` names a multiclass model's output columns (their text) in its per-class metrics."""
     by_slice = {
         feature: {
             value: SliceEvaluation(rows=rows, metrics=metrics)
-            for value, (rows, metrics) in slice_metrics(task, predictions, labels, values).items()
+            for value, (rows, metrics) in slice_metrics(task, predictions, labels, values, classes).items()
         }
         for feature, values in (slices or {}).items()
     }
-    metrics = task_metrics(task, predictions, labels)
+    metrics = task_metrics(task, predictions, labels, classes)
     return Evaluation(
         rows=int(np.asarray(labels).shape[0]),
         metrics=metrics,
-        intervals=intervals(metrics, standard_errors(task, predictions, labels)),
+        intervals=intervals(metrics, standard_errors(task, predictions, labels, classes)),
         slices=by_slice,
         latency=latency,
     )

@@ -16,6 +16,7 @@ import torch
 
 from services.validator.evaluation import evaluate, measure_latency
 from services.validator.testsplit import TestSplit, labels_for
+from streamml.classes import class_texts
 from streamml.registry.decisions import Evaluation
 from streamml.sdk.loader import LoadedVersion
 from streamml.sdk.preprocess import Features
@@ -71,4 +72,5 @@ def evaluate_version(
         labels_for(loaded.card, split.labels),
         slices=split.slices(slices),
         latency=latency,
+        classes=class_texts(classes) if (classes := (loaded.card.get("outputs") or {}).get("classes")) else None,
     )

@@ -3,9 +3,11 @@
 Predictions are what a portable model answers: P(label = 1) ``[N]`` for
 binary, class probabilities ``[N, K]`` for multiclass (labels are class
 indices), the predicted value ``[N]`` for regression. Binary gives ``auc``,
-``log_loss`` and ``accuracy`` (at probability 0.5), multiclass ``accuracy``
-and ``log_loss``, regression ``rmse`` and ``mae``. A metric that is undefined
-on the rows given (AUC of one class, anything of no rows) is NaN.
+``log_loss`` and ``accuracy`` (at probability 0.5), multiclass ``accuracy``,
+``log_loss`` and the recall of each class (``recall[<class>]``: the share of
+its rows predicted as it, named by the class's text), regression ``rmse`` and
+``mae``. A metric that is undefined on the rows given (AUC of one class, the
+recall of a class without rows, anything of no rows) is NaN.
 
 ``standard_errors`` gives the sampling error of each metric on the rows
 given (DeLong for AUC, the error of the mean for per-row losses, the delta
@@ -15,10 +17,13 @@ how exact it is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 from scipy import stats
+
+from streamml.classes import per_class_name
 
 Task = Literal["binary", "multiclass", "regression"]
 # Probabilities are clipped so one confident mistake costs a large, finite loss.
@@ -59,6 +64,28 @@ def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean((predictions > 0.5) == (labels > 0.5)))
 
 
+def class_recalls(probabilities: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per output column: the recall of that class (NaN without rows) and its standard error
+    (NaN below two rows), from class probabilities ``[N, K]`` and class indices."""
+    classes = probabilities.shape[1]
+    labels = np.asarray(labels).astype(np.int64)
+    hits = probabilities.argmax(axis=1) == labels
+    rows = np.bincount(labels, minlength=classes).astype(np.float64)
+    found = np.bincount(labels, weights=hits.astype(np.float64), minlength=classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(rows > 0, found / rows, np.nan)
+        # The error of a mean of 0/1 hits with the sample (n - 1) variance, as the other metrics.
+        error = np.where(rows > 1, np.sqrt(recall * (1 - recall) / (rows - 1)), np.nan)
+    return recall, error
+
+
+def _per_class(values: np.ndarray, classes: Sequence[str] | None) -> dict[str, float]:
+    names = classes if classes is not None else [str(i) for i in range(values.size)]
+    if len(names) != values.size:
+        raise ValueError(f"the model gives {values.size} class probabilities but names {len(names)} classes")
+    return {per_class_name("recall_per_class", name): float(value) for name, value in zip(names, values, strict=True)}
+
+
 def rmse(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sqrt(np.mean((predictions - labels) ** 2))) if labels.size else float("nan")
 
@@ -67,7 +94,11 @@ def mae(predictions: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.abs(predictions - labels))) if labels.size else float("nan")
 
 
-def task_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def task_metrics(
+    task: Task, predictions: np.ndarray, labels: np.ndarray, classes: Sequence[str] | None = None
+) -> dict[str, float]:
+    """The task's metrics; ``classes`` names the output columns of a multiclass model (the class text,
+    ``streamml.classes.class_texts``), else they are named by position."""
     predictions = np.asarray(predictions, dtype=np.float64)
     labels = np.asarray(labels)
     expected_ndim = 2 if task == "multiclass" else 1
@@ -80,13 +111,14 @@ def task_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dic
         return {"auc": auc(predictions, labels), "log_loss": log_loss(predictions, labels),
                 "accuracy": accuracy(predictions, labels)}
     if task == "multiclass":
-        return {"accuracy": accuracy(predictions, labels), "log_loss": log_loss(predictions, labels)}
+        return {"accuracy": accuracy(predictions, labels), "log_loss": log_loss(predictions, labels),
+                **_per_class(class_recalls(predictions, labels)[0], classes)}
     labels = labels.astype(np.float64)
     return {"rmse": rmse(predictions, labels), "mae": mae(predictions, labels)}
 
 
 def slice_metrics(
-    task: Task, predictions: np.ndarray, labels: np.ndarray, values: np.ndarray
+    task: Task, predictions: np.ndarray, labels: np.ndarray, values: np.ndarray, classes: Sequence[str] | None = None
 ) -> dict[str, tuple[int, dict[str, float]]]:
     """Per distinct value of ``values`` (one per row): its row count and its metrics."""
     values = np.asarray(values)
@@ -98,7 +130,7 @@ def slice_metrics(
     predictions = np.asarray(predictions)
     labels = np.asarray(labels)
     return {
-        str(value): (int(rows.size), task_metrics(task, predictions[rows], labels[rows]))
+        str(value): (int(rows.size), task_metrics(task, predictions[rows], labels[rows], classes))
         for value, rows in zip(distinct.tolist(), groups, strict=True)
     }
 
@@ -119,7 +151,9 @@ def delong_standard_error(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.sqrt(variance))
 
 
-def standard_errors(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def standard_errors(
+    task: Task, predictions: np.ndarray, labels: np.ndarray, classes: Sequence[str] | None = None
+) -> dict[str, float]:
     """The sampling error of each metric ``task_metrics`` gives on these rows (NaN where undefined)."""
     predictions = np.asarray(predictions, dtype=np.float64)
     labels = np.asarray(labels)
@@ -137,7 +171,8 @@ def standard_errors(task: Task, predictions: np.ndarray, labels: np.ndarray) -> 
     if task == "multiclass":
         chosen = predictions[np.arange(n), labels.astype(np.int64)]
         hits = (predictions.argmax(axis=1) == labels).astype(np.float64)
-        return {"accuracy": of_mean(hits), "log_loss": of_mean(-np.log(np.clip(chosen, EPSILON, 1.0)))}
+        return {"accuracy": of_mean(hits), "log_loss": of_mean(-np.log(np.clip(chosen, EPSILON, 1.0))),
+                **_per_class(class_recalls(predictions, labels)[1], classes)}
     p = np.clip(predictions, EPSILON, 1 - EPSILON)
     y = labels.astype(np.float64)
     hits = ((predictions > 0.5) == (y > 0.5)).astype(np.float64)

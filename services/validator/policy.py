@@ -3,7 +3,7 @@
 One YAML file per model (``examples/policies/transactions.yaml``)::
 
     model: fraud
-    min: {auc: 0.80}                    # floors on test-split metrics
+    min: {auc: 0.80}                    # floors on test-split metrics (multiclass: recall_per_class floors every class)
     max: {log_loss: 0.35}               # ceilings
     max_regression: {auc: 0.01}         # how much worse than the champion it may be
     min_improvement: {auc: 0.002}       # how much better it must be to replace the champion
@@ -14,8 +14,10 @@ One YAML file per model (``examples/policies/transactions.yaml``)::
 
 Differences against the champion are absolute, in the metric's own units, and
 in its better direction (higher for auc and accuracy, lower for log_loss, rmse
-and mae). Every rule listed must hold; a policy with no rules promotes every
-candidate.
+and mae). A multiclass model's ``recall_per_class`` is judged on each class's
+recall: a floor holds when every class reaches it, a comparison with the
+champion when every class does. Every rule listed must hold; a policy with no
+rules promotes every candidate.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from streamml.specs import NAME, SpecError, load_folder, read_yaml
 
-Metric = Literal["auc", "log_loss", "accuracy", "rmse", "mae"]
-HIGHER_IS_BETTER: dict[str, bool] = {"auc": True, "accuracy": True, "log_loss": False, "rmse": False, "mae": False}
+Metric = Literal["auc", "log_loss", "accuracy", "recall_per_class", "rmse", "mae"]
+HIGHER_IS_BETTER: dict[str, bool] = {"auc": True, "accuracy": True, "recall_per_class": True, "log_loss": False,
+                                     "rmse": False, "mae": False}
 # What the validator measures for each task (services/validator/metrics.py).
 TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "binary": ("auc", "log_loss", "accuracy"), "multiclass": ("accuracy", "log_loss"), "regression": ("rmse", "mae"),
+    "binary": ("auc", "log_loss", "accuracy"), "multiclass": ("accuracy", "log_loss", "recall_per_class"),
+    "regression": ("rmse", "mae"),
 }
-UNIT_INTERVAL = {"auc", "accuracy"}
+UNIT_INTERVAL = {"auc", "accuracy", "recall_per_class"}
 log = logging.getLogger("streamml.validator")
 
 

@@ -102,3 +102,49 @@ def test_a_decay_of_a_policy_metric_raises_one_performance_event_for_the_whole_d
     drifted = [[check.metric for check in report.others if check.drifted] for report in monitor.performance_reports]
     assert drifted[:3] == [[], [], []] and all(metrics == ["accuracy"] for metrics in drifted[3:]), drifted
     assert not any(report.metric_drift for report in monitor.performance_reports)  # AUC alone would not tell
+
+
+def class_window(rng: np.random.Generator, rows: int, found: tuple[float, float, float]) -> ClosedLabelWindow:
+    """Three classes in equal shares; the model predicts class ``c`` for a row of it with chance ``found[c]``,
+    else the next class."""
+    labels = rng.integers(0, 3, rows)
+    hit = rng.random(rows) < np.asarray(found)[labels]
+    outputs = np.full((rows, 3), 0.1)
+    outputs[np.arange(rows), np.where(hit, labels, (labels + 1) % 3)] = 0.8
+    return ClosedLabelWindow(0, 0.0, 60.0, outputs, labels.astype(np.float64))
+
+
+def test_recall_per_class_is_watched_on_each_class_of_the_validators_test():
+    classes = ["low", "mid", "high"]
+    test = Evaluation(rows=3_000, metrics={"accuracy": 0.8, "log_loss": 0.6, "recall[low]": 0.85,
+                                           "recall[mid]": 0.75, "recall[high]": None},
+                      intervals={"recall[low]": interval(0.01), "recall[mid]": interval(0.012)})
+    card = {"task": "multiclass", "selection": {"metric": "log_loss"}, "outputs": {"classes": classes}}
+    baseline = baseline_from(card, test, {"model": "grade", "min": {"recall_per_class": 0.5}})
+    # "high" had no test rows: the validator has no value of its recall to compare with.
+    assert baseline.others == {"recall[low]": MetricBaseline(value=0.85, standard_error=0.01),
+                               "recall[mid]": MetricBaseline(value=0.75, standard_error=0.012)}
+    assert baseline.better_of("recall[mid]") == "max"
+
+
+def test_one_class_losing_its_recall_is_performance_drift_on_that_class():
+    rng = np.random.default_rng(21)
+    honest = class_window(rng, 30_000, (0.9, 0.9, 0.9))
+    classes = ["low", "mid", "high"]
+    values = {name: window_metric("multiclass", f"recall[{name}]", honest.outputs, honest.labels, classes)
+              for name in classes}
+    assert values["mid"][0] == pytest.approx(0.9, abs=0.01) and values["mid"][1] == pytest.approx(0.003, abs=0.001)
+    accuracy, error = window_metric("multiclass", "accuracy", honest.outputs, honest.labels)
+    baseline = PerformanceBaseline(task="multiclass", metric="accuracy", value=accuracy, standard_error=error,
+                                   classes=classes, others={f"recall[{name}]": MetricBaseline(
+                                       value=value, standard_error=value_error)
+                                       for name, (value, value_error) in values.items()})
+    thresholds = MonitorThresholds()
+    clean = evaluate_performance(class_window(rng, 3_000, (0.9, 0.9, 0.9)), [], baseline, thresholds, "grade")
+    assert clean.judged and not clean.drifted
+    assert [check.metric for check in clean.others] == ["recall[low]", "recall[mid]", "recall[high]"]
+    # "mid" is found half as often; "high" a little more often, so accuracy falls less than mid's recall.
+    skewed = evaluate_performance(class_window(rng, 3_000, (0.9, 0.45, 0.97)), [], baseline, thresholds, "grade")
+    assert skewed.drifted and [check.metric for check in skewed.others if check.drifted] == ["recall[mid]"]
+    mid = next(check for check in skewed.others if check.metric == "recall[mid]")
+    assert mid.value == pytest.approx(0.45, abs=0.05) and mid.decay > 0.4

@@ -7,7 +7,7 @@ import pytest
 
 from services.monitor.monitor import PredictionBatch
 from services.monitor.records import FeatureLayout, decode_feedback, decode_predictions
-from services.monitor.reference import value_text
+from streamml.classes import value_text
 from services.monitor.reference import MonitorReference, category_reference, numeric_reference
 from services.monitor.synthetic import traffic
 from streamml.events import FeedbackRecord, PredictionRecord, encode

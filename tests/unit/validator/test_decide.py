@@ -143,3 +143,34 @@ def test_evaluation_stores_undefined_metrics_as_null_and_round_trips():
     text = original.model_dump_json()
     assert "NaN" not in text
     assert Evaluation.model_validate_json(text) == original
+
+
+def multiclass(recalls: dict[str, float | None], accuracy=0.8) -> Evaluation:
+    return Evaluation(rows=900, metrics={"accuracy": accuracy, "log_loss": 0.5,
+                                         **{f"recall[{name}]": value for name, value in recalls.items()}})
+
+
+def test_recall_per_class_is_judged_on_every_class_and_names_the_one_that_fails():
+    policy = parse_policy({"model": "grade", "min": {"recall_per_class": 0.6},
+                           "max_regression": {"recall_per_class": 0.05}})
+    champion = multiclass({"low": 0.8, "mid": 0.7, "high": 0.9})
+    good = decide(multiclass({"low": 0.82, "mid": 0.66, "high": 0.88}), champion, policy)
+    assert good.promote and "recall[mid] 0.66 >= floor 0.6" in good.notes
+    assert "recall[high] 0.88 is 0.02 worse than champion 0.9 (max_regression 0.05)" in good.notes
+    bad = decide(multiclass({"low": 0.9, "mid": 0.4, "high": 0.95}, accuracy=0.85), champion, policy)
+    assert bad.reasons == ["recall[mid] 0.4 < floor 0.6",
+                           "recall[mid] 0.4 is 0.3 worse than champion 0.7 (max_regression 0.05)"]
+
+
+def test_a_class_without_test_rows_is_not_judged_but_an_unmeasured_recall_fails():
+    policy = parse_policy({"model": "grade", "min": {"recall_per_class": 0.6},
+                           "min_improvement": {"recall_per_class": 0.0}})
+    candidate = multiclass({"low": 0.8, "mid": float("nan"), "high": 0.9})
+    decision = decide(candidate, multiclass({"low": 0.7, "mid": 0.7, "high": 0.9}), policy)
+    assert decision.promote
+    assert "recall[mid] is undefined on the test split: not judged" in decision.notes
+    assert "recall[mid] not compared with the champion: candidate has none, champion has 0.7" in decision.notes
+    unmeasured = decide(Evaluation(rows=9, metrics={"accuracy": 0.8}), Evaluation(rows=9, metrics={}), policy)
+    assert unmeasured.reasons == [
+        "recall_per_class is not among the candidate's metrics (it has: accuracy)",
+        "cannot compare recall_per_class with the champion: candidate has none, champion has none"]

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from services.validator.policy import PolicyError, load_policies, load_policy, parse_policy
+from services.validator.policy import PolicyError, load_policies, load_policy, model_problems, parse_policy
 
 pytestmark = pytest.mark.unit
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "policies" / "transactions.yaml"
@@ -99,3 +99,13 @@ def test_folder_reports_bad_files_and_duplicate_models(tmp_path):
     (tmp_path / "c.yaml").write_text("model: churn\nmax: {rmse: 2}\n")
     (tmp_path / "d.yaml").unlink()
     assert sorted(load_policies(tmp_path)) == ["churn", "fraud"]
+
+
+def test_recall_per_class_is_a_multiclass_floor_in_the_unit_interval():
+    policy = parse_policy({"model": "grade", "min": {"recall_per_class": 0.5}, "max_regression": {"recall_per_class": 0.1}})
+    assert model_problems(policy, "multiclass") == []
+    assert model_problems(policy, "binary") == [
+        "min.recall_per_class: a binary model is judged on auc, log_loss, accuracy, never recall_per_class",
+        "max_regression.recall_per_class: a binary model is judged on auc, log_loss, accuracy, never recall_per_class"]
+    assert "min.recall_per_class: 1.5 is outside [0, 1], where recall_per_class lies" in problems_of(
+        {"model": "grade", "min": {"recall_per_class": 1.5}})

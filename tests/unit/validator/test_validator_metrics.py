@@ -50,6 +50,30 @@ def test_multiclass_metrics_from_probabilities():
     metrics = task_metrics("multiclass", p, y)
     assert metrics["accuracy"] == pytest.approx(2 / 3)
     assert metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.7, 0.8, 0.3])))
+    # Class 0: one of its two rows predicted as it; class 1 has no rows; class 2 its one row.
+    assert metrics["recall[0]"] == 0.5 and math.isnan(metrics["recall[1]"]) and metrics["recall[2]"] == 1.0
+
+
+def test_the_recall_of_each_class_is_named_by_its_text_and_has_the_error_of_a_share():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 3_000)
+    # The model finds class "low" nine times in ten, "mid" half the time, "high" always.
+    found = rng.random(3_000) < np.array([0.9, 0.5, 1.0])[labels]
+    guess = np.where(found, labels, (labels + 1) % 3)
+    p = np.full((3_000, 3), 0.1)
+    p[np.arange(3_000), guess] = 0.8
+    classes = ["low", "mid", "high"]
+    metrics = task_metrics("multiclass", p, labels, classes)
+    assert [key for key in metrics if key.startswith("recall")] == ["recall[low]", "recall[mid]", "recall[high]"]
+    for position, name in enumerate(classes):
+        assert metrics[f"recall[{name}]"] == pytest.approx(np.mean(guess[labels == position] == position))
+    errors = standard_errors("multiclass", p, labels, classes)
+    rows = np.bincount(labels)
+    share = metrics["recall[mid]"]
+    assert errors["recall[mid]"] == pytest.approx(math.sqrt(share * (1 - share) / (rows[1] - 1)))
+    assert errors["recall[high]"] == 0.0  # found every time: no spread
+    with pytest.raises(ValueError, match="3 class probabilities but names 2 classes"):
+        task_metrics("multiclass", p, labels, ["low", "mid"])
 
 
 def test_regression_metrics():
@@ -134,4 +158,5 @@ def test_every_metric_has_a_standard_error(task):
         predictions = rng.random(500) if task == "binary" else labels + rng.normal(0, 0.5, 500)
     errors = standard_errors(task, predictions, labels)
     assert set(errors) == set(task_metrics(task, predictions, labels))
+    assert task != "multiclass" or {"recall[0]", "recall[1]", "recall[2]"} <= set(errors)
     assert all(0 < error < 0.1 for error in errors.values())

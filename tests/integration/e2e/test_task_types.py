@@ -33,6 +33,8 @@ from loop_stack import read_events, start_stack
 
 from streamml.demo import EventWatcher, Timeline
 from streamml.events import DatasetReady, DriftDetected, ModelPromoted, ModelTrained
+from streamml.registry.decisions import read_decision
+from streamml.registry.monitor import read_monitor_history
 from streamml.sdk.client import ModelClient
 from streamml.settings import ServiceSettings
 from streamml.stack.control import down
@@ -59,11 +61,16 @@ def binary_labels(x1: np.ndarray, x2: np.ndarray, new_world: bool, rng: np.rando
     return rng.random(x1.size) < 1 / (1 + np.exp(-logit))
 
 
+GRADES = np.array(["low", "mid", "high"])
+
+
 def class_labels(x1: np.ndarray, x2: np.ndarray, new_world: bool, rng: np.random.Generator) -> np.ndarray:
-    """Integer classes 0, 1, 2 by thirds of a score; the new world shifts every class by one."""
+    """Text classes low, mid, high by thirds of a score; the new world shifts every class by one.
+    (Boolean labels go through the loop with the binary model; integer classes are read the same way as
+    text, which the monitor's and validator's unit tests check.)"""
     score = x1 + 0.5 * x2 + 0.2 * rng.standard_normal(x1.size)
     classes = np.digitize(score, [-0.5, 0.5])
-    return (classes + 1) % 3 if new_world else classes
+    return GRADES[(classes + 1) % 3 if new_world else classes]
 
 
 def regression_labels(x1: np.ndarray, x2: np.ndarray, new_world: bool, rng: np.random.Generator) -> np.ndarray:
@@ -100,8 +107,10 @@ class Stream:
 STREAMS = [
     Stream("churn", "binary", {"type": "bool"}, binary_labels, seed=11, policy={
         "min": {"auc": 0.75}, "max": {"log_loss": 0.6}, "min_improvement": {"auc": 0.01}}),
-    Stream("grade", "multiclass", {"type": "int", "min": 0, "max": 2}, class_labels, seed=12, policy={
-        "min": {"accuracy": 0.6}, "max": {"log_loss": 1.0}, "min_improvement": {"accuracy": 0.01}}),
+    # Every class must be found; the monitor watches each class's recall as well.
+    Stream("grade", "multiclass", {"type": "category", "categories": GRADES.tolist()}, class_labels, seed=12,
+           policy={"min": {"accuracy": 0.6, "recall_per_class": 0.3}, "max": {"log_loss": 1.0},
+                   "min_improvement": {"accuracy": 0.01}}),
     Stream("demand", "regression", {"type": "float"}, regression_labels, seed=13, policy={
         "max": {"rmse": 1.0, "mae": 0.8}, "min_improvement": {"rmse": 0.01}}),
 ]
@@ -160,7 +169,7 @@ def score(stream: Stream, card: dict, outputs: np.ndarray, labels: list) -> floa
         return float(np.mean((outputs >= 0.5).astype(int) == truth))
     if stream.task == "multiclass":
         classes = np.asarray(card["outputs"]["classes"])
-        return float(np.mean(classes[np.argmax(outputs, axis=1)].astype(int) == truth))
+        return float(np.mean(classes[np.argmax(outputs, axis=1)] == truth))
     return float(np.sqrt(np.mean((outputs - truth) ** 2)))
 
 
@@ -295,12 +304,30 @@ def _assert_recovered(stream: Stream, run: Run, found: list[tuple[str, object]],
     assert answered["event_id"] in drift_ids, f"{name}: the build answers {answered['event_id']}, not a drift of it"
     assert answered["training_window"] == "since_drift" and answered["rows_before"] == 0, answered
     assert answered["rows_after"] >= MIN_ROWS_AFTER and not answered["waited_out"], answered  # prep drops none here
+    if stream.task == "multiclass":
+        _assert_recall_per_class_watched(run, store)
     # The application predicts the new world better with the second champion than it did with the first.
     old, new = served_score(stream, run.first_on_new_world), run.second_on_new_world
     if stream.task == "regression":
         assert new < old / 2, f"{name}: RMSE on the new world {old:.3f} with the first champion, {new:.3f} after"
     else:
         assert new > old + 0.3, f"{name}: accuracy on the new world {old:.3f} with the first champion, {new:.3f} after"
+
+
+def _assert_recall_per_class_watched(run: Run, store: ObjectStore) -> None:
+    """The policy names recall_per_class: the validator judged each text class's recall, and the monitor
+    watched each against it, so the drift (every class shifted by one) showed in every class's recall."""
+    recalls = [f"recall[{name}]" for name in GRADES]
+    decision = read_decision(store, "grade", run.second.version)
+    assert set(recalls) <= set(decision.candidate.metrics), decision.candidate.metrics
+    assert all(f"{name} " in " ".join(decision.notes) for name in recalls), decision.notes  # each floor judged
+    first = next(state for state in read_monitor_history(store, "grade", 2) if state.version == run.first.version)
+    judged = [report for report in first.performance_reports if report.judged]
+    watched = [sorted(check.metric for check in report.others if check.metric in recalls) for report in judged]
+    assert judged and all(metrics == sorted(recalls) for metrics in watched), watched
+    drifted = {check.metric for report in judged for check in report.others
+               if check.drifted and check.metric in recalls}
+    assert drifted == set(recalls), f"recall drift seen on {sorted(drifted)} of {recalls}"
 
 
 def served_score(stream: Stream, served: list) -> float:

@@ -112,6 +112,9 @@ class DriftBuild(Strict):
     window_end: datetime
     point: datetime = Field(description="rows with a Kafka timestamp at or after this are post-drift")
     training_window: str = Field(description="since_drift, all or last_rows:N (the spec's prep.on_drift.window)")
+    half_life_s: float | None = Field(
+        None, gt=0, description="window all: a pre-drift row's training weight halves per half_life_s it landed "
+        "before point (the manifest's weight column); null: every row weighs 1")
     rows_before: int = Field(ge=0, description="prepared rows (train and validation) from before the drift")
     rows_after: int = Field(ge=0, description="prepared rows (all splits) from after the drift")
     test_rows_left_out: int = Field(0, ge=0, description="pre-drift rows of the test split, left out of it")
@@ -146,6 +149,9 @@ class DatasetManifest(Strict):
     engine_reason: str | None = Field(
         None, description="why that engine: the setting or spec policy, and for auto the raw size against the limit")
     drift: DriftBuild | None = Field(None, description="set when the version answers a drift.detected")
+    weight: str | None = Field(
+        None, description="prepared column of per-row training weights (a drift build of window all: by recency); "
+        "the trainer weighs each row's loss by it. Null: every row weighs 1")
     rows_since: datetime | None = Field(
         None, description="the version read only landed rows with a Kafka timestamp at or after this: a drift "
         "build's training window, which the builds after it keep until the next drift")

@@ -20,6 +20,7 @@ data and the prepared splits; the manifest says so). Example::
       splits: {train: 0.8, validation: 0.1, test: 0.1}
       min_new_rows: 10000
       on_drift: {min_rows_after: 2000, max_wait_s: 600, window: since_drift}
+      # or: on_drift: {window: all, half_life_s: 1800}  (older rows weigh less in training)
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class FieldSpec(Strict):
 
 
 TRAINING_WINDOWS = ("since_drift", "all")
+# Window all: a row landed an hour before the drift weighs half a row from after it.
+DEFAULT_HALF_LIFE_S = 3600.0
 
 
 class LastRows(Strict):
@@ -108,7 +111,10 @@ class DriftPolicy(Strict):
         600, gt=0, description="build with the post-drift rows there are once the drift is this old")
     window: Literal["since_drift", "all"] | LastRows = Field(
         "since_drift", description="what the drift build trains on: since_drift (rows after the drift only), "
-        "all (every landed row), or {last_rows: N} (the newest N landed rows)")
+        "all (every landed row, older ones weighing less: half_life_s), or {last_rows: N} (the newest N landed rows)")
+    half_life_s: float | None = Field(
+        None, gt=0, description=f"window all: a row's training weight halves per half_life_s it landed before "
+        f"the drift point (linear between halvings); rows after it weigh 1 (default {DEFAULT_HALF_LIFE_S:g})")
 
     @field_validator("window", mode="before")
     @classmethod
@@ -119,6 +125,20 @@ class DriftPolicy(Strict):
         if isinstance(rows, int) and not isinstance(rows, bool) and rows >= 1:
             return LastRows(last_rows=rows)
         raise ValueError(f"window {value!r} is not one of since_drift, all, {{last_rows: N}} with N >= 1")
+
+    @model_validator(mode="after")
+    def _half_life_weighs_all(self) -> DriftPolicy:
+        if self.half_life_s is not None and self.window != "all":
+            raise ValueError(f"half_life_s weighs the rows of window all, not of window {self.window_name}: "
+                             "remove half_life_s or use window: all")
+        return self
+
+    @property
+    def recency_half_life_s(self) -> float | None:
+        """The half-life of the training weights: window ``all`` only (None: every row weighs 1)."""
+        if self.window != "all":
+            return None
+        return self.half_life_s if self.half_life_s is not None else DEFAULT_HALF_LIFE_S
 
     @property
     def window_name(self) -> str:

@@ -70,6 +70,7 @@ class DriftOrder:
         return DriftBuild(
             event_id=request.event_id, model=request.model, kind=request.kind, window_start=request.window_start,
             window_end=request.window_end, point=from_ms(self.cut.point_ms), training_window=self.training_window,
+            half_life_s=self.cut.half_life_s,
             rows_before=sides.before, rows_after=sides.after, test_rows_left_out=sides.test_left_out,
             landed_rows_after=self.landed_rows_after, waited_out=self.waited_out,
         )
@@ -144,6 +145,7 @@ class DatasetBuilder:
                 result = prepare(
                     spec, [f"s3a://{self.s3.bucket}/{raw.key}" for raw in usable], out, self.s3,
                     since_ms=since_ms, drift_point_ms=drift.cut.point_ms if drift else None,
+                    half_life_s=drift.cut.half_life_s if drift else None,
                 )
             except (PrepError, StoreUnavailable) as error:
                 failed = error

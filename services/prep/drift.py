@@ -56,10 +56,12 @@ def window_since_ms(policy: DriftPolicy, point_ms: int, times: Iterable[np.ndarr
 
 @dataclass(frozen=True)
 class DriftCut:
-    """A drift build's point, and where its training window starts (None: every landed row)."""
+    """A drift build's point, where its training window starts (None: every landed row), and the half-life
+    of its rows' training weights (None: every row weighs 1)."""
 
     point_ms: int
     since_ms: int | None
+    half_life_s: float | None = None
 
 
 Action = Literal["build", "wait", "give_up"]

@@ -42,6 +42,7 @@ SQL_TYPES = {
 }
 FRACTIONAL_SQL = ("FLOAT", "DOUBLE", "REAL", "DECIMAL")
 AFTER = "_after_drift"  # a drift build's rows: landed at or after the drift point
+WEIGHT = rules.WEIGHT
 
 
 def prepare_with_duckdb(
@@ -51,11 +52,14 @@ def prepare_with_duckdb(
     s3: S3Settings | None = None,
     since_ms: int | None = None,
     drift_point_ms: int | None = None,
+    half_life_s: float | None = None,
 ) -> PrepResult:
     """Prepare ``raw_paths`` (local or s3a://) into ``out_prefix``: the contract of
-    ``job.prepare_with_spark``, training window and drift sides included."""
+    ``job.prepare_with_spark``, training window, drift sides and recency weights included."""
     spec = rules.engine_spec(spec, raw_paths)
-    checked, latest = _validated_latest(spec, _raw_dataset(raw_paths, s3), since_ms, drift_point_ms)
+    weighted = drift_point_ms is not None and half_life_s is not None
+    checked, latest = _validated_latest(spec, _raw_dataset(raw_paths, s3), since_ms, drift_point_ms,
+                                        half_life_s if weighted else None)
     drop = np.zeros(latest.num_rows, dtype=bool)
     for name in rules.null_dropping_fields(spec):
         drop |= latest[name].is_null().to_numpy(zero_copy_only=False)
@@ -77,7 +81,7 @@ def prepare_with_duckdb(
     counts = {name: _value_counts(train[name]) for name in fit.counted_fields(spec)}
     fitted = fit.fitted(spec, numeric_transform, numeric_reference, counts)
 
-    schema = rules.prepared_schema(spec)
+    schema = rules.prepared_schema(spec, weighted)
     prepared = _transformed(kept, spec, fitted.transform, schema)
     files, hashes = {}, {}
     for split in SPLITS:
@@ -134,7 +138,8 @@ def _write_parquet(table: pa.Table, uri: str, s3: S3Settings | None) -> None:
 
 
 def _validated_latest(
-    spec: DatasetSpec, raw: ds.Dataset, since_ms: int | None, drift_point_ms: int | None
+    spec: DatasetSpec, raw: ds.Dataset, since_ms: int | None, drift_point_ms: int | None,
+    half_life_s: float | None = None,
 ) -> tuple[dict[str, int], pa.Table]:
     """Row counts (input, rejected, per violation) and the latest valid row per key, by (hash, key)."""
     con = duckdb.connect()
@@ -156,6 +161,9 @@ def _validated_latest(
                 flags[rules.violation_name(field, rule)] = _violation_sql(field, rule, value, bad_type)
         flag_columns = [f'coalesce({sql}, false) AS "{name}"' for name, sql in flags.items()]
         carried = [] if drift_point_ms is None else [f"{kafka_us} >= {int(drift_point_ms) * 1000} AS {AFTER}"]
+        if half_life_s is not None:
+            carried.append(f"{rules.recency_weight_sql(kafka_us, drift_point_ms, half_life_s)} AS {WEIGHT}")
+        carried_names = [AFTER, WEIGHT][:len(carried)]
         con.execute(f"CREATE TEMP TABLE typed AS SELECT {', '.join(values + flag_columns + carried)} FROM raw")
         any_flag = " OR ".join(f'"{name}"' for name in flags)
         counted = con.execute(
@@ -164,11 +172,11 @@ def _validated_latest(
             + " FROM typed"
         ).fetchall()[0]
         checked = dict(zip(["input", "rejected", *flags], counted, strict=True))
-        names = ", ".join([f'"{field.name}"' for field in spec.fields] + ([AFTER] if carried else []))
+        names = ", ".join([f'"{field.name}"' for field in spec.fields] + carried_names)
         key = f'"{spec.key}"'
-        # The drift side comes last in the order: it only tells apart rows equal in every field.
+        # The drift side (and weight) come last in the order: they only tell apart rows equal in every field.
         order = ", ".join([f'"{name}" DESC NULLS LAST' for name in rules.dedupe_order(spec)]
-                          + ([f"{AFTER} DESC"] if carried else []))
+                          + [f"{name} DESC" for name in carried_names])
         digits = rules.KEY_HASH_HEX_DIGITS
         latest = con.sql(
             f"""
@@ -322,4 +330,6 @@ def _transformed(
         columns[field.name] = pa.array((value - fitted.mean) / fitted.std)
     if spec.label is not None:
         columns[spec.label] = kept[spec.label]
+    if rules.WEIGHT in schema.names:
+        columns[rules.WEIGHT] = kept[rules.WEIGHT]
     return pa.table(columns).cast(schema)

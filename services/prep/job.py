@@ -49,6 +49,7 @@ SPARK_TYPES: dict[str, T.DataType] = {
 FRACTIONAL = (T.FloatType, T.DoubleType, T.DecimalType)
 HASH, SPLIT, DROP, BUCKET = "_hash", "_split", "_drop", "_bucket"
 AFTER = "_after_drift"  # a drift build's rows: landed at or after the drift point
+WEIGHT = rules.WEIGHT
 log = logging.getLogger(__name__)
 
 
@@ -68,13 +69,16 @@ def prepare_with_spark(
     s3: S3Settings | None = None,
     since_ms: int | None = None,
     drift_point_ms: int | None = None,
+    half_life_s: float | None = None,
 ) -> PrepResult:
     """Prepare ``raw_paths`` (local or s3a://) into ``out_prefix``; ``s3`` reads the written files back.
 
     ``since_ms`` reads only the rows with a Kafka timestamp at or after it (a
     training window). A drift build (``drift_point_ms``) also marks each row's
     side of the drift by its Kafka timestamp and leaves pre-drift rows out of
-    the test split, so the version is judged on the new world.
+    the test split, so the version is judged on the new world; with
+    ``half_life_s`` each row gets a training weight by its recency
+    (``rules.recency_weight_sql``).
     """
     spec = rules.engine_spec(spec, raw_paths)
     raw = spark.read.option("mergeSchema", "true").parquet(*raw_paths)
@@ -87,6 +91,10 @@ def prepare_with_spark(
     if drift_point_ms is not None:
         raw = raw.withColumn(AFTER, kafka_us >= F.lit(drift_point_ms * 1000))
         carried = [AFTER]
+        if half_life_s is not None:
+            weight = F.expr(rules.recency_weight_sql("_kafka_us", drift_point_ms, half_life_s))
+            raw = raw.withColumn("_kafka_us", kafka_us).withColumn(WEIGHT, weight).drop("_kafka_us")
+            carried.append(WEIGHT)
     typed = typed_rows(raw, spec, carried)
     broken = {name: F.col(f"`{name}`") for name in typed.columns if name.startswith("_v:")}
     with _step("validate", spec.name):
@@ -122,7 +130,7 @@ def prepare_with_spark(
             numeric_transform, numeric_reference = fit_numeric(train, spec, fit.numeric_plans(spec))
             counts = value_counts(train, fit.counted_fields(spec))
             fitted = fit.fitted(spec, numeric_transform, numeric_reference, counts)
-        schema = rules.prepared_schema(spec)
+        schema = rules.prepared_schema(spec, WEIGHT in carried)
         prepared = transformed(spark, kept, spec, fitted.transform)
         files, hashes = write_splits(prepared, spec, schema, out_prefix, s3)
     finally:
@@ -413,6 +421,8 @@ def transformed(
         columns.append(((value - F.lit(fitted.mean)) / F.lit(fitted.std)).alias(field.name))
     if spec.label is not None:
         columns.append(F.col(spec.label))
+    if WEIGHT in kept.columns:
+        columns.append(F.col(WEIGHT))
     return kept.select(*columns, F.col(SPLIT))
 
 

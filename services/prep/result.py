@@ -18,6 +18,7 @@ from streamml.manifest import (
     NumericTransform,
     RawSource,
 )
+from services.prep.rules import WEIGHT
 from streamml.specs import DatasetSpec
 
 
@@ -95,4 +96,5 @@ def build_manifest(
         engine_reason=engine_reason,
         drift=drift,
         rows_since=rows_since,
+        weight=WEIGHT if WEIGHT in result.schema.names else None,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
 
 from streamml.specs import KAFKA_TIME, DatasetSpec, FieldSpec
@@ -135,8 +136,32 @@ PREPARED_TYPES: dict[str, pa.DataType] = {
 }
 
 
-def prepared_schema(spec: DatasetSpec) -> pa.Schema:
-    """Columns of a prepared split: key, event time, transformed features, label unchanged."""
+# A drift build of window ``all`` weighs each row by its recency (``recency_weight``).
+WEIGHT = "_weight"
+
+
+def recency_weight_sql(kafka_us: str, point_ms: int, half_life_s: float) -> str:
+    """SQL (Spark's and DuckDB's) for a row's training weight: 1 from the drift point on; before it, halved
+    per ``half_life_s`` the row landed earlier, linear between halvings (``recency_weight``).
+
+    Only IEEE-exact steps (division, floor, powers of two) so both engines write the same bits: a general
+    ``power(0.5, x)`` differs in its last bit between Spark's and DuckDB's math libraries."""
+    point_us, half_life_us = int(point_ms) * 1000, float(half_life_s) * 1e6
+    x = f"(CAST({point_us} - {kafka_us} AS DOUBLE) / CAST({half_life_us!r} AS DOUBLE))"
+    return (f"CASE WHEN {kafka_us} >= {point_us} THEN CAST(1 AS DOUBLE) "
+            f"ELSE power(CAST(0.5 AS DOUBLE), floor({x})) * (1 - ({x} - floor({x})) / 2) END")
+
+
+def recency_weight(age_s: np.ndarray, half_life_s: float) -> np.ndarray:
+    """What ``recency_weight_sql`` computes for rows landed ``age_s`` seconds before the drift (<= 0: 1)."""
+    halvings = np.maximum(np.asarray(age_s, dtype=np.float64), 0) / half_life_s
+    whole = np.floor(halvings)
+    return 0.5**whole * (1 - (halvings - whole) / 2)
+
+
+def prepared_schema(spec: DatasetSpec, weighted: bool = False) -> pa.Schema:
+    """Columns of a prepared split: key, event time, transformed features, label unchanged, and with
+    ``weighted`` each row's training weight (``WEIGHT``)."""
     columns = [
         pa.field(spec.key, PREPARED_TYPES[spec.field(spec.key).type]),
         pa.field(spec.event_time, PREPARED_TYPES["timestamp"]),
@@ -145,6 +170,8 @@ def prepared_schema(spec: DatasetSpec) -> pa.Schema:
         columns.append(pa.field(field.name, pa.int64() if field.type == "category" else pa.float64()))
     if spec.label is not None:
         columns.append(pa.field(spec.label, PREPARED_TYPES[spec.field(spec.label).type]))
+    if weighted:
+        columns.append(pa.field(WEIGHT, pa.float64()))
     return pa.schema(columns)
 
 

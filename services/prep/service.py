@@ -267,8 +267,9 @@ class PrepService(EventService[PrepSettings]):
             self.store.delete(key)
             return
         log.info("drift build starts", extra=context)
-        order = DriftOrder(request, DriftCut(point, window_since_ms(policy, point, times)), landed_rows_after=after,
-                           waited_out=step.waited_out, training_window=policy.window_name)
+        cut = DriftCut(point, window_since_ms(policy, point, times), policy.recency_half_life_s)
+        order = DriftOrder(request, cut, landed_rows_after=after, waited_out=step.waited_out,
+                           training_window=policy.window_name)
         try:
             outcome = self._try_build(spec, f"drift:{request.event_id}", order)
         except AlreadyAnswered as answered:

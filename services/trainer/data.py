@@ -177,3 +177,17 @@ def _label_column(column: pa.ChunkedArray, layout: FeatureLayout) -> np.ndarray:
         seen = np.unique(values)[:5].tolist()
         raise ValueError(f"binary label {layout.label!r} must be 0 or 1, found {seen}")
     return values
+
+
+def row_weights(table: pa.Table, column: str) -> torch.Tensor:
+    """A split's per-row training weights (the manifest's ``weight`` column): finite, >= 0, not all 0."""
+    if column not in table.column_names:
+        raise ValueError(f"the manifest names weight column {column!r}, which the prepared split lacks")
+    values = table.column(column)
+    if values.null_count:
+        raise ValueError(f"weight column {column!r} has {values.null_count} nulls; prep writes one weight per row")
+    weights = values.to_numpy().astype(np.float64)
+    if weights.size and (not np.isfinite(weights).all() or weights.min() < 0 or weights.sum() <= 0):
+        raise ValueError(f"weight column {column!r} must hold finite weights >= 0, not all 0; it spans "
+                         f"[{weights.min()}, {weights.max()}]")
+    return torch.from_numpy(weights)

@@ -2,7 +2,7 @@
 Parquet files of its splits, checked against what the manifest says of them.
 
     manifest = read_manifest(store, event.manifest_key, event.dataset, event.version)
-    tables = read_splits(store, manifest, ("train", "validation"), columns)
+    tables, train_weights = read_training_splits(store, manifest, columns)
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import hashlib
 from collections.abc import Sequence
 
 import pyarrow as pa
+import torch
 
-from services.trainer.data import read_parquet
+from services.trainer.data import read_parquet, row_weights
 from streamml.manifest import DatasetManifest
 from streamml.registry.datasets import manifest_at
 from streamml.store import ObjectStore
@@ -60,3 +61,13 @@ def read_splits(
             )
         tables[split] = table
     return tables
+
+
+def read_training_splits(
+    store: ObjectStore, manifest: DatasetManifest, columns: Sequence[str]
+) -> tuple[dict[str, pa.Table], torch.Tensor | None]:
+    """``read_splits`` of the training splits, and the train rows' weights when the manifest names a
+    weight column (a drift build of window all), else None: every row weighs the same."""
+    weight = [manifest.weight] if manifest.weight else []
+    tables = read_splits(store, manifest, TRAINING_SPLITS, [*columns, *weight])
+    return tables, row_weights(tables["train"], manifest.weight) if manifest.weight else None

@@ -35,7 +35,7 @@ from services.trainer import progress
 from services.trainer.artifact import export_portable, model_card, state_dict_bytes
 from services.trainer.cpus import available_cpus
 from services.trainer.data import FeatureLayout, tensors_from_table
-from services.trainer.prepared import TRAINING_SPLITS, read_manifest, read_splits
+from services.trainer.prepared import read_manifest, read_training_splits
 from services.trainer.publish import (
     VersionFile,
     committed_card,
@@ -149,7 +149,7 @@ class TrainerService(EventService[TrainerSettings]):
         started = time.monotonic()
         manifest = read_manifest(self.store, event.manifest_key, event.dataset, event.version)
         layout = FeatureLayout.from_manifest(manifest, spec.task)
-        tables = read_splits(self.store, manifest, TRAINING_SPLITS, layout.columns)
+        tables, train_weights = read_training_splits(self.store, manifest, layout.columns)
         layout = layout.with_classes(tables["train"])
         train_data = tensors_from_table(tables["train"], layout)
         validation_data = tensors_from_table(tables["validation"], layout)
@@ -158,6 +158,7 @@ class TrainerService(EventService[TrainerSettings]):
         resumed_from = checkpoint["epoch"] if checkpoint is not None else 0
         progress.run_started(spec.name, spec.max_epochs, resumed_from)
         log.info("training", extra={**context, "rows": {"train": len(train_data), "validation": len(validation_data)},
+                                    "weight_column": manifest.weight,
                                     "resumed_from_epoch": resumed_from, "max_epochs": spec.max_epochs})
         try:
             if self.stopping.is_set():  # asked to stop while reading the data: start no epoch
@@ -169,6 +170,7 @@ class TrainerService(EventService[TrainerSettings]):
                 on_checkpoint=self._checkpoint_writer(spec.name, version),
                 resume_from=checkpoint,
                 should_stop=self.stopping.is_set,
+                train_weights=train_weights,
             )
         except TrainingInterrupted as stop:
             progress.RUNS.labels(spec.name, "interrupted").inc()

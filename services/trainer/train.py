@@ -88,22 +88,30 @@ def train(
     on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
     resume_from: dict[str, Any] | bytes | None = None,
     should_stop: Callable[[], bool] | None = None,
+    train_weights: torch.Tensor | None = None,
 ) -> TrainResult:
+    """``train_weights`` (one per train row, from ``data.row_weights``) weighs each row's loss; without
+    them every row weighs the same."""
     if len(train_data) == 0 or len(validation_data) == 0:
         raise ValueError(
             f"training needs rows in both splits, got train={len(train_data)} validation={len(validation_data)}"
         )
+    if train_weights is not None and train_weights.shape != (len(train_data),):
+        raise ValueError(f"train_weights has shape {list(train_weights.shape)}; give one weight per train row "
+                         f"({len(train_data)})")
     target = resolve_device(device)
     checkpoint = load_checkpoint(resume_from) if isinstance(resume_from, bytes) else resume_from
     if checkpoint is not None:
         _check_resumable(checkpoint, spec, len(train_data))
     with _rng_scope(target), _deterministic(target):
         return _fit(
-            spec, layout, train_data, validation_data, target, on_epoch, on_checkpoint, checkpoint, should_stop
+            spec, layout, train_data, validation_data, target, on_epoch, on_checkpoint, checkpoint, should_stop,
+            train_weights,
         )
 
 
-def _fit(spec, layout, train_data, validation_data, device, on_epoch, on_checkpoint, checkpoint, should_stop):
+def _fit(spec, layout, train_data, validation_data, device, on_epoch, on_checkpoint, checkpoint, should_stop,
+         train_weights=None):
     torch.manual_seed(spec.seed)
     net = build_model(layout, spec.architecture).to(device)
     optimiser = build_optimiser(net, spec.optimiser)
@@ -116,7 +124,12 @@ def _fit(spec, layout, train_data, validation_data, device, on_epoch, on_checkpo
     train_data, resident = _place(train_data, validation_data, device)
     validation_on_device = validation_data.to(device) if resident else validation_data
     validation_labels = validation_data.label.numpy()
-    loss_fn = loss_for(spec.task)
+    # Weighted: each row's loss times its weight relative to the mean weight, so the loss keeps its scale
+    # and a batch of old rows moves the model less than one of new rows (normalising per batch would not).
+    weights = None if train_weights is None else (train_weights / train_weights.mean()).float()
+    if weights is not None and resident:
+        weights = weights.to(device)
+    loss_fn = loss_for(spec.task, per_row=weights is not None)
     bounds = batch_bounds(len(train_data), spec.batch_size)
     autocast = _autocast(device)
 
@@ -126,7 +139,7 @@ def _fit(spec, layout, train_data, validation_data, device, on_epoch, on_checkpo
         order = torch.randperm(len(train_data), generator=permutation)
         if resident:
             order = order.to(device)
-        loss = _train_epoch(net, optimiser, loss_fn, train_data, order, bounds, device, resident, autocast)
+        loss = _train_epoch(net, optimiser, loss_fn, train_data, order, bounds, device, resident, autocast, weights)
         seconds = time.perf_counter() - started
         scores = predict_scores(net, validation_on_device, device)
         metrics = validation_metrics(spec.task, scores, validation_labels)
@@ -158,7 +171,7 @@ def _fit(spec, layout, train_data, validation_data, device, on_epoch, on_checkpo
     )
 
 
-def _train_epoch(net, optimiser, loss_fn, data, order, bounds, device, resident, autocast) -> float:
+def _train_epoch(net, optimiser, loss_fn, data, order, bounds, device, resident, autocast, weights=None) -> float:
     net.train()
     total = torch.zeros((), device=device)
     for start, stop in bounds:
@@ -171,6 +184,8 @@ def _train_epoch(net, optimiser, loss_fn, data, order, bounds, device, resident,
         with autocast:
             scores = net(numeric, categorical)
         loss = loss_fn(scores.float(), label)
+        if weights is not None:
+            loss = (loss * weights[index].to(device, non_blocking=True)).mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -230,12 +245,14 @@ def build_scheduler(optimiser: torch.optim.Optimizer, schedule: Schedule, max_ep
     return None
 
 
-def loss_for(task: str) -> nn.Module:
+def loss_for(task: str, per_row: bool = False) -> nn.Module:
+    """The task's loss, averaged over the batch, or with ``per_row`` one value per row (to weigh)."""
+    reduction = "none" if per_row else "mean"
     if task == "binary":
-        return nn.BCEWithLogitsLoss()
+        return nn.BCEWithLogitsLoss(reduction=reduction)
     if task == "multiclass":
-        return nn.CrossEntropyLoss()
-    return nn.MSELoss()
+        return nn.CrossEntropyLoss(reduction=reduction)
+    return nn.MSELoss(reduction=reduction)
 
 
 def batch_bounds(rows: int, batch_size: int) -> list[tuple[int, int]]:

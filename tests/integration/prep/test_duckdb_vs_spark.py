@@ -413,7 +413,9 @@ def test_both_engines_read_the_same_window_and_count_the_same_drift_sides(spark,
     no_time = rng.random(raw.num_rows) < 0.01
     raw = raw.append_column(KAFKA_TIME, pa.array(ms, pa.int64(), mask=no_time).cast(pa.timestamp("ms", tz="UTC")))
     paths = write_raw(raw, tmp_path / "raw", files=2)
-    windows = [{"drift_point_ms": POINT}, {"since_ms": T0 + 50_000, "drift_point_ms": POINT},
+    # The weighted build reads rows up to 100 s before the drift at a half-life of 30 s.
+    windows = [{"drift_point_ms": POINT}, {"drift_point_ms": POINT, "half_life_s": 30.0},
+               {"since_ms": T0 + 50_000, "drift_point_ms": POINT},
                {"since_ms": POINT, "drift_point_ms": POINT}, {"since_ms": T0 + 150_000}]
     for number, window in enumerate(windows):
         by_spark, by_duckdb = prepare_both(spark, TRANSACTIONS, paths, tmp_path / str(number), **window)

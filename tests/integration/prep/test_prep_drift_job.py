@@ -12,6 +12,7 @@ from test_duckdb_vs_spark import TRANSACTIONS
 
 from services.prep.duckdb_job import prepare_with_duckdb
 from services.prep.job import prepare_with_spark
+from services.prep.rules import WEIGHT, recency_weight
 from services.prep.spark import spark_session
 from services.prep.synthetic import raw_transactions
 from streamml.manifest import SPLITS
@@ -67,6 +68,28 @@ def test_a_build_from_all_rows_counts_both_sides_and_tests_on_the_new_world_only
     train = keys(tmp_path / "all", "train")
     assert train == keys(tmp_path / "plain", "train"), "train keeps both sides"
     assert train & new_keys and train - new_keys
+
+
+def test_a_build_from_all_rows_with_a_half_life_weighs_each_row_by_its_recency(prepare, raw, tmp_path):
+    path, new_keys = raw
+    result = prepare(TRANSACTIONS, [path], str(tmp_path / "weighted"), drift_point_ms=POINT, half_life_s=50.0)
+    assert result.schema.names[-1] == WEIGHT
+    landed = pq.read_table(path, columns=["tx_id", KAFKA_TIME])
+    landed_ms = dict(zip(landed["tx_id"].to_pylist(), landed[KAFKA_TIME].cast(pa.int64()).to_pylist(), strict=True))
+    for split in SPLITS:
+        table = pq.read_table(tmp_path / "weighted" / split, columns=["tx_id", WEIGHT])
+        ids, weights = table["tx_id"].to_pylist(), table[WEIGHT].to_numpy()
+        # A row landed 50 s before the drift weighs half a post-drift row, 75 s before 3/8; rows from the
+        # drift on weigh 1.
+        age_s = np.array([POINT - landed_ms[key] for key in ids]) / 1000
+        assert weights == pytest.approx(recency_weight(age_s, 50.0), rel=1e-12), split
+        assert ({key for key, weight in zip(ids, weights, strict=True) if weight == 1.0} == set(ids) & new_keys), split
+    train = pq.read_table(tmp_path / "weighted" / "train", columns=[WEIGHT])[WEIGHT].to_numpy()
+    assert 0.25 <= train.min() < 0.26 and train.max() == 1.0  # old rows landed 98.2 to 100 s before the drift
+    assert recency_weight(np.array([-5.0, 0.0, 25.0, 50.0, 75.0, 100.0]), 50.0).tolist() == [
+        1.0, 1.0, 0.75, 0.5, 0.375, 0.25]
+    plain = prepare(TRANSACTIONS, [path], str(tmp_path / "unweighted"), drift_point_ms=POINT)
+    assert WEIGHT not in plain.schema.names
 
 
 def test_a_build_since_the_drift_reads_post_drift_rows_only(prepare, raw, tmp_path):

@@ -66,6 +66,10 @@ def test_the_spec_reads_on_drift():
     assert (policy.min_rows_after, policy.max_wait_s, policy.window_name) == (500, 30, "last_rows:8000")
     assert spec_with({"window": "all"}).prep.on_drift.window_name == "all"
     assert DriftPolicy().window_name == "since_drift"
+    # Window all weighs rows by recency, an hour's half-life unless the spec says otherwise; other windows do not.
+    assert spec_with({"window": "all"}).prep.on_drift.recency_half_life_s == 3600
+    assert spec_with({"window": "all", "half_life_s": 120}).prep.on_drift.recency_half_life_s == 120
+    assert DriftPolicy().recency_half_life_s is None
     # Stored as JSON (ingest keeps the specs it enforces) and read back the same.
     spec = spec_with({"window": {"last_rows": 8000}})
     assert DatasetSpec.model_validate_json(spec.model_dump_json()) == spec
@@ -78,6 +82,8 @@ def test_the_spec_reads_on_drift():
     ({"window": {"last_rows": 0}}, "prep.on_drift.window: window {'last_rows': 0} is not one of"),
     ({"window": {"rows": 10}}, "prep.on_drift.window: window {'rows': 10} is not one of"),
     ({"wait": 10}, "prep.on_drift.wait: Extra inputs are not permitted"),
+    ({"window": "all", "half_life_s": 0}, "prep.on_drift.half_life_s: Input should be greater than 0"),
+    ({"half_life_s": 60}, "prep.on_drift: half_life_s weighs the rows of window all, not of window since_drift"),
 ])
 def test_a_bad_on_drift_is_refused_naming_the_setting(on_drift, problem):
     with pytest.raises(SpecError) as raised:

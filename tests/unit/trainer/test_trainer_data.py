@@ -1,12 +1,17 @@
 import io
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
-from services.trainer.data import FeatureLayout, read_parquet, tensors_from_table
+from memory_store import MemoryStore
+
+from services.trainer.data import FeatureLayout, read_parquet, row_weights, tensors_from_table
+from services.trainer.prepared import read_training_splits
 from services.trainer.synthetic import synthetic_dataset
+from services.trainer.synthetic_store import commit_version
 
 pytestmark = pytest.mark.unit
 
@@ -91,3 +96,30 @@ def test_bytes_buffer_types_are_accepted(dataset):
     pq.write_table(splits["test"], sink)
     table = read_parquet([memoryview(sink.getvalue())], layout.columns)
     assert table.column_names == layout.columns and table.num_rows == splits["test"].num_rows
+
+
+def test_a_version_with_a_weight_column_gives_the_train_rows_weights(dataset):
+    manifest, splits = dataset
+    store = MemoryStore()
+    plain = commit_version(store, manifest, splits)
+    columns = FeatureLayout.from_manifest(manifest, "binary").columns
+    assert read_training_splits(store, plain, columns)[1] is None  # no weight column: every row weighs the same
+    weights = {split: pa.array(np.linspace(0.25, 1.0, table.num_rows)) for split, table in splits.items()}
+    weighted = commit_version(store, manifest.model_copy(update={"version": 2, "weight": "_weight"}),
+                              {split: table.append_column("_weight", weights[split]) for split, table in splits.items()})
+    tables, train_weights = read_training_splits(store, weighted, columns)
+    assert train_weights.tolist() == weights["train"].to_pylist()
+    assert tables["train"].column_names == [*columns, "_weight"]
+
+
+@pytest.mark.parametrize("values, problem", [
+    ([1.0, None], "has 1 nulls"),
+    ([1.0, -0.5], "finite weights >= 0, not all 0"),
+    ([0.0, 0.0], "finite weights >= 0, not all 0"),
+    ([1.0, float("inf")], "finite weights >= 0, not all 0"),
+])
+def test_bad_row_weights_are_refused_naming_the_column(values, problem):
+    with pytest.raises(ValueError, match=problem):
+        row_weights(pa.table({"_weight": pa.array(values, pa.float64())}), "_weight")
+    with pytest.raises(ValueError, match="names weight column '_w', which the prepared split lacks"):
+        row_weights(pa.table({"_weight": pa.array(values, pa.float64())}), "_w")

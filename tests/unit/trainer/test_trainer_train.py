@@ -122,3 +122,27 @@ def test_improvement_follows_the_mode_and_ignores_nan():
     assert is_improvement(0.7, 0.8, "min") and not is_improvement(0.8, 0.8, "min")
     assert not is_improvement(float("nan"), 0.8, "max")
     assert is_improvement(0.1, float("nan"), "max")
+
+
+def test_row_weights_let_new_rows_outweigh_many_old_ones_of_the_opposite_rule(binary, make_spec):
+    """Each train row twice: as it is (the new world) and with its label flipped (the old world). Unweighted,
+    the two rules cancel; with the old copies weighing 0.05, the model learns the new rule."""
+    new = binary.train
+    old = TabularTensors(new.numeric, new.categorical, 1.0 - new.label)
+    both = TabularTensors(*(torch.cat([a, b]) for a, b in zip(new.tensors(), old.tensors(), strict=True)))
+    weights = torch.cat([torch.ones(len(new)), torch.full((len(old),), 0.05)]).double()
+    spec = make_spec(max_epochs=3)
+    weighted = train(spec, binary.layout, both, binary.validation, device="cpu", train_weights=weights)
+    unweighted = train(spec, binary.layout, both, binary.validation, device="cpu")
+    assert weighted.metrics["auc"] > 0.85
+    assert unweighted.metrics["auc"] < weighted.metrics["auc"] - 0.1
+
+
+def test_equal_row_weights_train_the_same_model_as_none(binary, make_spec):
+    spec = make_spec(max_epochs=2)
+    plain = train(spec, binary.layout, binary.train, binary.validation, device="cpu")
+    equal = train(spec, binary.layout, binary.train, binary.validation, device="cpu",
+                  train_weights=torch.full((len(binary.train),), 0.3, dtype=torch.float64))
+    assert equal.metrics == pytest.approx(plain.metrics, rel=1e-4)
+    with pytest.raises(ValueError, match="one weight per train row"):
+        train(spec, binary.layout, binary.train, binary.validation, device="cpu", train_weights=torch.ones(3))

@@ -90,8 +90,10 @@ def datasets_show(
                       highlight=False)
     if (drift := manifest.drift) is not None:
         waited = f"; built after max_wait_s with {drift.landed_rows_after} landed" if drift.waited_out else ""
+        weights = f" (rows weighed by recency: half_life_s {drift.half_life_s:g})" if drift.half_life_s else ""
         console.print(f"  built for the {drift.kind} drift of {drift.model} (event {drift.event_id}), drift point "
-                      f"{drift.point:%Y-%m-%d %H:%M:%S}: window {drift.training_window}, {drift.rows_before} rows "
+                      f"{drift.point:%Y-%m-%d %H:%M:%S}: window {drift.training_window}{weights}, "
+                      f"{drift.rows_before} rows "
                       f"before, {drift.rows_after} after; test split post-drift only "
                       f"({drift.test_rows_left_out} older test rows left out){waited}", highlight=False)
     for split in ("train", "validation", "test"):

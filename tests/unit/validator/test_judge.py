@@ -62,3 +62,24 @@ def test_slices_and_latency_are_measured_when_asked(manifest_of):
 def test_an_empty_split_cannot_judge_anything(manifest_of):
     with pytest.raises(ValueError, match="is empty"):
         evaluate_version(version(3, NumericTransform(mean=10, std=2), ["web"]), split([], manifest_of()))
+
+
+def higher_amount_second_class(numeric: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(4 * numeric[:, 0])
+    return torch.stack([1 - p, p], dim=1)
+
+
+@pytest.mark.parametrize("classes, names", [([False, True], ["false", "true"]), ([3, 7], ["3", "7"]),
+                                            (["no", "yes"], ["no", "yes"])], ids=str)
+def test_the_recall_of_each_class_is_named_by_the_class_as_text(manifest_of, classes, names):
+    stored = [-2.0, -1.0, 1.0, 2.0, -0.5, 0.5]  # standardised amounts: the model picks the second class above 0
+    labels = [classes[i] for i in (0, 0, 1, 1, 1, 0)]  # one row of each class on the wrong side
+    table = pa.table({"amount": pa.array(stored), "hour": pa.array([1.0] * 6), "channel": pa.array([1, 2, 0] * 2),
+                      "label": pa.array(labels)})
+    card = {"task": "multiclass", "dataset": {"name": "tx", "version": 3}, "outputs": {"classes": classes}}
+    transform = version(3, NumericTransform(mean=10, std=2), ["web", "pos"]).snapshot.transform
+    loaded = LoadedVersion(card, ModelSnapshot("m3", higher_amount_second_class, transform))
+    evaluation = evaluate_version(loaded, split_from_table(table, manifest_of()))
+    assert {name: evaluation.metrics[f"recall[{name}]"] for name in names} == pytest.approx(
+        {names[0]: 2 / 3, names[1]: 2 / 3})
+    assert set(evaluation.intervals) >= {f"recall[{name}]" for name in names}

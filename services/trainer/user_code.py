@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from services.trainer.data import FeatureLayout, TabularTensors
+    from services.trainer.spec import ModelSpec
+    from streamml.specs import DatasetSpec
 
 REFERENCE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
 # Rows of the dry forward that checks a module against the dataset: two, so batch normalisation works.
@@ -141,6 +143,37 @@ def check_forward(model: str, reference: str, net: nn.Module, schema: FeatureLay
         answered = f"shape {list(shape)}" if shape is not None else type(scores).__name__
         raise UserCodeError(model, reference, f"forward must answer a tensor of shape {list(expected)} "
                             f"(task {schema.task}, N = {DRY_ROWS}), it answered {answered}")
+
+
+def declared_schema(dataset: DatasetSpec, task: str) -> FeatureLayout:
+    """The schema a dataset spec promises before prep has seen data: its features in declared order
+    (prep keeps it), each category with its declared values plus the out-of-vocabulary code (2 codes
+    when it declares none; the real vocabulary comes from the data), and for multiclass the label's
+    declared categories (2 classes when it declares none)."""
+    from services.trainer.data import FeatureLayout
+
+    numeric = [f.name for f in dataset.features if f.type in ("int", "float", "bool")]
+    categories = [f for f in dataset.features if f.type == "category"]
+    label = dataset.field(dataset.label) if dataset.label is not None else None
+    classes = None
+    if task == "multiclass":
+        declared = label.categories if label is not None and label.categories else None
+        classes = tuple(declared) if declared and len(declared) >= 2 else ("a", "b")
+    return FeatureLayout(tuple(numeric), tuple(f.name for f in categories),
+                         tuple(len(f.categories or ["?"]) + 1 for f in categories),
+                         dataset.label or "", task, classes)
+
+
+def check_against_dataset(spec: ModelSpec, dataset: DatasetSpec) -> list[str]:
+    """What keeps the spec's own code from training on ``dataset``: imports, and a dry forward of its module."""
+    try:
+        for reference in spec.code_references:
+            resolve(spec.name, reference)
+        if isinstance(spec.architecture, CustomArchitecture):
+            build_module(spec.name, spec.architecture, declared_schema(dataset, spec.task))
+    except UserCodeError as error:
+        return [str(error)]
+    return []
 
 
 def code_digest(references: list[str]) -> dict[str, Any]:

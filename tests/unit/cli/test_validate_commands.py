@@ -86,6 +86,9 @@ def test_a_spec_with_its_own_code_is_imported_and_its_module_tried_on_the_datase
     result = run("models", "validate", *own, "models/narrow.yaml", "--code", str(code))
     assert result.exit_code == 2
     assert "fraud_residual.yaml: ok" in result.output and "fraud_own_fit.yaml: ok" in result.output
+    own_policies = [str(path) for path in sorted((EXAMPLES / "own_policies").glob("*.yaml"))]
+    policies = run("policies", "validate", *own_policies, "--models", str(EXAMPLES / "own_models"))
+    assert policies.exit_code == 0, policies.output
     # The example dataset has four numeric features and two categories: a module built for 3 inputs cannot run.
     assert ("models/narrow.yaml: model spec 'narrow': narrow:build: forward(numeric [N, 4] float32, "
             "categorical [N, 2] int64) raised TypeError") in result.output, result.output

@@ -202,37 +202,24 @@ class TrainerService(EventService[TrainerSettings]):
         progress.run_started(spec.name, spec.max_epochs, resumed_from)
         log.info("training", extra={**context, "rows": {"train": len(train_data), "validation": len(validation_data)},
                                     "resumed_from_epoch": resumed_from, "max_epochs": spec.max_epochs})
-        on_epoch = lambda report: progress.epoch_finished(spec.name, spec.max_epochs, report, context)  # noqa: E731
         try:
             if self.stopping.is_set():  # asked to stop while reading the data: start no epoch
                 raise TrainingInterrupted(resumed_from)
-            if spec.training is not None:
-                result = fit_with_entrypoint(
-                    spec, layout, tables, train_data, validation_data, device=self.settings.trainer.device,
-                    checkpoint=self._entrypoint_checkpoint(spec, version, len(train_data)),
-                    on_epoch=on_epoch, should_stop=self.stopping.is_set)
-            else:
-                result = train(
-                    spec, layout, train_data, validation_data,
-                    device=self.settings.trainer.device,
-                    on_epoch=on_epoch,
-                    on_checkpoint=self._checkpoint_writer(spec.name, version),
-                    resume_from=checkpoint,
-                    should_stop=self.stopping.is_set,
-                )
+            result = self._fit(spec, version, layout, tables, train_data, validation_data, checkpoint, context)
         except TrainingInterrupted as stop:
             progress.RUNS.labels(spec.name, "interrupted").inc()
             log.info("training stopped on request; the event stays uncommitted and resumes from the checkpoint",
                      extra={**context, "epoch": stop.epoch})
             raise
         except Exception as error:
-            if not spec.code_references or isinstance(error, UserCodeError) or transient_dependency(error):
-                raise
             # The user's module failed inside the trainer's loop (a backward it cannot do, an op torch refuses).
-            raise UserCodeError(spec.name, ", ".join(spec.code_references),
-                                f"training failed: {type(error).__name__}: {error}") from error
-
-        portable = export_portable(result.net, layout)
+            _blame_user_code(spec, error, "training failed")
+            raise
+        try:
+            portable = export_portable(result.net, layout)
+        except Exception as error:
+            _blame_user_code(spec, error, "the trained module cannot be exported (torch.export, then TorchScript)")
+            raise
         card = model_card(spec=spec, manifest=manifest, layout=layout, result=result, portable=portable,
                           model_version=version, code_version=self.code_version,
                           user_code=self.user_code.get(spec.name))
@@ -252,6 +239,17 @@ class TrainerService(EventService[TrainerSettings]):
                                    "training_seconds": round(result.train_seconds, 3),
                                    "samples_per_s": round(result.samples_per_s)})
         return card
+
+    def _fit(self, spec, version, layout, tables, train_data, validation_data, checkpoint, context):
+        on_epoch = lambda report: progress.epoch_finished(spec.name, spec.max_epochs, report, context)  # noqa: E731
+        if spec.training is not None:
+            return fit_with_entrypoint(
+                spec, layout, tables, train_data, validation_data, device=self.settings.trainer.device,
+                checkpoint=self._entrypoint_checkpoint(spec, version, len(train_data)),
+                on_epoch=on_epoch, should_stop=self.stopping.is_set)
+        return train(spec, layout, train_data, validation_data, device=self.settings.trainer.device,
+                     on_epoch=on_epoch, on_checkpoint=self._checkpoint_writer(spec.name, version),
+                     resume_from=checkpoint, should_stop=self.stopping.is_set)
 
     def _checkpoint_writer(self, model: str, version: str):
         if not self.settings.trainer.checkpoint_every_epoch:
@@ -297,6 +295,15 @@ class TrainerService(EventService[TrainerSettings]):
         log.info("resuming from checkpoint",
                  extra={**context, "checkpoint": key, "epoch": checkpoint["epoch"], "next_epoch": checkpoint["epoch"] + 1})
         return checkpoint
+
+
+def _blame_user_code(spec: ModelSpec, error: Exception, what: str) -> None:
+    """Raises a failure of a spec with code of its own as that spec's error (a permanent one, for the DLQ);
+    returns for the trainer's own failures and transient ones, which the caller raises as they are."""
+    if not spec.code_references or isinstance(error, UserCodeError) or transient_dependency(error):
+        return
+    raise UserCodeError(spec.name, ", ".join(spec.code_references), f"{what}: {type(error).__name__}: {error}") \
+        from error
 
 
 def main() -> None:

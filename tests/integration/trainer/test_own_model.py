@@ -110,6 +110,13 @@ BROKEN = {
 
         def narrow(schema, params):
             return nn.Linear(3, 1)
+
+        class Constant(nn.Module):
+            def forward(self, numeric, categorical):
+                return numeric.sum(dim=1) * 0
+
+        def nothing_to_learn(schema, params):
+            return Constant()
     """,
     "broken/fits.py": """
         def raises(run):
@@ -127,6 +134,7 @@ def test_broken_code_goes_to_the_dead_letter_topic_naming_the_spec_while_the_res
     write_spec(world, name="builder_raises", architecture={"module": "broken.nets:raises"})
     write_spec(world, name="wrong_inputs", architecture={"module": "broken.nets:narrow"})
     write_spec(world, name="fit_raises", training={"entrypoint": "broken.fits:raises"})
+    write_spec(world, name="no_parameters", architecture={"module": "broken.nets:nothing_to_learn"})
     write_spec(world, name="built_in", max_epochs=1)
     first, _ = put_dataset(world.store, rows=2000)
     trainer = services.start("trainer", world.bucket, **world.env, STREAMML_TRAINER_CODE_DIR=str(code))
@@ -144,6 +152,9 @@ def test_broken_code_goes_to_the_dead_letter_topic_naming_the_spec_while_the_res
         "model spec 'wrong_inputs': broken.nets:narrow: forward(numeric [N, 6] float32, categorical [N, 2] int64) "
         "raised",
         "model spec 'fit_raises': broken.fits:raises: the training function raised KeyError: 'learning_rate'",
+        # It fits the data, but fails in the trainer's loop: the optimiser has nothing to train.
+        "model spec 'no_parameters': broken.nets:nothing_to_learn: training failed: ValueError: optimizer got an "
+        "empty parameter list",
     ):
         assert problem in reason, reason
     # The import error was known at start, and did not stop the service: no crash loop.

@@ -103,7 +103,11 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     kafka, env, spec = world
     ready = BatchConsumer(kafka, f"ready-{bucket}", [kafka.topic("dataset.ready")])
     services.start("ingest", bucket, **env)
-    prep = services.start("prep", bucket, **env)
+    # A short lease: the replica started after the kill mid-build takes the dead one's claim over soon.
+    env = {**env, "STREAMML_PREP_LEASE_S": "10"}
+    # DuckDB until v4, whose build must last long enough to be killed midway.
+    duckdb = {**env, "STREAMML_PREP_ENGINE": "duckdb"}
+    prep = services.start("prep", bucket, **duckdb)
 
     # Exactly min_new_rows each time: a version can only start once all of them landed.
     publish(kafka, 0, 3000)
@@ -142,7 +146,7 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     # The wait is kept in the store: a restarted prep goes on with it.
     prep.send_signal(signal.SIGKILL)
     prep.wait()
-    prep = services.start("prep", bucket, **env)
+    prep = services.start("prep", bucket, **duckdb)
     publish(kafka, 6500, 700, shift=0.6)
     v3 = next_ready(ready)
     assert (v3.version, v3.trigger) == (3, "drift")
@@ -160,7 +164,10 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     assert not store.exists("datasets/transactions/_drift_request")
     assert "drift build pending" not in cli(services, bucket, "datasets", "list", "transactions")
 
-    # Kill prep while it builds v4: no partial version becomes visible, and the rebuild is correct.
+    # Kill prep while it builds v4 on Spark: no partial version becomes visible, and the rebuild is correct.
+    prep.terminate()
+    prep.wait()
+    prep = services.start("prep", bucket, **env)
     publish(kafka, 7200, 3000)
     deadline = time.monotonic() + 120
     log_path = prep.log_path
@@ -171,7 +178,7 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     prep.send_signal(signal.SIGKILL)
     prep.wait()
     assert not store.exists("datasets/transactions/v4/manifest.json")
-    services.start("prep", bucket, **env)
+    services.start("prep", bucket, **duckdb)
     v4 = next_ready(ready)
     assert v4.version == 4
     m4 = check_manifest(store, spec, v4)

@@ -1,0 +1,151 @@
+"""``streamml datasets rebuild``: every version the prep service built, regular and drift builds, rebuilds
+identically from its lineage; a lost raw object is landed again from its offsets, a changed one is named
+and left as it is. Real ingest, broker, Ceph and DuckDB."""
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.prep.service import GROUP
+from streamml.datagen import to_json_records, transactions
+from streamml.events import DriftDetected, DriftWindow, decode
+from streamml.kafka import BatchConsumer, EventProducer
+from streamml.lag import partition_lags
+from streamml.registry.datasets import read_manifest
+from streamml.registry.keys import REBUILDS_ROOT
+
+pytestmark = pytest.mark.integration
+SPEC = Path(__file__).resolve().parents[3] / "examples" / "datasets" / "transactions.yaml"
+
+
+@pytest.fixture
+def world(stack, unique, tmp_path):
+    prefix = f"r{unique}."
+    kafka = stack.settings().kafka.model_copy(update={"topic_prefix": prefix})
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    document = yaml.safe_load(SPEC.read_text())
+    document["prep"].update({"min_new_rows": 3000, "max_staleness_s": 3600, "engine": "duckdb",
+                             "on_drift": {"min_rows_after": 1200, "max_wait_s": 3600, "window": "since_drift"}})
+    (specs / "transactions.yaml").write_text(yaml.safe_dump(document))
+    admin = AdminClient(kafka.client_config())
+    names = ["ingest.transactions", "data.landed", "dataset.ready", "drift.detected", "dlq.ingest", "dlq.prep"]
+    for future in admin.create_topics([NewTopic(kafka.topic(n), 2, 1) for n in names]).values():
+        future.result()
+    env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_KAFKA_GROUP_PREFIX": prefix,
+           "STREAMML_INGEST_SPECS_DIR": str(specs), "STREAMML_PREP_SPECS_DIR": str(specs),
+           "STREAMML_INGEST_FLUSH_ROWS": "1000", "STREAMML_INGEST_FLUSH_AGE_S": "1",
+           "STREAMML_STATE_DIR": str(tmp_path / "state")}
+    return kafka, env
+
+
+def publish(kafka, start, count, shift=0.0):
+    producer = EventProducer(kafka, "test")
+    columns = transactions(count, seed=5, start=start, shift=shift)
+    for record, key in zip(to_json_records(columns), columns["tx_id"], strict=True):
+        producer.produce(kafka.topic("ingest.transactions"), record, key)
+    producer.produce(kafka.topic("ingest.transactions"), b'{"tx_id": "bad"}', b"bad")  # a dead letter in a range
+    producer.flush()
+
+
+def next_ready(consumer, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in consumer.poll(10, 1.0):
+            return decode(message.headers(), message.key(), message.value())[0]
+    raise AssertionError(f"no dataset.ready within {timeout}s")
+
+
+def rebuild(services, bucket, ref, *flags):
+    return subprocess.run([sys.executable, "-m", "streamml.cli", "datasets", "rebuild", ref, *flags],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **services.stack.env(bucket), "COLUMNS": "400"})
+
+
+def test_every_version_of_a_prep_run_rebuilds_identically(world, services, store, bucket):
+    kafka, env = world
+    ready = BatchConsumer(kafka, f"ready-{bucket}", [kafka.topic("dataset.ready")])
+    services.start("ingest", bucket, **env)
+    services.start("prep", bucket, **env)
+    publish(kafka, 0, 3000)
+    assert next_ready(ready).version == 1
+    publish(kafka, 3000, 3000)
+    assert next_ready(ready).version == 2
+    # A drift build on the rows after the drift only (since_drift), then a regular build that keeps its window.
+    now = datetime.now(UTC)
+    EventProducer(kafka, "test").send_now(DriftDetected(
+        model="fraud", dataset="transactions", kind="covariate", severity="high", features=[],
+        window=DriftWindow(start=now, end=now, count=1)))
+    deadline = time.monotonic() + 120
+    while sum(p.committed or 0 for p in partition_lags(kafka, env["STREAMML_KAFKA_GROUP_PREFIX"] + GROUP)
+              if p.topic == kafka.topic("drift.detected")) < 1:
+        assert time.monotonic() < deadline, "prep never handled the drift event"
+        time.sleep(0.2)
+    publish(kafka, 6000, 1200, shift=0.6)
+    v3 = next_ready(ready)
+    assert (v3.version, v3.trigger) == (3, "drift")
+    publish(kafka, 7200, 3000, shift=0.6)
+    assert next_ready(ready).version == 4
+    ready.close()
+    services.stop_all()
+    manifests = [read_manifest(store, "transactions", n) for n in (1, 2, 3, 4)]
+    assert manifests[2].drift is not None and manifests[2].rows_since is not None
+    assert manifests[3].rows_since == manifests[2].rows_since and manifests[3].drift is None
+    assert all(m.engine == "duckdb" and m.spec is not None and all(s.sha256 for s in m.lineage) for m in manifests)
+
+    for manifest in manifests:
+        done = rebuild(services, bucket, f"transactions:{manifest.version}", "--verify")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"identical: rows, statistics and content hashes of transactions v{manifest.version}" in done.stdout
+        assert f"{len(manifest.lineage)} ok" in done.stdout
+    assert list(store.list(REBUILDS_ROOT)) == [], "a rebuild found identical left its scratch prefix"
+
+    # Without --verify the rebuild stays where it was written, with a manifest naming its files.
+    done = rebuild(services, bucket, "transactions:3")
+    assert done.returncode == 0, done.stderr
+    kept = [key for key in store.list(f"{REBUILDS_ROOT}transactions/v3/") if key.endswith("/manifest.json")]
+    assert len(kept) == 1 and f"s3://{bucket}/{kept[0]}" in done.stdout.replace("\n", "")
+
+    # A version that is not there, and a reference without a version, are refused with exit 2.
+    assert rebuild(services, bucket, "transactions:9", "--verify").returncode == 2
+    refused = rebuild(services, bucket, "transactions")
+    assert refused.returncode == 2 and "give NAME:VERSION" in refused.stderr
+
+
+def test_a_lost_raw_object_is_landed_again_and_a_changed_one_is_named_and_kept(world, services, store, bucket):
+    kafka, env = world
+    ready = BatchConsumer(kafka, f"ready-{bucket}", [kafka.topic("dataset.ready")])
+    services.start("ingest", bucket, **env)
+    services.start("prep", bucket, **env)
+    publish(kafka, 0, 3000)
+    assert next_ready(ready).version == 1
+    ready.close()
+    services.stop_all()
+    manifest = read_manifest(store, "transactions", 1)
+    assert len(manifest.lineage) >= 3
+    lost, changed = manifest.lineage[0], manifest.lineage[1]
+    lost_bytes = store.get_bytes(lost.key)
+    assert hashlib.sha256(lost_bytes).hexdigest() == lost.sha256
+    store.delete(lost.key)
+    other = store.get_bytes(manifest.lineage[2].key)  # readable Parquet, other records
+    store.put(changed.key, other)
+
+    done = rebuild(services, bucket, "transactions:1", "--verify")
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert f"lost {lost.key}: not in the store; landed again from {lost.topic}[{lost.partition}] offsets " \
+           f"{lost.first_offset}-{lost.last_offset} at {lost.key}: the same bytes as recorded" in out
+    assert f"changed {changed.key}: sha256" in out and "the stored object was left as it is" in out
+    assert "1 lost, 1 changed (2 landed again)" in out
+    assert "identical: rows, statistics and content hashes of transactions v1" in out
+    assert store.get_bytes(lost.key) == lost_bytes, "the lost object was not landed again as it was"
+    assert store.get_bytes(changed.key) == other, "the changed object was overwritten"

@@ -60,12 +60,15 @@ class Relanding:
 Reland = Callable[[RawSource, str], Relanding]
 
 
+State = Literal["ok", "unverified", "lost", "changed"]
+
+
 @dataclass(frozen=True)
 class RawCheck:
     """One raw object of the lineage, as the rebuild found it, and the key it reads its records from."""
 
     source: RawSource
-    state: Literal["ok", "unverified", "lost", "changed"]
+    state: State
     detail: str
     read_from: str | None  # None: its records are not available
     sha256: str | None = None  # of the bytes at read_from
@@ -97,25 +100,25 @@ def rebuildable(stored: DatasetManifest) -> None:
                            "does not have; it cannot be rebuilt")
 
 
-def check_raw(store: ObjectStore, source: RawSource) -> tuple[str, str | None]:
-    """(state, detail) of one lineage object as stored now: ok, unverified (no sha256 recorded, rows
-    match), lost or changed; and the sha256 of its bytes when there."""
+def check_raw(store: ObjectStore, source: RawSource) -> tuple[State, str, str | None]:
+    """One lineage object as stored now: its state (ok; unverified: no sha256 recorded, rows match; lost;
+    changed), why, and the sha256 of its bytes when there."""
     try:
         data = store.get_bytes(source.key)
     except ObjectNotFound:
-        return "lost", None
+        return "lost", "not in the store", None
     digest = hashlib.sha256(data).hexdigest()
     if source.sha256 is not None:
         if digest == source.sha256:
-            return "ok", digest
-        return f"changed: sha256 {digest[:16]}… where the version recorded {source.sha256[:16]}…", digest
+            return "ok", "as recorded", digest
+        return "changed", f"sha256 {digest[:16]}… where the version recorded {source.sha256[:16]}…", digest
     try:
         rows = pq.read_metadata(pa.BufferReader(data)).num_rows
     except (pa.ArrowException, OSError) as error:
-        return f"changed: no longer readable Parquet ({error})", digest
+        return "changed", f"no longer readable Parquet ({error})", digest
     if rows != source.rows:
-        return f"changed: {rows} rows where the version recorded {source.rows}", digest
-    return "unverified", digest
+        return "changed", f"{rows} rows where the version recorded {source.rows}", digest
+    return "unverified", f"{rows} rows as recorded; the version recorded no sha256 to compare its bytes with", digest
 
 
 def check_lineage(store: ObjectStore, stored: DatasetManifest, prefix: str, reland: Reland | None,
@@ -124,17 +127,14 @@ def check_lineage(store: ObjectStore, stored: DatasetManifest, prefix: str, rela
     offsets where ``reland`` can (a lost one at its own key, a changed one under ``prefix``)."""
     checks = []
     for source in stored.lineage:
-        found, digest = check_raw(store, source)
-        if found == "ok":
-            check = RawCheck(source, "ok", "as recorded", source.key, digest)
-        elif found == "unverified":
-            check = RawCheck(source, "unverified", f"{source.rows} rows as recorded; the version recorded no "
-                             "sha256 to compare its bytes with", source.key, digest)
-        elif found == "lost":
-            check = _landed_again(source, "lost", "not in the store", source.key, reland)
+        state, detail, digest = check_raw(store, source)
+        if state == "lost":
+            check = _landed_again(source, state, detail, source.key, reland)
+        elif state == "changed":
+            check = _landed_again(source, state, f"{detail}; the stored object was left as it is",
+                                  rebuild_raw_key(prefix, source.key), reland)
         else:
-            check = _landed_again(source, "changed", found.removeprefix("changed: ") + "; the stored object "
-                                  "was left as it is", rebuild_raw_key(prefix, source.key), reland)
+            check = RawCheck(source, state, detail, source.key, digest)
         on_checked(check)
         checks.append(check)
     return checks

@@ -6,62 +6,46 @@ import hashlib
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-import yaml
-from confluent_kafka.admin import AdminClient, NewTopic
+from prep_world import next_ready, publish, transactions_world, wait_until_handled
 
 from services.prep.service import GROUP
-from streamml.datagen import to_json_records, transactions
-from streamml.events import DriftDetected, DriftWindow, decode
+from streamml.events import DriftDetected, DriftWindow
 from streamml.kafka import BatchConsumer, EventProducer
-from streamml.lag import partition_lags
 from streamml.registry.datasets import read_manifest
 from streamml.registry.keys import REBUILDS_ROOT
 
 pytestmark = pytest.mark.integration
-SPEC = Path(__file__).resolve().parents[3] / "examples" / "datasets" / "transactions.yaml"
 
 
 @pytest.fixture
 def world(stack, unique, tmp_path):
-    prefix = f"r{unique}."
-    kafka = stack.settings().kafka.model_copy(update={"topic_prefix": prefix})
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    document = yaml.safe_load(SPEC.read_text())
-    document["prep"].update({"min_new_rows": 3000, "max_staleness_s": 3600, "engine": "duckdb",
-                             "on_drift": {"min_rows_after": 1200, "max_wait_s": 3600, "window": "since_drift"}})
-    (specs / "transactions.yaml").write_text(yaml.safe_dump(document))
-    admin = AdminClient(kafka.client_config())
-    names = ["ingest.transactions", "data.landed", "dataset.ready", "drift.detected", "dlq.ingest", "dlq.prep"]
-    for future in admin.create_topics([NewTopic(kafka.topic(n), 2, 1) for n in names]).values():
-        future.result()
-    env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_KAFKA_GROUP_PREFIX": prefix,
-           "STREAMML_INGEST_SPECS_DIR": str(specs), "STREAMML_PREP_SPECS_DIR": str(specs),
-           "STREAMML_INGEST_FLUSH_ROWS": "1000", "STREAMML_INGEST_FLUSH_AGE_S": "1",
-           "STREAMML_STATE_DIR": str(tmp_path / "state")}
+    kafka, env, _ = transactions_world(
+        stack, f"r{unique}.", tmp_path,
+        {"min_new_rows": 3000, "max_staleness_s": 3600, "engine": "duckdb",
+         "on_drift": {"min_rows_after": 1200, "max_wait_s": 3600, "window": "since_drift"}},
+        {"STREAMML_INGEST_FLUSH_ROWS": "1000", "STREAMML_INGEST_FLUSH_AGE_S": "1"})
     return kafka, env
 
 
-def publish(kafka, start, count, shift=0.0):
+def publish_with_a_dead_letter(kafka, start, count, shift=0.0):
+    """``count`` transactions and one record that ingest dead-letters, inside a landed range."""
+    publish(kafka, start, count, shift)
     producer = EventProducer(kafka, "test")
-    columns = transactions(count, seed=5, start=start, shift=shift)
-    for record, key in zip(to_json_records(columns), columns["tx_id"], strict=True):
-        producer.produce(kafka.topic("ingest.transactions"), record, key)
-    producer.produce(kafka.topic("ingest.transactions"), b'{"tx_id": "bad"}', b"bad")  # a dead letter in a range
+    producer.produce(kafka.topic("ingest.transactions"), b'{"tx_id": "bad"}', b"bad")
     producer.flush()
 
 
-def next_ready(consumer, timeout=240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for message in consumer.poll(10, 1.0):
-            return decode(message.headers(), message.key(), message.value())[0]
-    raise AssertionError(f"no dataset.ready within {timeout}s")
+def first_version(kafka, env, services, bucket):
+    """Ingest and prep running, and version 1 built from 3000 records."""
+    ready = BatchConsumer(kafka, f"ready-{bucket}", [kafka.topic("dataset.ready")])
+    services.start("ingest", bucket, **env)
+    services.start("prep", bucket, **env)
+    publish_with_a_dead_letter(kafka, 0, 3000)
+    assert next_ready(ready).version == 1
+    return ready
 
 
 def rebuild(services, bucket, ref, *flags):
@@ -72,27 +56,19 @@ def rebuild(services, bucket, ref, *flags):
 
 def test_every_version_of_a_prep_run_rebuilds_identically(world, services, store, bucket):
     kafka, env = world
-    ready = BatchConsumer(kafka, f"ready-{bucket}", [kafka.topic("dataset.ready")])
-    services.start("ingest", bucket, **env)
-    services.start("prep", bucket, **env)
-    publish(kafka, 0, 3000)
-    assert next_ready(ready).version == 1
-    publish(kafka, 3000, 3000)
+    ready = first_version(kafka, env, services, bucket)
+    publish_with_a_dead_letter(kafka, 3000, 3000)
     assert next_ready(ready).version == 2
     # A drift build on the rows after the drift only (since_drift), then a regular build that keeps its window.
     now = datetime.now(UTC)
     EventProducer(kafka, "test").send_now(DriftDetected(
         model="fraud", dataset="transactions", kind="covariate", severity="high", features=[],
         window=DriftWindow(start=now, end=now, count=1)))
-    deadline = time.monotonic() + 120
-    while sum(p.committed or 0 for p in partition_lags(kafka, env["STREAMML_KAFKA_GROUP_PREFIX"] + GROUP)
-              if p.topic == kafka.topic("drift.detected")) < 1:
-        assert time.monotonic() < deadline, "prep never handled the drift event"
-        time.sleep(0.2)
-    publish(kafka, 6000, 1200, shift=0.6)
+    wait_until_handled(kafka, env["STREAMML_KAFKA_GROUP_PREFIX"] + GROUP, "drift.detected", 1)
+    publish_with_a_dead_letter(kafka, 6000, 1200, shift=0.6)
     v3 = next_ready(ready)
     assert (v3.version, v3.trigger) == (3, "drift")
-    publish(kafka, 7200, 3000, shift=0.6)
+    publish_with_a_dead_letter(kafka, 7200, 3000, shift=0.6)
     assert next_ready(ready).version == 4
     ready.close()
     services.stop_all()
@@ -122,12 +98,7 @@ def test_every_version_of_a_prep_run_rebuilds_identically(world, services, store
 
 def test_a_lost_raw_object_is_landed_again_and_a_changed_one_is_named_and_kept(world, services, store, bucket):
     kafka, env = world
-    ready = BatchConsumer(kafka, f"ready-{bucket}", [kafka.topic("dataset.ready")])
-    services.start("ingest", bucket, **env)
-    services.start("prep", bucket, **env)
-    publish(kafka, 0, 3000)
-    assert next_ready(ready).version == 1
-    ready.close()
+    first_version(kafka, env, services, bucket).close()
     services.stop_all()
     manifest = read_manifest(store, "transactions", 1)
     assert len(manifest.lineage) >= 3

@@ -107,3 +107,23 @@ def test_identical_manifests_have_no_difference_and_any_changed_statistic_or_has
     assert str(found["rows.test"]) == "rows.test: stored 1, rebuilt 2"
     vocabulary = rebuilt.model_copy(update={"transform": {"amount": CategoryTransform(vocabulary=["a"])}})
     assert "transform.amount.kind" in {d.path for d in compare(stored, vocabulary)}
+
+
+def test_an_object_of_an_older_version_without_a_sha256_is_checked_by_its_rows():
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def parquet(rows: int) -> bytes:
+        sink = io.BytesIO()
+        pq.write_table(pa.table({"id": [str(i) for i in range(rows)]}), sink)
+        return sink.getvalue()
+
+    store = MemoryStore()
+    same, fewer = raw(0, None), raw(10, None)
+    store.put(same.key, parquet(10))
+    store.put(fewer.key, parquet(7))
+    checks = check_lineage(store, manifest([same, fewer]), "rebuilds/tx/v3/a/", None)
+    assert checks[0].state == "unverified" and checks[0].read_from == same.key
+    assert checks[1].state == "changed" and "7 rows where the version recorded 10" in checks[1].detail

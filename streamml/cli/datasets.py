@@ -148,7 +148,8 @@ def datasets_rebuild(
     Exit status: 0 rebuilt (with --verify: identical; the scratch prefix is then deleted unless --keep),
     1 the rebuild differs (each difference is listed; the scratch prefix is kept to inspect),
     2 no such version, 3 the store cannot be reached, 4 the version cannot be rebuilt (a raw object is
-    gone beyond the topic's retention, or the version predates manifests that record their spec).
+    gone beyond the topic's retention, the version predates manifests that record their spec, or the
+    engine cannot run: Spark without its S3A jars, say).
 
     Examples:
       streamml datasets rebuild transactions:3 --verify
@@ -165,7 +166,8 @@ def datasets_rebuild(
         prepare_again,
         rebuildable,
     )
-    from services.prep.spark import SparkOnDemand, spark_session
+    from services.prep.rules import PrepError
+    from services.prep.spark import SparkJarsMissing, SparkOnDemand, spark_session
     from streamml.registry.datasets import read_manifest
     from streamml.registry.keys import new_attempt, rebuild_prefix
     from streamml.store import ObjectNotFound, ObjectStore, StoreError
@@ -217,7 +219,7 @@ def datasets_rebuild(
     try:
         with console.status(f"preparing with {stored.engine}…"):
             rebuilt = prepare_again(store, settings.s3, stored, checks, prefix, spark)
-    except RebuildError as error:
+    except (RebuildError, PrepError, SparkJarsMissing, ValueError) as error:
         delete_prefix(store, prefix)
         fail(str(error), 4)
     finally:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from prep_world import next_ready, publish, transactions_world, wait_until_handled
@@ -20,14 +21,27 @@ from streamml.registry.keys import REBUILDS_ROOT
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def world(stack, unique, tmp_path):
+JARS = Path.cwd() / "vendor" / "jars"
+
+
+def rebuild_world(stack, unique, tmp_path, engine):
     kafka, env, _ = transactions_world(
         stack, f"r{unique}.", tmp_path,
-        {"min_new_rows": 3000, "max_staleness_s": 3600, "engine": "duckdb",
+        {"min_new_rows": 3000, "max_staleness_s": 3600, "engine": engine,
          "on_drift": {"min_rows_after": 1200, "max_wait_s": 3600, "window": "since_drift"}},
-        {"STREAMML_INGEST_FLUSH_ROWS": "1000", "STREAMML_INGEST_FLUSH_AGE_S": "1"})
+        {"STREAMML_INGEST_FLUSH_ROWS": "1000", "STREAMML_INGEST_FLUSH_AGE_S": "1",
+         "STREAMML_PREP_SPARK_MASTER": "local[2]", "STREAMML_PREP_JARS_DIR": str(JARS)})
     return kafka, env
+
+
+@pytest.fixture
+def world(stack, unique, tmp_path):
+    return rebuild_world(stack, unique, tmp_path, "duckdb")
+
+
+@pytest.fixture
+def spark_world(stack, unique, tmp_path):
+    return rebuild_world(stack, unique, tmp_path, "spark")
 
 
 def publish_with_a_dead_letter(kafka, start, count, shift=0.0):
@@ -50,7 +64,7 @@ def first_version(kafka, env, services, bucket):
 
 def rebuild(services, bucket, ref, *flags):
     return subprocess.run([sys.executable, "-m", "streamml.cli", "datasets", "rebuild", ref, *flags],
-                          capture_output=True, text=True, timeout=300,
+                          capture_output=True, text=True, timeout=600,
                           env={**os.environ, **services.stack.env(bucket), "COLUMNS": "400"})
 
 
@@ -120,3 +134,17 @@ def test_a_lost_raw_object_is_landed_again_and_a_changed_one_is_named_and_kept(w
     assert "identical: rows, statistics and content hashes of transactions v1" in out
     assert store.get_bytes(lost.key) == lost_bytes, "the lost object was not landed again as it was"
     assert store.get_bytes(changed.key) == other, "the changed object was overwritten"
+
+
+def test_a_version_spark_built_is_rebuilt_with_spark(spark_world, services, store, bucket):
+    kafka, env = spark_world
+    first_version(kafka, env, services, bucket).close()
+    services.stop_all()
+    assert read_manifest(store, "transactions", 1).engine == "spark"
+
+    done = rebuild(services, bucket, "transactions:1", "--verify", "--spark-master", "local[2]",
+                   "--jars-dir", str(JARS))
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "rebuilding transactions v1 (spark," in done.stdout
+    assert "identical: rows, statistics and content hashes of transactions v1" in done.stdout

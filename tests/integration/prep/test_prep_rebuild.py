@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prep_world import next_ready, publish, transactions_world, wait_until_handled
 
+from services.ingest.reland import NotRetained, land_again
 from services.prep.service import GROUP
 from streamml.events import DriftDetected, DriftWindow
 from streamml.kafka import BatchConsumer, EventProducer
@@ -134,6 +135,17 @@ def test_a_lost_raw_object_is_landed_again_and_a_changed_one_is_named_and_kept(w
     assert "identical: rows, statistics and content hashes of transactions v1" in out
     assert store.get_bytes(lost.key) == lost_bytes, "the lost object was not landed again as it was"
     assert store.get_bytes(changed.key) == other, "the changed object was overwritten"
+
+    # Records the topic no longer holds, or other records than were landed, are never landed.
+    spec = manifest.spec
+    past_the_end = lost.model_copy(update={"first_offset": 10**6, "last_offset": 10**6 + 5,
+                                           "key": lost.key.replace(f"{lost.first_offset:020d}", f"{10**6:020d}")})
+    with pytest.raises(NotRetained, match="ends at offset"):
+        land_again(store, kafka, spec, past_the_end)
+    elsewhere = lost.model_copy(update={"key": lost.key.replace("date=", "date=1999-01-01/x")})
+    with pytest.raises(NotRetained, match=f"would land at {lost.key}, not "):
+        land_again(store, kafka, spec, elsewhere)
+    assert not store.exists(past_the_end.key) and not store.exists(elsewhere.key)
 
 
 def test_a_version_spark_built_is_rebuilt_with_spark(spark_world, services, store, bucket):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,8 @@ from landing_checks import landed
 from streamml.demo import EXAMPLES, DemoPlan, Timeline
 from streamml.events import DatasetReady, DriftDetected, ModelPromoted, ModelTrained, decode
 from streamml.lag import partition_lags
-from streamml.registry.datasets import latest_manifest, raw_objects
+from streamml.manifest import DatasetManifest
+from streamml.registry.datasets import committed_manifests, latest_manifest, raw_objects
 from streamml.settings import KafkaSettings, ServiceSettings
 from streamml.stack.control import down, up
 from streamml.stack.ports import free_port, free_ports
@@ -112,6 +115,19 @@ def unbuilt_objects(store: ObjectStore, dataset: str) -> set[str]:
     if latest is None:
         return landed
     return landed - {source.key for source in latest.lineage} - set(latest.quarantined)
+
+
+def rebuild_every_version(state_dir: Path, store: ObjectStore, dataset: str) -> list[DatasetManifest]:
+    """``streamml datasets rebuild NAME:V --verify`` of every committed version, each found identical."""
+    manifests = list(committed_manifests(store, dataset))
+    for manifest in manifests:
+        done = subprocess.run(
+            [sys.executable, "-m", "streamml.cli", "datasets", "rebuild", f"{dataset}:{manifest.version}",
+             "--verify", "--state-dir", str(state_dir)],
+            capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "400"})
+        assert done.returncode == 0 and "identical" in done.stdout, (
+            f"{dataset} v{manifest.version} did not rebuild identically:\n{done.stdout}{done.stderr}")
+    return manifests
 
 
 def assert_final_state(settings: ServiceSettings, timeline: Timeline, plan: DemoPlan,

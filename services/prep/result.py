@@ -97,4 +97,5 @@ def build_manifest(
         drift=drift,
         rows_since=rows_since,
         weight=WEIGHT if WEIGHT in result.schema.names else None,
+        spec=spec,
     )

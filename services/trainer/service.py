@@ -34,6 +34,7 @@ from pydantic import Field
 from services.trainer import progress
 from services.trainer.artifact import export_portable, model_card, state_dict_bytes
 from services.trainer.cpus import available_cpus
+from services.trainer.custom_fit import fit_with_entrypoint
 from services.trainer.data import FeatureLayout, tensors_from_table
 from services.trainer.prepared import read_manifest, read_training_splits
 from services.trainer.publish import (
@@ -54,8 +55,10 @@ from services.trainer.train import (
     resolve_device,
     train,
 )
+from services.trainer.user_code import Checkpoint, UserCodeError, add_code_dir, code_digest, resolve
 from streamml import code_version
 from streamml.events import DatasetReady, Event
+from streamml.faults import transient_dependency
 from streamml.registry.keys import CARD_FILE, STATE_DICT_FILE, checkpoint_key
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
@@ -72,6 +75,9 @@ class TrainerOptions(Group):
     models_dir: Path = Field(Path("models"), description="folder of model spec YAML files")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when torch sees a GPU, else cpu")
     checkpoint_every_epoch: bool = Field(True, description="store a checkpoint after every epoch, to resume from")
+    code_dir: Path | None = Field(
+        None, description="folder of Python modules that model specs name (architecture.module, "
+        "training.entrypoint); put first on the import path. The trainer runs this code with its own permissions")
     cpu_threads: int | None = Field(
         None, ge=1, le=1024, description="torch CPU threads; unset: the CPUs this process may use (cgroup quota included)"
     )
@@ -101,6 +107,7 @@ class TrainerService(EventService[TrainerSettings]):
         except SpecError as error:
             problems = "; ".join(error.problems)
             raise StartupError(f"STREAMML_TRAINER_MODELS_DIR={str(options.models_dir)!r}: {problems}") from None
+        self._load_user_code(options.code_dir)
         try:
             device = resolve_device(options.device)
         except ValueError as error:
@@ -121,6 +128,29 @@ class TrainerService(EventService[TrainerSettings]):
             log.warning(f"no model spec in STREAMML_TRAINER_MODELS_DIR={str(options.models_dir)!r}: "
                         "every dataset.ready is committed without training; add specs and restart")
 
+    def _load_user_code(self, code_dir: Path | None) -> None:
+        """Import the code the specs name. A failure is kept per spec, not raised: the other specs train,
+        and each dataset.ready of a broken spec goes to the dead-letter topic with the reason (no crash loop)."""
+        if code_dir is not None:
+            if not code_dir.is_dir():
+                raise StartupError(f"STREAMML_TRAINER_CODE_DIR={str(code_dir)!r}: not a folder; give the folder "
+                                   "of the Python modules your model specs name")
+            add_code_dir(code_dir)
+        self.user_code: dict[str, dict[str, Any]] = {}
+        self.user_code_errors: dict[str, UserCodeError] = {}
+        for name, spec in self.specs.items():
+            if not spec.code_references:
+                continue
+            try:
+                for reference in spec.code_references:
+                    resolve(name, reference)
+                self.user_code[name] = code_digest(spec.code_references)
+            except (UserCodeError, ValueError, OSError) as error:
+                self.user_code_errors[name] = error if isinstance(error, UserCodeError) else UserCodeError(
+                    name, ", ".join(spec.code_references), f"cannot hash its code: {error}")
+                log.error("the code of a model spec cannot be loaded; its datasets go to the dead-letter topic",
+                          extra={"model": name, "reason": str(self.user_code_errors[name])})
+
     def handle_event(self, event: Event, context: dict) -> None:
         assert isinstance(event, DatasetReady)
         context = {**context, "dataset": event.dataset, "dataset_version": event.version}
@@ -128,9 +158,22 @@ class TrainerService(EventService[TrainerSettings]):
         if not specs:
             log.info("no model spec trains on this dataset", extra=context)
             return
+        failures = []
         for spec in specs:
-            version = model_version(spec, event.version)
-            self._train_version(spec, event, version, {**context, "model": spec.name, "version": version})
+            code = self.user_code.get(spec.name)
+            version = model_version(spec, event.version, code["sha256"] if code else None)
+            try:
+                if spec.name in self.user_code_errors:
+                    raise self.user_code_errors[spec.name]
+                self._train_version(spec, event, version, {**context, "model": spec.name, "version": version})
+            except UserCodeError as error:
+                # The other specs of the dataset still train; the event then goes to the dead-letter topic.
+                progress.RUNS.labels(spec.name, "user_code_failed").inc()
+                log.error("the model spec's own code failed", extra={**context, "model": spec.name,
+                                                                     "reason": str(error)})
+                failures.append(str(error))
+        if failures:
+            raise UserCodeError.combined(failures)
 
     def _train_version(self, spec: ModelSpec, event: DatasetReady, version: str, context: dict) -> None:
         card = committed_card(self.store, spec.name, version)
@@ -163,24 +206,25 @@ class TrainerService(EventService[TrainerSettings]):
         try:
             if self.stopping.is_set():  # asked to stop while reading the data: start no epoch
                 raise TrainingInterrupted(resumed_from)
-            result = train(
-                spec, layout, train_data, validation_data,
-                device=self.settings.trainer.device,
-                on_epoch=lambda report: progress.epoch_finished(spec.name, spec.max_epochs, report, context),
-                on_checkpoint=self._checkpoint_writer(spec.name, version),
-                resume_from=checkpoint,
-                should_stop=self.stopping.is_set,
-                train_weights=train_weights,
-            )
+            result = self._fit(spec, version, layout, tables, train_data, validation_data, checkpoint, context,
+                               train_weights)
         except TrainingInterrupted as stop:
             progress.RUNS.labels(spec.name, "interrupted").inc()
             log.info("training stopped on request; the event stays uncommitted and resumes from the checkpoint",
                      extra={**context, "epoch": stop.epoch})
             raise
-
-        portable = export_portable(result.net, layout)
+        except Exception as error:
+            # The user's module failed inside the trainer's loop (a backward it cannot do, an op torch refuses).
+            _blame_user_code(spec, error, "training failed")
+            raise
+        try:
+            portable = export_portable(result.net, layout)
+        except Exception as error:
+            _blame_user_code(spec, error, "the trained module cannot be exported (torch.export, then TorchScript)")
+            raise
         card = model_card(spec=spec, manifest=manifest, layout=layout, result=result, portable=portable,
-                          model_version=version, code_version=self.code_version)
+                          model_version=version, code_version=self.code_version,
+                          user_code=self.user_code.get(spec.name))
         files = [
             VersionFile(portable.filename, portable.data),
             VersionFile(STATE_DICT_FILE, state_dict_bytes(result.net)),
@@ -198,14 +242,48 @@ class TrainerService(EventService[TrainerSettings]):
                                    "samples_per_s": round(result.samples_per_s)})
         return card
 
+    def _fit(self, spec, version, layout, tables, train_data, validation_data, checkpoint, context,
+             train_weights=None):
+        """The trainer's loop (rows weighed by ``train_weights`` when the version has them), or the spec's own
+        training function, which finds any weight column in ``tables``."""
+        on_epoch = lambda report: progress.epoch_finished(spec.name, spec.max_epochs, report, context)  # noqa: E731
+        if spec.training is not None:
+            return fit_with_entrypoint(
+                spec, layout, tables, train_data, validation_data, device=self.settings.trainer.device,
+                checkpoint=self._entrypoint_checkpoint(spec, version, len(train_data)),
+                on_epoch=on_epoch, should_stop=self.stopping.is_set)
+        return train(spec, layout, train_data, validation_data, device=self.settings.trainer.device,
+                     on_epoch=on_epoch, on_checkpoint=self._checkpoint_writer(spec.name, version),
+                     resume_from=checkpoint, should_stop=self.stopping.is_set, train_weights=train_weights)
+
     def _checkpoint_writer(self, model: str, version: str):
         if not self.settings.trainer.checkpoint_every_epoch:
             return None
         key = checkpoint_key(model, version)
         return lambda checkpoint: self.store.put(key, checkpoint_bytes(checkpoint))
 
+    def _entrypoint_checkpoint(self, spec: ModelSpec, version: str, train_rows: int) -> Checkpoint:
+        """The checkpoint a training function saves and loads: its own state, kept with what it belongs to."""
+        key = checkpoint_key(spec.name, version)
+
+        def save(state: dict[str, Any]) -> None:
+            self.store.put(key, checkpoint_bytes({"format": "entrypoint", "spec_fingerprint": spec.fingerprint(),
+                                                  "train_rows": train_rows, "state": state}))
+
+        def load() -> dict[str, Any] | None:
+            try:
+                checkpoint = load_checkpoint(self.store.get_bytes(key))
+            except ObjectNotFound:
+                return None
+            mine = (checkpoint.get("format"), checkpoint.get("spec_fingerprint"), checkpoint.get("train_rows"))
+            return checkpoint["state"] if mine == ("entrypoint", spec.fingerprint(), train_rows) else None
+
+        return Checkpoint(save=save, load=load)
+
     def _resume_point(self, spec: ModelSpec, version: str, train_rows: int, context: dict) -> dict | None:
-        """The stored checkpoint of this version, if it can resume this run."""
+        """The stored checkpoint of this version, if it can resume this run (the trainer's own loop)."""
+        if spec.training is not None:
+            return None  # the training function reads its own checkpoint
         key = checkpoint_key(spec.name, version)
         try:
             data = self.store.get_bytes(key)
@@ -222,6 +300,15 @@ class TrainerService(EventService[TrainerSettings]):
         log.info("resuming from checkpoint",
                  extra={**context, "checkpoint": key, "epoch": checkpoint["epoch"], "next_epoch": checkpoint["epoch"] + 1})
         return checkpoint
+
+
+def _blame_user_code(spec: ModelSpec, error: Exception, what: str) -> None:
+    """Raises a failure of a spec with code of its own as that spec's error (a permanent one, for the DLQ);
+    returns for the trainer's own failures and transient ones, which the caller raises as they are."""
+    if not spec.code_references or isinstance(error, UserCodeError) or transient_dependency(error):
+        return
+    raise UserCodeError(spec.name, ", ".join(spec.code_references), f"{what}: {type(error).__name__}: {error}") \
+        from error
 
 
 def main() -> None:

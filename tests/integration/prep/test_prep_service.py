@@ -49,7 +49,7 @@ def check_manifest(store, spec, event: DatasetReady) -> DatasetManifest:
     assert sorted(source.key for source in manifest.lineage) == raw_keys[: len(manifest.lineage)]
     landed = sum(pq.read_metadata(io.BytesIO(store.get_bytes(k))).num_rows for k in (s.key for s in manifest.lineage))
     assert sum(source.rows for source in manifest.lineage) == landed
-    schema = prepared_schema(spec)
+    schema = prepared_schema(spec, weighted=manifest.weight is not None)
     for split, files in manifest.files.items():
         tables = [pq.read_table(io.BytesIO(store.get_bytes(f.key))).select(schema.names).cast(schema) for f in files]
         assert sum(t.num_rows for t in tables) == manifest.rows[split]
@@ -115,6 +115,12 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     answered = m3.drift
     assert answered is not None and answered.model == "fraud" and answered.training_window == "all"
     assert answered.window_start == now and answered.landed_rows_after == 1200 and not answered.waited_out
+    # Window all weighs its rows by recency (the default half-life): the post-drift rows weigh 1, older ones less.
+    assert answered.half_life_s == 3600 and m3.weight == "_weight" and m2.weight is None
+    weights = pq.read_table(io.BytesIO(store.get_bytes(m3.files["train"][0].key)), columns=["tx_id", "_weight"])
+    by_side = {int(key.removeprefix("tx-")) >= 6000: weight
+               for key, weight in zip(weights["tx_id"].to_pylist(), weights["_weight"].to_pylist(), strict=True)}
+    assert by_side[True] == 1.0 and 0 < by_side[False] < 1.0
     # Both sides: 6000 rows from before the drift (less the test split's share), 1200 from after it.
     assert answered.rows_after == 1200
     assert answered.rows_before + answered.test_rows_left_out == 6000 and answered.test_rows_left_out > 0
@@ -153,6 +159,7 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     assert "transactions v2" in shown and m2.content_sha256["train"][:16] in shown
     shown = cli(services, bucket, "datasets", "show", "transactions:3")
     assert "built for the covariate drift of fraud" in shown and "1200 after" in shown
+    assert "rows weighed by recency: half_life_s 3600" in shown
 
 
 def cli(services, bucket, *arguments: str) -> str:

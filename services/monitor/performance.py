@@ -139,13 +139,17 @@ def window_metric(
     """The metric over one window and its standard error (NaN when undefined, e.g. AUC of one class).
 
     ``recall[<class>]``: the share of the class's labelled rows predicted as it; ``classes`` (the output
-    column of each class text) finds its column, else the class text is the column number."""
+    column of each class text) finds its column, else the class text is the column number. A class the
+    model does not have is undefined."""
     n = labels.size
     if n == 0:
         return math.nan, math.nan
     if family(metric) == "recall_per_class":
         name = class_of(metric)
-        column = classes.index(name) if classes is not None and name in classes else int(name)
+        names = classes if classes is not None else [str(column) for column in range(outputs.shape[1])]
+        if name not in names:
+            return math.nan, math.nan
+        column = names.index(name)
         rows = labels.astype(np.int64) == column
         if not rows.any():
             return math.nan, math.nan

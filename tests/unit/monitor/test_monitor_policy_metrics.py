@@ -134,6 +134,9 @@ def test_one_class_losing_its_recall_is_performance_drift_on_that_class():
     values = {name: window_metric("multiclass", f"recall[{name}]", honest.outputs, honest.labels, classes)
               for name in classes}
     assert values["mid"][0] == pytest.approx(0.9, abs=0.01) and values["mid"][1] == pytest.approx(0.003, abs=0.001)
+    # Without class names the class is its column; a class the model does not have is undefined.
+    assert window_metric("multiclass", "recall[1]", honest.outputs, honest.labels) == values["mid"]
+    assert np.isnan(window_metric("multiclass", "recall[top]", honest.outputs, honest.labels, classes)[0])
     accuracy, error = window_metric("multiclass", "accuracy", honest.outputs, honest.labels)
     baseline = PerformanceBaseline(task="multiclass", metric="accuracy", value=accuracy, standard_error=error,
                                    classes=classes, others={f"recall[{name}]": MetricBaseline(

@@ -22,7 +22,6 @@ without committing, with the same effect.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -32,12 +31,11 @@ import torch
 from pydantic import Field
 
 from services.trainer import progress
-from services.trainer.artifact import export_portable, model_card, state_dict_bytes
+from services.trainer.candidates import train_candidate, version_files
 from services.trainer.cpus import available_cpus
 from services.trainer.data import FeatureLayout, tensors_from_table
 from services.trainer.prepared import TRAINING_SPLITS, read_manifest, read_splits
 from services.trainer.publish import (
-    VersionFile,
     committed_card,
     model_version,
     publish_version,
@@ -56,7 +54,7 @@ from services.trainer.train import (
 )
 from streamml import code_version
 from streamml.events import DatasetReady, Event
-from streamml.registry.keys import CARD_FILE, STATE_DICT_FILE, checkpoint_key
+from streamml.registry.keys import checkpoint_key
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import SpecError
@@ -153,7 +151,31 @@ class TrainerService(EventService[TrainerSettings]):
         layout = layout.with_classes(tables["train"])
         train_data = tensors_from_table(tables["train"], layout)
         validation_data = tensors_from_table(tables["validation"], layout)
+        if spec.flavour == "torch" and spec.search is None:
+            files, card, summary = self._train_network(spec, manifest, layout, train_data, validation_data,
+                                                       version, context)
+        else:
+            # Gradient-boosted trees, or a search: no checkpoint per epoch, a stopped run starts over.
+            log.info("training", extra={**context, "flavour": spec.flavour, "search": spec.search is not None,
+                                        "rows": {"train": len(train_data), "validation": len(validation_data)}})
+            if self.stopping.is_set():
+                raise TrainingInterrupted(0)
+            files, card, summary = train_candidate(
+                spec, manifest, layout, train_data, validation_data, device=self.settings.trainer.device,
+                threads=self.cpu_threads, should_stop=self.stopping.is_set, model_version=version,
+                code_version=self.code_version, context=context)
 
+        if not publish_version(self.store, spec.name, version, files):
+            progress.RUNS.labels(spec.name, "lost_race").inc()
+            log.info("another trainer committed this version first; announcing its card", extra=context)
+            return committed_card(self.store, spec.name, version)
+        progress.RUNS.labels(spec.name, "trained").inc()
+        progress.TRAINING_SECONDS.labels(spec.name).observe(time.monotonic() - started)
+        log.info("trained", extra={**context, **summary})
+        return card
+
+    def _train_network(self, spec, manifest, layout, train_data, validation_data, version, context):
+        """The built-in torch network, resumed from this version's checkpoint when there is one."""
         checkpoint = self._resume_point(spec, version, len(train_data), context)
         resumed_from = checkpoint["epoch"] if checkpoint is not None else 0
         progress.run_started(spec.name, spec.max_epochs, resumed_from)
@@ -175,26 +197,11 @@ class TrainerService(EventService[TrainerSettings]):
             log.info("training stopped on request; the event stays uncommitted and resumes from the checkpoint",
                      extra={**context, "epoch": stop.epoch})
             raise
-
-        portable = export_portable(result.net, layout)
-        card = model_card(spec=spec, manifest=manifest, layout=layout, result=result, portable=portable,
-                          model_version=version, code_version=self.code_version)
-        files = [
-            VersionFile(portable.filename, portable.data),
-            VersionFile(STATE_DICT_FILE, state_dict_bytes(result.net)),
-            VersionFile(CARD_FILE, json.dumps(card, indent=2).encode()),
-        ]
-        if not publish_version(self.store, spec.name, version, files):
-            progress.RUNS.labels(spec.name, "lost_race").inc()
-            log.info("another trainer committed this version first; announcing its card", extra=context)
-            return committed_card(self.store, spec.name, version)
-        progress.RUNS.labels(spec.name, "trained").inc()
-        progress.TRAINING_SECONDS.labels(spec.name).observe(time.monotonic() - started)
-        log.info("trained", extra={**context, "metrics": result.metrics, "best_epoch": result.best_epoch,
-                                   "epochs": result.epochs, "device": result.device,
-                                   "training_seconds": round(result.train_seconds, 3),
-                                   "samples_per_s": round(result.samples_per_s)})
-        return card
+        files, card = version_files(spec, manifest, layout, result, version, self.code_version)
+        summary = {"metrics": result.metrics, "best_epoch": result.best_epoch, "epochs": result.epochs,
+                   "device": result.device, "training_seconds": round(result.train_seconds, 3),
+                   "samples_per_s": round(result.samples_per_s)}
+        return files, card, summary
 
     def _checkpoint_writer(self, model: str, version: str):
         if not self.settings.trainer.checkpoint_every_epoch:

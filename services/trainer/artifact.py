@@ -28,7 +28,7 @@ import torch
 
 from services.trainer.data import FeatureLayout
 from services.trainer.model import Predictor, TabularNet
-from services.trainer.spec import ModelSpec
+from services.trainer.spec import TORCH_ONLY, ModelSpec
 from services.trainer.train import TrainResult
 from streamml.manifest import DatasetManifest
 from streamml.portable import FLAVOURS, FORMAT_FILES, Format
@@ -146,7 +146,8 @@ def card_common(
             "rows": dict(manifest.rows),
             "content_sha256": dict(manifest.content_sha256),
         },
-        "params": spec.model_dump(mode="json"),
+        # A lightgbm spec has no network: the torch settings' defaults would only mislead.
+        "params": spec.model_dump(mode="json", exclude=set(TORCH_ONLY) if spec.flavour == "lightgbm" else None),
         "seed": spec.seed,
         "code_version": code_version,
         "inputs": {

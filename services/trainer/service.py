@@ -17,6 +17,10 @@ For each model spec of the announced dataset, in this order:
 A crash leaves the event uncommitted: it is redelivered and training resumes
 from the last checkpoint. SIGTERM stops after the running epoch's checkpoint,
 without committing, with the same effect.
+
+A ``flavour: lightgbm`` spec, or a spec with a ``search``, trains through
+``candidates.py`` instead of step 2's loop: no checkpoints, so a stopped run
+starts over when the event is redelivered.
 """
 
 from __future__ import annotations

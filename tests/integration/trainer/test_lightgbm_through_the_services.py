@@ -77,6 +77,8 @@ def test_a_searched_lightgbm_model_is_promoted_served_and_swapped_without_a_fail
 
     records = raw_records()[:200]
     wait_for(lambda: ready(api), 60, server, "the inference server's first model")
+    status, metadata = call(api, "GET", f"/v2/models/{MODEL}")
+    assert status == 200 and metadata["platform"] == "lightgbm" and metadata["versions"] == [v1], metadata
     with ModelClient(ServiceSettings(kafka=world.kafka, s3=store.settings), MODEL, reconcile_s=600) as client:
         assert client.wait_ready(30) and client.version == v1
         # The server and the application load the same program the same way.

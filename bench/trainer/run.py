@@ -10,12 +10,18 @@ both and the ratio of their throughput after warm-up (the first epoch of each
 run is left out); the trainer's per-batch overhead is small when the ratio is
 near 1.
 
+``--own-module`` runs both loops on a module of the user's own instead of the
+built-in network (the example residual MLP, ``examples/code/fraud_models``,
+named by the spec's ``architecture.module``), so the ratio measures the
+trainer's loop around a model it does not know.
+
 On CPU it also prints samples per CPU-second (process time, all threads):
 other processes on a shared machine slow wall-clock epochs at random, but
 hardly change the CPU time an epoch needs. That figure includes the trainer's
 per-epoch validation pass, so the validation split is kept small.
 
     python bench/trainer/run.py --device auto --epochs 3
+    python bench/trainer/run.py --own-module --rows 200000
 """
 
 from __future__ import annotations
@@ -34,10 +40,13 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from services.trainer.data import FeatureLayout, TabularTensors, read_parquet, tensors_from_table  # noqa: E402
-from services.trainer.model import build_model  # noqa: E402
+from services.trainer.model import build_network  # noqa: E402
 from services.trainer.spec import ModelSpec, parse_model_spec  # noqa: E402
 from services.trainer.synthetic import SPLIT_SHARES, synthetic_dataset  # noqa: E402
 from services.trainer.train import describe_device, resolve_device, train  # noqa: E402
+from services.trainer.user_code import add_code_dir  # noqa: E402
+
+EXAMPLE_CODE = Path(__file__).resolve().parents[2] / "examples" / "code"
 
 VALIDATION_ROWS = 10_000
 
@@ -51,13 +60,24 @@ def main() -> None:
     parser.add_argument("--hidden", default="64,64", help="MLP widths, comma separated")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--own-module", action="store_true",
+                        help="the example's residual MLP (fraud_models.residual:build) instead of the built-in MLP")
+    parser.add_argument("--width", type=int, default=64, help="--own-module: residual width")
+    parser.add_argument("--blocks", type=int, default=2, help="--own-module: residual blocks")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
 
+    if args.own_module:
+        add_code_dir(EXAMPLE_CODE)
+        architecture = {"module": "fraud_models.residual:build", "params": {"width": args.width, "blocks": args.blocks}}
+        described = f"fraud_models.residual:build (own module, width {args.width}, {args.blocks} blocks)"
+    else:
+        architecture = {"hidden": [int(width) for width in args.hidden.split(",")]}
+        described = args.hidden
     spec = parse_model_spec({
         "name": "bench", "dataset": "synthetic", "task": "binary",
-        "architecture": {"hidden": [int(width) for width in args.hidden.split(",")]},
+        "architecture": architecture,
         "optimiser": {"name": "adam", "lr": 1e-3},
         "batch_size": args.batch_size, "max_epochs": args.epochs,
         "early_stopping": {"patience": None}, "seed": 1,
@@ -67,7 +87,7 @@ def main() -> None:
     print(f"train rows: {len(train_data):,}  validation rows: {len(validation_data):,}  "
           f"batch: {args.batch_size}  epochs: {args.epochs}  rounds: {args.rounds}")
     print(f"model: {len(layout.numeric)} numeric + {len(layout.categorical)} categorical (embeddings) "
-          f"-> {args.hidden} -> 1, optimiser adam")
+          f"-> {described} -> 1, optimiser adam")
 
     wall = {"bare loop": [], "trainer": []}
     cpu = {"bare loop": [], "trainer": []}
@@ -122,7 +142,7 @@ def trainer_loop(spec, layout, data, validation, device) -> tuple[list[float], l
 def bare_loop(spec: ModelSpec, layout: FeatureLayout, data: TabularTensors, validation, device: torch.device):
     """The reference: nothing but shuffled index slicing and the optimiser step."""
     torch.manual_seed(spec.seed)
-    net = build_model(layout, spec.architecture).to(device)
+    net = build_network(spec, layout).to(device)
     optimiser = torch.optim.Adam(net.parameters(), lr=spec.optimiser.lr)
     numeric, categorical, label = (tensor.to(device) for tensor in data.tensors())
     rows, batch = len(data), spec.batch_size

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from services.trainer.data import FeatureLayout
-from services.trainer.model import Predictor, TabularNet
+from services.trainer.model import Predictor
 from services.trainer.spec import TORCH_ONLY, ModelSpec
 from services.trainer.train import TrainResult
 from streamml.manifest import DatasetManifest
@@ -53,7 +53,7 @@ class PortableModel:
         return FORMAT_FILES[self.format]
 
 
-def export_portable(net: TabularNet, layout: FeatureLayout) -> PortableModel:
+def export_portable(net: torch.nn.Module, layout: FeatureLayout) -> PortableModel:
     predictor = Predictor(net, layout.task).cpu().eval()
     # Two rows: torch.export specialises dimensions of size 0 and 1.
     example = (torch.zeros(2, len(layout.numeric)), torch.zeros(2, len(layout.categorical), dtype=torch.int64))
@@ -75,7 +75,7 @@ def export_portable(net: TabularNet, layout: FeatureLayout) -> PortableModel:
     return PortableModel("torchscript", buffer.getvalue())
 
 
-def state_dict_bytes(net: TabularNet) -> bytes:
+def state_dict_bytes(net: torch.nn.Module) -> bytes:
     buffer = io.BytesIO()
     torch.save({name: tensor.detach().cpu() for name, tensor in net.state_dict().items()}, buffer)
     return buffer.getvalue()
@@ -90,6 +90,7 @@ def model_card(
     portable: PortableModel,
     model_version: str,
     code_version: str,
+    user_code: dict[str, Any] | None = None,
     created: datetime | None = None,
 ) -> dict[str, Any]:
     """Everything needed to judge, serve and monitor the model, as a JSON-ready dict."""
@@ -117,6 +118,8 @@ def model_card(
         "device": result.device,
         "training_seconds": result.train_seconds,
         "samples_per_s": result.samples_per_s,
+        # The spec's own code (references, files, sha256), so lineage reaches the code as well as the data.
+        "user_code": user_code,
         "torch_version": torch.__version__,
         "artifacts": {**common["artifacts"], "state_dict": STATE_DICT_FILE},
     }

@@ -40,6 +40,7 @@ def train_candidate(
     should_stop: Callable[[], bool],
     model_version: str,
     code_version: str,
+    user_code: dict[str, Any] | None = None,
     context: dict | None = None,
 ) -> tuple[list[VersionFile], dict[str, Any], dict[str, Any]]:
     """The version's files, its card, and what to log of the training."""
@@ -58,7 +59,7 @@ def train_candidate(
         trained, result = search.best_spec, search.best_result
     else:
         trained, result = spec, fit(spec, None)
-    files, card = version_files(trained, manifest, layout, result, model_version, code_version,
+    files, card = version_files(trained, manifest, layout, result, model_version, code_version, user_code,
                                 search.card() if search is not None else None)
     summary = {"flavour": trained.flavour, "metrics": result.metrics, "device": result.device,
                "training_seconds": round(result.train_seconds, 3)}
@@ -76,6 +77,7 @@ def version_files(
     result: TrainResult | BoostedResult,
     model_version: str,
     code_version: str,
+    user_code: dict[str, Any] | None = None,
     search: dict[str, Any] | None = None,
 ) -> tuple[list[VersionFile], dict[str, Any]]:
     """The portable program, the torch weights (torch only) and the card of a trained model."""
@@ -88,7 +90,7 @@ def version_files(
     else:
         portable = export_portable(result.net, layout)
         card = model_card(spec=spec, manifest=manifest, layout=layout, result=result, portable=portable,
-                          model_version=model_version, code_version=code_version)
+                          model_version=model_version, code_version=code_version, user_code=user_code)
         files = [VersionFile(portable.filename, portable.data), VersionFile(STATE_DICT_FILE, state_dict_bytes(result.net))]
     if search is not None:
         card["search"] = search

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from services.trainer.data import FeatureLayout
-from services.trainer.spec import Architecture, Task
+from services.trainer.spec import Architecture, ModelSpec, Task
+from services.trainer.user_code import CustomArchitecture, build_module
 
 
 class TabularNet(nn.Module):
@@ -49,7 +50,7 @@ class Predictor(nn.Module):
     """Scores to predictions: P(label = 1) for binary, class probabilities ``[N, K]``
     for multiclass, the label value for regression."""
 
-    def __init__(self, net: TabularNet, task: Task):
+    def __init__(self, net: nn.Module, task: Task):
         super().__init__()
         self.net = net
         self.task = task
@@ -65,3 +66,10 @@ class Predictor(nn.Module):
 
 def build_model(layout: FeatureLayout, architecture: Architecture) -> TabularNet:
     return TabularNet(len(layout.numeric), list(layout.cardinalities), architecture, layout.outputs)
+
+
+def build_network(spec: ModelSpec, layout: FeatureLayout) -> nn.Module:
+    """The spec's network: the user's own (checked by a dry forward pass) or the built-in one."""
+    if isinstance(spec.architecture, CustomArchitecture):
+        return build_module(spec.name, spec.architecture, layout)
+    return build_model(layout, spec.architecture)

@@ -20,7 +20,7 @@ VALIDATION = Gauge("streamml_trainer_validation_metric", "Validation metric afte
 SAMPLES_PER_S = Gauge("streamml_trainer_samples_per_second", "Training throughput of the last epoch", ["model"])
 RUNS = Counter(
     "streamml_trainer_runs_total",
-    "dataset.ready handled per model: trained, already_trained, interrupted, lost_race",
+    "dataset.ready handled per model: trained, already_trained, interrupted, lost_race, user_code_failed",
     ["model", "outcome"],
 )
 TRAINING_SECONDS = Histogram(

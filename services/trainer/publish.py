@@ -17,6 +17,7 @@ the losing attempt deletes them.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,8 +30,11 @@ from streamml.registry.models import VersionManifest, is_committed, read_card
 from streamml.store import ObjectConflict, ObjectStore
 
 
-def model_version(spec: ModelSpec, dataset_version: int) -> str:
-    return f"d{dataset_version}-{spec.fingerprint()[:8]}"
+def model_version(spec: ModelSpec, dataset_version: int, code_sha256: str | None = None) -> str:
+    """``code_sha256``: the digest of the spec's own code, so changed code trains a new version."""
+    if code_sha256 is None:
+        return f"d{dataset_version}-{spec.fingerprint()[:8]}"
+    return f"d{dataset_version}-{hashlib.sha256((spec.fingerprint() + code_sha256).encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)

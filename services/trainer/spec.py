@@ -26,19 +26,20 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from services.trainer.gbm_spec import LightGBMOptions
 from services.trainer.search_spec import Search, put_path
+from services.trainer.user_code import CustomArchitecture, CustomTraining
 from streamml.specs import NAME, DatasetSpec, SpecError, load_folder, read_yaml
 
 Task = Literal["binary", "multiclass", "regression"]
 # torch: the built-in tabular network; lightgbm: gradient-boosted trees (``gbm_spec.py``).
 Flavour = Literal["torch", "lightgbm"]
 # Settings of the torch network only; a lightgbm spec that sets one is told so.
-TORCH_ONLY = ("architecture", "optimiser", "schedule", "batch_size", "max_epochs")
+TORCH_ONLY = ("architecture", "training", "optimiser", "schedule", "batch_size", "max_epochs")
 
 # Validation metrics computed for each task, with the direction that is better.
 TASK_METRICS: dict[str, dict[str, Literal["min", "max"]]] = {
@@ -92,6 +93,20 @@ class Architecture(Strict):
         return self
 
 
+def _architecture_kind(value: object) -> str:
+    """``{module: ...}`` names the user's own network; anything else configures the built-in one."""
+    if isinstance(value, CustomArchitecture) or isinstance(value, dict) and "module" in value:
+        return "custom"
+    return "built_in"
+
+
+ARCHITECTURE_KINDS = ("built_in", "custom")
+AnyArchitecture = Annotated[
+    Annotated[Architecture, Tag("built_in")] | Annotated[CustomArchitecture, Tag("custom")],
+    Discriminator(_architecture_kind),
+]
+
+
 class Optimiser(Strict):
     name: Literal["adam", "adamw", "sgd"] = "adamw"
     lr: float = Field(1e-3, gt=0, le=10)
@@ -119,7 +134,8 @@ class ModelSpec(Strict):
     name: str = Field(pattern=NAME, description="model name in the registry")
     dataset: str = Field(pattern=NAME)
     task: Task
-    architecture: Architecture = Architecture()
+    architecture: AnyArchitecture = Architecture()
+    training: CustomTraining | None = Field(None, description="the user's own training function; see user_code")
     optimiser: Optimiser = Optimiser()
     schedule: Schedule = Schedule()
     batch_size: int = Field(1024, ge=1)
@@ -129,6 +145,13 @@ class ModelSpec(Strict):
     flavour: Flavour = Field("torch", description="torch (the tabular network) or lightgbm")
     lightgbm: LightGBMOptions | None = Field(None, description="flavour lightgbm: its parameters")
     search: Search | None = Field(None, description="several trials per dataset version; the best is the candidate")
+
+    @model_validator(mode="after")
+    def _one_way_to_train(self) -> ModelSpec:
+        if self.training is not None and "architecture" in self.model_fields_set:
+            raise ValueError("training.entrypoint builds and fits the model itself, so architecture is not "
+                             "used; remove architecture, or remove training to fit it with the trainer's loop")
+        return self
 
     @model_validator(mode="after")
     def _metric_fits_task(self) -> ModelSpec:
@@ -157,6 +180,9 @@ class ModelSpec(Strict):
                                  "lightgbm:, its rounds are lightgbm.num_boost_round)")
         elif self.lightgbm is not None:
             raise ValueError("lightgbm settings apply to flavour lightgbm only; add flavour: lightgbm or remove them")
+        if self.search is not None and self.training is not None:
+            raise ValueError("search runs trials of the trainer's own loop; a training function runs its own, "
+                             "so remove search or training")
         if self.search is not None:
             self.search_problems()
         return self
@@ -196,11 +222,17 @@ class ModelSpec(Strict):
     def metric_mode(self) -> Literal["min", "max"]:
         return TASK_METRICS[self.task][self.metric]
 
+    @property
+    def code_references(self) -> list[str]:
+        """The user's functions this spec runs, ``package.module:function``; [] for the built-in model."""
+        references = [self.architecture.module] if isinstance(self.architecture, CustomArchitecture) else []
+        return references + ([self.training.entrypoint] if self.training is not None else [])
+
     def fingerprint(self) -> str:
         """Stable hash of everything that changes training; a checkpoint resumes only the same spec."""
         document = self.model_dump(mode="json")
         # Fields added later count only when set, so the specs written before keep their versions.
-        for name, default in (("flavour", "torch"), ("lightgbm", None), ("search", None)):
+        for name, default in (("training", None), ("flavour", "torch"), ("lightgbm", None), ("search", None)):
             if document[name] == default:
                 del document[name]
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
@@ -214,7 +246,8 @@ def _problems(error: ValidationError) -> list[str]:
         if isinstance(item["input"], str | int | float) and item["type"] != "extra_forbidden":
             message += f" (got {item['input']!r})"
         # Checks across fields name their fields in the message itself.
-        where = ".".join(str(part) for part in item["loc"])
+        # The tag of the architecture's kind (built_in, custom) is not a field the user wrote.
+        where = ".".join(str(part) for part in item["loc"] if part not in ARCHITECTURE_KINDS)
         lines.append(f"{where}: {message}" if where else message)
     return lines
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from services.trainer.data import FeatureLayout, TabularTensors
 from services.trainer.metrics import validation_metrics
-from services.trainer.model import TabularNet, build_model
+from services.trainer.model import build_network
 from services.trainer.spec import ModelSpec, Optimiser, Schedule
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -47,14 +47,14 @@ class EpochReport:
     metrics: dict[str, float]  # validation metrics
     metric: float  # the spec's selection metric, one of ``metrics``
     improved: bool
-    lr: float
+    lr: float | None  # None: a training function that did not say
     seconds: float  # training part of the epoch, validation excluded
     samples_per_s: float
 
 
 @dataclass
 class TrainResult:
-    net: TabularNet  # weights of the best epoch, on CPU, in eval mode
+    net: nn.Module  # weights of the best epoch, on CPU, in eval mode
     metrics: dict[str, float]  # validation metrics of the best epoch
     best_epoch: int
     epochs: int
@@ -105,7 +105,7 @@ def train(
 
 def _fit(spec, layout, train_data, validation_data, device, on_epoch, on_checkpoint, checkpoint, should_stop):
     torch.manual_seed(spec.seed)
-    net = build_model(layout, spec.architecture).to(device)
+    net = build_network(spec, layout).to(device)
     optimiser = build_optimiser(net, spec.optimiser)
     scheduler = build_scheduler(optimiser, spec.schedule, spec.max_epochs)
     permutation = torch.Generator().manual_seed(spec.seed)

@@ -50,11 +50,21 @@ Actor = Annotated[str | None, typer.Option("--actor", help="who; default $USER@h
 def validate(
     files: Annotated[list[Path], typer.Argument(help="model spec YAML files")],
     datasets: DatasetsDir = None,
+    code: Annotated[Path | None, typer.Option(
+        "--code", help="folder of the Python modules the specs name (as the trainer's STREAMML_TRAINER_CODE_DIR)")] = None,
 ) -> None:
-    """Check model specs, and that each can learn its dataset's label; report every problem at once."""
+    """Check model specs, and that each can learn its dataset's label; report every problem at once.
+
+    A spec with its own code is imported (this runs it), and its module answers a dry forward pass
+    shaped like the dataset spec."""
     from services.trainer.spec import dataset_problems, load_model_spec
+    from services.trainer.user_code import add_code_dir, check_against_dataset
     from streamml.specs import SpecError, load_dataset_specs, read_yaml
 
+    if code is not None:
+        if not code.is_dir():
+            fail(f"--code {code}: no such folder; give the folder of the Python modules your specs name", 2)
+        add_code_dir(code)
     folder = folder_or_default(datasets, "datasets")
     known, folder_problems = {}, []
     if folder is not None:
@@ -77,6 +87,8 @@ def validate(
                                 f"(they declare: {', '.join(sorted(known)) or 'none'})")
             return "", problems
         problems = folder_problems or (dataset_problems(spec, known) if folder is not None else [])
+        if not problems and spec.code_references and spec.dataset in known:
+            problems = check_against_dataset(spec, known[spec.dataset])
         against = f"checked against {folder}/" if folder is not None else "not checked against datasets (--datasets)"
         return f"model {spec.name!r}, {spec.task} on dataset {spec.dataset!r}, {against}", problems
 

@@ -36,6 +36,9 @@ def up(
     specs: Annotated[Path, typer.Option(help="folder of dataset specs")] = EXAMPLES / "datasets",
     models: Annotated[Path, typer.Option(help="folder of model specs")] = EXAMPLES / "models",
     policies: Annotated[Path, typer.Option(help="folder of promotion policies")] = EXAMPLES / "policies",
+    code: Annotated[Path | None, typer.Option(
+        help="folder of Python modules your model specs name (architecture.module, training.entrypoint); "
+        "the trainer imports and runs them with its own permissions")] = None,
     jars_dir: Annotated[Path, typer.Option(
         envvar="STREAMML_PREP_JARS_DIR", help="folder with prep's Spark S3A jars")] = DEFAULT_JARS,
     foreground: Annotated[bool, typer.Option(help="stay attached; Ctrl-C stops the stack")] = False,
@@ -55,8 +58,9 @@ def up(
     from streamml.stack.supervisor import StackConfig, Supervisor, passed_through
 
     state_dir = stack_folder(state_dir, new=True)
-    for name, folder in (("--specs", specs), ("--models", models), ("--policies", policies)):
-        if not folder.is_dir():
+    folders = (("--specs", specs), ("--models", models), ("--policies", policies), ("--code", code))
+    for name, folder in folders:
+        if folder is not None and not folder.is_dir():
             fail(f"{name} {folder}: no such folder (from {Path.cwd()}); give the folder of your YAML files")
     passed, ignored = passed_through(os.environ)
     if ignored:
@@ -71,6 +75,7 @@ def up(
         models_dir=models.resolve(),
         policies_dir=policies.resolve(),
         jars_dir=jars_dir.resolve(),
+        code_dir=code.resolve() if code is not None else None,
         extra_env=passed,
         ephemeral=ephemeral,
     )

@@ -57,6 +57,7 @@ class StackConfig:
     models_dir: Path | None = None
     policies_dir: Path | None = None
     jars_dir: Path | None = None
+    code_dir: Path | None = None  # Python modules the model specs name; the trainer imports them
     extra_env: dict[str, str] = field(default_factory=dict)
     console_port: int = 0  # 0: a free port, chosen when the supervisor starts
     ephemeral: bool = False
@@ -73,6 +74,8 @@ class StackConfig:
             env["STREAMML_MONITOR_MODELS"] = json.dumps(_model_names(self.models_dir))
         if self.policies_dir:
             env["STREAMML_VALIDATOR_POLICIES_DIR"] = str(self.policies_dir)
+        if self.code_dir:
+            env["STREAMML_TRAINER_CODE_DIR"] = str(self.code_dir)
         return env
 
     def to_json(self) -> dict:
@@ -86,6 +89,7 @@ class StackConfig:
             "models_dir": str(self.models_dir) if self.models_dir else None,
             "policies_dir": str(self.policies_dir) if self.policies_dir else None,
             "jars_dir": str(self.jars_dir) if self.jars_dir else None,
+            "code_dir": str(self.code_dir) if self.code_dir else None,
             "extra_env": self.extra_env,
             "console_port": self.console_port,
             "ephemeral": self.ephemeral,
@@ -103,6 +107,7 @@ class StackConfig:
             models_dir=Path(data["models_dir"]) if data.get("models_dir") else None,
             policies_dir=Path(data["policies_dir"]) if data.get("policies_dir") else None,
             jars_dir=Path(data["jars_dir"]) if data.get("jars_dir") else None,
+            code_dir=Path(data["code_dir"]) if data.get("code_dir") else None,
             extra_env=data.get("extra_env", {}),
             console_port=data.get("console_port", 0),
             ephemeral=data.get("ephemeral", False),

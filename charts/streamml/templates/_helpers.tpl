@@ -168,6 +168,7 @@ service there.
 {{- end -}}
 {{- if $kafka.groupPrefix }}{{ $_ := set $settings "STREAMML_KAFKA_GROUP_PREFIX" $kafka.groupPrefix }}{{ end -}}
 {{- with (get (include "streamml.specFiles" $root | fromJson) .service) }}{{ $_ := set $settings .env .path }}{{ end -}}
+{{- if and (eq .service "trainer") $root.Values.modelCode }}{{ $_ := set $settings "STREAMML_TRAINER_CODE_DIR" "/etc/streamml/code" }}{{ end -}}
 {{- if eq .service "monitor" }}{{ $_ := set $settings "STREAMML_MONITOR_MODELS" (toJson $root.Values.models) }}{{ end -}}
 {{- if eq .service "prep" -}}
 {{- $_ := set $settings "STREAMML_PREP_SPARK_MASTER" $svc.spark.master -}}

@@ -1,6 +1,7 @@
 """`streamml models validate` and `streamml policies validate` report every problem at once, like datasets."""
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,25 @@ def test_every_problem_of_a_policy_at_once(project):
     (project / "policies" / "other.yaml").write_text("model: churn\nmin: {auc: 0.7}\n")
     unknown = run("policies", "validate", "policies/other.yaml")
     assert unknown.exit_code == 2 and "model: 'churn' is not among the model specs in models/" in unknown.output
+
+
+def test_a_spec_with_its_own_code_is_imported_and_its_module_tried_on_the_dataset(project, tmp_path, monkeypatch):
+    # --code puts the folder on this process's import path: it is this test's only.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "modules", dict(sys.modules))
+    code = tmp_path / "code"
+    shutil.copytree(EXAMPLES / "code", code)
+    (code / "narrow.py").write_text(
+        "from torch import nn\n\ndef build(schema, params):\n    return nn.Linear(3, 1)\n")
+    (project / "models" / "narrow.yaml").write_text(
+        "name: narrow\ndataset: transactions\ntask: binary\narchitecture: {module: 'narrow:build'}\n")
+    own = [str(path) for path in sorted((EXAMPLES / "own_models").glob("*.yaml"))]
+    result = run("models", "validate", *own, "models/narrow.yaml", "--code", str(code))
+    assert result.exit_code == 2
+    assert "fraud_residual.yaml: ok" in result.output and "fraud_own_fit.yaml: ok" in result.output
+    own_policies = [str(path) for path in sorted((EXAMPLES / "own_policies").glob("*.yaml"))]
+    policies = run("policies", "validate", *own_policies, "--models", str(EXAMPLES / "own_models"))
+    assert policies.exit_code == 0, policies.output
+    # The example dataset has four numeric features and two categories: a module built for 3 inputs cannot run.
+    assert ("models/narrow.yaml: model spec 'narrow': narrow:build: forward(numeric [N, 4] float32, "
+            "categorical [N, 2] int64) raised TypeError") in result.output, result.output

@@ -55,7 +55,10 @@ def test_the_callers_settings_reach_the_services_but_not_over_the_stacks_own(tmp
 
 
 def test_the_stack_config_keeps_absolute_folders_and_names_the_jars(tmp_path):
-    config = StackConfig(state_dir=tmp_path, jars_dir=tmp_path / "jars", specs_dir=tmp_path / "datasets")
+    config = StackConfig(state_dir=tmp_path, jars_dir=tmp_path / "jars", specs_dir=tmp_path / "datasets",
+                         code_dir=tmp_path / "code")
     again = StackConfig.from_json(json.loads(json.dumps(config.to_json())))
     assert again == config
     assert again.folder_env()["STREAMML_PREP_JARS_DIR"] == str(tmp_path / "jars")
+    assert again.folder_env()["STREAMML_TRAINER_CODE_DIR"] == str(tmp_path / "code")
+    assert "STREAMML_TRAINER_CODE_DIR" not in StackConfig(state_dir=tmp_path).folder_env()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -368,8 +369,12 @@ def service_files(release: Render, deployment: dict, root: Path) -> dict[str, st
             continue
         folder = root / mount["mountPath"].lstrip("/")
         folder.mkdir(parents=True)
-        for name, text in release.named("ConfigMap", config_map["name"])["data"].items():
-            (folder / name).write_text(text)
+        data = release.named("ConfigMap", config_map["name"])["data"]
+        # items place keys at paths of their own (folders included); without them each key is a file.
+        paths = {item["key"]: item["path"] for item in config_map.get("items", [])} or {name: name for name in data}
+        for key, path in paths.items():
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_text(data[key])
         mounts[mount["mountPath"]] = folder
     env = pod_environment(release, deployment)
     for name, value in env.items():
@@ -777,3 +782,53 @@ def test_broken_spark_values_fail_rendering(chart, values, message):
     with pytest.raises(helm.HelmError) as raised:
         render(chart, values)
     assert message in str(raised.value)
+
+
+TRAINER_LOADS_CODE = """
+from services.trainer.service import TrainerSettings
+from services.trainer.spec import load_model_specs
+from services.trainer.user_code import add_code_dir, code_digest, resolve
+from streamml.settings import load_settings
+
+settings = load_settings(TrainerSettings)
+add_code_dir(settings.trainer.code_dir)
+references = [r for spec in load_model_specs(settings.trainer.models_dir).values() for r in spec.code_references]
+for reference in references:
+    resolve("spec", reference)
+print(code_digest(references)["sha256"])
+"""
+
+
+def test_model_code_is_mounted_with_its_folders_where_the_trainer_imports_it(chart, tmp_path):
+    code = REPO / "examples" / "code"
+    files = {path.relative_to(code).as_posix(): path.read_text() for path in sorted(code.rglob("*.py"))}
+    specs = [yaml.safe_load(path.read_text()) for path in sorted((REPO / "examples" / "own_models").glob("*.yaml"))]
+    release = Render("modelCode", {}, render(chart, {"modelCode": files, "modelSpecs": specs,
+                                    "services": {"validator": {"enabled": False}}}))
+    trainer = release.named("Deployment", "streamml-trainer")
+    env = service_files(release, trainer, tmp_path)
+    assert env["STREAMML_TRAINER_CODE_DIR"] == str(tmp_path / "etc/streamml/code")
+    assert sorted(p.relative_to(tmp_path / "etc/streamml/code").as_posix()
+                  for p in (tmp_path / "etc/streamml/code").rglob("*.py")) == sorted(files)
+
+    def digest(environment: dict[str, str]) -> str:
+        run = subprocess.run([sys.executable, "-c", TRAINER_LOADS_CODE], capture_output=True, text=True, timeout=120,
+                             env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), **environment})
+        assert run.returncode == 0, run.stderr[-3000:]
+        return run.stdout.strip()
+
+    trainer_env = {name: value for name, value in env.items() if name.startswith("STREAMML_TRAINER_")}
+    # The mounted code is the code folder, file for file: the card's digest is the same.
+    assert digest(trainer_env) == digest({**trainer_env, "STREAMML_TRAINER_CODE_DIR": str(code)})
+    # The pods roll when the code changes.
+    again = Render("modelCode", {}, render(chart, {"modelCode": {**files, "fraud_models/extra.py": "X = 1\n"}, "modelSpecs": specs,
+                                  "services": {"validator": {"enabled": False}}}))
+    checksum = "checksum/config"
+    annotations = lambda r: r.named("Deployment", "streamml-trainer")["spec"]["template"]["metadata"]["annotations"]  # noqa: E731
+    assert annotations(again)[checksum] != annotations(release)[checksum]
+
+
+def test_without_model_code_the_trainer_mounts_none(release):
+    trainer = release.named("Deployment", "streamml-trainer")
+    assert "STREAMML_TRAINER_CODE_DIR" not in pod_environment(release, trainer)
+    assert all(v["name"] != "model-code" for v in trainer["spec"]["template"]["spec"]["volumes"])

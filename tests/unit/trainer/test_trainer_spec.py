@@ -100,7 +100,7 @@ def test_folder_loading_reports_every_bad_file_and_groups_by_dataset(tmp_path):
 
 
 def test_a_spec_without_flavour_or_search_keeps_the_fingerprint_it_had_before_they_existed():
-    # The value before flavour, lightgbm and search were added: versions already trained keep their names.
+    # The value before training, flavour, lightgbm and search were added: versions already trained keep their names.
     assert parse_model_spec(MINIMAL).fingerprint() == "41fa1340972e2f4f"
     assert parse_model_spec({**MINIMAL, "flavour": "lightgbm"}).fingerprint() != "41fa1340972e2f4f"
 
@@ -139,3 +139,10 @@ def test_a_trial_is_the_spec_with_the_drawn_values_and_no_search():
     trial = spec.trial({"optimiser.lr": 0.05, "architecture.hidden": [8]})
     assert (trial.optimiser.name, trial.optimiser.lr, trial.architecture.hidden) == ("sgd", 0.05, [8])
     assert trial.search is None and spec.search.trials == 3
+
+
+def test_a_training_function_takes_neither_the_lightgbm_flavour_nor_a_search():
+    training = {"training": {"entrypoint": "fraud_models.fit:fit"}}
+    assert "training applies to flavour torch only" in problems_of({**MINIMAL, **training, "flavour": "lightgbm"})
+    assert "search runs trials of the trainer's own loop" in problems_of(
+        {**MINIMAL, **training, "search": {"trials": 2, "space": {"seed": {"low": 1, "high": 9}}}})

@@ -9,6 +9,7 @@ import pytest
 from services.trainer.candidates import train_candidate
 from services.trainer.search import run_search
 from services.trainer.spec import parse_model_spec
+from services.trainer.train import TrainingInterrupted
 
 pytestmark = pytest.mark.unit
 SPACE_LR = {"optimiser.lr": {"low": 0.001, "high": 1.0, "log": True}}
@@ -101,3 +102,11 @@ def test_a_torch_search_draws_lists_of_widths_and_keeps_the_best_network(binary)
     assert card["params"]["architecture"]["hidden"] == best["params"]["architecture.hidden"]
     assert card["flavour"] == "torch" and len(card["history"]) == 2
     assert [file.name for file in files] == ["model.pt2", "state_dict.pt", "card.json"]
+
+
+def test_a_stop_request_ends_the_search_instead_of_failing_a_trial(binary):
+    spec = searched({"trials": 3, "space": {"lightgbm.num_leaves": {"low": 2, "high": 8}}},
+                    flavour="lightgbm", lightgbm={"num_boost_round": 20})
+    with pytest.raises(TrainingInterrupted):
+        train_candidate(spec, binary.manifest, binary.layout, binary.train, binary.validation, device="cpu",
+                        threads=1, should_stop=lambda: True, model_version="d1-x", code_version="test")

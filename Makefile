@@ -9,8 +9,10 @@ setup:
 demo: setup
 	.venv/bin/streamml demo
 
+# Three workers on two cores: most integration tests wait on services, not on a CPU.
+TEST_WORKERS ?= 3
 test: setup
-	.venv/bin/python -m pytest -q $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 up: setup
 	.venv/bin/streamml up

@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamml.specs import DatasetSpec
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -95,6 +97,9 @@ class RawSource(Strict):
     first_offset: int
     last_offset: int
     rows: int
+    sha256: str | None = Field(
+        None, description="sha256 of the object's bytes when the version was built: a rebuild finds a changed "
+        "object by it (unset in versions built before it was recorded)")
 
 
 class DriftBuild(Strict):
@@ -149,6 +154,10 @@ class DatasetManifest(Strict):
     rows_since: datetime | None = Field(
         None, description="the version read only landed rows with a Kafka timestamp at or after this: a drift "
         "build's training window, which the builds after it keep until the next drift")
+    spec: DatasetSpec | None = Field(
+        None, description="the whole spec the version was prepared by: with the lineage, engine, rows_since and "
+        "drift point, what `streamml datasets rebuild` needs (the fingerprint covers the record shape only, "
+        "not the prep policy); unset in versions built before it was recorded")
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

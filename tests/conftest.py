@@ -117,6 +117,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`make test` spreads the test files over parallel workers (pytest-xdist). The end-to-end tests
+    each run a whole loop, so they take turns on one worker: two loops never share the CPUs, and
+    the other files fill the other workers meanwhile."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class EndToEndTakesTurns(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "end-to-end" if path.startswith("tests/integration/e2e/") else path
+
+    return EndToEndTakesTurns(config, log)
+
+
 class ServiceProcesses:
     """Starts ``python -m services.<name>`` against the test stack; stops them all at teardown."""
 

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from streamml.registry.keys import raw_object_key, raw_partition_prefix
+from streamml.specs import DatasetSpec
 
 META_COLUMNS = pa.schema(
     [
@@ -107,6 +108,16 @@ def with_kafka_columns(
         pa.array(times_ms, pa.int64()).view(META_COLUMNS.field("_kafka_time").type),
     ]
     return pa.Table.from_arrays([*table.columns, *columns], schema=pa.schema([*table.schema, *META_COLUMNS]))
+
+
+def landing_schema(spec: DatasetSpec) -> tuple[pa.Schema, list[str]]:
+    """The landed Parquet schema and the columns worth dictionary-encoding."""
+    schema = spec.arrow_schema()
+    for meta in META_COLUMNS:
+        schema = schema.append(meta)
+    schema = schema.with_metadata({b"streamml.spec_fingerprint": spec.fingerprint().encode()})
+    dictionary = [f.name for f in spec.fields if f.type in ("category", "bool")] + ["_partition"]
+    return schema, dictionary
 
 
 def parquet_bytes(tables: list[pa.Table], schema: pa.Schema, dictionary: list[str]) -> bytes:

@@ -34,15 +34,14 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from multiprocessing.connection import Connection
 
-import pyarrow as pa
 from confluent_kafka import Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.ingest.landing import (
-    META_COLUMNS,
     FlushLimits,
     PartitionBuffer,
     event_time_range,
+    landing_schema,
     parquet_bytes,
 )
 from services.ingest.peers import PeerDecoding
@@ -361,16 +360,6 @@ def records_to_take(buffer: PartitionBuffer, messages: list[Message], max_record
     if buffer.must_end_at is not None:
         return bisect_right(messages, buffer.must_end_at, key=Message.offset)
     return max_records - buffer.records
-
-
-def landing_schema(spec: DatasetSpec) -> tuple[pa.Schema, list[str]]:
-    """The landed Parquet schema and the columns worth dictionary-encoding."""
-    schema = spec.arrow_schema()
-    for meta in META_COLUMNS:
-        schema = schema.append(meta)
-    schema = schema.with_metadata({b"streamml.spec_fingerprint": spec.fingerprint().encode()})
-    dictionary = [f.name for f in spec.fields if f.type in ("category", "bool")] + ["_partition"]
-    return schema, dictionary
 
 
 # What the replica sends each member once all have loaded.

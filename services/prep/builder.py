@@ -5,6 +5,7 @@ the job into the attempt's own folder, and create the manifest last
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pyspark.sql import SparkSession
 
 from services.prep.drift import DriftCut, from_ms, to_ms
 from services.prep.duckdb_job import prepare_with_duckdb
-from services.prep.engines import DUCKDB_MAX_BYTES, EngineChoice, choose_engine
+from services.prep.engines import DUCKDB_MAX_BYTES, Engine, choose_engine
 from services.prep.job import prepare_with_spark
 from services.prep.result import DriftSides, PrepResult, build_manifest
 from services.prep.rules import PrepError
@@ -85,6 +86,7 @@ class DatasetBuilder:
         self.engine, self.duckdb_max_bytes = engine, duckdb_max_bytes
         self._rows: dict[str, int] = {}  # raw key -> rows, for objects already checked
         self._bytes: dict[str, int] = {}  # raw key -> size, for objects already checked
+        self._sha256: dict[str, str] = {}  # raw key -> sha256 of its bytes, recorded in the lineage
         # raw key -> its rows' Kafka times (ms, sorted), to count the rows on each side of a drift:
         # 8 bytes per landed row.
         self._times: dict[str, np.ndarray] = {}
@@ -101,6 +103,7 @@ class DatasetBuilder:
                 self._times[raw.key] = kafka_times(data, metadata)
                 self._rows[raw.key] = metadata.num_rows
                 self._bytes[raw.key] = len(data)
+                self._sha256[raw.key] = hashlib.sha256(data).hexdigest()
                 return None
             except (pa.ArrowException, OSError) as error:
                 self._bad[raw.key] = f"unreadable Parquet: {error}"
@@ -125,7 +128,7 @@ class DatasetBuilder:
             raise BuildFailed(f"dataset {spec.name!r} has no readable raw data")
         chosen = choose_engine(self.engine, spec.prep.engine, sum(self._bytes[raw.key] for raw in usable),
                                self.duckdb_max_bytes)
-        prepare = self._engine(chosen)  # before the claim: a Spark that fails to start holds no number
+        prepare = engine_function(chosen.engine, self.spark)  # before the claim: a Spark that fails to start holds no number
         claim = claim_next_version(self.store, spec.name, build_id([raw.key for raw in usable], trigger),
                                    self.lease_s)
         if isinstance(claim, Held):
@@ -159,7 +162,8 @@ class DatasetBuilder:
                     drift=drift.record(result.drift_sides) if drift and result.drift_sides else None,
                     rows_since=None if since_ms is None else from_ms(since_ms), engine_reason=chosen.reason,
                     lineage=[RawSource(key=r.key, topic=r.topic, partition=r.partition, first_offset=r.first_offset,
-                                       last_offset=r.last_offset, rows=self._rows[r.key]) for r in usable],
+                                       last_offset=r.last_offset, rows=self._rows[r.key],
+                                       sha256=self._sha256[r.key]) for r in usable],
                 )
                 try:
                     self.store.create(dataset_manifest_key(spec.name, claim.version),
@@ -176,11 +180,11 @@ class DatasetBuilder:
             raise BuildFailed(str(failed)) from None
         return manifest
 
-    def _engine(self, chosen: EngineChoice) -> Callable[..., PrepResult]:
-        """The chosen engine's prepare function, with the same signature for both."""
-        if chosen.engine == "duckdb":
-            return prepare_with_duckdb
-        return partial(prepare_with_spark, self.spark())
+def engine_function(engine: Engine, spark: Callable[[], SparkSession]) -> Callable[..., PrepResult]:
+    """The engine's prepare function, with the same signature for both (Spark's session started now)."""
+    if engine == "duckdb":
+        return prepare_with_duckdb
+    return partial(prepare_with_spark, spark())
 
 
 def kafka_times(data: bytes, metadata: pq.FileMetaData) -> np.ndarray:

@@ -95,4 +95,5 @@ def build_manifest(
         engine_reason=engine_reason,
         drift=drift,
         rows_since=rows_since,
+        spec=spec,
     )

@@ -7,6 +7,10 @@
     datasets/<dataset>/v<N>/manifest.json           created last: the version exists once this does, and
                                                     its files are the ones it names
     datasets/<dataset>/_drift_request               a drift build waiting for rows from after the drift
+    rebuilds/<dataset>/v<N>/<attempt>/              a rebuild of version N from its lineage (scratch):
+        <split>/part-*.parquet, manifest.json       the rebuilt splits and manifest, to compare with v<N>
+        raw/...                                     the records of a raw object that changed since v<N>
+                                                    was built, landed again from their offsets
     specs/<dataset>/<fingerprint>.json              a dataset spec ingest enforces, by the fingerprint its
                                                     manifests record: the rules the SDK checks inputs with
     models/<model>/<version>/attempts/<attempt>/    the files one training attempt wrote:
@@ -46,6 +50,7 @@ DATASETS_ROOT = "datasets/"
 MODELS_ROOT = "models/"
 MONITOR_ROOT = "monitor/"
 SPECS_ROOT = "specs/"
+REBUILDS_ROOT = "rebuilds/"
 
 MANIFEST_FILE = "manifest.json"
 ATTEMPTS_DIR = "attempts"
@@ -171,6 +176,16 @@ def new_attempt() -> str:
 def dataset_attempt_prefix(dataset: str, version: int, attempt: str) -> str:
     """Where one build attempt writes its splits; only the manifest that names them publishes them."""
     return f"{dataset_prefix(dataset, version)}{ATTEMPTS_DIR}/{check_version(attempt)}/"
+
+
+def rebuild_prefix(dataset: str, version: int, attempt: str) -> str:
+    """Where one rebuild of a version writes (``datasets rebuild``); nothing else reads it."""
+    return f"{REBUILDS_ROOT}{dataset}/v{version}/{check_version(attempt)}/"
+
+
+def rebuild_raw_key(prefix: str, raw_key: str) -> str:
+    """Where a rebuild lands again the records of ``raw_key`` when the stored object is not the one recorded."""
+    return prefix + raw_key
 
 
 def claim_key(dataset: str, version: int) -> str:

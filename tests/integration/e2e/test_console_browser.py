@@ -21,6 +21,7 @@ import pytest
 from loop_stack import (
     assert_final_state,
     read_events,
+    rebuild_every_version,
     roomy_latency_policies,
     start_stack,
     unbuilt_objects,
@@ -60,6 +61,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 class Loop:
     base: str
     settings: ServiceSettings
+    state_dir: Path
     timeline: Timeline  # what the demo saw while it ran
     events: list  # every event of the settled loop, each topic in order
 
@@ -89,7 +91,7 @@ def loop(tmp_path_factory) -> Iterator[Loop]:
         behind = wait_until_settled(settings.kafka, timeout=300)
         assert not any(behind.values()), f"the loop did not settle: {behind}"
         events = [event for _, event in read_events(settings.kafka)]
-        yield Loop(f"http://127.0.0.1:{config.console_port}", settings, timeline, events)
+        yield Loop(f"http://127.0.0.1:{config.console_port}", settings, config.state_dir, timeline, events)
     finally:
         down(config.state_dir)
 
@@ -133,6 +135,11 @@ def look(browser: WebDriver, loop: Loop, path: str, shot: Path, found: bool = Tr
 def test_the_ephemeral_stack_runs_the_loop_to_a_second_champion(loop):
     """First in the module: the other tests change what a person can change (the champion)."""
     assert_final_state(loop.settings, loop.timeline, PLAN)
+
+
+def test_every_dataset_version_of_the_loop_rebuilds_identically_from_its_lineage(loop):
+    manifests = rebuild_every_version(loop.state_dir, ObjectStore.connect(loop.settings.s3), "transactions")
+    assert len(manifests) >= 2 and any(manifest.drift is not None for manifest in manifests)
 
 
 def test_the_models_page_shows_the_champion_and_who_moved_it(browser, loop, tmp_path):

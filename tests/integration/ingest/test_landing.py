@@ -20,8 +20,8 @@ from ingest_checks import (
     wait_until_landed,
 )
 from service_logs import log_lines
-from services.ingest.landing import PartitionBuffer, parquet_bytes, with_kafka_columns
-from services.ingest.member import GROUP, landing_schema
+from services.ingest.landing import PartitionBuffer, landing_schema, parquet_bytes, with_kafka_columns
+from services.ingest.member import GROUP
 from services.ingest.records import decode_batch
 from streamml.datagen import to_json_records, transactions
 from streamml.events import DataLanded, decode

@@ -266,6 +266,34 @@ def test_two_replicas_judge_a_model_once_and_a_killed_owner_hands_over_labels_an
     assert '"message": "model taken", "model": "fraud"' in other.log_path.read_text()
 
 
+def test_a_monitor_killed_while_predictions_wait_for_labels_joins_them_after_its_restart(world, services):
+    """One replica: a window's predictions are judged and their offsets committed while their labels
+    are still to come. The monitor is SIGKILLed and started again; the labels that then arrive must
+    find their predictions, as the committed offsets will not bring those predictions back."""
+    monitor = services.start("monitor", world.bucket, **world.env)
+    world.windows(2)
+    world.wait_for_windows(2, monitor)
+    held = world.publish(traffic(world.rng, WINDOW), labels=False)
+    world.wait_for_windows(3, monitor)
+    deadline = time.monotonic() + 60
+    while not _committed_past(world, WINDOW * 3):
+        assert time.monotonic() < deadline, monitor.log_path.read_text()[-3000:]
+        time.sleep(0.2)
+    monitor.send_signal(signal.SIGKILL)
+    monitor.wait()
+
+    restarted = services.start("monitor", world.bucket, **world.env)
+    world.send_labels(held)
+    world.windows(1)
+    state = world.wait_for_windows(4, restarted, timeout=90)
+    deadline = time.monotonic() + 30
+    while sum(report.count for report in state.performance_reports) < 4 * WINDOW and time.monotonic() < deadline:
+        time.sleep(0.3)
+        state = read_monitor_state(world.store, MODEL)
+    joined = sum(report.count for report in state.performance_reports)
+    assert joined == 4 * WINDOW, f"{joined} labels joined their predictions, not {4 * WINDOW}: the held window's lost"
+
+
 def _committed_past(world: World, offset: int) -> bool:
     """Whether the monitor group committed ``offset`` predictions (on the model's partition)."""
     consumer = Consumer({**world.kafka.client_config(), "group.id": "streamml-monitor"})

@@ -396,6 +396,22 @@ def test_quantiles_from_bounded_samples_agree_across_engines_and_stay_near_the_e
     assert moved, "every edge came out exact: the sample was not used"
 
 
+def test_spark_fits_the_reference_without_gathering_a_column_into_one_row(spark, tmp_path, monkeypatch):
+    """An aggregate that collects a column's values into one array makes one row as large as the
+    column: memory grows with the dataset, and Spark refuses rows over about 2 GB."""
+    from pyspark.sql import functions
+
+    def gathered(column, *args):
+        raise AssertionError(f"column {column!r} gathered into one row: memory grows with the dataset")
+
+    for name in ("collect_list", "collect_set", "array_agg"):
+        if hasattr(functions, name):
+            monkeypatch.setattr(functions, name, gathered)
+    paths = write_raw(raw_transactions(800, seed=5), tmp_path / "raw", files=2)
+    result = prepare_with_spark(spark, TRANSACTIONS, paths, str(tmp_path / "spark"))
+    assert result.reference["distance_km"].edges
+
+
 T0, POINT = 1_765_000_000_000, 1_765_000_100_000  # Kafka times, ms
 
 

@@ -14,71 +14,32 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
-import yaml
-from confluent_kafka.admin import AdminClient, NewTopic
+from prep_world import next_ready, publish, transactions_world, wait_until_handled
 
 from services.prep.content import content_sha256
 from services.prep.rules import prepared_schema
 from services.prep.service import GROUP
-from streamml.datagen import to_json_records, transactions
 from streamml.events import DatasetReady, DriftDetected, DriftWindow, decode
 from streamml.kafka import BatchConsumer, EventProducer
-from streamml.lag import partition_lags
 from streamml.manifest import DatasetManifest
 from streamml.registry.drift_requests import DriftRequest, read_drift_request
 from streamml.specs import load_dataset_spec
 
 pytestmark = pytest.mark.integration
-SPEC = Path(__file__).resolve().parents[3] / "examples" / "datasets" / "transactions.yaml"
 
 
 @pytest.fixture
 def world(stack, unique, tmp_path):
-    prefix = f"t{unique}."
-    kafka = stack.settings().kafka.model_copy(update={"topic_prefix": prefix})
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    document = yaml.safe_load(SPEC.read_text())
-    document["prep"].update({"min_new_rows": 3000, "max_staleness_s": 3600,
-                             "on_drift": {"min_rows_after": 1200, "max_wait_s": 3600, "window": "all"}})
-    (specs / "transactions.yaml").write_text(yaml.safe_dump(document))
-    admin = AdminClient(kafka.client_config())
-    names = ["ingest.transactions", "data.landed", "dataset.ready", "drift.detected", "dlq.ingest", "dlq.prep"]
-    for future in admin.create_topics([NewTopic(kafka.topic(n), 2, 1) for n in names]).values():
-        future.result()
-    env = {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_KAFKA_GROUP_PREFIX": prefix,
-           "STREAMML_INGEST_SPECS_DIR": str(specs),
-           "STREAMML_PREP_SPECS_DIR": str(specs), "STREAMML_PREP_SPARK_MASTER": "local[2]",
-           # Spark: its builds of these few rows last seconds, long enough to kill or stall one mid-build.
-           "STREAMML_PREP_ENGINE": "spark",
-           "STREAMML_PREP_JARS_DIR": str(Path.cwd() / "vendor" / "jars"),
-           "STREAMML_INGEST_FLUSH_ROWS": "1500", "STREAMML_INGEST_FLUSH_AGE_S": "1",
-           "STREAMML_STATE_DIR": str(tmp_path / "state")}
-    return kafka, env, load_dataset_spec(specs / "transactions.yaml")
-
-
-def publish(kafka, start, count, shift=0.0):
-    producer = EventProducer(kafka, "test")
-    columns = transactions(count, seed=3, start=start, shift=shift)
-    for record, key in zip(to_json_records(columns), columns["tx_id"], strict=True):
-        producer.produce(kafka.topic("ingest.transactions"), record, key)
-    producer.flush()
-
-
-def next_ready(consumer, timeout=240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for message in consumer.poll(10, 1.0):
-            return decode(message.headers(), message.key(), message.value())[0]
-    raise AssertionError(f"no dataset.ready within {timeout}s")
-
-
-def wait_until_handled(kafka, group: str, topic: str, events: int, timeout: float = 120) -> None:
-    """Until ``group`` has committed ``events`` records of ``topic``: the service handled them."""
-    deadline = time.monotonic() + timeout
-    while sum(p.committed or 0 for p in partition_lags(kafka, group) if p.topic == kafka.topic(topic)) < events:
-        assert time.monotonic() < deadline, f"{group} did not handle {events} events of {topic} within {timeout}s"
-        time.sleep(0.2)
+    kafka, env, spec = transactions_world(
+        stack, f"t{unique}.", tmp_path,
+        {"min_new_rows": 3000, "max_staleness_s": 3600,
+         "on_drift": {"min_rows_after": 1200, "max_wait_s": 3600, "window": "all"}},
+        {"STREAMML_PREP_SPARK_MASTER": "local[2]",
+         # Spark: its builds of these few rows last seconds, long enough to kill or stall one mid-build.
+         "STREAMML_PREP_ENGINE": "spark",
+         "STREAMML_PREP_JARS_DIR": str(Path.cwd() / "vendor" / "jars"),
+         "STREAMML_INGEST_FLUSH_ROWS": "1500", "STREAMML_INGEST_FLUSH_AGE_S": "1"})
+    return kafka, env, load_dataset_spec(spec)
 
 
 def check_manifest(store, spec, event: DatasetReady) -> DatasetManifest:
@@ -103,7 +64,11 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     kafka, env, spec = world
     ready = BatchConsumer(kafka, f"ready-{bucket}", [kafka.topic("dataset.ready")])
     services.start("ingest", bucket, **env)
-    prep = services.start("prep", bucket, **env)
+    # A short lease: the replica started after the kill mid-build takes the dead one's claim over soon.
+    env = {**env, "STREAMML_PREP_LEASE_S": "10"}
+    # DuckDB until v4, whose build must last long enough to be killed midway.
+    duckdb = {**env, "STREAMML_PREP_ENGINE": "duckdb"}
+    prep = services.start("prep", bucket, **duckdb)
 
     # Exactly min_new_rows each time: a version can only start once all of them landed.
     publish(kafka, 0, 3000)
@@ -142,7 +107,7 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     # The wait is kept in the store: a restarted prep goes on with it.
     prep.send_signal(signal.SIGKILL)
     prep.wait()
-    prep = services.start("prep", bucket, **env)
+    prep = services.start("prep", bucket, **duckdb)
     publish(kafka, 6500, 700, shift=0.6)
     v3 = next_ready(ready)
     assert (v3.version, v3.trigger) == (3, "drift")
@@ -160,7 +125,10 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     assert not store.exists("datasets/transactions/_drift_request")
     assert "drift build pending" not in cli(services, bucket, "datasets", "list", "transactions")
 
-    # Kill prep while it builds v4: no partial version becomes visible, and the rebuild is correct.
+    # Kill prep while it builds v4 on Spark: no partial version becomes visible, and the rebuild is correct.
+    prep.terminate()
+    prep.wait()
+    prep = services.start("prep", bucket, **env)
     publish(kafka, 7200, 3000)
     deadline = time.monotonic() + 120
     log_path = prep.log_path
@@ -171,7 +139,7 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     prep.send_signal(signal.SIGKILL)
     prep.wait()
     assert not store.exists("datasets/transactions/v4/manifest.json")
-    services.start("prep", bucket, **env)
+    services.start("prep", bucket, **duckdb)
     v4 = next_ready(ready)
     assert v4.version == 4
     m4 = check_manifest(store, spec, v4)

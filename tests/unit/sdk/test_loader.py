@@ -1,5 +1,6 @@
 """Loading a registered version: only committed versions, in the format the card names."""
 
+import hashlib
 import io
 import re
 import json
@@ -92,6 +93,23 @@ def test_a_file_that_differs_from_the_manifest_is_refused_naming_it():
     store = registry()
     store.objects[PREFIX + "model.pt2"] = store.objects[PREFIX + "model.pt2"][:-1]  # a truncated upload
     with pytest.raises(RegistryError, match=r"attempts/a1/model.pt2 does not match"):
+        load_version(store, "fraud", "v1")
+
+
+def test_a_version_in_its_own_folder_whose_card_was_written_over_is_refused():
+    """The layout before attempts (files in the version's folder, the manifest naming their sha256):
+    a second trainer's late upload over the card is caught by its hash, not served."""
+    files = {"card.json": json.dumps(CARD).encode(), "model.pt2": exported()}
+    manifest = {"model": "fraud", "version": "v1", "created": "2026-01-01T00:00:00+00:00", "files": list(files),
+                "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+                "bytes": {name: len(data) for name, data in files.items()}}
+    store = DictStore()
+    store.objects.update({"models/fraud/v1/" + name: data for name, data in files.items()})
+    store.objects["models/fraud/v1/manifest.json"] = json.dumps(manifest).encode()
+    other = with_inputs(transform={**CARD["inputs"]["transform"],
+                                   "amount": NumericTransform(mean=7, std=3).model_dump(mode="json")})
+    store.objects["models/fraud/v1/card.json"] = json.dumps(other).encode()  # loads, and scales amount otherwise
+    with pytest.raises(RegistryError, match=r"models/fraud/v1/card.json does not match the manifest of fraud v1"):
         load_version(store, "fraud", "v1")
 
 

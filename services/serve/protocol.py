@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from streamml.portable import FLAVOURS
+
 RECORDS_INPUT = "records"
 REQUEST_ID = "request_id"
 OUTPUT = "output"
@@ -130,6 +132,11 @@ def infer_response(
     return response
 
 
+def platform(format: str) -> str:
+    """What runs the model, in the protocol's words: ``lightgbm``, or ``pytorch_<format>``."""
+    return "lightgbm" if FLAVOURS.get(format) == "lightgbm" else f"pytorch_{format}"
+
+
 def model_metadata(model: str, version: str, card: Mapping[str, Any]) -> dict[str, Any]:
     inputs = card.get("inputs") or {}
     numeric = list(inputs.get("numeric") or [])
@@ -138,7 +145,7 @@ def model_metadata(model: str, version: str, card: Mapping[str, Any]) -> dict[st
     return {
         "name": model,
         "versions": [version],
-        "platform": f"pytorch_{(card.get('artifacts') or {}).get('format', 'unknown')}",
+        "platform": platform((card.get("artifacts") or {}).get("format", "unknown")),
         "inputs": [{"name": name, "datatype": "FP64", "shape": [-1]} for name in numeric]
         + [{"name": name, "datatype": "BYTES", "shape": [-1]} for name in categorical],
         "outputs": [

@@ -28,10 +28,10 @@ import torch
 
 from services.trainer.data import FeatureLayout
 from services.trainer.model import Predictor
-from services.trainer.spec import ModelSpec
+from services.trainer.spec import TORCH_ONLY, ModelSpec
 from services.trainer.train import TrainResult
 from streamml.manifest import DatasetManifest
-from streamml.portable import FORMAT_FILES, Format
+from streamml.portable import FLAVOURS, FORMAT_FILES, Format
 from streamml.registry.keys import STATE_DICT_FILE, dataset_manifest_key
 
 log = logging.getLogger(__name__)
@@ -94,19 +94,11 @@ def model_card(
     created: datetime | None = None,
 ) -> dict[str, Any]:
     """Everything needed to judge, serve and monitor the model, as a JSON-ready dict."""
-    features = [*layout.numeric, *layout.categorical]
+    common = card_common(spec=spec, manifest=manifest, layout=layout, portable=portable,
+                         model_version=model_version, code_version=code_version, created=created)
     return {
-        "model": spec.name,
-        "version": model_version,
-        "created": (created or datetime.now(UTC)).isoformat(),
-        "task": spec.task,
-        "dataset": {
-            "name": manifest.dataset,
-            "version": manifest.version,
-            "manifest_key": dataset_manifest_key(manifest.dataset, manifest.version),
-            "rows": dict(manifest.rows),
-            "content_sha256": dict(manifest.content_sha256),
-        },
+        **common,
+        "flavour": "torch",
         "metrics": dict(result.metrics),
         # The best epoch's metrics on the validation split; the validator's test-split metrics are in decision.json.
         "metrics_split": "validation",
@@ -122,16 +114,45 @@ def model_card(
              "samples_per_s": r.samples_per_s}
             for r in result.history
         ],
-        "params": spec.model_dump(mode="json"),
         "parameter_count": sum(p.numel() for p in result.net.parameters()),
-        "seed": spec.seed,
         "device": result.device,
         "training_seconds": result.train_seconds,
         "samples_per_s": result.samples_per_s,
-        "code_version": code_version,
         # The spec's own code (references, files, sha256), so lineage reaches the code as well as the data.
         "user_code": user_code,
         "torch_version": torch.__version__,
+        "artifacts": {**common["artifacts"], "state_dict": STATE_DICT_FILE},
+    }
+
+
+def card_common(
+    *,
+    spec: ModelSpec,
+    manifest: DatasetManifest,
+    layout: FeatureLayout,
+    portable: PortableModel,
+    model_version: str,
+    code_version: str,
+    created: datetime | None = None,
+) -> dict[str, Any]:
+    """What every card says, whatever the flavour: the data, the inputs and outputs, the spec, the program."""
+    features = [*layout.numeric, *layout.categorical]
+    return {
+        "model": spec.name,
+        "version": model_version,
+        "created": (created or datetime.now(UTC)).isoformat(),
+        "task": spec.task,
+        "dataset": {
+            "name": manifest.dataset,
+            "version": manifest.version,
+            "manifest_key": dataset_manifest_key(manifest.dataset, manifest.version),
+            "rows": dict(manifest.rows),
+            "content_sha256": dict(manifest.content_sha256),
+        },
+        # A lightgbm spec has no network: the torch settings' defaults would only mislead.
+        "params": spec.model_dump(mode="json", exclude=set(TORCH_ONLY) if spec.flavour == "lightgbm" else None),
+        "seed": spec.seed,
+        "code_version": code_version,
         "inputs": {
             "numeric": list(layout.numeric),
             "categorical": [
@@ -149,5 +170,5 @@ def model_card(
             name: manifest.reference[name].model_dump(mode="json") for name in features if name in manifest.reference
         },
         "expected_label": manifest.label_reference.model_dump(mode="json") if manifest.label_reference else None,
-        "artifacts": {"portable": portable.filename, "format": portable.format, "state_dict": STATE_DICT_FILE},
+        "artifacts": {"portable": portable.filename, "format": portable.format, "flavour": FLAVOURS[portable.format]},
     }

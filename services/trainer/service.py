@@ -17,12 +17,15 @@ For each model spec of the announced dataset, in this order:
 A crash leaves the event uncommitted: it is redelivered and training resumes
 from the last checkpoint. SIGTERM stops after the running epoch's checkpoint,
 without committing, with the same effect.
+
+A ``flavour: lightgbm`` spec, or a spec with a ``search``, trains through
+``candidates.py`` instead of step 2's loop: no checkpoints, so a stopped run
+starts over when the event is redelivered.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -32,13 +35,12 @@ import torch
 from pydantic import Field
 
 from services.trainer import progress
-from services.trainer.artifact import export_portable, model_card, state_dict_bytes
+from services.trainer.candidates import train_candidate, version_files
 from services.trainer.cpus import available_cpus
 from services.trainer.custom_fit import fit_with_entrypoint
 from services.trainer.data import FeatureLayout, tensors_from_table
 from services.trainer.prepared import read_manifest, read_training_splits
 from services.trainer.publish import (
-    VersionFile,
     committed_card,
     model_version,
     publish_version,
@@ -59,7 +61,7 @@ from services.trainer.user_code import Checkpoint, UserCodeError, add_code_dir, 
 from streamml import code_version
 from streamml.events import DatasetReady, Event
 from streamml.faults import transient_dependency
-from streamml.registry.keys import CARD_FILE, STATE_DICT_FILE, checkpoint_key
+from streamml.registry.keys import checkpoint_key
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import SpecError
@@ -196,7 +198,39 @@ class TrainerService(EventService[TrainerSettings]):
         layout = layout.with_classes(tables["train"])
         train_data = tensors_from_table(tables["train"], layout)
         validation_data = tensors_from_table(tables["validation"], layout)
+        if spec.flavour == "torch" and spec.search is None:
+            files, card, summary = self._train_network(spec, manifest, layout, tables, train_data,
+                                                       validation_data, version, context)
+        else:
+            # Gradient-boosted trees, or a search: no checkpoint per epoch, a stopped run starts over.
+            log.info("training", extra={**context, "flavour": spec.flavour, "search": spec.search is not None,
+                                        "rows": {"train": len(train_data), "validation": len(validation_data)}})
+            if self.stopping.is_set():
+                raise TrainingInterrupted(0)
+            try:
+                files, card, summary = train_candidate(
+                    spec, manifest, layout, train_data, validation_data, device=self.settings.trainer.device,
+                    threads=self.cpu_threads, should_stop=self.stopping.is_set, model_version=version,
+                    code_version=self.code_version, user_code=self.user_code.get(spec.name), context=context)
+            except TrainingInterrupted:
+                raise
+            except Exception as error:
+                # A search over the spec's own module: its failure is the spec's error.
+                _blame_user_code(spec, error, "training failed")
+                raise
 
+        if not publish_version(self.store, spec.name, version, files):
+            progress.RUNS.labels(spec.name, "lost_race").inc()
+            log.info("another trainer committed this version first; announcing its card", extra=context)
+            return committed_card(self.store, spec.name, version)
+        progress.RUNS.labels(spec.name, "trained").inc()
+        progress.TRAINING_SECONDS.labels(spec.name).observe(time.monotonic() - started)
+        log.info("trained", extra={**context, **summary})
+        return card
+
+    def _train_network(self, spec, manifest, layout, tables, train_data, validation_data, version, context):
+        """A torch network (built in, or the spec's own module or training function), resumed from this
+        version's checkpoint when there is one."""
         checkpoint = self._resume_point(spec, version, len(train_data), context)
         resumed_from = checkpoint["epoch"] if checkpoint is not None else 0
         progress.run_started(spec.name, spec.max_epochs, resumed_from)
@@ -218,29 +252,15 @@ class TrainerService(EventService[TrainerSettings]):
             _blame_user_code(spec, error, "training failed")
             raise
         try:
-            portable = export_portable(result.net, layout)
+            files, card = version_files(spec, manifest, layout, result, version, self.code_version,
+                                        user_code=self.user_code.get(spec.name))
         except Exception as error:
             _blame_user_code(spec, error, "the trained module cannot be exported (torch.export, then TorchScript)")
             raise
-        card = model_card(spec=spec, manifest=manifest, layout=layout, result=result, portable=portable,
-                          model_version=version, code_version=self.code_version,
-                          user_code=self.user_code.get(spec.name))
-        files = [
-            VersionFile(portable.filename, portable.data),
-            VersionFile(STATE_DICT_FILE, state_dict_bytes(result.net)),
-            VersionFile(CARD_FILE, json.dumps(card, indent=2).encode()),
-        ]
-        if not publish_version(self.store, spec.name, version, files):
-            progress.RUNS.labels(spec.name, "lost_race").inc()
-            log.info("another trainer committed this version first; announcing its card", extra=context)
-            return committed_card(self.store, spec.name, version)
-        progress.RUNS.labels(spec.name, "trained").inc()
-        progress.TRAINING_SECONDS.labels(spec.name).observe(time.monotonic() - started)
-        log.info("trained", extra={**context, "metrics": result.metrics, "best_epoch": result.best_epoch,
-                                   "epochs": result.epochs, "device": result.device,
-                                   "training_seconds": round(result.train_seconds, 3),
-                                   "samples_per_s": round(result.samples_per_s)})
-        return card
+        summary = {"metrics": result.metrics, "best_epoch": result.best_epoch, "epochs": result.epochs,
+                   "device": result.device, "training_seconds": round(result.train_seconds, 3),
+                   "samples_per_s": round(result.samples_per_s)}
+        return files, card, summary
 
     def _fit(self, spec, version, layout, tables, train_data, validation_data, checkpoint, context,
              train_weights=None):

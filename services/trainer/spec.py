@@ -30,10 +30,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
+from services.trainer.gbm_spec import LightGBMOptions
+from services.trainer.search_spec import Search, put_path
 from services.trainer.user_code import CustomArchitecture, CustomTraining
 from streamml.specs import NAME, DatasetSpec, SpecError, load_folder, read_yaml
 
 Task = Literal["binary", "multiclass", "regression"]
+# torch: the built-in tabular network; lightgbm: gradient-boosted trees (``gbm_spec.py``).
+Flavour = Literal["torch", "lightgbm"]
+# Settings of the torch network only; a lightgbm spec that sets one is told so.
+TORCH_ONLY = ("architecture", "training", "optimiser", "schedule", "batch_size", "max_epochs")
 
 # Validation metrics computed for each task, with the direction that is better.
 TASK_METRICS: dict[str, dict[str, Literal["min", "max"]]] = {
@@ -136,6 +142,9 @@ class ModelSpec(Strict):
     max_epochs: int = Field(20, ge=1)
     early_stopping: EarlyStopping = EarlyStopping()
     seed: int = Field(0, ge=0, lt=2**63)
+    flavour: Flavour = Field("torch", description="torch (the tabular network) or lightgbm")
+    lightgbm: LightGBMOptions | None = Field(None, description="flavour lightgbm: its parameters")
+    search: Search | None = Field(None, description="several trials per dataset version; the best is the candidate")
 
     @model_validator(mode="after")
     def _one_way_to_train(self) -> ModelSpec:
@@ -161,6 +170,49 @@ class ModelSpec(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _flavour_settings(self) -> ModelSpec:
+        if self.flavour == "lightgbm":
+            torch_only = [name for name in TORCH_ONLY if name in self.model_fields_set]
+            if torch_only:
+                raise ValueError(f"{', '.join(torch_only)} {'applies' if len(torch_only) == 1 else 'apply'} to "
+                                 "flavour torch only; remove it from this lightgbm spec (its settings go under "
+                                 "lightgbm:, its rounds are lightgbm.num_boost_round)")
+        elif self.lightgbm is not None:
+            raise ValueError("lightgbm settings apply to flavour lightgbm only; add flavour: lightgbm or remove them")
+        if self.search is not None and self.training is not None:
+            raise ValueError("search runs trials of the trainer's own loop; a training function runs its own, "
+                             "so remove search or training")
+        if self.search is not None:
+            self.search_problems()
+        return self
+
+    @property
+    def gbm(self) -> LightGBMOptions:
+        """The LightGBM parameters (the defaults when the spec gives none)."""
+        return self.lightgbm or LightGBMOptions()
+
+    def trial(self, values: dict[str, object]) -> ModelSpec:
+        """This spec with the searched ``values`` (dotted path -> value) put in and no search: one trial."""
+        document = self.model_dump(mode="json", exclude_unset=True, exclude={"search"})
+        for path, value in values.items():
+            document = put_path(document, path, value)
+        return ModelSpec.model_validate(document)
+
+    def search_problems(self) -> None:
+        """Every end of every searched range and every choice must make a valid spec."""
+        problems = []
+        for path, distribution in self.search.space.items():
+            for value in distribution.ends():
+                try:
+                    self.trial({path: value})
+                except (ValueError, ValidationError) as error:
+                    found = _problems(error) if isinstance(error, ValidationError) else [str(error)]
+                    problems.append(f"search.space.{path} = {value!r} makes an invalid spec: {'; '.join(found)}")
+                    break
+        if problems:
+            raise ValueError("; ".join(problems))
+
     @property
     def metric(self) -> str:
         """The validation metric that selects the best epoch."""
@@ -178,7 +230,12 @@ class ModelSpec(Strict):
 
     def fingerprint(self) -> str:
         """Stable hash of everything that changes training; a checkpoint resumes only the same spec."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        document = self.model_dump(mode="json")
+        # Fields added later count only when set, so the specs written before keep their versions.
+        for name, default in (("training", None), ("flavour", "torch"), ("lightgbm", None), ("search", None)):
+            if document[name] == default:
+                del document[name]
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

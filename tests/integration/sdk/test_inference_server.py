@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import time
@@ -13,40 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from registry_world import MODEL, direct_predictions, now, put_dataset, put_version, raw_records, trained
 from registry_world import put_spec
+from oip_calls import call, output, tensors
 from services.validator.promote import set_champion
 from streamml.events import FeedbackRecord, ModelPromoted, PredictionRecord
 from streamml.stack.ports import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def call(port: int, method: str, path: str, body: object = None) -> tuple[int, dict | str]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path, body=None if body is None else json.dumps(body),
-                           headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        data = response.read().decode()
-    finally:
-        connection.close()
-    try:
-        return response.status, json.loads(data)
-    except ValueError:
-        return response.status, data
-
-
-def tensors(records: list[dict]) -> list[dict]:
-    inputs = []
-    for name in records[0]:
-        numeric = name.startswith("num_")
-        inputs.append({"name": name, "datatype": "FP64" if numeric else "BYTES", "shape": [len(records)],
-                       "data": [record[name] for record in records]})
-    return inputs
-
-
-def output(body: dict) -> np.ndarray:
-    tensor = next(t for t in body["outputs"] if t["name"] == "output")
-    return np.array(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
 
 
 def start_server(world, services, **env: str) -> tuple[int, int]:

@@ -69,3 +69,4 @@ def test_metadata_lists_numeric_then_category_inputs_and_the_output_shape():
     assert metadata["inputs"] == [{"name": "amount", "datatype": "FP64", "shape": [-1]},
                                   {"name": "channel", "datatype": "BYTES", "shape": [-1]}]
     assert metadata["outputs"][0]["shape"] == [-1, 3] and metadata["platform"] == "pytorch_torch.export"
+    assert model_metadata("fraud", "v1", {"artifacts": {"format": "lightgbm"}})["platform"] == "lightgbm"

@@ -42,7 +42,9 @@ def test_card_records_dataset_metrics_parameters_and_expected_features(binary, t
     features = [*binary.layout.numeric, *binary.layout.categorical]
     assert card["expected_features"] == {f: binary.manifest.reference[f].model_dump(mode="json") for f in features}
     assert card["inputs"]["transform"]["cat_0"]["vocabulary"] == binary.manifest.transform["cat_0"].vocabulary
-    assert card["artifacts"] == {"portable": "model.pt2", "format": "torch.export", "state_dict": "state_dict.pt"}
+    assert card["artifacts"] == {"portable": "model.pt2", "format": "torch.export", "flavour": "torch",
+                                 "state_dict": "state_dict.pt"}
+    assert card["flavour"] == "torch"
 
 
 def test_state_dict_rebuilds_the_same_network(binary, trained):

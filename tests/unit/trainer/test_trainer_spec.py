@@ -94,3 +94,55 @@ def test_folder_loading_reports_every_bad_file_and_groups_by_dataset(tmp_path):
     problems = caught.value.problems
     assert any(line.startswith("c.yaml: seed:") for line in problems)
     assert any(line.startswith("d.yml: not valid YAML") for line in problems)
+
+
+# -- flavour lightgbm and search ----------------------------------------------------
+
+
+def test_a_spec_without_flavour_or_search_keeps_the_fingerprint_it_had_before_they_existed():
+    # The value before training, flavour, lightgbm and search were added: versions already trained keep their names.
+    assert parse_model_spec(MINIMAL).fingerprint() == "41fa1340972e2f4f"
+    assert parse_model_spec({**MINIMAL, "flavour": "lightgbm"}).fingerprint() != "41fa1340972e2f4f"
+
+
+def test_a_lightgbm_spec_takes_its_parameters_and_refuses_the_networks():
+    spec = parse_model_spec({**MINIMAL, "flavour": "lightgbm", "lightgbm": {"num_leaves": 15}})
+    assert spec.gbm.num_leaves == 15 and spec.gbm.num_boost_round == 200
+    assert parse_model_spec({**MINIMAL, "flavour": "lightgbm"}).gbm.num_leaves == 31
+    assert "architecture, batch_size apply to flavour torch only" in problems_of(
+        {**MINIMAL, "flavour": "lightgbm", "architecture": {"hidden": [8]}, "batch_size": 8})
+    assert "lightgbm settings apply to flavour lightgbm only" in problems_of({**MINIMAL, "lightgbm": {}})
+    assert "lightgbm.objective: Extra inputs are not permitted" in problems_of(
+        {**MINIMAL, "flavour": "lightgbm", "lightgbm": {"objective": "huber"}})
+    assert "flavour: Input should be 'torch' or 'lightgbm'" in problems_of({**MINIMAL, "flavour": "xgboost"})
+
+
+@pytest.mark.parametrize("space, problem", [
+    ({"task": {"choices": ["regression"]}}, "task cannot be searched"),
+    ({"early_stopping.metric": {"choices": ["log_loss"]}}, "early_stopping.metric cannot be searched"),
+    ({"Optimiser lr": {"low": 0.1, "high": 1.0}}, "'Optimiser lr' is not a dotted path"),
+    ({"optimiser.lr": {"low": 1.0, "high": 0.1}}, "optimiser.lr: value: low 1.0 is greater than high 0.1"),
+    ({"optimiser.lr": {"low": 0.0, "high": 0.1, "log": True}}, "log: true needs low > 0"),
+    ({"optimiser.lr": {"low": 0.1}}, "optimiser.lr: high: Field required"),
+    ({"optimiser.lr": {"low": -1.0, "high": 0.1}},
+     "search.space.optimiser.lr = -1.0 makes an invalid spec: optimiser.lr: Input should be greater than 0"),
+    ({"architecture.hidden": {"choices": [[8], [0]]}}, "architecture.hidden = [0] makes an invalid spec"),
+    ({"lightgbm.num_leaves": {"low": 4, "high": 8}}, "lightgbm settings apply to flavour lightgbm only"),
+])
+def test_a_search_space_that_cannot_make_valid_trials_is_refused_naming_the_path(space, problem):
+    assert problem in problems_of({**MINIMAL, "search": {"trials": 3, "space": space}})
+
+
+def test_a_trial_is_the_spec_with_the_drawn_values_and_no_search():
+    spec = parse_model_spec({**MINIMAL, "optimiser": {"name": "sgd"},
+                             "search": {"trials": 3, "space": {"optimiser.lr": {"low": 0.01, "high": 0.1}}}})
+    trial = spec.trial({"optimiser.lr": 0.05, "architecture.hidden": [8]})
+    assert (trial.optimiser.name, trial.optimiser.lr, trial.architecture.hidden) == ("sgd", 0.05, [8])
+    assert trial.search is None and spec.search.trials == 3
+
+
+def test_a_training_function_takes_neither_the_lightgbm_flavour_nor_a_search():
+    training = {"training": {"entrypoint": "fraud_models.fit:fit"}}
+    assert "training applies to flavour torch only" in problems_of({**MINIMAL, **training, "flavour": "lightgbm"})
+    assert "search runs trials of the trainer's own loop" in problems_of(
+        {**MINIMAL, **training, "search": {"trials": 2, "space": {"seed": {"low": 1, "high": 9}}}})

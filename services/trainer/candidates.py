@@ -17,6 +17,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from services.trainer.artifact import card_common, export_portable, model_card, state_dict_bytes
 from services.trainer.data import FeatureLayout, TabularTensors
 from services.trainer.gbm import BoostedResult, export_lightgbm, lightgbm_card_fields, train_lightgbm
@@ -42,16 +44,18 @@ def train_candidate(
     code_version: str,
     user_code: dict[str, Any] | None = None,
     context: dict | None = None,
+    train_weights: torch.Tensor | None = None,
 ) -> tuple[list[VersionFile], dict[str, Any], dict[str, Any]]:
-    """The version's files, its card, and what to log of the training."""
+    """The version's files, its card, and what to log of the training; ``train_weights`` weighs the train
+    rows in every flavour."""
 
     def fit(trial_spec: ModelSpec, report: Report | None) -> TrainResult | BoostedResult:
         if trial_spec.flavour == "lightgbm":
             return train_lightgbm(trial_spec, layout, train_data, validation_data, threads=threads,
-                                  on_round=report, should_stop=should_stop)
+                                  on_round=report, should_stop=should_stop, train_weights=train_weights)
         on_epoch = (lambda epoch: report(epoch.epoch, epoch.metric)) if report is not None else None
         return train(trial_spec, layout, train_data, validation_data, device=device, on_epoch=on_epoch,
-                     should_stop=should_stop)
+                     should_stop=should_stop, train_weights=train_weights)
 
     search = None
     if spec.search is not None:

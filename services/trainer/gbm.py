@@ -23,6 +23,7 @@ from typing import Any
 
 import lightgbm
 import numpy as np
+import torch
 
 from services.trainer.artifact import PortableModel
 from services.trainer.data import FeatureLayout, TabularTensors
@@ -97,6 +98,7 @@ def train_lightgbm(
     threads: int,
     on_round: Callable[[int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    train_weights: torch.Tensor | None = None,
 ) -> BoostedResult:
     """Boost up to ``lightgbm.num_boost_round`` rounds; ``on_round(round, metric)`` after each (1-based)."""
     if spec.flavour != "lightgbm":
@@ -108,7 +110,9 @@ def train_lightgbm(
     params = lightgbm_params(spec, layout, threads)
     categorical = list(range(len(layout.numeric), len(layout.numeric) + len(layout.categorical)))
     names = [*layout.numeric, *layout.categorical]
-    train_set = lightgbm.Dataset(features(train_data), train_data.label.numpy(), feature_name=names,
+    # Row weights (a drift build of window all: recency) weigh each row's gradient, as in the torch loop.
+    weight = None if train_weights is None else train_weights.numpy()
+    train_set = lightgbm.Dataset(features(train_data), train_data.label.numpy(), weight=weight, feature_name=names,
                                  categorical_feature=categorical, free_raw_data=True)
     validation_set = lightgbm.Dataset(features(validation_data), validation_data.label.numpy(), reference=train_set)
     to_spec = LIGHTGBM_METRICS[spec.task][spec.metric][1]

@@ -200,7 +200,7 @@ class TrainerService(EventService[TrainerSettings]):
         validation_data = tensors_from_table(tables["validation"], layout)
         if spec.flavour == "torch" and spec.search is None:
             files, card, summary = self._train_network(spec, manifest, layout, tables, train_data,
-                                                       validation_data, version, context)
+                                                       validation_data, version, context, train_weights)
         else:
             # Gradient-boosted trees, or a search: no checkpoint per epoch, a stopped run starts over.
             log.info("training", extra={**context, "flavour": spec.flavour, "search": spec.search is not None,
@@ -211,7 +211,8 @@ class TrainerService(EventService[TrainerSettings]):
                 files, card, summary = train_candidate(
                     spec, manifest, layout, train_data, validation_data, device=self.settings.trainer.device,
                     threads=self.cpu_threads, should_stop=self.stopping.is_set, model_version=version,
-                    code_version=self.code_version, user_code=self.user_code.get(spec.name), context=context)
+                    code_version=self.code_version, user_code=self.user_code.get(spec.name), context=context,
+                    train_weights=train_weights)
             except TrainingInterrupted:
                 raise
             except Exception as error:
@@ -228,7 +229,8 @@ class TrainerService(EventService[TrainerSettings]):
         log.info("trained", extra={**context, **summary})
         return card
 
-    def _train_network(self, spec, manifest, layout, tables, train_data, validation_data, version, context):
+    def _train_network(self, spec, manifest, layout, tables, train_data, validation_data, version, context,
+                       train_weights=None):
         """A torch network (built in, or the spec's own module or training function), resumed from this
         version's checkpoint when there is one."""
         checkpoint = self._resume_point(spec, version, len(train_data), context)

@@ -10,6 +10,7 @@ import torch
 
 from memory_store import MemoryStore
 from services.trainer.candidates import version_files
+from services.trainer.data import TabularTensors
 from services.trainer.gbm import features, train_lightgbm
 from services.trainer.metrics import auc
 from services.trainer.publish import publish_version
@@ -104,3 +105,15 @@ def test_a_damaged_lightgbm_model_is_refused_naming_the_file(binary):
 def test_a_spec_of_another_flavour_is_not_boosted(binary, make_spec):
     with pytest.raises(ValueError, match="flavour torch, not lightgbm"):
         train_lightgbm(make_spec(), binary.layout, binary.train, binary.validation, threads=1)
+
+
+def test_row_weights_let_new_rows_outweigh_old_ones_of_the_opposite_rule_in_boosting(binary):
+    """As in the torch loop: each train row as it is and with its label flipped; the flipped copies weigh 0.05."""
+    new = binary.train
+    both = TabularTensors(*(torch.cat([a, b]) for a, b in zip(
+        new.tensors(), (new.numeric, new.categorical, 1.0 - new.label), strict=True)))
+    weights = torch.cat([torch.ones(len(new)), torch.full((len(new),), 0.05)]).double()
+    spec = gbm_spec(early_stopping={"patience": None})
+    weighted = train_lightgbm(spec, binary.layout, both, binary.validation, threads=1, train_weights=weights)
+    unweighted = train_lightgbm(spec, binary.layout, both, binary.validation, threads=1)
+    assert weighted.metrics["auc"] > 0.85 and unweighted.metrics["auc"] < weighted.metrics["auc"] - 0.1

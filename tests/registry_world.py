@@ -104,13 +104,17 @@ class World:
 
 def make_world(stack, store: ObjectStore, bucket: str, folder: Path, prefix: str, topics: dict[str, int],
                env: dict[str, str]) -> World:
-    """``topics`` (name -> partitions) created under ``prefix``; ``env`` plus the prefix for the service."""
+    """``topics`` (name -> partitions) created under ``prefix``; ``env`` plus the prefix for the service.
+
+    The prefix names the services' consumer groups too: a group that an earlier test's services left
+    on the session's broker may never assign a partition to a new member."""
     kafka = stack.settings().kafka.model_copy(update={"topic_prefix": prefix})
     admin = AdminClient(kafka.client_config())
     for future in admin.create_topics([NewTopic(kafka.topic(name), count, 1) for name, count in topics.items()]).values():
         future.result()
     folder.mkdir(exist_ok=True)
-    return World(kafka, store, bucket, folder, {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, **env})
+    return World(kafka, store, bucket, folder,
+                 {"STREAMML_KAFKA_TOPIC_PREFIX": prefix, "STREAMML_KAFKA_GROUP_PREFIX": prefix, **env})
 
 
 def validator_world(stack, unique: str, store: ObjectStore, bucket: str, tmp_path: Path) -> World:

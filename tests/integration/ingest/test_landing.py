@@ -2,6 +2,7 @@
 
 import random
 import signal
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -123,14 +124,15 @@ def test_partitions_moving_between_replicas_lose_and_duplicate_nothing(world, se
     # the departed leader as the group's leader, and the remaining members never get an assignment.
     env = {**env, "STREAMML_INGEST_FLUSH_ROWS": "1500", "STREAMML_INGEST_POLL_BATCH": "500",
            "STREAMML_INGEST_PROCESSES": "1"}
-    publishing = ThreadPoolExecutor(1)
-    published = publishing.submit(publish_slowly, kafka, topics["ingest"], 60_000, seconds=12)
+    publishing, handed_over = ThreadPoolExecutor(1), threading.Event()
+    published = publishing.submit(publish_until, kafka, topics["ingest"], handed_over)
     first = services.start("ingest", bucket, **env)
     wait_for_log(first, "landed")
     second = services.start("ingest", bucket, **env)
     wait_for_log(second, "landed")  # it owns partitions now: the first one gave them up
     first.terminate()
     assert first.wait(timeout=30) == 0, first.log_path.read_text()[-3000:]
+    handed_over.set()
     published = published.result()
     deadline = time.monotonic() + 120
     while len(set(landed_rows(store))) < len(published) and time.monotonic() < deadline:
@@ -140,13 +142,16 @@ def test_partitions_moving_between_replicas_lose_and_duplicate_nothing(world, se
     assert "partitions revoked" in first.log_path.read_text()
 
 
-def publish_slowly(kafka, topic, total, seconds):
+def publish_until(kafka, topic, done: threading.Event, per_step=4000, pause_s=1.0, max_steps=120):
+    """Records every ``pause_s`` until ``done``: the stream still flows during both hand-overs,
+    however long the replicas take to start on a busy machine."""
     published = {}
-    for step in range(10):
-        part = publish_transactions(kafka, topic, total // 10, seed=step + 10)
-        published.update(part)
-        time.sleep(seconds / 10)
-    return published
+    for step in range(max_steps):
+        published.update(publish_transactions(kafka, topic, per_step, seed=step + 10))
+        if done.is_set():
+            return published
+        time.sleep(pause_s)
+    raise AssertionError(f"the hand-overs did not happen within {max_steps} steps of publishing")
 
 
 def test_ranges_landed_before_a_crash_are_rewritten_with_the_same_boundaries(world, services, store, bucket):

@@ -195,7 +195,8 @@ def test_sigterm_stops_after_the_epoch_checkpoint_and_leaves_the_event_uncommitt
 
 def committed_offset(world, topic: str) -> int | None:
     """The trainer group's committed offset on the topic's only partition (None: nothing committed)."""
-    consumer = Consumer({**world.kafka.client_config(), "group.id": "streamml-trainer"})
+    group = world.env["STREAMML_KAFKA_GROUP_PREFIX"] + "streamml-trainer"
+    consumer = Consumer({**world.kafka.client_config(), "group.id": group})
     try:
         [found] = consumer.committed([TopicPartition(world.kafka.topic(topic), 0)], timeout=10)
     finally:

@@ -232,9 +232,7 @@ def test_an_event_that_meets_a_store_outage_is_judged_once_the_store_is_back_not
     put_version(world.store, "v2", trained("strong", 2))
     health = free_port()
     with FaultProxy(int(stack.s3_endpoint.rsplit(":", 1)[1])) as store:
-        # Its own consumer group: one that other tests' validators left may never assign it a partition.
         validator = services.start("validator", world.bucket, **world.env, STREAMML_HTTP_PORT=str(health),
-                                   STREAMML_KAFKA_GROUP_PREFIX=world.env["STREAMML_KAFKA_TOPIC_PREFIX"],
                                    STREAMML_S3_ENDPOINT=f"http://127.0.0.1:{store.port}", STREAMML_S3_MAX_ATTEMPTS="1")
         wait_until(lambda: readiness(health) == 200, validator)
         store.fail("http503")

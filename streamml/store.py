@@ -184,6 +184,13 @@ class ObjectStore:
     def delete(self, key: str) -> None:
         self._call("delete_object", key, Key=key)
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix``; how many there were."""
+        keys = list(self.list(prefix))
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
     def list(self, prefix: str) -> Iterator[str]:
         """Keys under ``prefix`` in lexicographic order."""
         for item in self.list_details(prefix):

@@ -218,11 +218,3 @@ def _short(value: object, width: int = 100) -> str:
     if isinstance(value, list | tuple | dict):
         text = f"{type(value).__name__} of {len(value)}: {text}"
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def delete_prefix(store: ObjectStore, prefix: str) -> int:
-    """Delete everything a rebuild wrote under ``prefix``; how many objects."""
-    keys = list(store.list(prefix))
-    for key in keys:
-        store.delete(key)
-    return len(keys)

@@ -152,8 +152,7 @@ class Lease:
 
 def discard(store: ObjectStore, claim: Claim) -> None:
     """Delete what an attempt that will not publish wrote (no manifest names it: nothing reads it)."""
-    for key in list(store.list(claim.prefix)):
-        store.delete(key)
+    store.delete_prefix(claim.prefix)
 
 
 def _owner() -> str:

@@ -164,7 +164,6 @@ def datasets_rebuild(
         RebuildError,
         check_lineage,
         compare,
-        delete_prefix,
         prepare_again,
         rebuildable,
     )
@@ -222,7 +221,7 @@ def datasets_rebuild(
         with console.status(f"preparing with {stored.engine}…"):
             rebuilt = prepare_again(store, settings.s3, stored, checks, prefix, spark)
     except (RebuildError, PrepError, SparkJarsMissing, ValueError) as error:
-        delete_prefix(store, prefix)
+        store.delete_prefix(prefix)
         fail(str(error), 4)
     finally:
         spark.stop()
@@ -235,7 +234,7 @@ def datasets_rebuild(
         console.print(f"  built by code {stored.code_version}, rebuilt by {rebuilt.code_version}", highlight=False)
     if not differences:
         if not keep:
-            delete_prefix(store, prefix)
+            store.delete_prefix(prefix)
         console.print(f"[green]identical[/green]: rows, statistics and content hashes of {name} v{version} "
                       "match the rebuild" + ("" if keep else "; scratch prefix deleted"), highlight=False)
         return

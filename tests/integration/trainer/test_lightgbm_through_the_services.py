@@ -93,7 +93,7 @@ def test_a_searched_lightgbm_model_is_promoted_served_and_swapped_without_a_fail
         v2 = model_version(spec, 2)
         wait_for(lambda: client.version == v2, 180, trainer, "the application's swap to the second version")
         wait_for(lambda: served_version(api) == v2, 30, server, "the server's swap to the second version")
-        time.sleep(0.5)  # requests on the new version too
+        wait_for(lambda: v2 in load.versions(), 30, what="a request served by the second version")
         load.stop()
         assert not load.failures, load.failures[:3]
         assert load.versions() == {v1, v2} and load.count > 0

@@ -16,6 +16,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from streamml.locate import STACK_DIR_ENV, STATE_FOLDER, StackNotFound, locate, nearest_state_folder
 from streamml.settings import ServiceSettings, load_settings_or_exit
@@ -34,7 +35,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # Text, not markup: a message may quote brackets from a log line. No
+    # wrapping: a path broken across lines cannot be copied back.
+    err.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

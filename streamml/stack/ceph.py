@@ -33,6 +33,8 @@ import shutil
 import socket
 import struct
 import subprocess
+import hashlib
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -125,6 +127,7 @@ class CephCluster:
         self.osd_bytes = osd_bytes or (4 << 30 if objectstore == "memstore" else 64 << 30)
         self.conf = self.dir / "ceph.conf"
         self.run_dir = self.dir / "run"
+        self.socket_dir = _socket_dir(self.run_dir)
         self.log_dir = self.dir / "log"
         self._cluster_json = self.dir / "cluster.json"
         self._s3_json = self.dir / "s3.json"
@@ -162,7 +165,6 @@ class CephCluster:
             self.log(f"ceph: stopping leftover daemons {sorted(running)}")
             self.stop()
 
-        self._check_socket_paths()
         try:
             keys = self._start_daemons(deadline)
         except BaseException:
@@ -308,6 +310,10 @@ class CephCluster:
         d = self.dir
         for sub in ("mon", "osd", "rgw", "run", "log"):
             (d / sub).mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.socket_dir.stat().st_uid != os.getuid():
+            raise CephStartError(f"{self.socket_dir} (the admin sockets) belongs to another user; "
+                                 "remove it or choose a shorter state folder")
         if self._requested_mon_port and self._requested_mon_port != self.mon_port:
             raise CephStartError(
                 f"{d} holds a cluster whose mon listens on {self.mon_port}, "
@@ -326,7 +332,7 @@ auth cluster required = cephx
 auth service required = cephx
 auth client required = cephx
 run dir = {d}/run
-admin socket = {d}/run/$name.asok
+admin socket = {self.socket_dir}/$name.asok
 # procs.spawn writes the pid files; Ceph's own would race with it.
 pid file =
 log file = {d}/log/$name.log
@@ -477,13 +483,13 @@ osd memory target = 939524096"""
 
     def _mon_leads(self) -> bool:
         try:
-            return _admin_socket(self.run_dir / "mon.a.asok", "mon_status").get("state") == "leader"
+            return _admin_socket(self.socket_dir / "mon.a.asok", "mon_status").get("state") == "leader"
         except (OSError, ValueError):
             return False
 
     def _osd_active(self) -> bool:
         try:
-            status = _admin_socket(self.run_dir / "osd.0.asok", "status")
+            status = _admin_socket(self.socket_dir / "osd.0.asok", "status")
         except (OSError, ValueError):
             return False
         return status.get("state") == "active"
@@ -518,18 +524,26 @@ osd memory target = 939524096"""
                     out.append(f"--- {path} ---\n{text}")
         return "\n".join(out)
 
-    def _check_socket_paths(self) -> None:
-        longest = self.run_dir / "client.rgw.a.asok"
-        if len(os.fsencode(longest)) > _MAX_SOCKET_PATH:
-            raise CephStartError(
-                f"state_dir is too deep: the admin socket path {longest} exceeds "
-                f"{_MAX_SOCKET_PATH} bytes; use a shorter state_dir"
-            )
-
 
 # "<timestamp> <thread> -1 <message>": Ceph's error priority. Lines of a crash
 # dump's "recent events" start with "  -N> " and so do not repeat here.
 _CEPH_ERROR_LINE = re.compile(r"^\S+ [0-9a-f]+ -1 ")
+# Some daemons colour their errors even when writing to a file.
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _socket_dir(run_dir: Path) -> Path:
+    """Where the daemons' admin sockets go: beside the state, unless that path is too long.
+
+    AF_UNIX paths cannot exceed 107 bytes, so a deep state folder (a home
+    directory on a network mount, a CI workspace) gets a short private folder
+    in the temp directory instead, named after the state folder so that every
+    start of the same stack finds the same sockets.
+    """
+    if len(os.fsencode(run_dir / "client.rgw.a.asok")) <= _MAX_SOCKET_PATH:
+        return run_dir
+    digest = hashlib.sha256(os.fsencode(run_dir)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"streamml-{os.getuid()}-{digest}"
 
 
 def error_lines(log_text: str) -> list[str]:
@@ -538,7 +552,8 @@ def error_lines(log_text: str) -> list[str]:
     A daemon that crashes on its way out dumps thousands of lines, which push
     the message that explains the failure out of any tail.
     """
-    return [line for line in log_text.splitlines(keepends=True) if _CEPH_ERROR_LINE.match(line)]
+    return [_ANSI_COLOUR.sub("", line) for line in log_text.splitlines(keepends=True)
+            if _CEPH_ERROR_LINE.match(line)]
 
 
 def _admin_socket(path: Path, prefix: str) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from streamml.stack import procs
-from streamml.stack.ceph import error_lines
+from streamml.stack.ceph import CephCluster, error_lines
 
 
 def _sleeper(tmp_path) -> int:
@@ -48,3 +48,18 @@ def test_error_lines_survive_a_crash_dump_after_them():
     assert len(errors) == 3
     assert "Address already in use" in errors[0]
     assert "Segmentation fault" in errors[2]
+
+
+def test_error_lines_drop_the_colour_codes_a_daemon_writes_to_its_log():
+    log = "2026-12-06T14:14:18.000+0000 7f0 -1 \x1b[0;31m ** ERROR: osd init failed: (2) No such file\x1b[0m\n"
+    assert error_lines(log) == ["2026-12-06T14:14:18.000+0000 7f0 -1  ** ERROR: osd init failed: (2) No such file\n"]
+
+
+def test_admin_sockets_of_a_deep_state_folder_move_to_a_short_private_folder(tmp_path):
+    shallow = CephCluster(tmp_path / "s", rgw_port=1)
+    assert shallow.socket_dir == shallow.run_dir
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 6)
+    first, again = CephCluster(deep, rgw_port=1), CephCluster(deep, rgw_port=1)
+    assert first.socket_dir == again.socket_dir != first.run_dir  # every start finds the same sockets
+    assert len(str(first.socket_dir / "client.rgw.a.asok")) <= 107
+    assert CephCluster(deep / "other", rgw_port=1).socket_dir != first.socket_dir

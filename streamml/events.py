@@ -143,6 +143,25 @@ class ModelRejected(Event):
         return self.model
 
 
+class ModelShadow(Event):
+    """A candidate passed the offline rules and now scores live traffic beside the champion.
+
+    Applications load it too, score each request with it off the request path and
+    log its predictions marked ``shadow``; the validator then promotes or rejects it
+    on that live evidence (``model.promoted`` or ``model.rejected``)."""
+
+    TYPE: ClassVar[str] = "model.shadow"
+    model: str
+    version: str
+    champion: str | None = Field(description="the version it is compared with on the same requests")
+    metrics: dict[str, float] = Field(description="its offline (test split) metrics")
+    min_predictions: int = Field(ge=1, description="labelled live requests both answered, needed to decide")
+    deadline: datetime = Field(description="rejected for lack of evidence if not decided by then")
+
+    def partition_key(self) -> str:
+        return self.model
+
+
 class FeatureDrift(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     feature: str
@@ -187,6 +206,9 @@ class PredictionRecord(Event):
     time: datetime
     flags: list[str] = Field(
         default_factory=list, description="feature:rule of each rule of the dataset spec the inputs break")
+    shadow: bool = Field(False, description="scored by a version in shadow, off the request path; not served")
+    latency_ms: float | None = Field(
+        None, ge=0, description="shadow records: how long the predict call that scored this record took")
 
     def partition_key(self) -> str:
         # One model's predictions share a partition, so one monitor replica judges them all.
@@ -222,6 +244,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ModelTrained,
         ModelPromoted,
         ModelRejected,
+        ModelShadow,
         DriftDetected,
         PredictionRecord,
         FeedbackRecord,

@@ -11,6 +11,13 @@ One YAML file per model (``examples/policies/transactions.yaml``)::
       - {feature: channel, min: {auc: 0.70}, min_rows: 200}
     latency: {p95_ms: 20, batch_size: 256}
     min_rows_after_drift: 200           # a drift build's candidate needs this many post-drift test rows
+    shadow:                             # then score live traffic beside the champion before promoting
+      min_predictions: 500              # labelled live requests both answered
+      max_duration_s: 3600              # else rejected for lack of evidence
+      rules:
+        - {metric: auc, max_regression: 0.01}   # live, on the same requests as the champion
+        - {max_disagreement: 0.2}
+        - {max_latency_p95_ms: 20}
 
 Differences against the champion are absolute, in the metric's own units, and
 in its better direction (higher for auc and accuracy, lower for log_loss, rmse
@@ -105,6 +112,40 @@ class LatencyBudget(Strict):
     batch_size: int = Field(ge=1, description="rows per predict call when measuring")
 
 
+class ShadowRule(Strict):
+    """One rule on live evidence; each names exactly one of its kinds:
+
+    - ``{metric: auc, max_regression: 0.01}``: the shadow's live metric may be at most
+      this much worse than the champion's on the same labelled requests;
+    - ``{max_disagreement: 0.1}``: share of requests the two answer differently (the
+      predicted class; binary and multiclass models);
+    - ``{max_latency_p95_ms: 20}``: p95 of the shadow's predict calls in applications."""
+
+    metric: Metric | None = None
+    max_regression: float | None = Field(None, ge=0)
+    max_disagreement: float | None = Field(None, ge=0, le=1)
+    max_latency_p95_ms: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ShadowRule:
+        kinds = [self.max_regression is not None, self.max_disagreement is not None,
+                 self.max_latency_p95_ms is not None]
+        if sum(kinds) != 1:
+            raise ValueError("a rule sets exactly one of max_regression (with metric), max_disagreement, "
+                             "max_latency_p95_ms")
+        if (self.metric is None) == (self.max_regression is not None):
+            raise ValueError("metric goes with max_regression, and only with it: {metric: auc, max_regression: 0.01}")
+        return self
+
+
+class ShadowPolicy(Strict):
+    """Live evidence a candidate must show, scored beside the champion, before it is promoted."""
+
+    min_predictions: int = Field(ge=1, description="labelled live requests both versions answered, needed to decide")
+    max_duration_s: float = Field(gt=0, description="rejected for lack of evidence when not decided within this")
+    rules: list[ShadowRule] = Field(min_length=1)
+
+
 class PromotionPolicy(Strict):
     model: str = Field(pattern=NAME)
     min: dict[Metric, float] = Field(default_factory=dict, description="metric floors")
@@ -119,6 +160,7 @@ class PromotionPolicy(Strict):
     latency: LatencyBudget | None = None
     min_rows_after_drift: int | None = Field(
         None, ge=1, description="a candidate built for a drift is judged on post-drift test rows: at least this many")
+    shadow: ShadowPolicy | None = Field(None, description="live evidence to gather before a promotion")
 
     _floors = field_validator("min")(_floors)
     _ceilings = field_validator("max")(_ceilings)
@@ -148,6 +190,12 @@ def model_problems(policy: PromotionPolicy, task: str | None, categories: set[st
                  for metric in getattr(policy, field)]
         rules += [(f"slices[{i}].{field}", metric) for i, rule in enumerate(policy.slices)
                   for field in ("min", "max") for metric in getattr(rule, field)]
+        if policy.shadow is not None:
+            rules += [(f"shadow.rules[{i}]", rule.metric) for i, rule in enumerate(policy.shadow.rules) if rule.metric]
+            problems += [f"shadow.rules[{i}].max_disagreement: a regression model's answers are numbers; "
+                         "disagreement is defined for binary and multiclass models"
+                         for i, rule in enumerate(policy.shadow.rules)
+                         if task == "regression" and rule.max_disagreement is not None]
         problems += [f"{where}.{metric}: a {task} model is judged on {', '.join(measured)}, never {metric}"
                      for where, metric in rules if metric not in measured]
     if categories is not None:

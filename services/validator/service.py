@@ -10,9 +10,14 @@ repeat, to crash in and to race):
    again if the champion moved meanwhile. A version prep built for a drift
    has a test split of post-drift rows only, so a drift candidate is judged
    on the new world; the decision records which rows (``judged_on``);
-3. record the decision, then follow it: on promote, compare-and-swap the
+3. a policy with ``shadow:`` puts a candidate that passed offline (and has a
+   champion to be compared with) in shadow: ``models/<name>/shadow.json``,
+   then ``model.shadow``; applications score live requests with it too, and
+   the decision waits for that evidence (``finish_shadow``), resumed from the
+   stored state after a restart;
+4. record the decision, then follow it: on promote, compare-and-swap the
    champion pointer from the champion it was judged against;
-4. send ``model.promoted`` or ``model.rejected``, with an id that is the same
+5. send ``model.promoted`` or ``model.rejected``, with an id that is the same
    each time this decision (or pointer move) is announced.
 
 A model's ``model.trained`` events share a partition (keyed by model), so one
@@ -31,7 +36,7 @@ import logging
 import os
 import socket
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import Counter, Histogram
@@ -39,7 +44,8 @@ from pydantic import Field
 
 from services.validator.decide import decide
 from services.validator.judge import evaluate_version
-from services.validator.policy import PolicyError, PolicyFolder, PromotionPolicy
+from services.validator.live import Joined, join_live, judge_live
+from services.validator.policy import PolicyError, PolicyFolder, PromotionPolicy, ShadowPolicy
 from services.validator.promote import (
     announcement,
     announcement_id,
@@ -48,11 +54,13 @@ from services.validator.promote import (
     record_decision,
     replace_decision,
 )
+from services.validator.shadow import Evidence, gather, topic_ends
 from services.validator.testsplit import TestSplit, judged_rows, read_test_split
-from streamml.events import Event, ModelPromoted, ModelTrained
+from streamml.events import Event, ModelPromoted, ModelShadow, ModelTrained, stable_id
 from streamml.registry.datasets import read_manifest
 from streamml.registry.decisions import DecisionRecord, Evaluation, read_decision
-from streamml.registry.models import ChampionPointer, read_champion
+from streamml.registry.models import ChampionPointer, read_card, read_champion
+from streamml.registry.shadow import ShadowState, end_shadow, read_shadow, start_shadow
 from streamml.sdk.loader import LoadedVersion, load_version
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
@@ -141,8 +149,16 @@ class ValidatorService(EventService[ValidatorSettings]):
                 f"`streamml models judge {event.model} {event.version}`"
             )
         recorded = read_decision(self.store, event.model, event.version)
-        if recorded is not None:
+        shadow = read_shadow(self.store, event.model) if recorded is None else None
+        if shadow is not None and shadow.version == event.version:
+            log.info("resuming the shadow phase", extra={**context, "started": shadow.started.isoformat(),
+                                                           "deadline": shadow.deadline.isoformat()})
+            mine, standing, pointer = self.consumer.work_while_polling(
+                lambda: self.finish_shadow(shadow, context), heartbeat_s=HEARTBEAT_S)
+            DECISIONS.labels(event.model, "promoted" if mine.promote else "rejected").inc()
+        elif recorded is not None:
             standing = recorded
+            end_shadow(self.store, event.model, event.version)  # a crash may have come before the shadow ended
             pointer = follow_decision(self.store, recorded, actor=self.actor, time=datetime.now(UTC))
             log.info("decided before; announcing again", extra=context)
         else:
@@ -208,6 +224,8 @@ class ValidatorService(EventService[ValidatorSettings]):
                 champion_version=against, champion=champion_eval, policy=policy, actor=self.actor, time=now,
                 judged_on=judged,
             )
+            if replacing is None and policy.shadow is not None and mine.promote and against is not None:
+                return self.start_shadow(mine, policy.shadow, context)
             if replacing is None:
                 standing = record_decision(self.store, mine)
             else:
@@ -218,6 +236,56 @@ class ValidatorService(EventService[ValidatorSettings]):
             f"the champion of {event.model!r} changed {self.settings.validator.max_attempts} times while "
             f"{event.version} was judged; send its model.trained again once promotions settle"
         )
+
+    def start_shadow(
+        self, offline: DecisionRecord, shadow: ShadowPolicy, context: dict,
+    ) -> tuple[DecisionRecord, DecisionRecord, ChampionPointer | None]:
+        """The candidate passed offline: put it in shadow (the state first, then ``model.shadow``), then
+        judge it on live evidence. A second validator that starts the same shadow follows the first's."""
+        now = datetime.now(UTC)
+        state = start_shadow(self.store, ShadowState(
+            model=offline.model, version=offline.version, champion_version=offline.champion_version, started=now,
+            deadline=now + timedelta(seconds=shadow.max_duration_s),
+            offsets=topic_ends(self.settings.kafka, offline.model), offline=offline, actor=self.actor,
+        ))
+        self.producer.send_now(
+            ModelShadow(model=state.model, version=state.version, champion=state.champion_version,
+                        metrics={name: value for name, value in offline.candidate.metrics.items() if value is not None},
+                        min_predictions=shadow.min_predictions, deadline=state.deadline),
+            event_id=stable_id("model.shadow", state.model, state.version, state.started.isoformat()),
+        )
+        log.info("in shadow", extra={**context, "champion": state.champion_version,
+                                     "deadline": state.deadline.isoformat()})
+        return self.finish_shadow(state, context)
+
+    def finish_shadow(
+        self, state: ShadowState, context: dict,
+    ) -> tuple[DecisionRecord, DecisionRecord, ChampionPointer | None]:
+        """Gather the live evidence, judge it with the shadow rules of the policy that started the shadow,
+        record the decision, follow it and end the shadow."""
+        policy = PromotionPolicy.model_validate(state.offline.policy).shadow
+        card = read_card(self.store, state.model, state.version)
+        task, classes = card["task"], (card.get("outputs") or {}).get("classes")
+
+        def joined(evidence: Evidence) -> Joined:
+            return join_live(*evidence.answers())
+
+        evidence, timed_out = gather(self.settings.kafka, state,
+                                     lambda found: joined(found).rows >= policy.min_predictions, self.stopping)
+        now = datetime.now(UTC)
+        live, seen = judge_live(task, classes, joined(evidence), policy, started=state.started, ended=now,
+                                timed_out=timed_out)
+        offline = state.offline
+        mine = offline.model_copy(update={
+            "promote": live.promote, "reasons": live.reasons, "notes": [*offline.notes, *live.notes],
+            "shadow": seen, "actor": self.actor, "time": now,
+        })
+        log.info("shadow judged", extra={**context, "rows": seen.rows, "promote": live.promote,
+                                         "timed_out": timed_out})
+        standing = record_decision(self.store, mine)
+        pointer = follow_decision(self.store, standing, actor=self.actor, time=now)
+        end_shadow(self.store, state.model, state.version)
+        return mine, standing, pointer
 
     def _evaluate_champion(self, model: str, version: str, split: TestSplit, slices: list[str]) -> Evaluation:
         champion: LoadedVersion = load_version(self.store, model, version, warm_up=False)

@@ -95,6 +95,20 @@ class JudgedRows(Strict):
         return f"{rows}, all landed after the drift at {self.drift_point:%Y-%m-%d %H:%M:%S} (event {self.drift_event})"
 
 
+class ShadowEvidence(Strict):
+    """What a version in shadow showed on live traffic, beside the champion, on the same labelled requests."""
+
+    rows: int = Field(ge=0, description="labelled live requests that both versions answered")
+    started: datetime
+    ended: datetime
+    candidate: dict[str, float | None] = Field(description="live metrics of the version in shadow")
+    champion: dict[str, float | None] = Field(description="live metrics of the champion on the same requests")
+    disagreement: float | None = Field(None, description="share of those requests the two answered differently")
+    latency_p95_ms: float | None = Field(None, description="p95 of the shadow's predict calls, as applications timed them")
+
+    undefined_is_none = field_validator("candidate", "champion")(_nan_to_none)
+
+
 class EarlierDecision(Strict):
     """A decision that a later judgement of the same version replaced (``streamml models judge``)."""
 
@@ -120,6 +134,7 @@ class DecisionRecord(Strict):
     actor: str
     time: datetime
     judged_on: JudgedRows | None = Field(None, description="the rows both versions were evaluated on")
+    shadow: ShadowEvidence | None = Field(None, description="live evidence, when the policy asked for a shadow phase")
     earlier: list[EarlierDecision] = Field(
         default_factory=list, description="decisions on this version that this one replaced, oldest first")
 

@@ -61,6 +61,7 @@ STATE_DICT_FILE = "state_dict.pt"
 CHECKPOINT_FILE = "checkpoints/last.pt"
 DECISION_FILE = "decision.json"
 CHAMPION_FILE = "champion.json"
+SHADOW_FILE = "shadow.json"
 MONITOR_STATE_FILE = "latest.json"
 MONITOR_CHECKPOINT_FILE = "checkpoint.npz"
 MONITOR_UNWATCHED_FILE = "unwatched.json"
@@ -236,6 +237,10 @@ def checkpoint_key(name: str, version: str) -> str:
 
 def champion_key(name: str) -> str:
     return model_root(name) + CHAMPION_FILE
+
+
+def shadow_key(name: str) -> str:
+    return model_root(name) + SHADOW_FILE
 
 
 # -- monitor (the monitor writes; the CLI reads) --------------------------------------

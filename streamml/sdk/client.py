@@ -18,6 +18,13 @@ ingest applies (required values, types, min/max, categories; see
 ``["hour:max"]``); ``"reject"`` raises ``InputRejected`` naming the record,
 the field, the rule and the value, and predicts nothing; ``"off"`` checks nothing.
 
+While the validator judges a candidate on live traffic (``model.shadow``,
+``models/<name>/shadow.json``), the client loads that version too and scores
+every call with it in the background (``shadow.py``): a bounded queue, dropped
+and counted when full, so the response, always the champion's, never waits.
+Its answers go to ``predictions.<model>`` marked ``shadow`` with the time of
+the call that produced them.
+
 At start the client loads the version ``champion.json`` names. A background
 thread follows ``model.promoted`` (every instance sees every promotion, see
 ``promotions.py``) and re-reads the pointer every ``reconcile_s`` in case an
@@ -64,7 +71,9 @@ from streamml.registry.models import read_champion
 from streamml.sdk.input_checks import INPUT_CHECKS, InputChecks, flag_names, rejection
 from streamml.sdk.loader import LoadedVersion, load_version
 from streamml.sdk.prediction_log import LogStats, PredictionLog
+from streamml.registry.shadow import read_shadow
 from streamml.sdk.promotions import PromotionFeed
+from streamml.sdk.shadow import ShadowScorer, ShadowStats
 from streamml.sdk.swap import ModelSlot, ModelSnapshot
 from streamml.sdk.wire import Logged, loggable_outputs, prediction_messages, timestamp
 from streamml.settings import ServiceSettings
@@ -140,6 +149,8 @@ class ModelClient:
         self._reports: deque[bool] = deque()
         self._log = (PredictionLog(self._send_predictions, reports=self._settle, name=model)
                      if log_predictions else None)
+        # Its answers are only of use logged: without logging, no version is scored in shadow.
+        self._shadow = ShadowScorer(model, self._log.add_many) if self._log is not None else None
         reachable = self._refresh()
         first_check = time.monotonic() + (reconcile_s if reachable else RETRY_AFTER_FAILURE_S)
         self._watcher = threading.Thread(target=self._watch, args=(first_check,), name=f"model-client-{model}",
@@ -179,6 +190,8 @@ class ModelClient:
             marks = ([tuple(flag_names(flags[index])) if index in flags else () for index in range(len(records))]
                      if flags else repeat(()))
             self._log.add_many(zip(ids, records, loggable_outputs(prediction.output), marks, repeat(context)))
+            if self._shadow is not None:
+                self._shadow.offer(records, ids, context[2])
         return Predictions(prediction.version, prediction.output, ids, flags)
 
     def _check(self, snapshot: ModelSnapshot, records: Sequence[Mapping[str, Any]]) -> dict[int, list[Violation]]:
@@ -209,6 +222,15 @@ class ModelClient:
         """The prediction log's counts: accepted, dropped, delivered (acknowledged), failed, buffered, in flight."""
         return self._log.stats() if self._log is not None else LogStats(0, 0, 0, 0, 0, 0)
 
+    @property
+    def shadow_version(self) -> str | None:
+        """The version in shadow being scored beside the champion, if any."""
+        return self._shadow.version if self._shadow is not None else None
+
+    def shadow_stats(self) -> ShadowStats:
+        """Records scored in shadow, and dropped (its queue full, or it failed), and calls queued."""
+        return self._shadow.stats() if self._shadow is not None else ShadowStats(0, 0, 0)
+
     # ------------------------------------------------------------ swapping
 
     def _watch(self, next_check: float) -> None:
@@ -234,6 +256,7 @@ class ModelClient:
         reconciliation; the version being served stays."""
         try:
             pointer, _ = read_champion(self.store, self.model)
+            self._refresh_shadow(pointer.version if pointer else None)
             if pointer is None or pointer.version == self.version:
                 self.faults.succeeded(OBJECT_STORE)
                 return True
@@ -249,6 +272,32 @@ class ModelClient:
         self._last_error = None
         self._swap(loaded)
         return True
+
+    def _refresh_shadow(self, champion: str | None) -> None:
+        """Score with the version ``shadow.json`` names, or stop when it names none (or the champion).
+
+        A shadow that cannot be read or loaded is logged once and not scored; serving goes on."""
+        if self._shadow is None:
+            return
+        try:
+            self._follow_shadow(champion)
+        except Exception as error:  # noqa: BLE001 - a shadow must never cost the champion anything
+            if transient_dependency(error) is None:
+                LOAD_FAILURES.labels(self.model).inc()
+            self._failed(error, f"could not load the version of {self.model!r} in shadow; not scoring it")
+
+    def _follow_shadow(self, champion: str | None) -> None:
+        state = read_shadow(self.store, self.model)
+        wanted = state.version if state is not None and state.version != champion else None
+        if wanted == self._shadow.version:
+            return
+        if wanted is None:
+            log.info("shadow of %r ended (was %s)", self.model, self._shadow.version)
+            self._shadow.serve(None)
+            return
+        loaded = load_version(self.store, self.model, wanted, with_input_rules=False)
+        self._shadow.serve(loaded.snapshot)
+        log.info("scoring version %s of %r in shadow beside %s", wanted, self.model, champion)
 
     def _failed(self, error: Exception, what: str) -> None:
         """An outage goes to the fault policy (one log line per episode); any other error is logged once."""
@@ -311,6 +360,8 @@ class ModelClient:
         self._stopping.set()
         self._watcher.join(10)
         self._feed.close()
+        if self._shadow is not None:
+            self._shadow.close()
         if self._log is not None:
             self._log.close(timeout)
         try:

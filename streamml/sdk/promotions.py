@@ -1,4 +1,5 @@
-"""``model.promoted`` events for one model, from now on, seen by every application instance.
+"""``model.promoted`` events for one model, from now on, seen by every application instance;
+also ``model.shadow`` and ``model.rejected`` (a shadow starts or ends) where those topics exist.
 
 The feed assigns itself every partition of the topic and starts at its end,
 with no consumer group: a group would share the partitions among instances,
@@ -17,11 +18,14 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from streamml.events import EventError, ModelPromoted, decode
+from streamml.events import EventError, ModelPromoted, ModelRejected, ModelShadow, decode
 from streamml.settings import KafkaSettings
 
 log = logging.getLogger("streamml.sdk.promotions")
 TOPIC = "model.promoted"
+# A shadow starts (model.shadow) or ends (model.promoted, model.rejected). A deployment without these
+# topics still notices a shadow at the client's next reconciliation.
+SHADOW_TOPICS = ("model.shadow", "model.rejected")
 
 
 class PromotionFeed:
@@ -39,26 +43,29 @@ class PromotionFeed:
             "fetch.queue.backoff.ms": 10,
         })
         try:
-            metadata = self._consumer.list_topics(self.topic, timeout=timeout)
+            metadata = self._consumer.list_topics(timeout=timeout)
             topic = metadata.topics.get(self.topic)
             if topic is None or topic.error is not None or not topic.partitions:
                 raise KafkaException(
                     f"topic {self.topic!r} does not exist; create it with `streamml topics apply`"
                     + (f" ({topic.error.str()})" if topic is not None and topic.error is not None else "")
                 )
+            followed = [self.topic, *(name for name in map(settings.topic, SHADOW_TOPICS)
+                                      if name in metadata.topics and metadata.topics[name].partitions)]
             positions = []
-            for partition in sorted(topic.partitions):
-                _, end = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), timeout=timeout, cached=False
-                )
-                positions.append(TopicPartition(self.topic, partition, max(end, 0)))
+            for name in followed:
+                for partition in sorted(metadata.topics[name].partitions):
+                    _, end = self._consumer.get_watermark_offsets(
+                        TopicPartition(name, partition), timeout=timeout, cached=False
+                    )
+                    positions.append(TopicPartition(name, partition, max(end, 0)))
             self._consumer.assign(positions)
         except Exception:
             self._consumer.close()
             raise
 
     def poll(self, timeout: float) -> bool:
-        """True when a promotion of this model arrived within ``timeout`` seconds."""
+        """True when a promotion of this model, or the start or end of a shadow, arrived within ``timeout`` s."""
         promoted = False
         for message in self._consumer.consume(100, timeout):
             if message.error() is not None:
@@ -70,7 +77,7 @@ class PromotionFeed:
             except EventError as error:
                 log.warning("skipping a message that is not a streamml event on %s: %s", self.topic, error)
                 continue
-            if isinstance(event, ModelPromoted) and event.model == self.model:
+            if isinstance(event, ModelPromoted | ModelShadow | ModelRejected) and event.model == self.model:
                 promoted = True
         return promoted
 

@@ -28,8 +28,9 @@ TYPE = PredictionRecord.ce_type().encode()
 SCHEMA = (SCHEMA_BASE + PredictionRecord.schema_name()).encode()
 Message = tuple[bytes, list[tuple[str, bytes]], bytes]
 # One logged prediction: (request_id, record, output or None when it cannot be logged, flags,
-# (version, feature names, time)); the last is shared by the records of one predict call.
-Logged = tuple[str, Mapping[str, Any], "float | list[float] | None", Sequence[str], tuple[str, Sequence[str], str]]
+# (version, feature names, time[, shadow call ms])); the last is shared by the records of one predict call,
+# and its fourth member marks the answers of a version in shadow (``shadow.py``) with the time its call took.
+Logged = tuple[str, Mapping[str, Any], "float | list[float] | None", Sequence[str], tuple]
 # Feature values msgspec writes as json.dumps does after ``plain`` (NaN and infinities become null).
 _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 _ENCODER = msgspec.json.Encoder()
@@ -84,13 +85,16 @@ def prediction_messages(source: bytes, model: str, batch: Sequence[Logged]) -> l
     message. A NaN or infinite feature value is written as null (missing).
     """
     documents = []
-    for request_id, record, output, flags, (version, features, time) in batch:
+    for request_id, record, output, flags, context in batch:
         if output is None:
             continue
+        version, features, time = context[:3]
         document = {"request_id": request_id, "model": model, "model_version": version,
                     "features": {name: record.get(name) for name in features}, "output": output, "time": time}
         if flags:
             document["flags"] = list(flags)
+        if len(context) > 3:
+            document["shadow"], document["latency_ms"] = True, context[3]
         documents.append(document)
     values: Iterable[Any] = chain.from_iterable(document["features"].values() for document in documents)
     if not _PLAIN_TYPES.issuperset(map(type, values)):  # numpy scalars, dates...: as plain() writes them
@@ -101,7 +105,8 @@ def prediction_messages(source: bytes, model: str, batch: Sequence[Logged]) -> l
     ids = uuid.uuid4().hex  # a CloudEvents id is unique per source: this batch's, and the event's place in it
     messages: list[Message | None] = []
     common, last_time = [], None
-    for index, (_, _, output, _, (_, _, time)) in enumerate(batch):
+    for index, (_, _, output, _, context) in enumerate(batch):
+        time = context[2]
         if output is None:
             messages.append(None)
             continue

@@ -120,7 +120,7 @@ def make_world(stack, store: ObjectStore, bucket: str, folder: Path, prefix: str
 def validator_world(stack, unique: str, store: ObjectStore, bucket: str, tmp_path: Path) -> World:
     """The pipeline's topics after training, and a policy folder holding ``POLICY``."""
     policies = tmp_path / "policies"
-    topics = {name: 1 for name in ("model.trained", "model.promoted", "model.rejected", "dlq.validator",
+    topics = {name: 1 for name in ("model.trained", "model.promoted", "model.rejected", "model.shadow", "dlq.validator",
                                    f"predictions.{MODEL}", f"feedback.{MODEL}")}
     # Two partitions, so two validators can each own one (a race on one model's champion).
     topics["model.trained"] = 2
@@ -329,3 +329,27 @@ def metric(port: int, name: str, labels: str) -> float | None:
         if line.startswith(f"{name}{{{labels}}} "):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def wait_one_partition_each(processes, topic: str, timeout: float = 60) -> None:
+    """Until each of two service ``processes`` owns one of ``topic``'s two partitions."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest = []
+        for process in processes:
+            assert process.poll() is None, process.log_path.read_text()[-3000:]
+            latest.append(_owned(log_lines(process.log_path)))
+        if all(len(owned) == 1 for owned in latest) and set.union(*latest) == {f"{topic}[0]", f"{topic}[1]"}:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the validators did not split {topic}'s two partitions within {timeout}s")
+
+
+def _owned(lines: list[dict]) -> set[str]:
+    owned: set[str] = set()
+    for line in lines:
+        if line["message"] == "partitions assigned":
+            owned |= set(line["partitions"])
+        elif line["message"] == "partitions revoked":
+            owned -= set(line["partitions"])
+    return owned

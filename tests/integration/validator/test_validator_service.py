@@ -27,6 +27,7 @@ from registry_world import (
     trained_event,
     untrained,
     wait_for,
+    wait_one_partition_each,
 )
 from service_logs import log_lines
 from services.validator.metrics import auc
@@ -179,7 +180,7 @@ def test_two_validators_judging_one_version_at_once_record_one_decision_and_one_
     trained_topic = world.kafka.topic("model.trained")
     first = services.start("validator", world.bucket, **world.env)
     second = services.start("validator", world.bucket, **world.env)
-    _wait_one_partition_each([first, second], trained_topic)
+    wait_one_partition_each([first, second], trained_topic)
     # One rejected candidate each first, so both have loaded torch and start equally warm.
     world.send(trained_event("w0", trained("weak", 1)), trained_event("w1", trained("weak", 1)), partitions=[0, 1])
     assert len(world.events("model.rejected", 2)) == 2
@@ -203,27 +204,6 @@ def test_two_validators_judging_one_version_at_once_record_one_decision_and_one_
     print(f"validators that followed the other's decision in this run: {len(followed)}")
 
 
-def _wait_one_partition_each(processes, topic: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        latest = []
-        for process in processes:
-            assert process.poll() is None, process.log_path.read_text()[-3000:]
-            latest.append(_owned(log_lines(process.log_path)))
-        if all(len(owned) == 1 for owned in latest) and set.union(*latest) == {f"{topic}[0]", f"{topic}[1]"}:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the validators did not split {topic}'s two partitions within {timeout}s")
-
-
-def _owned(lines: list[dict]) -> set[str]:
-    owned: set[str] = set()
-    for line in lines:
-        if line["message"] == "partitions assigned":
-            owned |= set(line["partitions"])
-        elif line["message"] == "partitions revoked":
-            owned -= set(line["partitions"])
-    return owned
 
 
 def test_an_event_that_meets_a_store_outage_is_judged_once_the_store_is_back_not_dead_lettered(world, services, stack):

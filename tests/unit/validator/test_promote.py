@@ -1,5 +1,5 @@
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,6 +11,7 @@ from streamml.events import ModelPromoted, ModelRejected
 from streamml.registry.decisions import DecisionRecord, Evaluation, read_decision
 from streamml.registry.keys import RegistryError
 from streamml.registry.models import read_champion
+from streamml.registry.shadow import ShadowState, end_shadow, read_shadow, start_shadow
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -193,3 +194,23 @@ def test_a_promotion_followed_after_the_champion_moved_on_writes_nothing(memory_
     pointer = follow_decision(memory_store, read_decision(memory_store, "fraud", "v2"), actor="validator-0", time=NOW)
     assert pointer.version == "v3" and len(memory_store.writes) == writes
     assert announcement(record(promote_it=True), pointer) is None
+
+
+def shadow_state(version, actor):
+    return ShadowState(model="fraud", version=version, champion_version="v1", started=NOW,
+                       deadline=NOW + timedelta(seconds=60), offsets={"predictions.fraud": {0: 5}},
+                       offline=record(version), actor=actor)
+
+
+def test_of_two_validators_starting_one_shadow_the_first_stands_and_a_leftover_is_replaced(memory_store):
+    first = start_shadow(memory_store, shadow_state("v2", "validator-0"))
+    assert start_shadow(memory_store, shadow_state("v2", "validator-1")) == first
+    assert read_shadow(memory_store, "fraud").actor == "validator-0"
+    # A shadow of another version, left behind by a validator that decided it and stopped before ending it.
+    later = start_shadow(memory_store, shadow_state("v3", "validator-1"))
+    assert read_shadow(memory_store, "fraud") == later
+    end_shadow(memory_store, "fraud", "v2")  # not v2's any more: stays
+    assert read_shadow(memory_store, "fraud") == later
+    end_shadow(memory_store, "fraud", "v3")
+    end_shadow(memory_store, "fraud", "v3")
+    assert read_shadow(memory_store, "fraud") is None

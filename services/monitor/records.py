@@ -71,6 +71,7 @@ class FeatureLayout:
             ("output", output),
             ("time", TIME_TYPE),
             ("flags", pa.list_(pa.string())),  # optional: the input rules a record broke (SDK input checks)
+            ("shadow", pa.bool_()),  # optional: scored by a version in shadow, not served
         ])
 
 
@@ -85,6 +86,7 @@ class DecodedPredictions:
     outputs: np.ndarray
     rejected: dict[int, str] = field(default_factory=dict)
     flagged: dict[str, int] = field(default_factory=dict)  # "feature:rule" -> valid records that broke it
+    shadow: np.ndarray | None = None  # true where a version in shadow answered (not served); None: none did
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -149,7 +151,14 @@ def decode_predictions(values: list[bytes | None], layout: FeatureLayout, model:
         outputs=outputs,
         rejected=rejected,
         flagged=_flag_counts(table.column("flags")),
+        shadow=_marked(table.column("shadow")),
     )
+
+
+def _marked(shadow: pa.ChunkedArray) -> np.ndarray | None:
+    if shadow.null_count == len(shadow):
+        return None
+    return pc.fill_null(shadow, False).to_numpy(zero_copy_only=False)
 
 
 def _flag_counts(flags: pa.ChunkedArray) -> dict[str, int]:
@@ -197,6 +206,7 @@ def _predictions_one_by_one(values: list[bytes | None], layout: FeatureLayout, m
         outputs=outputs.reshape(len(records), width) if width else outputs.reshape(len(records)),
         rejected=rejected,
         flagged=dict(Counter(flag for record in records for flag in record.flags)),
+        shadow=np.array([record.shadow for record in records], dtype=bool) if any(r.shadow for r in records) else None,
     )
 
 

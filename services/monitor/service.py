@@ -343,7 +343,11 @@ class MonitorService(ConsumerService[MonitorSettings]):
         return owned.watch
 
     def _another_version(self, decoded: DecodedPredictions, watch: ModelWatch) -> bool:
-        return len(decoded) > 0 and pc.any(pc.not_equal(decoded.versions, watch.version)).as_py()
+        """Served answers of another version: a promotion happened (a version in shadow answers beside)."""
+        other = pc.not_equal(decoded.versions, watch.version).to_numpy(zero_copy_only=False)
+        if decoded.shadow is not None:
+            other = other & ~decoded.shadow
+        return bool(other.any())
 
     def _follow(self, watch: ModelWatch) -> ModelWatch:
         """Re-read the pointer now: predictions of another version usually mean a promotion just happened."""

@@ -67,13 +67,16 @@ class ModelWatch:
         return self.monitor.reference.classes
 
     def add_predictions(self, decoded: DecodedPredictions) -> tuple[list[DriftDetected], int]:
-        """Feed the champion's predictions; returns the events and how many records were another version's."""
+        """Feed the champion's predictions; returns the events and how many records were another version's
+        (or a version's in shadow: scored beside the champion, never served)."""
         if len(decoded) == 0:
             return [], 0
         for flag, count in decoded.flagged.items():
             feature, _, rule = flag.partition(":")
             metrics.FLAGGED.labels(self.model, feature, rule).inc(count)
         ours = pc.equal(decoded.versions, self.version).to_numpy(zero_copy_only=False)
+        if decoded.shadow is not None:
+            ours = ours & ~decoded.shadow
         others = int(ours.size - np.count_nonzero(ours))
         batch = decoded.batch(None if others == 0 else ours)
         return self._kept(self.monitor.add_predictions(batch)), others

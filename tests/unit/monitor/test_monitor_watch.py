@@ -139,3 +139,15 @@ def test_a_batch_spanning_several_windows_adopts_the_prediction_reference_from_i
     feed.windows(watch, 1)
     later = watch.monitor.window_reports[-1]
     assert later.prediction is not None and not later.prediction.drifted
+
+
+def test_answers_of_a_version_in_shadow_are_not_monitored_even_once_it_is_champion(champion):
+    """A version in shadow answers every request beside the champion; once promoted, its shadow answers
+    still in the topic must not count as served ones."""
+    watch = ModelWatch(Champion("fraud", "v2", champion.reference, champion.baseline), OPTIONS)
+    feed = Feed(seed=6, version="v2")
+    decoded = feed.decoded(traffic(feed.rng, 10))
+    marked = DecodedPredictions(decoded.request_ids, decoded.versions, decoded.times, decoded.features,
+                                decoded.outputs, shadow=np.arange(10) < 4)
+    _, others = watch.add_predictions(marked)
+    assert others == 4

@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 
+from services.monitor.records import FeatureLayout, decode_predictions
 from streamml.events import decode
 from streamml.sdk.shadow import ShadowScorer
 from streamml.sdk.swap import ModelSnapshot
@@ -53,10 +54,15 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting_and_the_rest_is_logged
     assert (record, output, flags) == ({"amount": 1.0}, 0.25, ())
     assert context[:3] == ("v2", ("amount",), WHEN) and context[3] >= 0
 
-    (key, headers, value), = prediction_messages(b"/s", "fraud", logged[:1])
-    assert json.loads(value)["shadow"] is True
+    served = ("r1", {"amount": 1.0}, 0.5, (), ("v1", ("amount",), WHEN))
+    (key, headers, value), (_, _, champion) = prediction_messages(b"/s", "fraud", [logged[0], served])
+    assert json.loads(value)["shadow"] is True and "shadow" not in json.loads(champion)
     event, _ = decode(headers, key, value)
     assert event.shadow and event.model_version == "v2" and event.latency_ms == context[3]
+    # The monitor tells them apart, on its fast path and on its record-by-record one.
+    for values in ([champion, value], [champion, value, b"not json"]):
+        decoded = decode_predictions(values, FeatureLayout(("amount",), ()), "fraud")
+        assert decoded.shadow.tolist() == [False, True]
 
 
 def test_a_failing_shadow_costs_nothing_but_its_own_records():

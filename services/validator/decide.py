@@ -90,7 +90,7 @@ def _bounds(
                     else:
                         verdict.check(False, f"{name} is undefined on the test split")
                     continue
-                shown, limit = _pair(value, bound)
+                shown, limit = pair(value, bound)
                 holds = value >= bound if floor else value <= bound
                 relation = (">=" if holds else "<") if floor else ("<=" if holds else ">")
                 verdict.check(holds, f"{name} {shown} {relation} {'floor' if floor else 'ceiling'} {limit}{where}")
@@ -118,7 +118,7 @@ def _latency(verdict: _Verdict, measured: Latency | None, budget: LatencyBudget)
     elif measured.batch_size != batch:
         verdict.check(False, f"latency was measured at batch {measured.batch_size}; the budget is for batch {batch}")
     else:
-        shown, limit = _pair(measured.p95_ms, budget.p95_ms)
+        shown, limit = pair(measured.p95_ms, budget.p95_ms)
         holds = measured.p95_ms <= budget.p95_ms
         verdict.check(holds, f"latency p95 {shown} ms {'<=' if holds else '>'} budget {limit} ms at batch {batch}")
 
@@ -144,7 +144,7 @@ def _against_champion(
             continue
         # Positive when the candidate is better, in the metric's own direction.
         gain = mine - theirs if HIGHER_IS_BETTER[metric] else theirs - mine
-        shown, held = _pair(mine, theirs)
+        shown, held = pair(mine, theirs)
         if metric in policy.max_regression:
             allowed = policy.max_regression[metric]
             holds = -gain <= allowed + TOLERANCE
@@ -179,7 +179,7 @@ def _text(value: float | None) -> str:
     return "none" if value is None else _num(value)
 
 
-def _pair(a: float, b: float) -> tuple[str, str]:
+def pair(a: float, b: float) -> tuple[str, str]:
     """Both numbers with 4 significant digits, or more when 4 would print them equal."""
     for digits in range(4, 17):
         left, right = f"{a:.{digits}g}", f"{b:.{digits}g}"

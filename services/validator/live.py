@@ -21,7 +21,7 @@ from datetime import datetime
 import numpy as np
 import pyarrow as pa
 
-from services.validator.decide import TOLERANCE, Decision, _pair
+from services.validator.decide import TOLERANCE, Decision, pair
 from services.validator.evaluation import evaluate
 from services.validator.metrics import Task
 from services.validator.policy import HIGHER_IS_BETTER, ShadowPolicy
@@ -123,31 +123,32 @@ def judge_live(
     disagree = disagreement(task, champion, shadow)
     timed = latency[np.isfinite(latency)]
     p95 = float(np.percentile(timed, 95)) if timed.size else None
-    verdict = failed if enough else notes  # without enough rows, the rules' values are shown, not judged
+    # Without enough rows the rules' values are shown in the notes, not judged.
+    verdict = failed if enough else notes
     for rule in policy.rules:
         if rule.max_regression is not None:
             for name in members(rule.metric, {**mine, **theirs}) or [rule.metric]:
                 a, b = mine.get(name), theirs.get(name)
                 if a is None or b is None:
-                    (verdict if enough else notes).append(
+                    verdict.append(
                         f"live {name} cannot be compared: shadow has {a}, champion has {b}")
                     continue
                 gain = a - b if HIGHER_IS_BETTER[rule.metric] else b - a
                 holds = -gain <= rule.max_regression + TOLERANCE
-                shown, held = _pair(a, b)
+                shown, held = pair(a, b)
                 text = (f"live {name} {shown} vs champion {held}: {'no worse' if gain >= 0 else f'{-gain:.4g} worse'} "
                         f"(max_regression {rule.max_regression:g})")
                 (notes if holds else verdict).append(text)
         elif rule.max_disagreement is not None:
             if disagree is None:
-                (verdict if enough else notes).append("live disagreement is undefined (regression or no rows)")
+                verdict.append("live disagreement is undefined (regression or no rows)")
                 continue
             holds = disagree <= rule.max_disagreement + TOLERANCE
             (notes if holds else verdict).append(
                 f"live disagreement {disagree:.4g} {'<=' if holds else '>'} max_disagreement {rule.max_disagreement:g}")
         else:
             if p95 is None:
-                (verdict if enough else notes).append("live latency was not logged by the applications")
+                verdict.append("live latency was not logged by the applications")
                 continue
             holds = p95 <= rule.max_latency_p95_ms
             (notes if holds else verdict).append(

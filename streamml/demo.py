@@ -7,7 +7,9 @@
    champion, logs them, and sends the true labels as feedback.
 4. Inject drift into what the application sees and what it publishes; the
    monitor raises drift.detected, prep builds a new version, the trainer
-   trains on it, the validator promotes it, and the application swaps to it.
+   trains on it, the validator puts it in shadow (the example policy asks
+   for live evidence): the application scores its requests with it too,
+   and the validator promotes it on that evidence; the application swaps to it.
 5. Print each stage's timing, each model's metrics, and where to look.
 """
 
@@ -23,12 +25,22 @@ from rich.console import Console
 from rich.table import Table
 
 from streamml.datagen import to_json_records, transactions
-from streamml.events import DataLanded, DatasetReady, DriftDetected, ModelPromoted, ModelRejected, ModelTrained, decode
+from streamml.events import (
+    DataLanded,
+    DatasetReady,
+    DriftDetected,
+    ModelPromoted,
+    ModelRejected,
+    ModelShadow,
+    ModelTrained,
+    decode,
+)
 from streamml.kafka import BatchConsumer, EventProducer
 from streamml.settings import ServiceSettings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-EVENT_TOPICS = ["data.landed", "dataset.ready", "model.trained", "model.promoted", "model.rejected", "drift.detected"]
+EVENT_TOPICS = ["data.landed", "dataset.ready", "model.trained", "model.shadow", "model.promoted", "model.rejected",
+                "drift.detected"]
 DATASET, MODEL = "transactions", "fraud"
 
 
@@ -96,6 +108,10 @@ def describe(event: object) -> tuple[str, str]:
             return "trainer", f"{event.model} {event.version} trained on {event.device} in {event.training_seconds:.1f}s ({metrics})"
         case ModelPromoted():
             return "validator", f"{event.model} {event.version} PROMOTED (was {event.previous_champion}): {event.reason}"
+        case ModelShadow():
+            return "validator", (f"{event.model} {event.version} passed offline; in SHADOW beside {event.champion}: "
+                                 f"scoring live requests until {event.min_predictions:,} are labelled "
+                                 f"(by {event.deadline:%H:%M:%S})")
         case ModelRejected():
             return "validator", f"{event.model} {event.version} rejected: {'; '.join(event.reasons)}"
         case DriftDetected():
@@ -237,8 +253,10 @@ def run_demo(settings: ServiceSettings, plan: DemoPlan, console: Console) -> Tim
             time.sleep(0.5)
         if app.client.version != second[1].version:
             raise DemoFailed(f"the application still serves {app.client.version} after {second[1].version} was promoted")
+        shadow = app.client.shadow_stats()
         timeline.add("demo", f"done: the application serves {second[1].version}; "
-                     f"{app.served:,} predictions, {app.failed} failed requests", echo=echo)
+                     f"{app.served:,} predictions, {app.failed} failed requests; "
+                     f"{shadow.scored:,} scored in shadow, {shadow.dropped:,} not", echo=echo)
         return timeline
     finally:
         for worker in (app, publisher, watcher):
@@ -266,6 +284,7 @@ def summary_table(timeline: Timeline) -> Table:
         ("first champion", ModelPromoted, lambda e: True),
         ("drift detected", DriftDetected, lambda e: True),
         ("dataset built on drift", DatasetReady, lambda e: e.trigger == "drift"),
+        ("candidate in shadow", ModelShadow, lambda e: True),
     ]
     for name, kind, where in milestones:
         found = timeline.find(kind, 0.0, where)

@@ -36,6 +36,7 @@ from streamml.events import (
     EventError,
     ModelPromoted,
     ModelRejected,
+    ModelShadow,
     ModelTrained,
     decode,
 )
@@ -204,7 +205,7 @@ def event_link(event: Event) -> str | None:
             return links.raw(event.object_key)
         case DatasetReady():
             return links.dataset_version(event.dataset, event.version)
-        case ModelTrained() | ModelPromoted() | ModelRejected():
+        case ModelTrained() | ModelShadow() | ModelPromoted() | ModelRejected():
             return links.version(event.model, event.version)
         case DriftDetected():
             return links.drift(event.model)
@@ -213,6 +214,6 @@ def event_link(event: Event) -> str | None:
 
 def event_model_version(event: Event) -> tuple[str, str] | None:
     """(model, version) for events that judge or move a version."""
-    if isinstance(event, ModelTrained | ModelPromoted | ModelRejected):
+    if isinstance(event, ModelTrained | ModelShadow | ModelPromoted | ModelRejected):
         return event.model, event.version
     return None

@@ -134,6 +134,7 @@ def show(
     from streamml.registry.decisions import read_decision
     from streamml.registry.keys import RegistryError, check_name
     from streamml.registry.models import model_versions, read_card, read_champion
+    from streamml.registry.shadow import read_shadow
     from streamml.store import ObjectNotFound
 
     store = connect_store(state_dir)
@@ -142,6 +143,7 @@ def show(
         if wait > 0:
             _wait_for_a_decision(store, model, wait)
         champion, _ = read_champion(store, model)
+        in_shadow = read_shadow(store, model)
     except RegistryError as error:
         fail(str(error), 2)
     versions = []
@@ -156,7 +158,8 @@ def show(
             "version": version,
             "created": card.get("created"),
             "dataset": card.get("dataset", {}).get("version"),
-            "decision": None if decision is None else ("promoted" if decision.promote else "rejected"),
+            "decision": ("in shadow" if in_shadow is not None and in_shadow.version == version else None)
+            if decision is None else ("promoted" if decision.promote else "rejected"),
             "summary": decision.summary if decision else None,
             "failed_rules": decision.reasons if decision else [],
             # The trainer's metrics come from the validation split (the best epoch's); the validator's from the test split.
@@ -167,6 +170,7 @@ def show(
             "metrics": dict(decision.candidate.metrics) if decision else card.get("metrics", {}),
             "judged_on": decision.judged_on.model_dump(mode="json") if decision and decision.judged_on else None,
             "judged_on_text": decision.judged_on.text if decision and decision.judged_on else None,
+            "shadow": decision.shadow.model_dump(mode="json") if decision and decision.shadow else None,
         })
     if not versions and champion is None:
         fail(f"no model {model!r} in the registry; `streamml models list` shows the models", 2)
@@ -174,6 +178,10 @@ def show(
     if as_json:
         print(json.dumps({"model": model, "champion": pointer, "versions": versions}, indent=2))
         return
+    if in_shadow is not None:
+        console.print(f"in shadow: [bold]{in_shadow.version}[/bold] beside {in_shadow.champion_version or '-'} since "
+                      f"{in_shadow.started.isoformat()}, decided by {in_shadow.deadline.isoformat()} at the latest",
+                      highlight=False)
     if champion:
         console.print(f"champion [bold]{champion.version}[/bold] (previous {champion.previous or '-'}) "
                       f"set by {champion.actor} at {champion.time.isoformat()}: {champion.reason}", highlight=False)
@@ -190,6 +198,11 @@ def show(
     for row in versions:
         if row["judged_on_text"]:
             console.print(f"{row['version']} judged on: {row['judged_on_text']}", highlight=False, soft_wrap=True)
+        if row["shadow"]:
+            live = row["shadow"]
+            console.print(f"{row['version']} live, in shadow beside the champion: {live['rows']} labelled requests, "
+                          f"{_metrics(live['candidate'])} vs champion {_metrics(live['champion'])}",
+                          highlight=False, soft_wrap=True)
         for rule in row["failed_rules"]:
             console.print(f"{row['version']} failed: {rule}", highlight=False, markup=False, soft_wrap=True)
     if versions:

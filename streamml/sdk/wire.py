@@ -3,29 +3,32 @@
 ``streamml.events.encode`` validates a model and builds a CloudEvent object per
 event (~200 µs here), which would cost more than the prediction itself. The
 client already holds valid values, so this writes the same headers and JSON
-body directly; ``streamml.events.decode`` reads both alike.
-``prediction_message`` builds one event (~20 µs); ``prediction_messages``
-builds a batch with one JSON encode for all its bodies (msgspec), a few µs
-per event, which is what lets a server log every prediction at full rate.
+body directly. ``prediction_batches`` turns a batch of the prediction log into
+``PredictionBatch`` events, one msgspec encode and one Kafka message for up to
+``MAX_BATCH_BYTES`` of predictions: per prediction that costs a few µs, where
+one message per prediction cost a Kafka produce and a delivery report each,
+which is what lets a server log every prediction at full rate. Readers split
+them with ``streamml.prediction_events``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain
 from datetime import UTC, datetime
-from typing import Any
+from itertools import chain
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
 
-from streamml.events import SCHEMA_BASE, PredictionRecord
+from streamml.events import SCHEMA_BASE, PredictionBatch
 
-TYPE = PredictionRecord.ce_type().encode()
-SCHEMA = (SCHEMA_BASE + PredictionRecord.schema_name()).encode()
+TYPE = PredictionBatch.ce_type().encode()
+SCHEMA = (SCHEMA_BASE + PredictionBatch.schema_name()).encode()
+# A batch's body stays well below the brokers' default message.max.bytes (1 MiB); a larger one is split.
+MAX_BATCH_BYTES = 256 * 1024
 Message = tuple[bytes, list[tuple[str, bytes]], bytes]
 # One logged prediction: (request_id, record, output or None when it cannot be logged, flags,
 # (version, feature names, time)); the last is shared by the records of one predict call.
@@ -35,83 +38,62 @@ _PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
 _ENCODER = msgspec.json.Encoder()
 
 
+class Chunk(NamedTuple):
+    """Items ``[previous chunk's end, end)`` of a batch: ``logged`` of them in ``message``, the rest unloggable."""
+
+    end: int
+    logged: int
+    message: Message | None  # None when none of them can be logged
+
+
 def timestamp(time: datetime) -> str:
     """RFC 3339 in UTC with a Z, as the JSON of a pydantic datetime reads."""
     return time.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def prediction_message(
-    source: bytes,
-    request_id: str,
-    model: str,
-    version: str,
-    features: dict[str, float | int | str | None],
-    output: float | list[float],
-    time: str,
-    flags: Sequence[str] = (),
-) -> Message:
-    """(key, headers, value) of one PredictionRecord; ``time`` from ``timestamp``.
+def prediction_batches(source: bytes, model: str, batch: Sequence[Logged],
+                       max_bytes: int = MAX_BATCH_BYTES) -> list[Chunk]:
+    """``batch`` as PredictionBatch messages (key, headers, value), in order, each at most ``max_bytes``
+    unless it holds a single prediction.
 
-    ``flags`` (``feature:rule`` of each rule of the dataset spec the inputs
-    break) is written only when there are some, so a clean record reads as
-    it did before the field existed. Raises ValueError for a NaN or infinite
-    number, which JSON cannot carry.
+    Each prediction reads as a ``PredictionRecord`` body; ``flags`` is written
+    only when there are some. A record whose output is None (NaN or infinite,
+    see ``loggable_outputs``) is left out and counted in its chunk. A NaN or
+    infinite feature value is written as null (missing).
     """
-    document = {"request_id": request_id, "model": model, "model_version": version, "features": features,
-                "output": output, "time": time}
-    if flags:
-        document["flags"] = list(flags)
-    body = json.dumps(document, allow_nan=False).encode()
-    key = model.encode()  # a model's predictions share a partition: one monitor replica judges them
-    headers = [
-        ("ce_id", str(uuid.uuid4()).encode()),
-        ("ce_source", source),
-        ("ce_type", TYPE),
-        ("ce_time", time.encode()),
-        ("content-type", b"application/json"),
-        ("ce_dataschema", SCHEMA),
-        ("ce_partitionkey", key),
-        ("ce_specversion", b"1.0"),
-    ]
-    return key, headers, body
-
-
-def prediction_messages(source: bytes, model: str, batch: Sequence[Logged]) -> list[Message | None]:
-    """(key, headers, value) of each prediction of ``batch``, with one JSON encode for all the bodies.
-
-    Each body reads as ``prediction_message`` writes it. A record whose output
-    is None (NaN or infinite, see ``loggable_outputs``) gets None instead of a
-    message. A NaN or infinite feature value is written as null (missing).
-    """
-    documents = []
+    documents: list[dict[str, Any] | None] = []
     for request_id, record, output, flags, (version, features, time) in batch:
         if output is None:
+            documents.append(None)
             continue
         document = {"request_id": request_id, "model": model, "model_version": version,
                     "features": {name: record.get(name) for name in features}, "output": output, "time": time}
         if flags:
             document["flags"] = list(flags)
         documents.append(document)
-    values: Iterable[Any] = chain.from_iterable(document["features"].values() for document in documents)
+    kept = [document for document in documents if document is not None]
+    values: Iterable[Any] = chain.from_iterable(document["features"].values() for document in kept)
     if not _PLAIN_TYPES.issuperset(map(type, values)):  # numpy scalars, dates...: as plain() writes them
-        for document in documents:
+        for document in kept:
             document["features"] = {name: plain(value) for name, value in document["features"].items()}
-    bodies = iter(_ENCODER.encode_lines(documents).split(b"\n"))  # msgspec escapes newlines within strings
+    return _chunks(source, model, documents, 0, len(documents), max_bytes)
+
+
+def _chunks(source: bytes, model: str, documents: list[dict[str, Any] | None], start: int, end: int,
+            max_bytes: int) -> list[Chunk]:
+    kept = [document for document in documents[start:end] if document is not None]
+    if not kept:
+        return [Chunk(end, 0, None)]
+    body = _ENCODER.encode({"model": model, "predictions": kept})
+    if len(body) > max_bytes and len(kept) > 1:
+        middle = (start + end) // 2
+        return (_chunks(source, model, documents, start, middle, max_bytes)
+                + _chunks(source, model, documents, middle, end, max_bytes))
     key = model.encode()  # a model's predictions share a partition: one monitor replica judges them
-    ids = uuid.uuid4().hex  # a CloudEvents id is unique per source: this batch's, and the event's place in it
-    messages: list[Message | None] = []
-    common, last_time = [], None
-    for index, (_, _, output, _, (_, _, time)) in enumerate(batch):
-        if output is None:
-            messages.append(None)
-            continue
-        if time is not last_time:
-            common = [("ce_source", source), ("ce_type", TYPE), ("ce_time", time.encode()),
-                      ("content-type", b"application/json"), ("ce_dataschema", SCHEMA), ("ce_partitionkey", key),
-                      ("ce_specversion", b"1.0")]
-            last_time = time
-        messages.append((key, [("ce_id", f"{ids}-{index}".encode()), *common], next(bodies)))
-    return messages
+    headers = [("ce_id", uuid.uuid4().hex.encode()), ("ce_source", source), ("ce_type", TYPE),
+               ("ce_time", kept[-1]["time"].encode()), ("content-type", b"application/json"),
+               ("ce_dataschema", SCHEMA), ("ce_partitionkey", key), ("ce_specversion", b"1.0")]
+    return [Chunk(end, len(kept), (key, headers, body))]
 
 
 def loggable_outputs(outputs: np.ndarray) -> list[float | list[float] | None]:

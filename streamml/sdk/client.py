@@ -28,9 +28,9 @@ version that cannot be loaded is logged and counted, and the old one stays.
 
 Each prediction is logged to ``predictions.<model>`` (a ``PredictionRecord``
 per record, with its request id) by a background sender that never makes a
-request wait: it encodes its predictions a batch at a time into one
-``PredictionBatch`` message (split past 256 KiB), read back with
-``streamml.prediction_events``;
+request wait: each call's predictions are encoded at once, and the sender
+joins up to 500 of them into one ``PredictionBatch`` message (split past
+256 KiB), read back with ``streamml.prediction_events``;
 ``feedback`` sends ``FeedbackRecord`` to ``feedback.<model>``.
 A prediction counts as delivered once the broker acknowledged it. While the
 broker is away, predictions wait in a bounded buffer and the producer's
@@ -51,7 +51,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -69,7 +68,7 @@ from streamml.sdk.loader import LoadedVersion, load_version
 from streamml.sdk.prediction_log import LogStats, PredictionLog
 from streamml.sdk.promotions import PromotionFeed
 from streamml.sdk.swap import ModelSlot, ModelSnapshot
-from streamml.sdk.wire import Logged, loggable_outputs, prediction_batches, timestamp
+from streamml.sdk.wire import encode_predictions, loggable_outputs, prediction_batches, timestamp
 from streamml.settings import ServiceSettings
 from streamml.store import ObjectStore
 
@@ -177,11 +176,11 @@ class ModelClient:
         prediction = snapshot.predict(records)
         ids = list(request_ids) if request_ids is not None else new_request_ids(len(records))
         if self._log is not None:
-            # Cheap here (one tuple per record); the log's sender encodes whole batches.
-            context = (prediction.version, snapshot.transform.features, timestamp(datetime.now(UTC)))
-            marks = ([tuple(flag_names(flags[index])) if index in flags else () for index in range(len(records))]
-                     if flags else repeat(()))
-            self._log.add_many(zip(ids, records, loggable_outputs(prediction.output), marks, repeat(context)))
+            # One msgspec call for the call's predictions here; the log's sender only joins them (see wire.py).
+            marks = {index: flag_names(violations) for index, violations in flags.items()}
+            self._log.add_many(encode_predictions(
+                self.model, prediction.version, snapshot.transform.features, timestamp(datetime.now(UTC)), ids,
+                records, loggable_outputs(prediction.output), marks))
         return Predictions(prediction.version, prediction.output, ids, flags)
 
     def _check(self, snapshot: ModelSnapshot, records: Sequence[Mapping[str, Any]]) -> dict[int, list[Violation]]:
@@ -281,7 +280,7 @@ class ModelClient:
 
     # ------------------------------------------------------------ logging
 
-    def _send_predictions(self, batch: list[Logged]) -> int:
+    def _send_predictions(self, batch: list[bytes | None]) -> int:
         """The prediction log's sink: the batch as few PredictionBatch messages, queued while the producer
         takes them; returns how many items of the batch (from the front) left the log."""
         taken = 0

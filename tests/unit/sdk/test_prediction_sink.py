@@ -8,10 +8,9 @@ import pytest
 
 from streamml.prediction_events import prediction_records
 from streamml.sdk.client import ModelClient, new_request_ids
-from streamml.sdk.wire import timestamp
+from streamml.sdk.wire import encode_predictions, timestamp
 
 pytestmark = pytest.mark.unit
-CONTEXT = ("v1", ("amount",), timestamp(datetime(2024, 6, 1, tzinfo=UTC)))
 
 
 class Producer:
@@ -45,8 +44,9 @@ def sink(room: int) -> SimpleNamespace:
 
 
 def batch(outputs, amount_text=""):
-    return [(f"r{i}", {"amount": f"{amount_text}{i}" if amount_text else float(i)}, output, (), CONTEXT)
-            for i, output in enumerate(outputs)]
+    records = [{"amount": f"{amount_text}{i}" if amount_text else float(i)} for i in range(len(outputs))]
+    return encode_predictions("fraud", "v1", ("amount",), timestamp(datetime(2024, 6, 1, tzinfo=UTC)),
+                              [f"r{i}" for i in range(len(outputs))], records, outputs, {})
 
 
 def logged_ids(client) -> list[str]:

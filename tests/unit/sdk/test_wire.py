@@ -10,20 +10,22 @@ import pytest
 from services.monitor.records import FeatureLayout, decode_predictions
 from streamml.events import EventError, PredictionBatch, PredictionRecord, decode, encode
 from streamml.prediction_events import prediction_bodies, prediction_records
-from streamml.sdk.wire import loggable_outputs, plain, prediction_batches, timestamp
+from streamml.sdk.wire import encode_predictions, loggable_outputs, plain, prediction_batches, timestamp
 
 pytestmark = pytest.mark.unit
 WHEN = datetime(2024, 6, 1, 12, 30, 5, 123456, tzinfo=UTC)
 
 
 def logged(records, outputs, flags=None, features=("amount", "hour", "channel", "device"), version="v2"):
-    flags = flags or [()] * len(records)
-    return [(f"req-{i}", record, output, flag, (version, features, timestamp(WHEN)))
-            for i, (record, output, flag) in enumerate(zip(records, outputs, flags, strict=True))]
+    """The bodies of one predict call's records, with request ids req-0, req-1..."""
+    ids = [f"req-{i}" for i in range(len(records))]
+    return encode_predictions("fraud", version, features, timestamp(WHEN), ids, records, outputs,
+                              {i: flag for i, flag in enumerate(flags or []) if flag})
 
 
 def test_a_batch_decodes_to_the_event_encode_would_have_sent():
     features = {"amount": 12.5, "hour": 3, "channel": "web", "device": None}
+    sent = datetime.now(UTC)
     [(end, count, (key, headers, value))] = prediction_batches(b"/streamml/app", "fraud",
                                                                logged([features], [[0.25, 0.75]]))
     assert (end, count) == (1, 1)
@@ -34,7 +36,7 @@ def test_a_batch_decodes_to_the_event_encode_would_have_sent():
     reference = encode(event, "/streamml/app")
     assert key.decode() == reference.key and sorted(name for name, _ in headers) == sorted(reference.headers)
     assert attributes["source"] == "/streamml/app" and attributes["partitionkey"] == "fraud"
-    assert attributes["time"] == WHEN
+    assert sent <= attributes["time"] <= datetime.now(UTC)  # when the batch was sent; each prediction has its own
     assert prediction_records(headers, key, value) == [record]
 
 
@@ -64,12 +66,12 @@ def test_each_prediction_of_a_batch_reads_as_its_own_prediction_event():
         [(end, count, (key, headers, value))] = prediction_batches(b"/streamml/app", "fraud", batch)
         assert (end, count) == (size, size)
         read = prediction_records(headers, key, value)
-        for (request_id, record, output, flag, _), event in zip(batch, read, strict=True):
-            assert event == PredictionRecord(request_id=request_id, model="fraud", model_version="v2",
+        for i, (record, output, flag, event) in enumerate(zip(records, outputs, flags, read, strict=False)):
+            assert event == PredictionRecord(request_id=f"req-{i}", model="fraud", model_version="v2",
                                              features={name: plain(record.get(name)) for name in features},
                                              output=output, time=WHEN, flags=list(flag))
         bodies = prediction_bodies(dict(headers)["ce_type"].decode(), value)
-        assert [PredictionRecord.model_validate_json(body) for body in bodies] == read
+        assert bodies == batch and [PredictionRecord.model_validate_json(body) for body in bodies] == read
         assert [b"flags" in body for body in bodies] == [bool(flag) for flag in flags[:size]]
 
 
@@ -83,13 +85,14 @@ def test_a_batch_leaves_out_what_cannot_be_logged_and_the_monitor_reads_the_rest
     decoded = decode_predictions(bodies, FeatureLayout(("amount",), ("channel",)), "fraud")
     assert decoded.rejected == {} and decoded.request_ids.to_pylist() == ["req-0", "req-2"]
     assert decoded.outputs.tolist() == [0.5, 0.25] and decoded.flagged == {"amount:max": 1}
-    assert prediction_batches(b"/s", "fraud", batch[1:2]) == [(1, 0, None)]
+    assert batch[1] is None and prediction_batches(b"/s", "fraud", batch[1:2]) == [(1, 0, None)]
 
 
 def test_a_batch_past_the_size_limit_is_split_in_order_and_covers_every_item():
     batch = logged([{"amount": float(i), "hour": i, "channel": "web" * 20} for i in range(40)],
                    [0.5 if i % 7 else None for i in range(40)])
     chunks = prediction_batches(b"/s", "fraud", batch, max_bytes=2_000)
+    assert [chunk.end for chunk in chunks] == sorted({chunk.end for chunk in chunks})
     assert len(chunks) > 1 and chunks[-1].end == 40
     assert all(len(chunk.message[2]) <= 2_000 for chunk in chunks if chunk.message)
     ids = [event.request_id for chunk in chunks if chunk.message

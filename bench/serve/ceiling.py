@@ -15,8 +15,9 @@ change is measured against the same route in the same run.
 Printed for each: requests/s, predictions/s, p50/p99, errors, the server's
 CPU per 1,000 predictions and per request, and for each logging server the
 prediction log's delivered and dropped counts over that request size; then
-the ratios of the servers to the route. The clients share the machine's
-cores with the servers.
+the ratios of the servers to the route, by predictions/s and by CPU per
+prediction (the route's over the server's: steadier on a busy machine).
+The clients share the machine's cores with the servers.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def main() -> None:
                 for label, found in result.items():
                     print(f"{found.line(label)}  {found.predictions_per_s / batch:8,.0f} req/s  "
                           f"{found.cpu_ms_per_1000 * batch / 1000:6.3f} CPU ms per request  "
-                          f"{found.predictions_per_s / route.predictions_per_s:.2f}x the route")
+                          f"{found.predictions_per_s / route.predictions_per_s:.2f}x the route "
+                          f"({route.cpu_ms_per_1000 / found.cpu_ms_per_1000:.2f}x by CPU per prediction)")
                 for name, counts in drained.items():
                     print(f"prediction log ({name}): {counts['delivered']:,.0f} delivered, "
                           f"{counts['dropped']:,.0f} dropped, {counts['failed']:,.0f} failed")

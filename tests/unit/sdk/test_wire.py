@@ -1,14 +1,13 @@
 """Prediction batches built by the SDK's fast path read exactly like events built by streamml.events.encode,
 and every reader of predictions.<model> splits them with the one shared decoder."""
 
-import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
 from services.monitor.records import FeatureLayout, decode_predictions
-from streamml.events import EventError, PredictionBatch, PredictionRecord, decode, encode
+from streamml.events import PredictionBatch, PredictionRecord, decode, encode
 from streamml.prediction_events import prediction_bodies, prediction_records
 from streamml.sdk.wire import encode_predictions, loggable_outputs, plain, prediction_batches, timestamp
 
@@ -99,18 +98,3 @@ def test_a_batch_past_the_size_limit_is_split_in_order_and_covers_every_item():
            for event in prediction_records(chunk.message[1], chunk.message[0], chunk.message[2])]
     assert ids == [f"req-{i}" for i in range(40) if i % 7]
     assert sum(chunk.logged for chunk in chunks) == len(ids)
-
-
-def test_single_prediction_events_still_read_and_other_events_are_refused_with_the_reason():
-    record = PredictionRecord(request_id="r1", model="fraud", model_version="v1", features={"amount": 1.0},
-                              output=0.5, time=WHEN)
-    message = encode(record, "/old-sdk")
-    headers = list(message.headers.items())
-    assert prediction_records(headers, message.key, message.value) == [record]
-    assert prediction_bodies(record.ce_type(), message.value) == [message.value]
-    with pytest.raises(EventError, match="found ce_type 'streamml.feedback.v1'"):
-        prediction_bodies("streamml.feedback.v1", b"{}")
-    with pytest.raises(EventError, match="not a batch of predictions"):
-        prediction_bodies(PredictionBatch.ce_type(), b'{"predictions": 3}')
-    with pytest.raises(EventError, match="carries no predictions"):
-        prediction_bodies(PredictionBatch.ce_type(), b'{"model": "fraud", "predictions": []}')

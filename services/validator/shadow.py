@@ -7,7 +7,8 @@ kept anywhere but in the topics. A consumer without a group is assigned those
 offsets and reads until ``min_predictions`` labelled requests were answered by
 both versions, or the deadline passes. Messages are parsed one by one: the
 evidence is bounded by ``min_predictions`` (a few thousand requests), not by
-the traffic of the model.
+the traffic of the model. A ``PredictionBatch`` is split into its predictions
+with the decoder every reader of the topic uses (``streamml.prediction_events``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from services.validator.live import Answers
+from streamml.events import EventError
 from streamml.faults import Interrupted
+from streamml.prediction_events import prediction_bodies
 from streamml.registry.shadow import ShadowState
 from streamml.settings import KafkaSettings
 
@@ -80,18 +83,35 @@ class Evidence:
         self.labels: list = []
         self.ignored = 0  # other versions' answers, unreadable messages
 
-    def add(self, stream: str, value: bytes | None) -> None:
-        try:
-            record = json.loads(value or b"")
-            request_id = record["request_id"]
-        except (ValueError, KeyError, TypeError):
-            self.ignored += 1
-            return
+    def add(self, stream: str, ce_type: str | None, value: bytes | None) -> None:
+        """One message of ``predictions.<model>`` (one prediction or a batch of them) or ``feedback.<model>``."""
         if stream == "feedback":
-            if "label" in record:
-                self.label_ids.append(request_id)
+            record = self._parsed(value)
+            if record is not None and "label" in record:
+                self.label_ids.append(record["request_id"])
                 self.labels.append(record["label"])
             return
+        try:
+            bodies = prediction_bodies(ce_type, value)
+        except EventError:
+            self.ignored += 1
+            return
+        for body in bodies:
+            record = self._parsed(body)
+            if record is not None:
+                self._add_prediction(record)
+
+    def _parsed(self, body: bytes | None) -> dict | None:
+        try:
+            record = json.loads(body or b"")
+            record["request_id"]
+        except (ValueError, KeyError, TypeError):
+            self.ignored += 1
+            return None
+        return record
+
+    def _add_prediction(self, record: dict) -> None:
+        request_id = record["request_id"]
         version, shadow = record.get("model_version"), bool(record.get("shadow"))
         if shadow and version == self.state.version:
             self.shadow["ids"].append(request_id)
@@ -130,7 +150,9 @@ def gather(
                 raise Interrupted(f"stopping during the shadow of {state.model} {state.version}")
             for message in consumer.consume(500, 0.2):
                 if message.error() is None:
-                    evidence.add(streams.get(message.topic(), "predictions"), message.value())
+                    ce_type = dict(message.headers() or []).get("ce_type")
+                    evidence.add(streams.get(message.topic(), "predictions"),
+                                  ce_type.decode("utf-8", "replace") if ce_type else None, message.value())
             if time.monotonic() - counted >= COUNT_EVERY_S:
                 counted = time.monotonic()
                 if enough(evidence):

@@ -9,7 +9,7 @@ full (the shadow is slower than the traffic) the call is dropped and counted,
 never waited for, so the response never waits on the shadow and a slow or
 broken shadow costs the requests nothing but the CPU it takes::
 
-    scorer = ShadowScorer("fraud", log.add_many, capacity=64)
+    scorer = ShadowScorer("fraud", log.add_many, capacity=64)   # takes encoded prediction bodies
     scorer.serve(snapshot)                 # a version in shadow; None: none
     scorer.offer(records, request_ids, time_text)
     scorer.close()
@@ -23,13 +23,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 from prometheus_client import Counter
 
 from streamml.sdk.swap import ModelSnapshot
-from streamml.sdk.wire import Logged, loggable_outputs
+from streamml.sdk.wire import encode_predictions, loggable_outputs
 
 log = logging.getLogger("streamml.sdk.shadow")
 
@@ -47,7 +46,7 @@ class ShadowStats:
 
 
 class ShadowScorer:
-    def __init__(self, model: str, log_many: Callable[[list[Logged]], int], *, capacity: int = 64) -> None:
+    def __init__(self, model: str, log_many: Callable[[list[bytes | None]], int], *, capacity: int = 64) -> None:
         if capacity < 1:
             raise ValueError(f"capacity ({capacity}) must be at least 1 call")
         self.model = model
@@ -125,8 +124,8 @@ class ShadowScorer:
                               type(error).__name__, error)
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000.0
-            context = (snapshot.version, snapshot.transform.features, time_text, elapsed_ms)
-            self._log_many(list(zip(ids, records, loggable_outputs(prediction.output), repeat(()), repeat(context))))
+            self._log_many(encode_predictions(self.model, snapshot.version, snapshot.transform.features, time_text,
+                                              ids, records, loggable_outputs(prediction.output), {}, elapsed_ms))
             with self._lock:
                 self._scored += len(records)
             SCORED.labels(self.model).inc(len(records))

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from services.monitor.records import FeatureLayout, decode_predictions
-from streamml.events import decode
+from streamml.prediction_events import prediction_records
 from streamml.sdk.shadow import ShadowScorer
 from streamml.sdk.swap import ModelSnapshot
-from streamml.sdk.wire import prediction_messages
+from streamml.sdk.wire import encode_predictions, prediction_batches
 
 pytestmark = pytest.mark.unit
 WHEN = "2026-01-01T00:00:00Z"
@@ -49,18 +49,19 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting_and_the_rest_is_logged
     scorer.close()
     stats = scorer.stats()
     assert stats.dropped == 2 * offered.count(False) and stats.scored == 2 * offered.count(True)
-    assert [item[0] for item in logged][:2] == ["0a", "0b"]
-    request_id, record, output, flags, context = logged[0]
-    assert (record, output, flags) == ({"amount": 1.0}, 0.25, ())
-    assert context[:3] == ("v2", ("amount",), WHEN) and context[3] >= 0
+    assert [json.loads(body)["request_id"] for body in logged[:2]] == ["0a", "0b"]
+    first = json.loads(logged[0])
+    assert (first["request_id"], first["features"], first["output"]) == ("0a", {"amount": 1.0}, 0.25)
+    assert first["model_version"] == "v2" and first["shadow"] is True and first["latency_ms"] >= 0
 
-    served = ("r1", {"amount": 1.0}, 0.5, (), ("v1", ("amount",), WHEN))
-    (key, headers, value), (_, _, champion) = prediction_messages(b"/s", "fraud", [logged[0], served])
-    assert json.loads(value)["shadow"] is True and "shadow" not in json.loads(champion)
-    event, _ = decode(headers, key, value)
-    assert event.shadow and event.model_version == "v2" and event.latency_ms == context[3]
+    served = encode_predictions("fraud", "v1", ("amount",), WHEN, ["r1"], [{"amount": 1.0}], [0.5], {})
+    assert "shadow" not in json.loads(served[0])
+    ((key, headers, value),) = [chunk.message for chunk in prediction_batches(b"/s", "fraud", [logged[0], *served])]
+    both = prediction_records(headers, key, value)
+    assert [(r.model_version, r.shadow) for r in both] == [("v2", True), ("v1", False)]
+    assert both[0].latency_ms == first["latency_ms"]
     # The monitor tells them apart, on its fast path and on its record-by-record one.
-    for values in ([champion, value], [champion, value, b"not json"]):
+    for values in ([served[0], logged[0]], [served[0], logged[0], b"not json"]):
         decoded = decode_predictions(values, FeatureLayout(("amount",), ()), "fraud")
         assert decoded.shadow.tolist() == [False, True]
 

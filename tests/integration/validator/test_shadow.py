@@ -25,7 +25,8 @@ from registry_world import (
     wait_one_partition_each,
 )
 from services.validator.promote import set_champion
-from streamml.events import ModelRejected, PredictionRecord
+from streamml.events import ModelRejected
+from streamml.prediction_events import prediction_records
 from streamml.registry.decisions import read_decision
 from streamml.registry.models import read_champion
 from streamml.registry.shadow import read_shadow
@@ -121,8 +122,9 @@ def test_a_genuinely_better_candidate_is_promoted_after_its_shadow_once_by_two_v
     assert client.shadow_version is None
     promoted = world.read("model.promoted", 2, timeout=10)
     assert len({dict(m.headers())["ce_id"] for m in promoted}) == 1
-    logged = [e for e in world.events(f"predictions.{MODEL}", 2 * MIN_PREDICTIONS, timeout=30)
-              if isinstance(e, PredictionRecord)]
+    # Everything the client logged (it was closed, so flushed): batches of predictions, read for a few seconds.
+    logged = [record for m in world.read(f"predictions.{MODEL}", 10**9, timeout=5)
+              for record in prediction_records(m.headers(), m.key(), m.value())]
     marked = [e for e in logged if e.shadow]
     assert marked and {e.model_version for e in marked} == {"v2"} and all(e.latency_ms is not None for e in marked)
     assert all(e.model_version == "v1" for e in logged if not e.shadow and e.time < decision.shadow.started)

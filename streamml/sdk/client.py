@@ -259,10 +259,10 @@ class ModelClient:
         reconciliation; the version being served stays."""
         try:
             pointer, _ = read_champion(self.store, self.model)
-            self._refresh_shadow(pointer.version if pointer else None)
+            shadow_reachable = self._refresh_shadow(pointer.version if pointer else None)
             if pointer is None or pointer.version == self.version:
                 self.faults.succeeded(OBJECT_STORE)
-                return True
+                return shadow_reachable
             loaded = load_version(self.store, self.model, pointer.version,
                                   with_input_rules=self.input_checks != "off")
         except Exception as error:  # noqa: BLE001 - a bad version must not stop serving the current one
@@ -276,18 +276,22 @@ class ModelClient:
         self._swap(loaded)
         return True
 
-    def _refresh_shadow(self, champion: str | None) -> None:
+    def _refresh_shadow(self, champion: str | None) -> bool:
         """Score with the version ``shadow.json`` names, or stop when it names none (or the champion).
 
-        A shadow that cannot be read or loaded is logged once and not scored; serving goes on."""
+        A shadow that cannot be read or loaded is logged once and not scored; serving goes on.
+        False while the store is away: the watcher then tries again soon (backoff), not at the
+        next reconciliation, since a shadow lasts only ``max_duration_s``."""
         if self._shadow is None:
-            return
+            return True
         try:
             self._follow_shadow(champion)
         except Exception as error:  # noqa: BLE001 - a shadow must never cost the champion anything
             if transient_dependency(error) is None:
                 LOAD_FAILURES.labels(self.model).inc()
             self._failed(error, f"could not load the version of {self.model!r} in shadow; not scoring it")
+            return transient_dependency(error) is None
+        return True
 
     def _follow_shadow(self, champion: str | None) -> None:
         state = read_shadow(self.store, self.model)

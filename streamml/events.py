@@ -196,6 +196,24 @@ class PredictionRecord(Event):
         return f"predictions.{self.model}"
 
 
+class PredictionBatch(Event):
+    """Predictions of one model an application made, logged together: how the SDK sends them.
+
+    Each element reads as a ``PredictionRecord`` event's body. One message per
+    batch instead of one per prediction is what lets a server log every
+    prediction at its full rate; ``streamml.prediction_events`` reads both forms."""
+
+    TYPE: ClassVar[str] = "prediction.batch"
+    model: str
+    predictions: list[PredictionRecord] = Field(min_length=1)
+
+    def partition_key(self) -> str:
+        return self.model
+
+    def default_topic(self) -> str:
+        return f"predictions.{self.model}"
+
+
 class FeedbackRecord(Event):
     """The ground truth for an earlier prediction, joined by request id."""
 
@@ -224,6 +242,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ModelRejected,
         DriftDetected,
         PredictionRecord,
+        PredictionBatch,
         FeedbackRecord,
     )
 }

@@ -176,27 +176,6 @@ class EventProducer:
         self._producer.poll(0)
         return True
 
-    def produce_many(
-        self,
-        topic: str,
-        messages: Iterable[tuple[bytes, list[tuple[str, bytes]], bytes]],
-        on_delivery: Callable[[KafkaError | None, Message], None],
-    ) -> int:
-        """Queue (key, headers, value) messages in order until the local queue is full; returns how many.
-
-        Never waits. One delivery report per message goes to ``on_delivery``.
-        (librdkafka's batch produce cannot carry headers, so this loops.)"""
-        produce = self._producer.produce
-        queued = 0
-        try:
-            for key, headers, value in messages:
-                produce(topic, value, key, headers=headers, on_delivery=on_delivery)
-                queued += 1
-        except BufferError:
-            pass
-        self._producer.poll(0)
-        return queued
-
     def send(self, event: Event, topic: str | None = None, event_id: str | None = None) -> None:
         """Queue one event on its default (prefixed) topic unless ``topic`` is given.
 

@@ -37,10 +37,11 @@ from services.trainer.spec import ModelSpec, parse_model_spec
 from services.trainer.synthetic import synthetic_dataset
 from services.trainer.synthetic_store import commit_version
 from services.trainer.train import TrainResult, train
-from streamml.events import Event, ModelTrained, decode, encode
+from streamml.events import Event, ModelTrained, PredictionRecord, decode, encode
 from streamml.kafka import BatchConsumer, EventProducer
 from streamml.manifest import CategoryTransform, DatasetManifest, NumericTransform
 from streamml.portable import load_program
+from streamml.prediction_events import prediction_records
 from streamml.registry.keys import CARD_FILE, STATE_DICT_FILE, dataset_spec_key, version_prefix
 from streamml.settings import KafkaSettings
 from streamml.specs import DatasetSpec, parse_dataset_spec
@@ -94,6 +95,19 @@ class World:
 
     def events(self, topic: str, expected: int, timeout: float = 60) -> list[Event]:
         return [decode(m.headers(), m.key(), m.value())[0] for m in self.read(topic, expected, timeout)]
+
+    def predictions(self, model: str, expected: int, timeout: float = 60) -> list[PredictionRecord]:
+        """At least ``expected`` predictions logged to ``predictions.<model>`` (from its start), or what came
+        within ``timeout``, each batch split as every reader of the topic splits it."""
+        consumer = BatchConsumer(self.kafka, f"read-predictions-{time.monotonic_ns()}",
+                                 [self.kafka.topic(f"predictions.{model}")])
+        received: list[PredictionRecord] = []
+        deadline = time.monotonic() + timeout
+        while len(received) < expected and time.monotonic() < deadline:
+            for message in consumer.poll(100, 0.2):
+                received += prediction_records(message.headers(), message.key(), message.value())
+        consumer.close()
+        return received
 
     def write_spec(self, **overrides: object) -> ModelSpec:
         """A model spec in the trainer's folder: ``spec_document`` with ``overrides``."""

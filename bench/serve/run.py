@@ -70,6 +70,7 @@ from streamml.store import ObjectStore  # noqa: E402
 
 MODEL = "fraud"
 MAX_SWAP_WAIT_S = 60
+IDLE_RECONNECT_S = 4.0  # below the servers' keep-alive timeout (5 s)
 
 
 def register(store: ObjectStore) -> list[dict]:
@@ -106,11 +107,17 @@ class Client(threading.Thread):
 
     def run(self) -> None:
         connections = {name: self._connect(name) for name in self.ports}
+        used = dict.fromkeys(self.ports, time.perf_counter())
         index = 0
         while not self.stop.is_set():
             server = self.target[0]
             body = self.bodies[index % len(self.bodies)]
             index += 1
+            if time.perf_counter() - used[server] > IDLE_RECONNECT_S:
+                # The server closes a keep-alive connection idle for 5 s (while the others had their slices);
+                # a client opens a new one rather than fail on the closed one, as HTTP clients' pools do.
+                connections[server].close()
+                connections[server] = self._connect(server)
             started = time.perf_counter()
             try:
                 connection = connections[server]
@@ -123,6 +130,7 @@ class Client(threading.Thread):
                 connections[server] = self._connect(server)
                 version = None
             ended = time.perf_counter()
+            used[server] = ended
             self.samples.append((server, ended, ended - started, version))
 
     def _connect(self, server: str) -> http.client.HTTPConnection:

@@ -45,7 +45,8 @@ class MonitorOptions(Group):
     label_ttl_s: float = Field(86_400.0, gt=0, description="how long a prediction waits for its feedback")
     max_pending: int = Field(2_000_000, ge=1, description="predictions (and early feedback) kept waiting, per model")
     history: int = Field(100, ge=1, description="reports and events kept per model for `streamml drift report`")
-    poll_batch: int = Field(20_000, ge=1, le=1_000_000, description="records polled and judged at once")
+    poll_batch: int = Field(20_000, ge=1, le=1_000_000, description="records polled and judged at once (the "
+                            "messages polled adapt to how many predictions each carries)")
     champion_refresh_s: float = Field(10.0, gt=0, description="how often each champion pointer is re-read")
     checkpoint_interval_s: float = Field(
         10.0, gt=0, description="a model's checkpoint is written at least this often while records come (and "

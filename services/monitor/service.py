@@ -51,9 +51,10 @@ from services.monitor.config import MonitorOptions
 from services.monitor.records import DecodedPredictions, decode_feedback, decode_predictions
 from services.monitor.state import write_state
 from services.monitor.watch import ModelWatch
-from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord
+from streamml.events import DriftDetected, EventError, FeedbackRecord
 from streamml.faults import Interrupted
 from streamml.kafka import Offsets, next_offsets
+from streamml.prediction_events import BATCH_TYPE, PREDICTION_TYPES, prediction_bodies
 from streamml.registry.keys import RegistryError, check_name, monitor_state_key, monitor_unwatched_key
 from streamml.registry.monitor import MonitorState, UnwatchedChampion, read_monitor_state
 from streamml.service import ConsumerService, run
@@ -64,7 +65,6 @@ log = logging.getLogger("streamml.monitor")
 
 GROUP = "streamml-monitor"
 INPUT_TOPICS = [r"^predictions\..*", r"^feedback\..*"]
-EVENT_TYPES = {"predictions": PredictionRecord.ce_type(), "feedback": FeedbackRecord.ce_type()}
 # Predictions of an unwatched version make the monitor re-read the champion pointer, at most this often.
 FOLLOW_AT_MOST_EVERY_S = 1.0
 
@@ -116,16 +116,22 @@ class MonitorService(ConsumerService[MonitorSettings]):
         self.next_refresh: dict[str, float] = {}
         self.last_followed: dict[str, float] = {}
         self.stateless: Offsets = {}  # processed offsets of models outside `models`: committed at once
+        self.batched = 0  # predictions of the last poll beyond one per message (PredictionBatch events)
         log.info("watching models as their partitions are assigned",
                  extra={"models": self.options.models or "every model with a champion"})
 
     def serve(self) -> None:
         self.consumer.subscribe()
+        poll_size = self.options.poll_batch
         try:
             while not self.stopping.is_set():
-                messages = self.consumer.poll(self.options.poll_batch, timeout=0.2)
+                messages = self.consumer.poll(poll_size, timeout=0.2)
                 started = time.monotonic()
+                self.batched = 0
                 self._take(messages)
+                if messages:
+                    # A PredictionBatch message carries many predictions: poll about poll_batch records.
+                    poll_size = max(1, self.options.poll_batch * len(messages) // (len(messages) + self.batched))
                 self._tick()
                 self._checkpoint(force=False)
                 if messages:
@@ -295,7 +301,9 @@ class MonitorService(ConsumerService[MonitorSettings]):
 
     def _feed(self, watch: ModelWatch, stream: str, batch: list[Message]) -> list[DriftDetected]:
         """Judge a batch of the model's records (records the checkpoint covers already taken out)."""
-        expected = EVENT_TYPES[stream]
+        if stream == "predictions":
+            return self._feed_predictions(watch, batch)
+        expected = FeedbackRecord.ce_type()
         typed: list[Message] = []
         for message in batch:
             found = _header(message, "ce_type")
@@ -304,21 +312,48 @@ class MonitorService(ConsumerService[MonitorSettings]):
             else:
                 reason = f"{message.topic()} carries {expected} events, found ce_type {found!r}"
                 self.dead_letters.send(message, reason, "unexpected_event")
-        values = [message.value() for message in typed]
-        if stream == "predictions":
-            decoded = decode_predictions(values, watch.layout, watch.model)
-            if self._another_version(decoded, watch):
-                watch = self._follow(watch)
-                decoded = decode_predictions(values, watch.layout, watch.model)
-            events, others = watch.add_predictions(decoded)
-            RECORDS.labels(watch.model, stream, "other_version").inc(others)
-        else:
-            decoded = decode_feedback(values, watch.model, watch.task, watch.classes)
-            events, others = watch.add_feedback(decoded), 0
+        decoded = decode_feedback([message.value() for message in typed], watch.model, watch.task, watch.classes)
         for index, reason in decoded.rejected.items():
             self.dead_letters.send(typed[index], reason, "invalid_record")
         RECORDS.labels(watch.model, stream, "rejected").inc(len(batch) - len(typed) + len(decoded.rejected))
-        RECORDS.labels(watch.model, stream, "monitored").inc(len(decoded) - others)
+        RECORDS.labels(watch.model, stream, "monitored").inc(len(decoded))
+        return watch.add_feedback(decoded)
+
+    def _feed_predictions(self, watch: ModelWatch, batch: list[Message]) -> list[DriftDetected]:
+        """Predictions come one per message or many (a PredictionBatch); each is judged on its own, and a
+        message with a bad one goes to the dead-letter topic once, naming each bad one by its place."""
+        bodies: list[bytes] = []
+        origins: list[int] = []  # the index in ``batch`` of the message each body came from
+        starts: dict[int, int] = {}  # message index -> its first body's index, for batches
+        unreadable = 0
+        for index, message in enumerate(batch):
+            found = _header(message, "ce_type")
+            try:
+                split = prediction_bodies(found, message.value())
+            except EventError as error:
+                kind = "unexpected_event" if found not in PREDICTION_TYPES else "invalid_record"
+                self.dead_letters.send(message, f"{message.topic()}: {error}", kind)
+                unreadable += 1
+                continue
+            if found == BATCH_TYPE:
+                starts[index] = len(bodies)
+            bodies += split
+            origins += [index] * len(split)
+        self.batched += len(bodies) + unreadable - len(batch)
+        decoded = decode_predictions(bodies, watch.layout, watch.model)
+        if self._another_version(decoded, watch):
+            watch = self._follow(watch)
+            decoded = decode_predictions(bodies, watch.layout, watch.model)
+        events, others = watch.add_predictions(decoded)
+        bad: dict[int, list[str]] = defaultdict(list)
+        for index, reason in sorted(decoded.rejected.items()):
+            origin = origins[index]
+            bad[origin].append(f"prediction {index - starts[origin]}: {reason}" if origin in starts else reason)
+        for index, reasons in bad.items():
+            self.dead_letters.send(batch[index], "; ".join(reasons), "invalid_record")
+        RECORDS.labels(watch.model, "predictions", "rejected").inc(unreadable + len(decoded.rejected))
+        RECORDS.labels(watch.model, "predictions", "other_version").inc(others)
+        RECORDS.labels(watch.model, "predictions", "monitored").inc(len(decoded) - others)
         return events
 
     def _route(self, topic: str) -> tuple[str, str]:

@@ -9,12 +9,12 @@ per one-row request as the prediction. Every endpoint goes through
 model is loaded, and anything unexpected into a bare 500 (the traceback goes
 to the log).
 
-Predictions run on a pool of worker threads, one per core, so the event
-loop parses the next requests while torch computes (it releases the GIL).
-Measured with bench/serve on two shared cores, one-row requests from four
-clients: predicting on the loop itself cost about 5% less CPU per prediction
-but served 10-15% fewer predictions per second with a longer tail; Starlette's
-own thread pool (anyio) cost about twice the CPU per hand-off of this executor.
+A request of up to ``inline_rows`` rows is predicted on the event loop
+itself; a larger one on a pool of worker threads, one per core, so that it
+does not hold up the requests behind it while torch computes (it releases
+the GIL). Handing a small request to a worker cost more than predicting it:
+the hand-off wakes a thread, which then waits for the GIL the loop holds
+(measured with bench/serve/ceiling.py, see the README).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class Limits:
     max_request_bytes: int
     max_rows: int
     body_timeout_s: float
+    inline_rows: int = 256  # requests of up to this many rows are predicted on the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,8 @@ async def _send_json(send: Callable, status: int, body: Any, close: bool = False
 
 
 def inference_app(client: ModelClient, limits: Limits, predictions: Executor) -> ASGIApp:
-    """The app; ``predictions`` runs ``client.predict`` (one thread per core serves best, see the module doc)."""
+    """The app; ``predictions`` runs ``client.predict`` for requests of more than ``limits.inline_rows`` rows
+    (one thread per core serves best, see the module doc)."""
     model = client.model
     rows = ROWS.labels(model)
 
@@ -143,8 +145,11 @@ def inference_app(client: ModelClient, limits: Limits, predictions: Executor) ->
     async def infer(call: Call) -> Any:
         served(call)
         parsed = parse_infer(await body(call), client.slot.current().transform.features, limits.max_rows)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(predictions, client.predict, parsed.records, parsed.request_ids)
+        if len(parsed.records) <= limits.inline_rows:
+            result = client.predict(parsed.records, parsed.request_ids)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(predictions, client.predict, parsed.records, parsed.request_ids)
         rows.inc(len(parsed.records))
         return infer_response(model, result.version, result.outputs, result.request_ids, parsed.id)
 

@@ -18,6 +18,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+import torch
 from confluent_kafka import KafkaException
 from pydantic import Field, field_validator
 
@@ -47,6 +48,11 @@ class ServeOptions(Group):
     grace_s: int = Field(10, ge=0, description="on SIGTERM, how long running requests may finish")
     log_predictions: bool = Field(True, description="send each prediction to predictions.<model>")
     reconcile_s: float = Field(30.0, gt=0, description="how often the champion pointer is re-read")
+    inline_rows: int = Field(256, ge=0, description="requests of up to this many rows are predicted on the event "
+                             "loop (cheapest); larger ones on a pool of one thread per core, so as not to hold up "
+                             "the requests behind them")
+    torch_threads: int = Field(1, ge=1, description="torch's threads within one prediction; the server already "
+                               "runs one prediction per core at once")
     input_checks: InputChecks = Field(
         "flag", description="inputs that break the dataset spec: reject (400 naming the field), flag (predict, "
         "count and mark the logged prediction) or off")
@@ -78,8 +84,11 @@ class InferenceServer(Service[ServeSettings]):
                                       input_checks=options.input_checks)
         except (KafkaUnavailable, KafkaException, StoreError) as error:
             raise StartupError(str(error)) from None
+        # One prediction per core at once, each on one thread: with torch's default (a thread per core
+        # within each prediction) the idle threads spin and take the cores from the server and the clients.
+        torch.set_num_threads(options.torch_threads)
         self.predictions = ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="predict")
-        limits = Limits(options.max_request_bytes, options.max_rows, options.body_timeout_s)
+        limits = Limits(options.max_request_bytes, options.max_rows, options.body_timeout_s, options.inline_rows)
         app = inference_app(self.client, limits, self.predictions)
         try:
             self.http = WebServer(app, options.host, options.port, head_timeout_s=options.head_timeout_s,

@@ -26,9 +26,11 @@ it, runs one warm-up prediction, and swaps it in. Requests already running
 finish on the old version, new ones use the new one, and none fails: a
 version that cannot be loaded is logged and counted, and the old one stays.
 
-Each prediction is logged to ``predictions.<model>`` (one ``PredictionRecord``
+Each prediction is logged to ``predictions.<model>`` (a ``PredictionRecord``
 per record, with its request id) by a background sender that never makes a
-request wait and encodes and queues its predictions a batch at a time;
+request wait: each call's predictions are encoded at once, and the sender
+joins up to 500 of them into one ``PredictionBatch`` message (split past
+256 KiB), read back with ``streamml.prediction_events``;
 ``feedback`` sends ``FeedbackRecord`` to ``feedback.<model>``.
 A prediction counts as delivered once the broker acknowledged it. While the
 broker is away, predictions wait in a bounded buffer and the producer's
@@ -47,8 +49,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -66,7 +68,7 @@ from streamml.sdk.loader import LoadedVersion, load_version
 from streamml.sdk.prediction_log import LogStats, PredictionLog
 from streamml.sdk.promotions import PromotionFeed
 from streamml.sdk.swap import ModelSlot, ModelSnapshot
-from streamml.sdk.wire import Logged, loggable_outputs, prediction_messages, timestamp
+from streamml.sdk.wire import encode_predictions, loggable_outputs, prediction_batches, timestamp
 from streamml.settings import ServiceSettings
 from streamml.store import ObjectStore
 
@@ -136,8 +138,8 @@ class ModelClient:
         self.producer = EventProducer(settings.kafka, client_id=client_id or f"streamml-sdk-{model}", **LOCAL_QUEUE)
         self._source = self.producer.source.encode()
         self._predictions_topic = settings.kafka.topic(f"predictions.{model}")
-        # Delivery reports of logged predictions (True: acknowledged), settled with the log in bulk.
-        self._reports: deque[bool] = deque()
+        # Delivery reports of logged batches (True: acknowledged; predictions), settled with the log in bulk.
+        self._reports: deque[tuple[bool, int]] = deque()
         self._log = (PredictionLog(self._send_predictions, reports=self._settle, name=model)
                      if log_predictions else None)
         reachable = self._refresh()
@@ -174,11 +176,11 @@ class ModelClient:
         prediction = snapshot.predict(records)
         ids = list(request_ids) if request_ids is not None else new_request_ids(len(records))
         if self._log is not None:
-            # Cheap here (one tuple per record); the log's sender encodes whole batches.
-            context = (prediction.version, snapshot.transform.features, timestamp(datetime.now(UTC)))
-            marks = ([tuple(flag_names(flags[index])) if index in flags else () for index in range(len(records))]
-                     if flags else repeat(()))
-            self._log.add_many(zip(ids, records, loggable_outputs(prediction.output), marks, repeat(context)))
+            # One msgspec call for the call's predictions here; the log's sender only joins them (see wire.py).
+            marks = {index: flag_names(violations) for index, violations in flags.items()}
+            self._log.add_many(encode_predictions(
+                self.model, prediction.version, snapshot.transform.features, timestamp(datetime.now(UTC)), ids,
+                records, loggable_outputs(prediction.output), marks))
         return Predictions(prediction.version, prediction.output, ids, flags)
 
     def _check(self, snapshot: ModelSnapshot, records: Sequence[Mapping[str, Any]]) -> dict[int, list[Violation]]:
@@ -278,33 +280,41 @@ class ModelClient:
 
     # ------------------------------------------------------------ logging
 
-    def _send_predictions(self, batch: list[Logged]) -> int:
-        """The prediction log's sink: encode the batch at once, queue what the producer takes; returns how many."""
-        messages = prediction_messages(self._source, self.model, batch)
-        queued = self.producer.produce_many(self._predictions_topic, filter(None, messages), self._delivered)
-        taken = len(batch)
-        if queued < len(messages) - messages.count(None):
-            # The queue is full: the log offers the rest again later, from the first message not queued.
-            taken = [index for index, message in enumerate(messages) if message is not None][queued]
-        unloggable = messages[:taken].count(None)  # a NaN or infinite output: JSON cannot carry it
-        if unloggable:
-            UNLOGGABLE.labels(self.model).inc(unloggable)
-            self._log.settled(False, unloggable)
+    def _send_predictions(self, batch: list[bytes | None]) -> int:
+        """The prediction log's sink: the batch as few PredictionBatch messages, queued while the producer
+        takes them; returns how many items of the batch (from the front) left the log."""
+        taken = 0
+        for chunk in prediction_batches(self._source, self.model, batch):
+            if chunk.message is not None:
+                key, headers, value = chunk.message
+                if not self.producer.produce(self._predictions_topic, value, key, headers, wait=False,
+                                             on_delivery=partial(self._delivered, chunk.logged)):
+                    break  # the queue is full: the log offers the rest again later
+            unloggable = chunk.end - taken - chunk.logged  # a NaN or infinite output: JSON cannot carry it
+            if unloggable:
+                UNLOGGABLE.labels(self.model).inc(unloggable)
+                self._log.settled(False, unloggable)
+            taken = chunk.end
         return taken
 
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        self._reports.append(error is None)  # one cheap call per message; deque.append is thread-safe
+    def _delivered(self, count: int, error: KafkaError | None, message: Message) -> None:
+        # One cheap call per message of ``count`` predictions; deque.append is thread-safe.
+        self._reports.append((error is None, count))
 
     def _settle(self, timeout: float) -> None:
         """The prediction log's ``reports``: wait for delivery reports, then settle them in bulk."""
         self.producer.poll(timeout)
-        count = len(self._reports)
-        if count:
-            delivered = sum(self._reports.popleft() for _ in range(count))
-            if delivered:
-                self._log.settled(True, delivered)
-            if delivered < count:
-                self._log.settled(False, count - delivered)
+        delivered = failed = 0
+        for _ in range(len(self._reports)):
+            ok, count = self._reports.popleft()
+            if ok:
+                delivered += count
+            else:
+                failed += count
+        if delivered:
+            self._log.settled(True, delivered)
+        if failed:
+            self._log.settled(False, failed)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop following promotions; deliver logged predictions and feedback, waiting at most ``timeout``."""

@@ -24,7 +24,7 @@ from landing_checks import landed
 from rich.console import Console
 
 from streamml.demo import EXAMPLES, DemoPlan, run_demo
-from streamml.events import DataLanded, PredictionRecord, decode
+from streamml.events import DataLanded, PredictionBatch, decode
 from streamml.kafka import BatchConsumer
 from streamml.settings import ServiceSettings
 from streamml.stack import procs
@@ -81,7 +81,7 @@ class Chaos(threading.Thread):
     def run(self) -> None:
         if self.wait_for(DataLanded) and not self.stopping.wait(5):
             self.outage("store", self.store, ["refuse", "http503"], STORE_OUTAGE_S)
-        if self.wait_for(PredictionRecord) and not self.stopping.wait(3):
+        if self.wait_for(PredictionBatch) and not self.stopping.wait(3):
             self.outage("broker", self.broker, ["refuse"], BROKER_OUTAGE_S)
         self.consumer.close()
 

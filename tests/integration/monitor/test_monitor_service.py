@@ -23,7 +23,7 @@ from services.monitor.synthetic import COUNTRIES, Traffic, multiclass_reference,
 from services.monitor.synthetic import training_reference
 from services.monitor.synthetic_registry import put_champion, synthetic_card
 from streamml.cli.drift import app as drift_app
-from streamml.events import DriftDetected, FeedbackRecord, PredictionRecord, decode, encode
+from streamml.events import DriftDetected, FeedbackRecord, PredictionBatch, PredictionRecord, decode, encode
 from streamml.kafka import EventProducer, dead_letter_reason
 from streamml.registry.monitor import MonitorState, read_all_unwatched, read_monitor_state, read_unwatched
 from streamml.stack.ports import free_port
@@ -31,6 +31,7 @@ from streamml.stack.ports import free_port
 pytestmark = pytest.mark.integration
 MODEL = "fraud"
 WINDOW = 2_500
+PREDICTIONS_PER_BATCH = 500
 MONITOR_ENV = {
     "STREAMML_MONITOR_MODELS": json.dumps([MODEL]),
     "STREAMML_MONITOR_WINDOWS": json.dumps({"size": WINDOW, "label_size": WINDOW}),
@@ -51,6 +52,7 @@ class World:
     trained: tuple[MonitorReference, PerformanceBaseline]
     next_id: int = 0
     version: str = "v1"
+    prediction_messages: int = 0  # sent to the predictions topic by publish
 
     def publish(self, data: Traffic, labels: bool = True) -> list[tuple[str, int]]:
         """Predictions of the champion, then (unless ``labels`` is false) the truth for each of them;
@@ -59,11 +61,13 @@ class World:
         ids = [f"q{self.next_id + i}" for i in range(n)]
         start = datetime.now(UTC)
         columns = {name: values.tolist() for name, values in data.features.items()}
-        for i, request_id in enumerate(ids):
-            features = {name: _plain(values[i]) for name, values in columns.items()}
-            self.producer.send(PredictionRecord(
-                request_id=request_id, model=MODEL, model_version=self.version, features=features,
-                output=float(data.outputs[i]), time=start + timedelta(milliseconds=i)))
+        predictions = [PredictionRecord(
+            request_id=request_id, model=MODEL, model_version=self.version,
+            features={name: _plain(values[i]) for name, values in columns.items()},
+            output=float(data.outputs[i]), time=start + timedelta(milliseconds=i)) for i, request_id in enumerate(ids)]
+        for first in range(0, n, PREDICTIONS_PER_BATCH):  # as the SDK logs them
+            self.producer.send(PredictionBatch(model=MODEL, predictions=predictions[first:first + PREDICTIONS_PER_BATCH]))
+            self.prediction_messages += 1
         truth = list(zip(ids, data.labels.astype(int).tolist(), strict=True))
         if labels:
             self.send_labels(truth)
@@ -141,8 +145,9 @@ def drift_events(world: World, timeout: float) -> list[tuple[bytes, DriftDetecte
 
 
 def send_bad_records(world: World) -> None:
-    """Four records the monitor cannot judge: a body that is not JSON, no event type, another event type,
-    and a prediction keyed by its request id instead of the model (another replica could hold it)."""
+    """Five records the monitor cannot judge: a body that is not JSON, no event type, another event type,
+    a prediction keyed by its request id instead of the model (another replica could hold it), and a batch
+    of two predictions that break the model's contract."""
     valid = encode(PredictionRecord(request_id="bad", model=MODEL, model_version="v1", features={}, output=0.5,
                                     time=datetime.now(UTC)), "/test")
     headers = list(valid.headers.items())
@@ -151,6 +156,11 @@ def send_bad_records(world: World) -> None:
     world.producer.produce(world.topics["predictions"], valid.value, b"bad", headers)
     world.producer.send(FeedbackRecord(request_id="bad-3", model=MODEL, label=1, time=datetime.now(UTC)),
                         topic=world.topics["predictions"])
+    broken = [PredictionRecord(request_id="bad-4", model=MODEL, model_version="v1", features={}, output=[0.5, 0.5],
+                               time=datetime.now(UTC)),
+              PredictionRecord(request_id="bad-5", model="other", model_version="v1", features={}, output=0.5,
+                               time=datetime.now(UTC))]
+    world.producer.send(PredictionBatch(model=MODEL, predictions=broken), topic=world.topics["predictions"])
     world.producer.flush()
 
 
@@ -181,8 +191,10 @@ def test_a_drifting_feature_raises_exactly_one_event_and_the_report_shows_it(sta
     assert [r.covariate_drift for r in state.window_reports] == [False] * 3 + [True] * 3
     assert state.performance_reports and not any(r.drifted for r in state.performance_reports)
 
-    reasons = [dead_letter_reason(m) for m in world.read("dlq", 10, expected=4)]
-    assert len(reasons) == 4, reasons
+    reasons = [dead_letter_reason(m) for m in world.read("dlq", 10, expected=5)]
+    assert len(reasons) == 5, reasons
+    assert sum(r.startswith("prediction 0: output must be one number") and
+               "; prediction 1: record names model 'other'" in r for r in reasons) == 1
     assert sum("Invalid JSON" in r for r in reasons) == 1
     assert sum("found ce_type None" in r for r in reasons) == 1
     assert sum("found ce_type 'streamml.feedback.v1'" in r for r in reasons) == 1
@@ -248,7 +260,7 @@ def test_two_replicas_judge_a_model_once_and_a_killed_owner_hands_over_labels_an
     state = world.wait_for_windows(3, owner)
     assert [event.kind for event in state.events] == ["covariate"]
     deadline = time.monotonic() + 30
-    while not _committed_past(world, WINDOW * 3):  # the checkpoint holding the waiting predictions is written
+    while not _committed_past(world, world.prediction_messages):  # the checkpoint holding the waiting predictions
         assert time.monotonic() < deadline, owner.log_path.read_text()[-3000:]
         time.sleep(0.2)
     owner.send_signal(signal.SIGKILL)
@@ -276,7 +288,7 @@ def test_a_monitor_killed_while_predictions_wait_for_labels_joins_them_after_its
     held = world.publish(traffic(world.rng, WINDOW), labels=False)
     world.wait_for_windows(3, monitor)
     deadline = time.monotonic() + 60
-    while not _committed_past(world, WINDOW * 3):
+    while not _committed_past(world, world.prediction_messages):
         assert time.monotonic() < deadline, monitor.log_path.read_text()[-3000:]
         time.sleep(0.2)
     monitor.send_signal(signal.SIGKILL)
@@ -295,7 +307,7 @@ def test_a_monitor_killed_while_predictions_wait_for_labels_joins_them_after_its
 
 
 def _committed_past(world: World, offset: int) -> bool:
-    """Whether the monitor group committed ``offset`` predictions (on the model's partition)."""
+    """Whether the monitor group committed ``offset`` messages of predictions (on the model's partition)."""
     consumer = Consumer({**world.kafka.client_config(), "group.id": "streamml-monitor"})
     try:
         found = consumer.committed([TopicPartition(world.topics["predictions"], p) for p in range(2)], timeout=10)

@@ -14,7 +14,7 @@ from registry_world import MODEL, direct_predictions, now, put_dataset, put_vers
 from registry_world import put_spec
 from oip_calls import call, output, tensors
 from services.validator.promote import set_champion
-from streamml.events import FeedbackRecord, ModelPromoted, PredictionRecord
+from streamml.events import FeedbackRecord, ModelPromoted
 from streamml.stack.ports import free_port
 
 pytestmark = pytest.mark.integration
@@ -170,8 +170,7 @@ def test_by_default_a_record_the_dataset_spec_forbids_is_predicted_counted_and_m
     assert samples[(flagged_total, (("feature", "num_0"), ("model", MODEL), ("rule", "max")))] == 1
     assert samples[(flagged_total, (("feature", "cat_0"), ("model", MODEL), ("rule", "category")))] == 1
     assert not [key for key in samples if key[0] == flagged_total and ("feature", "num_1") in key[1]]
-    logged = world.events(f"predictions.{MODEL}", 3)
-    assert all(isinstance(event, PredictionRecord) for event in logged)
+    logged = world.predictions(MODEL, 3)
     assert {event.request_id: event.flags for event in logged} == {"a": [], "b": ["num_0:max", "cat_0:category"],
                                                                    "c": []}
 

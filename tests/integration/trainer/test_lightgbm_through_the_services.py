@@ -17,7 +17,7 @@ from oip_calls import call, output, tensors
 from registry_world import DATASET, make_world, put_dataset, raw_records, wait_for
 from services.trainer.publish import model_version
 from services.trainer.spec import parse_model_spec
-from streamml.events import DatasetReady, ModelPromoted, PredictionRecord
+from streamml.events import DatasetReady, ModelPromoted
 from streamml.registry.decisions import read_decision
 from streamml.registry.models import read_card, read_champion
 from streamml.sdk.client import ModelClient
@@ -105,7 +105,7 @@ def test_a_searched_lightgbm_model_is_promoted_served_and_swapped_without_a_fail
         assert stats.failed == 0 and stats.dropped == 0 and stats.delivered >= load.count, stats
     pointer, _ = read_champion(store, MODEL)
     assert pointer.version == v2 and pointer.previous == v1
-    logged = [event for event in world.events(f"predictions.{MODEL}", 1) if isinstance(event, PredictionRecord)]
+    logged = world.predictions(MODEL, 1)
     assert logged and {event.model_version for event in logged} <= {v1, v2}
 
 

@@ -48,8 +48,8 @@ class StandIn:
 class InProcess:
     """Requests to the app in this process, without a server."""
 
-    def __init__(self, client: StandIn) -> None:
-        limits = Limits(max_request_bytes=4096, max_rows=100, body_timeout_s=5)
+    def __init__(self, client: StandIn, inline_rows: int = 256) -> None:
+        limits = Limits(max_request_bytes=4096, max_rows=100, body_timeout_s=5, inline_rows=inline_rows)
         self.asgi = inference_app(client, limits, ThreadPoolExecutor(1, thread_name_prefix="predict"))
 
     def request(self, method: str, path: str, json: object = None) -> httpx.Response:
@@ -113,10 +113,14 @@ def test_an_unexpected_error_is_a_500_that_shows_nothing_of_it(caplog):
     assert counted(client.model, "infer", "500") == 1
 
 
-def test_predictions_run_in_the_worker_threads_not_on_the_event_loop():
+def test_small_requests_are_predicted_on_the_event_loop_and_larger_ones_in_the_worker_threads():
     client = StandIn()
-    assert InProcess(client).post(f"/v2/models/{client.model}/infer", json=BODY).status_code == 200
-    assert [name.split("_")[0] for name in client.threads] == ["predict"]
+    app = InProcess(client, inline_rows=2)
+    two = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0]}]}
+    three = {"inputs": [{"name": "x", "datatype": "FP64", "shape": [3], "data": [1.0, 2.0, 3.0]}]}
+    for body in (BODY, two, three):
+        assert app.post(f"/v2/models/{client.model}/infer", json=body).status_code == 200
+    assert [name.split("_")[0] for name in client.threads] == ["MainThread", "MainThread", "predict"]
 
 
 @pytest.mark.parametrize("path", ["/v2/models", "/v2/models/", "/v2/models//infer", "/v2/models/m/versions",

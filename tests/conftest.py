@@ -21,6 +21,18 @@ import pytest
 from streamml.settings import ServiceSettings
 from streamml.store import ObjectStore
 
+# Every Spark driver the tests start (in this process, in service processes, in CLI runs) is short-lived and
+# handles a few thousand rows: most of its CPU goes to the JIT's optimising compiler and to parallel GC
+# threads, not to the job. The client compiler alone and the serial collector halve the CPU of a Spark
+# test on 2 cores; they change how fast the JVM runs Spark's code, never what that code does. The
+# launcher (spark-submit) puts this variable on the driver JVM's command line; services inherit it.
+os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+# torch's OpenMP threads (trainers, the SDK, the monitor) spin while they wait for work, by default; on a
+# host with more busy threads than cores that spinning takes the cores from the processes that have work,
+# several times over (a small training run: 4 s of CPU when its threads sleep, 9-17 s when they spin).
+# Sleeping instead changes how fast torch gets back to work, never what it computes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 @dataclass(frozen=True)
 class TestStack:

@@ -10,6 +10,8 @@ scored on the old world, as the bench's "within 2%" target measures it.
 
     .venv/bin/python bench/recovery/windows.py                       # covariate_binary, the bench's counts
     .venv/bin/python bench/recovery/windows.py --stream concept_binary --seeds 3
+    .venv/bin/python bench/recovery/windows.py --min-steps 0          # the model spec without min_steps
+    .venv/bin/python bench/recovery/windows.py --early-rows 1100      # the drift point 1,100 rows early
 """
 
 from __future__ import annotations
@@ -85,11 +87,17 @@ def scored(stream: Stream, spec, manifest, folder: Path, fresh: tuple[list[dict]
 
 
 def run(stream: Stream, old_rows: int, new_rows: int, fresh_rows: int, seed: int, windows: list[dict],
-        work: Path) -> dict[str, float]:
+        work: Path, min_steps: int | None, early_rows: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     dataset = parse_dataset_spec(yaml.safe_load(dataset_spec(stream, min_rows_after=new_rows)))
-    model = parse_model_spec(yaml.safe_load(model_spec(stream)))
-    raw, point_ms = landed(stream, rng, old_rows, new_rows)
+    document = yaml.safe_load(model_spec(stream))
+    if min_steps is not None:  # 0: the spec without min_steps
+        document["min_steps"] = min_steps or None
+    model = parse_model_spec(document)
+    raw, drift_ms = landed(stream, rng, old_rows, new_rows)
+    # Where the drift event says the drift began: a label window that started before it puts old rows
+    # in the since_drift window, as in the bench's runs.
+    point_ms = drift_ms - early_rows * ROW_MS
     raw_path, old_path = work / f"{seed}-raw.parquet", work / f"{seed}-old.parquet"
     pq.write_table(raw, raw_path)
     pq.write_table(raw.slice(0, old_rows), old_path)
@@ -129,6 +137,9 @@ def main() -> None:
     parser.add_argument("--fresh-rows", type=int, default=20_000, help="rows each model is scored on")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--half-life-s", type=float, nargs="*", default=[20.0, 60.0])
+    parser.add_argument("--min-steps", type=int, help="the model spec's min_steps instead of the bench's (0: unset)")
+    parser.add_argument("--early-rows", type=int, default=0,
+                        help="the drift event's point this many rows before the real drift (the bench's runs: 1,100)")
     args = parser.parse_args()
     stream = STREAMS[args.stream]
     windows = [{"window": "since_drift"}, {"window": "all"},
@@ -137,8 +148,8 @@ def main() -> None:
     print(f"{stream.name}: {args.old_rows} old rows, {args.new_rows} new rows at {1000 // ROW_MS} rows/s; "
           f"scored on {args.fresh_rows} fresh rows of the world each model serves")
     with tempfile.TemporaryDirectory(prefix="recovery-windows-") as folder:
-        runs = [run(stream, args.old_rows, args.new_rows, args.fresh_rows, seed, windows, Path(folder))
-                for seed in range(args.seeds)]
+        runs = [run(stream, args.old_rows, args.new_rows, args.fresh_rows, seed, windows, Path(folder),
+                    args.min_steps, args.early_rows) for seed in range(args.seeds)]
     baseline = np.mean([r[FIRST] for r in runs])
     print(f"\n| training window | {stream.metric} (mean of {args.seeds}) | against the first champion |\n|---|---|---|")
     for name in runs[0]:

@@ -235,10 +235,11 @@ class TrainerService(EventService[TrainerSettings]):
         version's checkpoint when there is one."""
         checkpoint = self._resume_point(spec, version, len(train_data), context)
         resumed_from = checkpoint["epoch"] if checkpoint is not None else 0
-        progress.run_started(spec.name, spec.max_epochs, resumed_from)
+        max_epochs = spec.epochs_for(len(train_data))
+        progress.run_started(spec.name, max_epochs, resumed_from)
         log.info("training", extra={**context, "rows": {"train": len(train_data), "validation": len(validation_data)},
                                     "weight_column": manifest.weight,
-                                    "resumed_from_epoch": resumed_from, "max_epochs": spec.max_epochs})
+                                    "resumed_from_epoch": resumed_from, "max_epochs": max_epochs})
         try:
             if self.stopping.is_set():  # asked to stop while reading the data: start no epoch
                 raise TrainingInterrupted(resumed_from)
@@ -268,7 +269,8 @@ class TrainerService(EventService[TrainerSettings]):
              train_weights=None):
         """The trainer's loop (rows weighed by ``train_weights`` when the version has them), or the spec's own
         training function, which finds any weight column in ``tables``."""
-        on_epoch = lambda report: progress.epoch_finished(spec.name, spec.max_epochs, report, context)  # noqa: E731
+        max_epochs = spec.epochs_for(len(train_data))
+        on_epoch = lambda report: progress.epoch_finished(spec.name, max_epochs, report, context)  # noqa: E731
         if spec.training is not None:
             return fit_with_entrypoint(
                 spec, layout, tables, train_data, validation_data, device=self.settings.trainer.device,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -39,7 +40,7 @@ Task = Literal["binary", "multiclass", "regression"]
 # torch: the built-in tabular network; lightgbm: gradient-boosted trees (``gbm_spec.py``).
 Flavour = Literal["torch", "lightgbm"]
 # Settings of the torch network only; a lightgbm spec that sets one is told so.
-TORCH_ONLY = ("architecture", "training", "optimiser", "schedule", "batch_size", "max_epochs")
+TORCH_ONLY = ("architecture", "training", "optimiser", "schedule", "batch_size", "max_epochs", "min_steps")
 
 # Validation metrics computed for each task, with the direction that is better.
 TASK_METRICS: dict[str, dict[str, Literal["min", "max"]]] = {
@@ -140,6 +141,10 @@ class ModelSpec(Strict):
     schedule: Schedule = Schedule()
     batch_size: int = Field(1024, ge=1)
     max_epochs: int = Field(20, ge=1)
+    min_steps: int | None = Field(
+        None, ge=1, description="optimiser steps a run may take at least: a smaller train split (a drift retrain "
+        "on a short window) trains more epochs, up to ceil(min_steps / batches per epoch); early stopping still "
+        "applies. null: max_epochs whatever the rows")
     early_stopping: EarlyStopping = EarlyStopping()
     seed: int = Field(0, ge=0, lt=2**63)
     flavour: Flavour = Field("torch", description="torch (the tabular network) or lightgbm")
@@ -151,6 +156,9 @@ class ModelSpec(Strict):
         if self.training is not None and "architecture" in self.model_fields_set:
             raise ValueError("training.entrypoint builds and fits the model itself, so architecture is not "
                              "used; remove architecture, or remove training to fit it with the trainer's loop")
+        if self.training is not None and self.min_steps is not None:
+            raise ValueError("min_steps sets the epochs of the trainer's loop, and training.entrypoint runs its "
+                             "own; remove min_steps, or remove training to fit it with the trainer's loop")
         return self
 
     @model_validator(mode="after")
@@ -213,6 +221,16 @@ class ModelSpec(Strict):
         if problems:
             raise ValueError("; ".join(problems))
 
+    def epochs_for(self, train_rows: int) -> int:
+        """The epoch limit of a run on ``train_rows`` rows: max_epochs, or more where min_steps needs them.
+
+        Epochs are a budget in passes over the data, so a train split a quarter the size gets a quarter
+        of the optimiser steps: too few to fit what the full split fits in max_epochs."""
+        if self.min_steps is None:
+            return self.max_epochs
+        batches = max(1, math.ceil(train_rows / self.batch_size))
+        return max(self.max_epochs, math.ceil(self.min_steps / batches))
+
     @property
     def metric(self) -> str:
         """The validation metric that selects the best epoch."""
@@ -232,7 +250,8 @@ class ModelSpec(Strict):
         """Stable hash of everything that changes training; a checkpoint resumes only the same spec."""
         document = self.model_dump(mode="json")
         # Fields added later count only when set, so the specs written before keep their versions.
-        for name, default in (("training", None), ("flavour", "torch"), ("lightgbm", None), ("search", None)):
+        for name, default in (("training", None), ("flavour", "torch"), ("lightgbm", None), ("search", None),
+                              ("min_steps", None)):
             if document[name] == default:
                 del document[name]
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))

@@ -115,7 +115,8 @@ def _fit(spec, layout, train_data, validation_data, device, on_epoch, on_checkpo
     torch.manual_seed(spec.seed)
     net = build_network(spec, layout).to(device)
     optimiser = build_optimiser(net, spec.optimiser)
-    scheduler = build_scheduler(optimiser, spec.schedule, spec.max_epochs)
+    max_epochs = spec.epochs_for(len(train_data))
+    scheduler = build_scheduler(optimiser, spec.schedule, max_epochs)
     permutation = torch.Generator().manual_seed(spec.seed)
     state = _Progress()
     if checkpoint is not None:
@@ -133,7 +134,7 @@ def _fit(spec, layout, train_data, validation_data, device, on_epoch, on_checkpo
     bounds = batch_bounds(len(train_data), spec.batch_size)
     autocast = _autocast(device)
 
-    while state.epoch < spec.max_epochs and not state.stopped(spec):
+    while state.epoch < max_epochs and not state.stopped(spec):
         lr = optimiser.param_groups[0]["lr"]
         started = time.perf_counter()
         order = torch.randperm(len(train_data), generator=permutation)
@@ -155,7 +156,7 @@ def _fit(spec, layout, train_data, validation_data, device, on_epoch, on_checkpo
             on_epoch(report)
         if on_checkpoint is not None:
             on_checkpoint(_checkpoint(spec, len(train_data), state, net, optimiser, scheduler, permutation, device))
-        if should_stop is not None and should_stop() and state.epoch < spec.max_epochs and not state.stopped(spec):
+        if should_stop is not None and should_stop() and state.epoch < max_epochs and not state.stopped(spec):
             raise TrainingInterrupted(state.epoch)
 
     net.load_state_dict(state.best_net)
@@ -164,7 +165,7 @@ def _fit(spec, layout, train_data, validation_data, device, on_epoch, on_checkpo
         metrics=state.best_metrics,
         best_epoch=state.best_epoch,
         epochs=state.epoch,
-        stopped_early=state.stopped(spec) and state.epoch < spec.max_epochs,
+        stopped_early=state.stopped(spec) and state.epoch < max_epochs,
         history=state.history,
         device=describe_device(device),
         train_seconds=state.train_seconds,

@@ -183,7 +183,10 @@ def wait_for_drift_wait(store, rows_after: int, timeout: float = 180) -> DriftRe
 def test_a_replica_that_stalls_mid_build_loses_the_version_and_leaves_nothing_behind(world, services, store, bucket):
     """Prep A claims v1 and stalls (SIGSTOP, with its Spark JVM) before writing anything. Prep B finds
     A's claim unrenewed past its lease, builds v1 and publishes it. Then A wakes up and finishes its
-    build: it must not touch v1, and must leave nothing a reader could take for part of it."""
+    build: it must not touch v1, and must leave nothing a reader could take for part of it.
+
+    B builds on DuckDB: the claim, its lease and the conditional manifest are the same for both
+    engines, and what must be left clean is the losing Spark build's files, so one Spark session is enough."""
     kafka, env, spec = world
     env = {**env, "STREAMML_PREP_LEASE_S": "4"}
     ready = BatchConsumer(kafka, f"ready-{bucket}", [kafka.topic("dataset.ready")])
@@ -198,7 +201,7 @@ def test_a_replica_that_stalls_mid_build_loses_the_version_and_leaves_nothing_be
     for process in frozen:
         process.suspend()
     try:
-        taker = services.start("prep", bucket, **env)
+        taker = services.start("prep", bucket, **{**env, "STREAMML_PREP_ENGINE": "duckdb"})
         v1 = next_ready(ready)
         assert v1.version == 1
     finally:

@@ -28,6 +28,9 @@ REPO = Path(__file__).resolve().parents[3]
 LAUNCHER = REPO / "deploy" / "docker" / "spark-executor.sh"
 SPEC = REPO / "examples" / "datasets" / "transactions.yaml"
 JARS = Path(pyspark.__file__).parent / "jars"
+# Every JVM here lives for one small job: the master and the executor get the options that
+# tests/conftest.py gives every driver to spare the CPU, the executor as a pod gets its extra Java options.
+SHORT_LIVED_JVM = os.environ.get("SPARK_SUBMIT_OPTS", "")
 
 # The prep process as a driver: a cluster master, its pod's address, and executor sizing as extra settings.
 DRIVER = """
@@ -37,9 +40,10 @@ from services.prep.job import prepare_with_spark
 from services.prep.spark import spark_session
 from streamml.specs import load_dataset_spec
 
-master, state, spec, raw, out, handshake = sys.argv[1:]
+master, state, spec, raw, out, handshake, SHORT_LIVED_JVM = sys.argv[1:]
 spark = spark_session(master, Path(state), None, driver_memory="512m", driver_host="127.0.0.1",
-                      extra_conf={"spark.executor.memory": "512m", "spark.executor.cores": "1"})
+                      extra_conf={"spark.executor.memory": "512m", "spark.executor.cores": "1",
+                                  "spark.executor.extraJavaOptions": SHORT_LIVED_JVM})
 conf = spark.sparkContext.getConf()
 Path(handshake).write_text(json.dumps({
     "app_id": spark.sparkContext.applicationId,
@@ -80,7 +84,7 @@ def standalone_master(tmp_path):
     port, ui_port = free_ports(2)
     log = tmp_path / "master.log"
     master = subprocess.Popen(
-        ["java", "-Xmx256m", "-cp", f"{JARS}/*", "org.apache.spark.deploy.master.Master",
+        ["java", "-Xmx256m", *SHORT_LIVED_JVM.split(), "-cp", f"{JARS}/*", "org.apache.spark.deploy.master.Master",
          "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port)],
         env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}, stdout=log.open("w"), stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -99,7 +103,7 @@ def test_the_launcher_runs_prep_jobs_as_a_spark_executor(standalone_master, tmp_
     env = {**os.environ, "PYTHONPATH": str(REPO), "SPARK_LOCAL_IP": "127.0.0.1"}
     driver = subprocess.Popen(
         [sys.executable, "-c", DRIVER, standalone_master, str(tmp_path / "state"), str(SPEC), str(raw),
-         str(tmp_path / "out"), str(handshake)],
+         str(tmp_path / "out"), str(handshake), SHORT_LIVED_JVM],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=driver_log.open("w"), text=True, start_new_session=True,
     )
     executor = None

@@ -146,3 +146,19 @@ def test_a_training_function_takes_neither_the_lightgbm_flavour_nor_a_search():
     assert "training applies to flavour torch only" in problems_of({**MINIMAL, **training, "flavour": "lightgbm"})
     assert "search runs trials of the trainer's own loop" in problems_of(
         {**MINIMAL, **training, "search": {"trials": 2, "space": {"seed": {"low": 1, "high": 9}}}})
+
+
+def test_min_steps_gives_a_small_train_split_more_epochs_and_a_large_one_max_epochs():
+    spec = parse_model_spec({**MINIMAL, "batch_size": 500, "max_epochs": 20, "min_steps": 1000})
+    assert spec.epochs_for(25_000) == 20  # 50 batches: 20 epochs take the 1,000 steps; max_epochs rules
+    assert spec.epochs_for(6_400) == 77  # 13 batches: 77 epochs for 1,000 steps
+    assert spec.epochs_for(10) == 1000  # one batch per epoch
+    assert parse_model_spec({**MINIMAL, "max_epochs": 20}).epochs_for(10) == 20  # unset: max_epochs only
+    assert parse_model_spec({**MINIMAL, "min_steps": 5}).fingerprint() != parse_model_spec(MINIMAL).fingerprint()
+    assert "min_steps: Input should be greater than or equal to 1 (got 0)" in problems_of({**MINIMAL, "min_steps": 0})
+
+
+def test_min_steps_belongs_to_the_trainers_loop():
+    assert "min_steps applies to flavour torch only" in problems_of({**MINIMAL, "flavour": "lightgbm", "min_steps": 9})
+    assert "min_steps sets the epochs of the trainer's loop" in problems_of(
+        {**MINIMAL, "training": {"entrypoint": "fraud_models.fit:fit"}, "min_steps": 9})

@@ -146,3 +146,13 @@ def test_equal_row_weights_train_the_same_model_as_none(binary, make_spec):
     assert equal.metrics == pytest.approx(plain.metrics, rel=1e-4)
     with pytest.raises(ValueError, match="one weight per train row"):
         train(spec, binary.layout, binary.train, binary.validation, device="cpu", train_weights=torch.ones(3))
+
+
+def test_min_steps_trains_a_small_split_for_more_epochs_on_a_schedule_of_that_length(binary, make_spec):
+    batches = len(batch_bounds(len(binary.train), 128))
+    spec = make_spec(max_epochs=2, min_steps=3 * batches + 1, optimiser={"name": "sgd", "lr": 0.1})
+    reports = []
+    result = train(spec, binary.layout, binary.train, binary.validation, device="cpu", on_epoch=reports.append)
+    assert result.epochs == 4 and not result.stopped_early
+    # Cosine decay over the 4 epochs the steps need, not over max_epochs 2.
+    assert [r.lr for r in reports] == pytest.approx([0.1, 0.1 * (1 + 2**-0.5) / 2, 0.05, 0.1 * (1 - 2**-0.5) / 2])

@@ -7,9 +7,9 @@
    champion, logs them, and sends the true labels as feedback.
 4. Inject drift into what the application sees and what it publishes; the
    monitor raises drift.detected, prep builds a new version, the trainer
-   trains on it, the validator puts it in shadow (the example policy asks
-   for live evidence): the application scores its requests with it too,
-   and the validator promotes it on that evidence; the application swaps to it.
+   trains on it, the validator promotes it (first putting it in shadow
+   when the policy has ``shadow:``: the application then scores its requests
+   with it too, and the narration shows that phase); the application swaps to it.
 5. Print each stage's timing, each model's metrics, and where to look.
 """
 

@@ -11,8 +11,8 @@ builds from the spec's training window; regular builds wait meanwhile (see
 keeps polling.
 
 Events are keyed by dataset, so one replica gets a dataset's events; after a
-start every replica looks at every dataset once, since events committed
-before a crash are not delivered again. Which replica builds is settled in
+start, and whenever partitions are assigned to it, a replica looks at every
+dataset once, since events a dead replica committed are not delivered again. Which replica builds is settled in
 the store: a build claims the next version number with a lease
 (``versions.py``), so while one replica builds a dataset the others skip it,
 and a replica that dies mid-build hands the number over when its lease runs
@@ -169,6 +169,12 @@ class PrepService(EventService[PrepSettings]):
         super().close()
         if hasattr(self, "spark"):
             self.spark.stop()
+
+    def on_assign(self, partitions: list) -> None:
+        super().on_assign(partitions)
+        # The last owner of these partitions may have committed a dataset's data.landed and died
+        # before building it; nothing would deliver those events again.
+        self.marked.update(self.specs)
 
     def handle_event(self, event: Event, context: dict) -> None:
         if event.dataset not in self.specs:

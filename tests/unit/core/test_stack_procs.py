@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 from streamml.stack import procs
 from streamml.stack.ceph import CephCluster, error_lines
@@ -56,8 +58,10 @@ def test_error_lines_drop_the_colour_codes_a_daemon_writes_to_its_log():
 
 
 def test_admin_sockets_of_a_deep_state_folder_move_to_a_short_private_folder(tmp_path):
-    shallow = CephCluster(tmp_path / "s", rgw_port=1)
-    assert shallow.socket_dir == shallow.run_dir
+    # tmp_path itself may be deep (parallel workers), so the shallow folder is made in the temp root.
+    with tempfile.TemporaryDirectory() as short:
+        shallow = CephCluster(Path(short), rgw_port=1)
+        assert shallow.socket_dir == shallow.run_dir
     deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 6)
     first, again = CephCluster(deep, rgw_port=1), CephCluster(deep, rgw_port=1)
     assert first.socket_dir == again.socket_dir != first.run_dir  # every start finds the same sockets

@@ -39,7 +39,7 @@ SERVICES = ("ingest", "prep", "trainer", "validator", "monitor")
 # a roomy deadline, as for the chaos test of the loop.
 PLAN = DemoPlan(rate=3000, first_records=12_000, drift_records=12_000, timeout_s=900)
 DATASET, MODEL = "transactions", "fraud"
-KILL_WITHIN_S = (5.0, 80.0)  # s after all replicas are ready: before the loop ends (~100 s on a quiet host)
+KILL_WITHIN_S = (5.0, 50.0)  # s after all replicas are ready: before the loop ends (~70 s on a quiet host)
 
 
 @pytest.mark.timeout(1500)

@@ -254,9 +254,10 @@ def run_demo(settings: ServiceSettings, plan: DemoPlan, console: Console) -> Tim
         if app.client.version != second[1].version:
             raise DemoFailed(f"the application still serves {app.client.version} after {second[1].version} was promoted")
         shadow = app.client.shadow_stats()
+        scored = (f"; {shadow.scored:,} scored in shadow, {shadow.dropped:,} not"
+                  if shadow.scored or shadow.dropped else "")
         timeline.add("demo", f"done: the application serves {second[1].version}; "
-                     f"{app.served:,} predictions, {app.failed} failed requests; "
-                     f"{shadow.scored:,} scored in shadow, {shadow.dropped:,} not", echo=echo)
+                     f"{app.served:,} predictions, {app.failed} failed requests{scored}", echo=echo)
         return timeline
     finally:
         for worker in (app, publisher, watcher):

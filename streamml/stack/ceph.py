@@ -207,6 +207,11 @@ class CephCluster:
             self._pid_file(exe).unlink(missing_ok=True)
         if osd_clean:
             self._clean_marker.touch()
+        if self.socket_dir != self.run_dir:  # the short folder in the temp directory, empty once they stop
+            try:
+                self.socket_dir.rmdir()
+            except OSError:
+                pass
 
     def _osd_saved_since(self, t: float) -> bool:
         """Whether memstore wrote its store at unmount, at or after time t.

@@ -116,10 +116,9 @@ def judge_live(
         waited = "within max_duration_s" if timed_out else "so far"
         failed.append(f"not enough live evidence: {rows} labelled requests < min_predictions "
                       f"{policy.min_predictions} {waited} {policy.max_duration_s:g} s")
-    mine = evaluate(task, shadow, labels, classes=class_texts(list(classes)) if classes else None).metrics \
-        if rows else {}
-    theirs = evaluate(task, champion, labels, classes=class_texts(list(classes)) if classes else None).metrics \
-        if rows else {}
+    names = class_texts(list(classes)) if classes else None
+    mine = evaluate(task, shadow, labels, classes=names).metrics if rows else {}
+    theirs = evaluate(task, champion, labels, classes=names).metrics if rows else {}
     disagree = disagreement(task, champion, shadow)
     timed = latency[np.isfinite(latency)]
     p95 = float(np.percentile(timed, 95)) if timed.size else None

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from confluent_kafka import KafkaException
 from rich.console import Console
 from rich.table import Table
 
@@ -35,7 +36,7 @@ from streamml.events import (
     ModelTrained,
     decode,
 )
-from streamml.kafka import BatchConsumer, EventProducer
+from streamml.kafka import EventProducer, TopicTail
 from streamml.settings import ServiceSettings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -124,21 +125,20 @@ class EventWatcher(threading.Thread):
     def __init__(self, settings: ServiceSettings, timeline: Timeline, echo) -> None:
         super().__init__(daemon=True, name="demo-events")
         self.stopping = threading.Event()
-        self.assigned = threading.Event()
         self.timeline, self.echo = timeline, echo
-        topics = [settings.kafka.topic(t) for t in EVENT_TOPICS]
-        self.consumer = BatchConsumer(
-            settings.kafka, f"streamml-demo-{uuid.uuid4().hex[:8]}", topics,
-            on_assign=lambda _: self.assigned.set(), **{"auto.offset.reset": "latest"},
-        )
+        # A tail, not a group member: a member without commits that rejoins after a
+        # broker restart starts at the end again, past events published meanwhile.
+        # ``since``: a durable stack keeps the events of earlier demos.
+        self.events = TopicTail(settings.kafka, [settings.kafka.topic(t) for t in EVENT_TOPICS],
+                                since=datetime.now(UTC))
 
     def run(self) -> None:
         while not self.stopping.is_set():
-            for message in self.consumer.poll(100, 0.5):
+            for message in self.events.poll(100, 0.5):
                 event, _ = decode(message.headers(), message.key(), message.value())
                 stage, text = describe(event)
                 self.timeline.add(stage, text, event, self.echo)
-        self.consumer.close()
+        self.events.close()
 
 
 class Publisher(threading.Thread):
@@ -222,10 +222,11 @@ def run_demo(settings: ServiceSettings, plan: DemoPlan, console: Console) -> Tim
     """Drive the loop to its second champion; raises DemoFailed naming the stage that stalled."""
     echo = console.print
     timeline = Timeline()
-    watcher = EventWatcher(settings, timeline, echo)
+    try:
+        watcher = EventWatcher(settings, timeline, echo)
+    except KafkaException as error:
+        raise DemoFailed(f"the demo cannot follow the stack's events: {error}") from error
     watcher.start()
-    if not watcher.assigned.wait(60):
-        raise DemoFailed("the demo's event consumer joined no group within 60 s")
     publisher = Publisher(settings, plan)
     publisher.start()
     app = None

@@ -1,5 +1,6 @@
 """Kafka I/O shared by every service: a producer that never drops, a batch
-consumer with manual commits, and the dead-letter path.
+consumer with manual commits, a group-less tail of topics, and the
+dead-letter path.
 
 Processing is at-least-once: a service polls a batch, makes its side effect
 durable, then commits exactly the offsets it finished. Side effects are
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -440,3 +442,72 @@ def next_offsets(messages: Iterable[Message]) -> Offsets:
         offsets[key] = max(offsets.get(key, 0), message.offset() + 1)
     return offsets
 
+
+
+class TopicTail:
+    """Every message on ``topics`` from their end at start on, read by this reader alone.
+
+    The reader assigns itself every partition directly, with no consumer group:
+    each reader (an application instance, a watcher) sees every message, and a
+    broker restart, a session timeout or a slow poll cannot reset it past
+    messages published meanwhile, as a group member with no commits would be.
+    A topic in ``optional`` is followed only where it exists. Nothing is
+    committed: a reader that starts again starts at the end again.
+
+    Some brokers (Tansu) report a partition's end as the first offset of its
+    last batch plus one, so a tail may start with the rest of that batch. A
+    reader that must not see those passes ``since``: messages stamped before
+    it are skipped (a producer's clock behind by more than the gap from
+    ``since`` to the publication would hide its messages; on one machine,
+    none is).
+    """
+
+    def __init__(self, settings: KafkaSettings, topics: list[str], optional: Iterable[str] = (),
+                 timeout_s: float | None = None, since: datetime | None = None, **overrides: Any) -> None:
+        timeout = timeout_s or settings.connect_timeout_s
+        self._since_ms = None if since is None else since.timestamp() * 1000
+        self._consumer = Consumer({
+            **settings.client_config(),
+            # Required by the client, never joined: partitions are assigned directly.
+            "group.id": f"streamml-tail-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "fetch.wait.max.ms": 100,
+            "fetch.queue.backoff.ms": 10,
+            **overrides,
+        })
+        try:
+            metadata = self._consumer.list_topics(timeout=timeout)
+            for name in topics:
+                topic = metadata.topics.get(name)
+                if topic is None or topic.error is not None or not topic.partitions:
+                    raise KafkaException(
+                        f"topic {name!r} does not exist; create it with `streamml topics apply`"
+                        + (f" ({topic.error.str()})" if topic is not None and topic.error is not None else ""))
+            followed = [*topics, *(name for name in optional
+                                   if name in metadata.topics and metadata.topics[name].partitions)]
+            positions = []
+            for name in followed:
+                for partition in sorted(metadata.topics[name].partitions):
+                    _, end = self._consumer.get_watermark_offsets(
+                        TopicPartition(name, partition), timeout=timeout, cached=False)
+                    positions.append(TopicPartition(name, partition, max(end, 0)))
+            self._consumer.assign(positions)
+        except Exception:
+            self._consumer.close()
+            raise
+
+    def poll(self, max_records: int = 100, timeout: float = 1.0) -> list[Message]:
+        """Up to ``max_records`` messages; while the brokers are away, none."""
+        batch = []
+        for message in self._consumer.consume(max_records, timeout):
+            error = message.error()
+            if error is None:
+                if self._since_ms is None or message.timestamp()[1] >= self._since_ms:
+                    batch.append(message)
+            elif error.fatal():
+                raise KafkaException(error)
+        return batch
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -14,8 +14,14 @@ connection cannot slip past the outage.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from pathlib import Path
 from typing import Literal
+
+from streamml.stack import procs
+from streamml.stack.ports import free_port, wait_for_port
+from streamml.stack.tansu import tansu_binary
 
 Mode = Literal["pass", "refuse", "http503"]
 
@@ -127,3 +133,16 @@ class FaultProxy:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def broker_behind_proxy(root: Path) -> tuple[int, FaultProxy]:
+    """A Tansu broker that tells clients to connect through a proxy in front of it."""
+    port = free_port()
+    proxy = FaultProxy(port)
+    env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL")}
+    pid = procs.spawn([str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
+                       "--advertised-listener-url", f"tcp://127.0.0.1:{proxy.port}",
+                       "--storage-engine", "memory://tansu/"],
+                      log_path=root / "tansu.log", pid_path=root / "tansu.pid", env=env, cwd=root)
+    wait_for_port("127.0.0.1", port, 20)
+    return pid, proxy

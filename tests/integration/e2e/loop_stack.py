@@ -27,6 +27,14 @@ from streamml.store import ObjectStore
 EVENT_TOPICS = ("dataset.ready", "model.trained", "model.promoted", "model.rejected", "drift.detected")
 
 
+def print_stack_logs(state_dir: Path, demo_log: Path, lines: int = 30) -> None:
+    """What the demo and the stack said last, for a failure seen only in CI's output."""
+    for path in [demo_log, *sorted((state_dir / "logs").glob("*.log"))]:
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            print(f"----- {path.name} (last {len(tail)} lines)", *tail, sep="\n")
+
+
 def roomy_latency_policies(folder: Path, p95_ms: float) -> Path:
     """The example policies with a latency budget of ``p95_ms``, written to ``folder``.
 

@@ -12,14 +12,13 @@ logs its predictions.
 from __future__ import annotations
 
 import http.client
-import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from fault_proxy import FaultProxy
+from fault_proxy import FaultProxy, broker_behind_proxy
 from landing_checks import landed
 from rich.console import Console
 
@@ -28,28 +27,14 @@ from streamml.events import DataLanded, PredictionBatch, decode
 from streamml.kafka import BatchConsumer
 from streamml.settings import ServiceSettings
 from streamml.stack import procs
-from streamml.stack.ports import free_port, wait_for_port
+from streamml.stack.ports import free_port
 from streamml.stack.supervisor import SERVICES, StackConfig
-from streamml.stack.tansu import tansu_binary
 from streamml.store import ObjectStore
 from streamml.topics import apply_declared
 
 pytestmark = pytest.mark.integration
 PLAN = DemoPlan(rate=3000, first_records=12_000, drift_records=12_000, timeout_s=600)
 STORE_OUTAGE_S, BROKER_OUTAGE_S = 30, 15
-
-
-def start_broker(root: Path) -> tuple[int, FaultProxy]:
-    """A Tansu broker that tells clients to connect through a proxy in front of it."""
-    port = free_port()
-    proxy = FaultProxy(port)
-    env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL")}
-    pid = procs.spawn([str(tansu_binary()), "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
-                       "--advertised-listener-url", f"tcp://127.0.0.1:{proxy.port}",
-                       "--storage-engine", "memory://tansu/"],
-                      log_path=root / "tansu.log", pid_path=root / "tansu.pid", env=env, cwd=root)
-    wait_for_port("127.0.0.1", port, 20)
-    return pid, proxy
 
 
 class Chaos(threading.Thread):
@@ -133,7 +118,7 @@ def dead_letters(settings: ServiceSettings) -> int:
 
 @pytest.mark.timeout(1200)
 def test_the_loop_rides_out_a_store_and_a_broker_outage(stack, bucket, services, tmp_path):
-    broker_pid, broker = start_broker(tmp_path)
+    broker_pid, broker = broker_behind_proxy(tmp_path)
     store_proxy = FaultProxy(int(stack.s3_endpoint.rsplit(":", 1)[1]))
     settings = ServiceSettings(
         kafka={"bootstrap": f"127.0.0.1:{broker.port}", "session_timeout_ms": 6000},

@@ -14,10 +14,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from loop_stack import assert_final_state, roomy_latency_policies, start_stack, wait_until_settled
+from loop_stack import (
+    assert_final_state,
+    print_stack_logs,
+    roomy_latency_policies,
+    start_stack,
+    wait_until_settled,
+)
 from rich.console import Console
 
-from streamml.demo import DemoPlan, run_demo
+from streamml.demo import DemoFailed, DemoPlan, run_demo
 from streamml.events import ModelPromoted, ModelTrained
 from streamml.registry.models import read_version_files
 from streamml.stack import procs
@@ -127,7 +133,11 @@ def test_the_loop_survives_sigkill_of_every_component(tmp_path):
     print(f"chaos seed {seed} (set STREAMML_CHAOS_SEED to replay): {' '.join(chaos.order)}")
     chaos.start()
     try:
-        timeline = run_demo(settings, CHAOS_PLAN, Console(file=open(tmp_path / "demo.log", "w")))
+        try:
+            timeline = run_demo(settings, CHAOS_PLAN, Console(file=open(tmp_path / "demo.log", "w"), width=200))
+        except DemoFailed:
+            print_stack_logs(config.state_dir, tmp_path / "demo.log")
+            raise
         chaos.join(timeout=240)  # the loop can finish before the last kill
         assert [v for v, _ in chaos.killed] == chaos.order, f"not every victim was killed: {chaos.killed}"
         assert_final_state(settings, timeline, CHAOS_PLAN, consecutive_versions=False)

@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 
 import numpy as np
@@ -26,6 +25,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from services.validator.live import Answers
 from streamml.events import EventError
 from streamml.faults import Interrupted
+from streamml.kafka import unjoined_consumer
 from streamml.prediction_events import prediction_bodies
 from streamml.registry.shadow import ShadowState
 from streamml.settings import KafkaSettings
@@ -40,15 +40,7 @@ def evidence_topics(kafka: KafkaSettings, model: str) -> list[str]:
 
 
 def _consumer(kafka: KafkaSettings, model: str) -> Consumer:
-    return Consumer({
-        **kafka.client_config(),
-        # Required by the client, never joined: partitions are assigned directly and nothing is committed.
-        "group.id": f"streamml-validator-shadow-{model}-{uuid.uuid4().hex[:12]}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "fetch.wait.max.ms": 50,
-        "fetch.queue.backoff.ms": 10,
-    })
+    return unjoined_consumer(kafka, f"streamml-validator-shadow-{model}")
 
 
 def topic_ends(kafka: KafkaSettings, model: str) -> dict[str, dict[int, int]]:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from streamml.console import links
 from streamml.demo import EVENT_TOPICS, describe
@@ -40,6 +39,7 @@ from streamml.events import (
     ModelTrained,
     decode,
 )
+from streamml.kafka import unjoined_consumer
 from streamml.settings import KafkaSettings
 
 log = logging.getLogger("streamml.console")
@@ -123,15 +123,7 @@ class LiveFeed:
         self._assigned: set[tuple[str, int]] = set()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="console-live-feed", daemon=True)
-        self._consumer = Consumer({
-            **kafka.client_config(),
-            # Required by the client, never joined: partitions are assigned, offsets never committed.
-            "group.id": f"streamml-console-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 50,
-            "fetch.queue.backoff.ms": 10,
-        })
+        self._consumer = unjoined_consumer(kafka, "streamml-console", **{"enable.partition.eof": True})
 
     def start(self) -> None:
         self._thread.start()

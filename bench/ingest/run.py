@@ -51,7 +51,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -430,7 +429,7 @@ def print_burst(partitions: int, results: dict[str, Result], rounds: dict[str, l
     ceiling = results.get("ceiling")
     print(f"\nburst of {next(iter(results.values())).expected:,} records over {partitions} partitions "
           f"(median of {len(next(iter(rounds.values())))} rounds; end-to-end times of every round in brackets)")
-    print(f"| tool | end to end | steady rate | of the ceiling | CPU per row | peak RSS | rows verified |")
+    print("| tool | end to end | steady rate | of the ceiling | CPU per row | peak RSS | rows verified |")
     print("|---|---|---|---|---|---|---|")
     for tool, result in results.items():
         steady = f"{result.steady:,.0f}/s" if result.steady else "–"

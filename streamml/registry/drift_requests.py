@@ -52,5 +52,5 @@ def read_drift_request(store: ObjectStore, dataset: str) -> DriftRequest | None:
     """The pending drift build of ``dataset``; None when it owes none."""
     key = drift_request_key(dataset)
     return read_document(store, key, DriftRequest, "a drift build request",
-                         f"delete it (`streamml datasets list` stops showing the pending build) and let "
-                         f"the monitor report the drift again")
+                         "delete it (`streamml datasets list` stops showing the pending build) and let "
+                         "the monitor report the drift again")

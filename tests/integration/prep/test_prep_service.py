@@ -2,7 +2,6 @@
 mid-build, and which engine builds."""
 
 import io
-import json
 import os
 import subprocess
 import sys

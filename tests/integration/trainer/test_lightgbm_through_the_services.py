@@ -5,7 +5,6 @@ while requests keep coming, none failing."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 

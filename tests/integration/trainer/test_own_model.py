@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from registry_world import DATASET, World, make_world, messages, put_dataset, put_spec, raw_records, spec_document
+from registry_world import World, make_world, messages, put_dataset, put_spec, raw_records, spec_document
 from services.trainer.user_code import add_code_dir, code_digest, resolve
 from streamml.events import DatasetReady, ModelPromoted, ModelTrained
 from streamml.kafka import dead_letter_reason

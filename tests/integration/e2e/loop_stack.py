@@ -35,15 +35,22 @@ def print_stack_logs(state_dir: Path, demo_log: Path, lines: int = 30) -> None:
             print(f"----- {path.name} (last {len(tail)} lines)", *tail, sep="\n")
 
 
-def roomy_latency_policies(folder: Path, p95_ms: float) -> Path:
-    """The example policies with a latency budget of ``p95_ms``, written to ``folder``.
+def roomy_latency_policies(folder: Path, p95_ms: float | None) -> Path:
+    """The example policies with latency budgets (offline and in shadow) of ``p95_ms``, or none,
+    written to ``folder``.
 
-    The example budget is for a quiet machine; a test about what survives or what a page shows
+    The example budgets are for a quiet machine; a test about what survives or what a page shows
     must not have its loop stopped by a host busy with restarts or other tests."""
     folder.mkdir()
     for path in (EXAMPLES / "policies").glob("*.yaml"):
         policy = yaml.safe_load(path.read_text())
-        policy["latency"]["p95_ms"] = p95_ms
+        if p95_ms is None:
+            policy.pop("latency", None)
+        else:
+            policy["latency"]["p95_ms"] = p95_ms
+        if "shadow" in policy:
+            rules = [r for r in policy["shadow"]["rules"] if "max_latency_p95_ms" not in r]
+            policy["shadow"]["rules"] = rules + ([{"max_latency_p95_ms": p95_ms}] if p95_ms is not None else [])
         (folder / path.name).write_text(yaml.safe_dump(policy))
     return folder
 

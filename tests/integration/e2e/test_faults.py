@@ -14,12 +14,11 @@ from __future__ import annotations
 import http.client
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 from fault_proxy import FaultProxy, broker_behind_proxy
 from landing_checks import landed
+from loop_stack import roomy_latency_policies
 from rich.console import Console
 
 from streamml.demo import EXAMPLES, DemoPlan, run_demo
@@ -93,17 +92,6 @@ class Readiness(threading.Thread):
                 self.seen[name].append((time.monotonic(), ready))
 
 
-def policies_without_latency(folder: Path) -> Path:
-    """The example policies but their latency budget: a loaded test machine can miss it, and this test
-    is about outages."""
-    folder.mkdir()
-    for path in (EXAMPLES / "policies").glob("*.yaml"):
-        policy = yaml.safe_load(path.read_text())
-        policy.pop("latency", None)
-        (folder / path.name).write_text(yaml.safe_dump(policy))
-    return folder
-
-
 def dead_letters(settings: ServiceSettings) -> int:
     topics = [settings.kafka.topic(f"dlq.{name}") for name in SERVICES]
     assigned = threading.Event()
@@ -125,7 +113,7 @@ def test_the_loop_rides_out_a_store_and_a_broker_outage(stack, bucket, services,
         s3=stack.settings(bucket).s3.model_copy(update={"endpoint": f"http://127.0.0.1:{store_proxy.port}"}),
     )
     folders = StackConfig(state_dir=tmp_path, specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models",
-                          policies_dir=policies_without_latency(tmp_path / "policies")).folder_env()
+                          policies_dir=roomy_latency_policies(tmp_path / "policies", None)).folder_env()
     apply_declared(settings.kafka, specs_dir=EXAMPLES / "datasets", models=["fraud"])
     ports = {name: free_port() for name in SERVICES}
     for name in SERVICES:

@@ -127,8 +127,8 @@ def test_the_loop_survives_sigkill_of_every_component(tmp_path):
     # The latency rule measures a model on a machine that is busy restarting
     # processes; this test is about what survives, so it gets a roomy budget.
     policies = roomy_latency_policies(tmp_path / "policies", p95_ms=1000)
+    seed = int(os.environ.get("STREAMML_CHAOS_SEED") or random.randrange(1 << 30))
     config, settings = start_stack(tmp_path / "stack", ephemeral=False, policies=policies)
-    seed = int(os.environ.get("STREAMML_CHAOS_SEED", random.randrange(1 << 30)))
     chaos = Chaos(config.state_dir / "stack.json", seed)
     print(f"chaos seed {seed} (set STREAMML_CHAOS_SEED to replay): {' '.join(chaos.order)}")
     chaos.start()

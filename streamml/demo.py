@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 from rich.console import Console
 from rich.table import Table
 
@@ -36,7 +36,7 @@ from streamml.events import (
     ModelTrained,
     decode,
 )
-from streamml.kafka import EventProducer, TopicTail
+from streamml.kafka import DeliveryError, EventProducer, TopicTail, transient_kafka_error
 from streamml.settings import ServiceSettings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -153,13 +153,31 @@ class Publisher(threading.Thread):
         self.target = 0
         self.shift = 0.0
         self.stopping = threading.Event()
+        self.undelivered: list[tuple[bytes, bytes]] = []  # (value, key): published again
+        self.refused: str | None = None  # an error publishing again cannot mend
 
     def publish(self, records: int, shift: float) -> None:
         self.shift, self.target = shift, self.target + records
 
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        # A broker whose storage failed mid-write answers with an error the client does not
+        # retry by itself (Tansu: "Unknown broker error"); an application publishes again.
+        if error is None:
+            return
+        if error.code() == KafkaError.UNKNOWN or transient_kafka_error(error):
+            self.undelivered.append((message.value(), message.key()))
+        else:
+            self.refused = f"{message.topic()}: {error.str()}"
+
     def run(self) -> None:
         started, chunk = time.monotonic(), 500
         while not self.stopping.is_set():
+            if self.undelivered:
+                again, self.undelivered = self.undelivered, []
+                for record, key in again:
+                    self.producer.produce(self.topic, record, key, on_delivery=self._delivered)
+                self._flush()
+                continue
             if self.sent >= self.target:
                 time.sleep(0.1)
                 started = time.monotonic() - self.sent / self.plan.rate
@@ -167,12 +185,22 @@ class Publisher(threading.Thread):
             count = min(chunk, self.target - self.sent)
             columns = transactions(count, self.plan.seed, start=self.sent, shift=self.shift)
             for record, key in zip(to_json_records(columns), columns["tx_id"], strict=True):
-                self.producer.produce(self.topic, record, key)
+                self.producer.produce(self.topic, record, key, on_delivery=self._delivered)
             self.sent += count
-            self.producer.flush()
+            self._flush()
             delay = started + self.sent / self.plan.rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+
+
+    def _flush(self) -> None:
+        try:
+            self.producer.flush()
+        except DeliveryError as error:  # still queued while the brokers are away: delivered later
+            if not error.transient:
+                raise
+        if self.refused:
+            raise DeliveryError(f"a transaction was refused: {self.refused}", transient=False)
 
 
 class Application(threading.Thread):

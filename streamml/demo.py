@@ -192,7 +192,6 @@ class Publisher(threading.Thread):
             if delay > 0:
                 time.sleep(delay)
 
-
     def _flush(self) -> None:
         try:
             self.producer.flush()

@@ -443,7 +443,6 @@ def next_offsets(messages: Iterable[Message]) -> Offsets:
     return offsets
 
 
-
 def unjoined_consumer(settings: KafkaSettings, name: str, **overrides: Any) -> Consumer:
     """A consumer that is assigned partitions directly: it never joins its group nor commits.
 

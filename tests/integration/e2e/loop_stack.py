@@ -24,6 +24,9 @@ from streamml.stack.ports import free_port, free_ports
 from streamml.stack.supervisor import SERVICES, StackConfig
 from streamml.store import ObjectStore
 
+# Long enough for the demo's application to answer and label 500 requests many times over, short
+# enough for a shadow begun after it stopped to end well within a wait for the loop to settle.
+SHADOW_S = 60
 EVENT_TOPICS = ("dataset.ready", "model.trained", "model.promoted", "model.rejected", "drift.detected")
 
 
@@ -35,12 +38,15 @@ def print_stack_logs(state_dir: Path, demo_log: Path, lines: int = 30) -> None:
             print(f"----- {path.name} (last {len(tail)} lines)", *tail, sep="\n")
 
 
-def roomy_latency_policies(folder: Path, p95_ms: float | None) -> Path:
-    """The example policies with latency budgets (offline and in shadow) of ``p95_ms``, or none,
-    written to ``folder``.
+def loop_policies(folder: Path, p95_ms: float | None, shadow_s: float = SHADOW_S) -> Path:
+    """The example policies for a loop test, written to ``folder``: latency budgets (offline and
+    in shadow) of ``p95_ms``, or none, and a shadow that lasts at most ``shadow_s``.
 
     The example budgets are for a quiet machine; a test about what survives or what a page shows
-    must not have its loop stopped by a host busy with restarts or other tests."""
+    must not have its loop stopped by a host busy with restarts or other tests. A candidate that
+    goes into shadow after the demo's application stopped has no traffic to be judged on: it
+    waits out the shadow's duration, holding its validator's partition meanwhile, and a test
+    that waits for every group to catch up waits for it."""
     folder.mkdir()
     for path in (EXAMPLES / "policies").glob("*.yaml"):
         policy = yaml.safe_load(path.read_text())
@@ -51,6 +57,7 @@ def roomy_latency_policies(folder: Path, p95_ms: float | None) -> Path:
         if "shadow" in policy:
             rules = [r for r in policy["shadow"]["rules"] if "max_latency_p95_ms" not in r]
             policy["shadow"]["rules"] = rules + ([{"max_latency_p95_ms": p95_ms}] if p95_ms is not None else [])
+            policy["shadow"]["max_duration_s"] = shadow_s
         (folder / path.name).write_text(yaml.safe_dump(policy))
     return folder
 

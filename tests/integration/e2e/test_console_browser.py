@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from loop_stack import (
     assert_final_state,
+    loop_policies,
     read_events,
     rebuild_every_version,
-    roomy_latency_policies,
     start_stack,
     unbuilt_objects,
     wait_until_settled,
@@ -75,7 +75,7 @@ class Loop:
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory) -> Iterator[Loop]:
     root = tmp_path_factory.mktemp("console-loop")
-    policies = roomy_latency_policies(root / "policies", LATENCY_BUDGET_MS)
+    policies = loop_policies(root / "policies", LATENCY_BUDGET_MS)
     config, settings = start_stack(root / "stack", ephemeral=True, policies=policies, timeout=180)
     try:
         with open(root / "demo.log", "w") as log:

@@ -18,7 +18,7 @@ import time
 import pytest
 from fault_proxy import FaultProxy, broker_behind_proxy
 from landing_checks import landed
-from loop_stack import roomy_latency_policies
+from loop_stack import loop_policies
 from rich.console import Console
 
 from streamml.demo import EXAMPLES, DemoPlan, run_demo
@@ -113,7 +113,7 @@ def test_the_loop_rides_out_a_store_and_a_broker_outage(stack, bucket, services,
         s3=stack.settings(bucket).s3.model_copy(update={"endpoint": f"http://127.0.0.1:{store_proxy.port}"}),
     )
     folders = StackConfig(state_dir=tmp_path, specs_dir=EXAMPLES / "datasets", models_dir=EXAMPLES / "models",
-                          policies_dir=roomy_latency_policies(tmp_path / "policies", None)).folder_env()
+                          policies_dir=loop_policies(tmp_path / "policies", None)).folder_env()
     apply_declared(settings.kafka, specs_dir=EXAMPLES / "datasets", models=["fraud"])
     ports = {name: free_port() for name in SERVICES}
     for name in SERVICES:

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from loop_stack import (
     assert_final_state,
+    loop_policies,
     print_stack_logs,
-    roomy_latency_policies,
     start_stack,
     wait_until_settled,
 )
@@ -126,7 +126,7 @@ def test_the_loop_survives_sigkill_of_every_component(tmp_path):
     each back and the loop loses, duplicates and corrupts nothing."""
     # The latency rule measures a model on a machine that is busy restarting
     # processes; this test is about what survives, so it gets a roomy budget.
-    policies = roomy_latency_policies(tmp_path / "policies", p95_ms=1000)
+    policies = loop_policies(tmp_path / "policies", p95_ms=1000)
     seed = int(os.environ.get("STREAMML_CHAOS_SEED") or random.randrange(1 << 30))
     config, settings = start_stack(tmp_path / "stack", ephemeral=False, policies=policies)
     chaos = Chaos(config.state_dir / "stack.json", seed)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from loop_stack import read_events, roomy_latency_policies
+from loop_stack import loop_policies, read_events
 from rich.console import Console
 
 from streamml.demo import EXAMPLES, DemoFailed, DemoPlan, run_demo
@@ -52,7 +52,7 @@ def test_two_replicas_of_every_service_with_one_of_each_killed_leave_what_one_wo
     apply_declared(kafka, specs_dir=EXAMPLES / "datasets", models=[MODEL])
     # The example policy, with a latency budget a host busy with ten services and two Spark jobs meets:
     # what is under test is who decides, not how fast the model answers.
-    policies = roomy_latency_policies(tmp_path / "policies", p95_ms=500)
+    policies = loop_policies(tmp_path / "policies", p95_ms=500)
     env = {
         "STREAMML_KAFKA_TOPIC_PREFIX": prefix,
         "STREAMML_KAFKA_GROUP_PREFIX": prefix,

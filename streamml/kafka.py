@@ -461,6 +461,26 @@ def unjoined_consumer(settings: KafkaSettings, name: str, **overrides: Any) -> C
     })
 
 
+def partition_ends(consumer: Consumer, topics: Iterable[str], timeout: float,
+                   optional: Iterable[str] = ()) -> dict[str, dict[int, int]]:
+    """``{topic: {partition: end offset}}`` for every partition of ``topics``, and of each topic in
+    ``optional`` that exists; KafkaException naming a topic of ``topics`` that does not."""
+    metadata = consumer.list_topics(timeout=timeout).topics
+    for name in topics:
+        topic = metadata.get(name)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise KafkaException(
+                f"topic {name!r} does not exist; create it with `streamml topics apply`"
+                + (f" ({topic.error.str()})" if topic is not None and topic.error is not None else ""))
+    followed = [*topics, *(name for name in optional if name in metadata and metadata[name].partitions)]
+    return {
+        name: {partition: max(consumer.get_watermark_offsets(TopicPartition(name, partition), timeout=timeout,
+                                                             cached=False)[1], 0)
+               for partition in sorted(metadata[name].partitions)}
+        for name in followed
+    }
+
+
 class TopicTail:
     """Every message on ``topics`` from their end at start on, read by this reader alone.
 
@@ -485,22 +505,9 @@ class TopicTail:
         self._since_ms = None if since is None else since.timestamp() * 1000
         self._consumer = unjoined_consumer(settings, "streamml-tail", **overrides)
         try:
-            metadata = self._consumer.list_topics(timeout=timeout)
-            for name in topics:
-                topic = metadata.topics.get(name)
-                if topic is None or topic.error is not None or not topic.partitions:
-                    raise KafkaException(
-                        f"topic {name!r} does not exist; create it with `streamml topics apply`"
-                        + (f" ({topic.error.str()})" if topic is not None and topic.error is not None else ""))
-            followed = [*topics, *(name for name in optional
-                                   if name in metadata.topics and metadata.topics[name].partitions)]
-            positions = []
-            for name in followed:
-                for partition in sorted(metadata.topics[name].partitions):
-                    _, end = self._consumer.get_watermark_offsets(
-                        TopicPartition(name, partition), timeout=timeout, cached=False)
-                    positions.append(TopicPartition(name, partition, max(end, 0)))
-            self._consumer.assign(positions)
+            ends = partition_ends(self._consumer, topics, timeout, optional)
+            self._consumer.assign([TopicPartition(name, partition, end)
+                                   for name, partitions in ends.items() for partition, end in partitions.items()])
         except Exception:
             self._consumer.close()
             raise

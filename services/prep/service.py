@@ -12,11 +12,11 @@ keeps polling.
 
 Events are keyed by dataset, so one replica gets a dataset's events; after a
 start, and whenever partitions are assigned to it, a replica looks at every
-dataset once, since events a dead replica committed are not delivered again. Which replica builds is settled in
-the store: a build claims the next version number with a lease
-(``versions.py``), so while one replica builds a dataset the others skip it,
-and a replica that dies mid-build hands the number over when its lease runs
-out.
+dataset once, since events a dead replica committed are not delivered again.
+Which replica builds is settled in the store: a build claims the next version
+number with a lease (``versions.py``), so while one replica builds a dataset
+the others skip it, and a replica that dies mid-build hands the number over
+when its lease runs out.
 """
 
 from __future__ import annotations

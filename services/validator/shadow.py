@@ -20,12 +20,12 @@ import time
 from datetime import UTC, datetime
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from services.validator.live import Answers
 from streamml.events import EventError
 from streamml.faults import Interrupted
-from streamml.kafka import unjoined_consumer
+from streamml.kafka import partition_ends, unjoined_consumer
 from streamml.prediction_events import prediction_bodies
 from streamml.registry.shadow import ShadowState
 from streamml.settings import KafkaSettings
@@ -48,18 +48,7 @@ def topic_ends(kafka: KafkaSettings, model: str) -> dict[str, dict[int, int]]:
     prediction and feedback topics."""
     consumer = _consumer(kafka, model)
     try:
-        ends: dict[str, dict[int, int]] = {}
-        for topic in evidence_topics(kafka, model):
-            found = consumer.list_topics(topic, timeout=kafka.connect_timeout_s).topics.get(topic)
-            if found is None or found.error is not None or not found.partitions:
-                raise KafkaException(f"topic {topic!r} does not exist; a shadow reads it: create it with "
-                                     "`streamml topics apply`")
-            ends[topic] = {
-                partition: max(consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                              timeout=kafka.connect_timeout_s, cached=False)[1], 0)
-                for partition in sorted(found.partitions)
-            }
-        return ends
+        return partition_ends(consumer, evidence_topics(kafka, model), kafka.connect_timeout_s)
     finally:
         consumer.close()
 

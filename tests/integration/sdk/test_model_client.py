@@ -142,14 +142,18 @@ def test_a_version_that_cannot_be_loaded_leaves_the_old_one_serving(world, caplo
     def failures() -> float:
         return REGISTRY.get_sample_value("streamml_sdk_load_failures_total", {"model": MODEL}) or 0
 
+    def error_lines() -> list:
+        return [r for r in caplog.records if r.name == "streamml.sdk.client" and r.levelname == "ERROR"]
+
     client = ModelClient(settings_of(world), MODEL, reconcile_s=600, log_predictions=False)
     before = failures()
     with Load(client, raw_records()) as load:
         promote(world, "v2", "v1")
-        wait_until(lambda: failures() > before)
+        # The failure is counted a moment before it is logged.
+        wait_until(lambda: failures() > before and error_lines())
         assert client.version == "v1"
         # One line that names the damaged object, without a stack trace.
-        [line] = [r for r in caplog.records if r.name == "streamml.sdk.client" and r.levelname == "ERROR"]
+        [line] = error_lines()
         assert f"models/{MODEL}/v2/attempts/" in line.getMessage()
         assert "model.pt2 does not match the manifest of fraud v2" in line.getMessage()
         assert line.exc_info is None

@@ -147,17 +147,22 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         while not self.stopped.wait(LIST_EVERY_S):
             now = time.time()
-            for key in list_keys(self.client, self.bucket):
+            for key in landed_keys(self.client, self.bucket):
                 if key not in self.landings.seen:
                     rows = pq.ParquetFile(self.fs.open_input_file(f"{self.bucket}/{key}")).metadata.num_rows
                     self.landings.seen[key] = (now, rows)
 
 
-def list_keys(client, bucket: str) -> list[str]:
+def list_keys(client, bucket: str, suffix: str = "") -> list[str]:
     keys = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys += [item["Key"] for item in page.get("Contents", [])]
+        keys += [item["Key"] for item in page.get("Contents", []) if item["Key"].endswith(suffix)]
     return keys
+
+
+def landed_keys(client, bucket: str) -> list[str]:
+    """The Parquet objects: ingest also stores the dataset spec it enforces (JSON) in the bucket."""
+    return list_keys(client, bucket, ".parquet")
 
 
 @dataclass(frozen=True)
@@ -338,7 +343,7 @@ def read_back(stack: Stack, bucket: str, landings: Landings | None = None) -> tu
     (its ``time``) to the listing that first showed its object."""
     fs, client = stack.filesystem(), make_client(stack.s3_settings(bucket))
     ids, latencies = [], []
-    for key in list_keys(client, bucket):
+    for key in landed_keys(client, bucket):
         table = pq.read_table(f"{bucket}/{key}", columns=["id", "time"] if landings else ["id"], filesystem=fs)
         ids.append(table.column("id").combine_chunks())
         if landings and key in landings.seen:  # not one written as the tool stopped

@@ -65,8 +65,9 @@ def load_version(store: ReadableStore, name: str, version: str, *, warm_up: bool
     ``with_input_rules`` reads the rules of the dataset spec the card's dataset
     version was built with (``input_checks.input_rules``; None when not stored).
 
-    ``warm_up`` runs one prediction on an all-missing record (every feature
-    imputed) so the first real request does not pay for lazy initialisation.
+    ``warm_up`` predicts all-missing records (every feature imputed), so the
+    first real request does not pay for lazy initialisation and a program that
+    does not fit its card is refused here (``check_runs``).
     """
     manifest, files = read_version_files(store, name, version)
     where = manifest.key(CARD_FILE)
@@ -89,9 +90,22 @@ def load_version(store: ReadableStore, name: str, version: str, *, warm_up: bool
     rules = input_rules(store, card, transform.features) if with_input_rules else None
     snapshot = ModelSnapshot(version, program, transform, rules)
     if warm_up:
-        try:
-            snapshot.predict([{}])
-        except Exception as error:  # noqa: BLE001 - a program that does not fit its card
-            raise RegistryError(f"version {version!r} of model {name!r} does not run on the inputs its card "
-                                f"describes ({summary(error)}); train it again or promote another") from None
+        check_runs(snapshot, name)
     return LoadedVersion(card, snapshot)
+
+
+def check_runs(snapshot: ModelSnapshot, name: str) -> None:
+    """Refuse a program that does not answer one row per record on the inputs its card describes.
+
+    Serving skips torch.export's per-call input checks (see ``portable``): these calls, with two
+    batch sizes, are where a program exported for other shapes or a fixed batch is found."""
+    for count in (1, 3):
+        try:
+            rows = len(snapshot.predict([{}] * count).output)
+        except Exception as error:  # noqa: BLE001 - a program that does not fit its card
+            raise RegistryError(f"version {snapshot.version!r} of model {name!r} does not run on the inputs its "
+                                f"card describes ({summary(error)}); train it again or promote another") from None
+        if rows != count:
+            raise RegistryError(f"version {snapshot.version!r} of model {name!r} answers {rows} rows to "
+                                f"{count} record{'s' * (count > 1)}; a program must answer one per record (export it "
+                                "with a dynamic batch dimension); train it again or promote another")

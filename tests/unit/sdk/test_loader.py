@@ -50,9 +50,16 @@ CARD = {
 }
 
 
-def exported() -> bytes:
+class TwoAnswers(nn.Module):
+    """Two rows whatever it is given: a program written for a fixed batch."""
+
+    def forward(self, numeric, categorical):
+        return (numeric[:, 0].sum() + categorical[:, 0].sum()).repeat(2)
+
+
+def exported(module: nn.Module | None = None) -> bytes:
     batch = torch.export.Dim("batch")
-    program = torch.export.export(Doubler(), (torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.int64)),
+    program = torch.export.export(module or Doubler(), (torch.zeros(2, 1), torch.zeros(2, 1, dtype=torch.int64)),
                                   dynamic_shapes={"numeric": {0: batch}, "categorical": {0: batch}})
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
@@ -150,6 +157,13 @@ def test_a_program_that_does_not_fit_its_card_is_refused_before_it_serves():
                                             r"describes \(\w+: .*\); train it again or promote another"):
         load_version(registry(card), "fraud", "v1")
     assert load_version(registry(card), "fraud", "v1", warm_up=False).version == "v1"
+
+
+def test_a_program_that_does_not_answer_one_row_per_record_is_refused_before_it_serves():
+    # Serving skips torch.export's per-call checks of the inputs, so the loader's own calls must catch it.
+    with pytest.raises(RegistryError, match=r"version 'v1' of model 'fraud' answers 2 rows to 1 record; a program "
+                                            r"must answer one per record \(export it with a dynamic batch dimension\)"):
+        load_version(registry(program=exported(TwoAnswers())), "fraud", "v1")
 
 
 def test_a_version_brings_the_rules_of_the_dataset_spec_its_training_data_was_built_with(caplog):

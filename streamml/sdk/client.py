@@ -77,7 +77,7 @@ from streamml.registry.shadow import read_shadow
 from streamml.sdk.promotions import PromotionFeed
 from streamml.sdk.shadow import ShadowScorer, ShadowStats
 from streamml.sdk.swap import ModelSlot, ModelSnapshot
-from streamml.sdk.wire import encode_predictions, loggable_outputs, prediction_batches, timestamp
+from streamml.sdk.wire import encode_predictions, loggable_outputs, prediction_batches
 from streamml.settings import ServiceSettings
 from streamml.store import ObjectStore
 
@@ -189,12 +189,12 @@ class ModelClient:
         if self._log is not None:
             # One msgspec call for the call's predictions here; the log's sender only joins them (see wire.py).
             marks = {index: flag_names(violations) for index, violations in flags.items()}
-            time_text = timestamp(datetime.now(UTC))
+            now = datetime.now(UTC)
             self._log.add_many(encode_predictions(
-                self.model, prediction.version, snapshot.transform.features, time_text, ids,
+                self.model, prediction.version, snapshot.transform.features, now, ids,
                 records, loggable_outputs(prediction.output), marks))
             if self._shadow is not None:
-                self._shadow.offer(records, ids, time_text)
+                self._shadow.offer(records, ids, now)
         return Predictions(prediction.version, prediction.output, ids, flags)
 
     def _check(self, snapshot: ModelSnapshot, records: Sequence[Mapping[str, Any]]) -> dict[int, list[Violation]]:

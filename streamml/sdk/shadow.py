@@ -11,7 +11,7 @@ broken shadow costs the requests nothing but the CPU it takes::
 
     scorer = ShadowScorer("fraud", log.add_many, capacity=64)   # takes encoded prediction bodies
     scorer.serve(snapshot)                 # a version in shadow; None: none
-    scorer.offer(records, request_ids, time_text)
+    scorer.offer(records, request_ids, when)
     scorer.close()
 """
 
@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
@@ -75,7 +76,7 @@ class ShadowScorer:
                 self._drop(sum(len(records) for _, records, _, _ in self._queue))
                 self._queue.clear()
 
-    def offer(self, records: Sequence[Mapping[str, Any]], request_ids: Sequence[str], time_text: str) -> bool:
+    def offer(self, records: Sequence[Mapping[str, Any]], request_ids: Sequence[str], when: datetime) -> bool:
         """Queue one call for the shadow; False when there is none or no room (then dropped and counted)."""
         snapshot = self._snapshot
         if snapshot is None:
@@ -84,7 +85,7 @@ class ShadowScorer:
             if self._closed or len(self._queue) >= self.capacity:
                 self._drop(len(records))
                 return False
-            self._queue.append((snapshot, records, request_ids, time_text))
+            self._queue.append((snapshot, records, request_ids, when))
             self._work.notify()
             return True
 
@@ -111,7 +112,7 @@ class ShadowScorer:
                 self._work.wait_for(lambda: self._queue or self._closed)
                 if not self._queue:
                     return
-                snapshot, records, ids, time_text = self._queue.popleft()
+                snapshot, records, ids, when = self._queue.popleft()
             started = time.perf_counter()
             try:
                 prediction = snapshot.predict(records)
@@ -124,7 +125,7 @@ class ShadowScorer:
                               type(error).__name__, error)
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000.0
-            self._log_many(encode_predictions(self.model, snapshot.version, snapshot.transform.features, time_text,
+            self._log_many(encode_predictions(self.model, snapshot.version, snapshot.transform.features, when,
                                               ids, records, loggable_outputs(prediction.output), {}, elapsed_ms))
             with self._lock:
                 self._scored += len(records)

@@ -8,7 +8,7 @@ import pytest
 
 from streamml.prediction_events import prediction_records
 from streamml.sdk.client import ModelClient, new_request_ids
-from streamml.sdk.wire import encode_predictions, timestamp
+from streamml.sdk.wire import encode_predictions
 
 pytestmark = pytest.mark.unit
 
@@ -45,7 +45,7 @@ def sink(room: int) -> SimpleNamespace:
 
 def batch(outputs, amount_text=""):
     records = [{"amount": f"{amount_text}{i}" if amount_text else float(i)} for i in range(len(outputs))]
-    return encode_predictions("fraud", "v1", ("amount",), timestamp(datetime(2024, 6, 1, tzinfo=UTC)),
+    return encode_predictions("fraud", "v1", ("amount",), datetime(2024, 6, 1, tzinfo=UTC),
                               [f"r{i}" for i in range(len(outputs))], records, outputs, {})
 
 

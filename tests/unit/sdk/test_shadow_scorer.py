@@ -2,6 +2,7 @@
 
 import json
 import threading
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from streamml.sdk.swap import ModelSnapshot
 from streamml.sdk.wire import encode_predictions, prediction_batches
 
 pytestmark = pytest.mark.unit
-WHEN = "2026-01-01T00:00:00Z"
+WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class Transform:

@@ -3,6 +3,7 @@ and every reader of predictions.<model> splits them with the one shared decoder.
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -18,7 +19,7 @@ WHEN = datetime(2024, 6, 1, 12, 30, 5, 123456, tzinfo=UTC)
 def logged(records, outputs, flags=None, features=("amount", "hour", "channel", "device"), version="v2"):
     """The bodies of one predict call's records, with request ids req-0, req-1..."""
     ids = [f"req-{i}" for i in range(len(records))]
-    return encode_predictions("fraud", version, features, timestamp(WHEN), ids, records, outputs,
+    return encode_predictions("fraud", version, features, WHEN, ids, records, outputs,
                               {i: flag for i, flag in enumerate(flags or []) if flag})
 
 
@@ -51,6 +52,15 @@ def test_feature_values_and_outputs_become_plain_json_values():
     assert loggable_outputs(np.array([0.25, 0.5], dtype=np.float32)) == [0.25, 0.5]
     assert loggable_outputs(np.array([[0.2, 0.8], [np.nan, 1.0]])) == [[0.2, 0.8], None]
     assert loggable_outputs(np.array([np.inf, 0.5])) == [None, 0.5]
+    many = np.full(1000, 0.5, dtype=np.float32)  # past SMALL_OUTPUT: numpy finds the NaN
+    many[[3, 999]] = [np.nan, -np.inf]
+    assert loggable_outputs(many) == [0.5] * 3 + [None] + [0.5] * 995 + [None]
+
+
+def test_a_prediction_carries_its_call_time_as_timestamp_writes_it():
+    for when in (WHEN, WHEN.replace(microsecond=0)):
+        [body] = encode_predictions("fraud", "v1", ("amount",), when, ["r1"], [{"amount": 1.0}], [0.5], {})
+        assert msgspec.json.decode(body)["time"] == timestamp(when)
 
 
 def test_each_prediction_of_a_batch_reads_as_its_own_prediction_event():

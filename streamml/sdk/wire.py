@@ -71,11 +71,15 @@ def encode_predictions(
     which took this long; its predictions are marked ``shadow``.
     """
     documents = []
+    wanted = frozenset(features)
     for index, (request_id, record, output) in enumerate(zip(request_ids, records, outputs, strict=True)):
         if output is None:
             continue
+        # A dict of exactly the features is written as it is: copying it cost a third of the encoding.
+        logged = (record if type(record) is dict and record.keys() == wanted
+                  else {name: record.get(name) for name in features})
         document = {"request_id": request_id, "model": model, "model_version": version,
-                    "features": {name: record.get(name) for name in features}, "output": output, "time": time}
+                    "features": logged, "output": output, "time": time}
         if index in flags:
             document["flags"] = list(flags[index])
         if shadow_latency_ms is not None:

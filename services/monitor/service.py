@@ -157,7 +157,10 @@ class MonitorService(ConsumerService[MonitorSettings]):
         checkpoint, etag = self.retry(lambda: read_checkpoint(self.store, model))
         owned = Owned(model, etag=etag)
         if checkpoint is not None:
-            owned.offsets, owned.saved_offsets = dict(checkpoint.offsets), dict(checkpoint.offsets)
+            # The group's commits may trail the checkpoint (its writer died between the two): with
+            # nothing counted as committed, the next save commits every offset the checkpoint covers,
+            # even when no record beyond them ever comes. Else the group would show that lag for ever.
+            owned.offsets = dict(checkpoint.offsets)
             owned.outbox = list(checkpoint.outbox)  # raised before a crash, maybe never sent
         else:
             # No checkpoint yet (or one written before checkpoints): the episodes of latest.json still hold.

@@ -306,6 +306,50 @@ def test_a_monitor_killed_while_predictions_wait_for_labels_joins_them_after_its
     assert joined == 4 * WINDOW, f"{joined} labels joined their predictions, not {4 * WINDOW}: the held window's lost"
 
 
+def test_a_monitor_taking_over_commits_what_the_checkpoint_covers_beyond_the_groups_commits(world, services):
+    """A monitor killed after writing its checkpoint and before committing leaves the group's commits
+    behind the checkpoint. The replica that takes the model over skips what the checkpoint covers and
+    commits it, though no new record comes: a lag that never drains would keep an autoscaler adding
+    replicas."""
+    # A short session, so the killed member leaves the group soon and its commits can be rewound.
+    env = {**world.env, "STREAMML_MONITOR_CHECKPOINT_INTERVAL_S": "1", "STREAMML_KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    monitor = services.start("monitor", world.bucket, **env)
+    world.windows(2)
+    world.wait_for_windows(2, monitor)
+    deadline = time.monotonic() + 60
+    while not _committed_past(world, world.prediction_messages):
+        assert time.monotonic() < deadline, monitor.log_path.read_text()[-3000:]
+        time.sleep(0.2)
+    monitor.send_signal(signal.SIGKILL)
+    monitor.wait()
+    _commit_start(world)  # as if the kill had come between the checkpoint and its commit
+    assert not _committed_past(world, 1)
+
+    restarted = services.start("monitor", world.bucket, **env)
+    deadline = time.monotonic() + 60
+    while not _committed_past(world, world.prediction_messages):
+        assert time.monotonic() < deadline, restarted.log_path.read_text()[-3000:]
+        time.sleep(0.5)
+    state = read_monitor_state(world.store, MODEL)
+    assert len(state.window_reports) == 2, "what the checkpoint covered was judged again"
+
+
+def _commit_start(world: World) -> None:
+    """Commit offset 0 of every partition of the monitor's topics for its group, as a member of it."""
+    consumer = Consumer({**world.kafka.client_config(), "group.id": "streamml-monitor",
+                         "enable.auto.commit": False, "session.timeout.ms": 6000})
+    consumer.subscribe([world.topics["predictions"], world.topics["feedback"]])
+    deadline = time.monotonic() + 60
+    try:
+        while len(consumer.assignment()) < 4:  # once the killed member's session has ended
+            assert time.monotonic() < deadline, "the group kept its killed member"
+            consumer.poll(0.5)
+        consumer.commit(offsets=[TopicPartition(tp.topic, tp.partition, 0) for tp in consumer.assignment()],
+                        asynchronous=False)
+    finally:
+        consumer.close()
+
+
 def _committed_past(world: World, offset: int) -> bool:
     """Whether the monitor group committed ``offset`` messages of predictions (on the model's partition)."""
     consumer = Consumer({**world.kafka.client_config(), "group.id": "streamml-monitor"})

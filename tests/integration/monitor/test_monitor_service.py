@@ -259,10 +259,8 @@ def test_two_replicas_judge_a_model_once_and_a_killed_owner_hands_over_labels_an
     held = world.publish(data, labels=False)  # a drifted window whose labels come later
     state = world.wait_for_windows(3, owner)
     assert [event.kind for event in state.events] == ["covariate"]
-    deadline = time.monotonic() + 30
-    while not _committed_past(world, world.prediction_messages):  # the checkpoint holding the waiting predictions
-        assert time.monotonic() < deadline, owner.log_path.read_text()[-3000:]
-        time.sleep(0.2)
+    # The checkpoint holding the waiting predictions.
+    _wait_committed_past(world, world.prediction_messages, owner, timeout=30)
     owner.send_signal(signal.SIGKILL)
     owner.wait()
 
@@ -287,10 +285,7 @@ def test_a_monitor_killed_while_predictions_wait_for_labels_joins_them_after_its
     world.wait_for_windows(2, monitor)
     held = world.publish(traffic(world.rng, WINDOW), labels=False)
     world.wait_for_windows(3, monitor)
-    deadline = time.monotonic() + 60
-    while not _committed_past(world, world.prediction_messages):
-        assert time.monotonic() < deadline, monitor.log_path.read_text()[-3000:]
-        time.sleep(0.2)
+    _wait_committed_past(world, world.prediction_messages, monitor, timeout=60)
     monitor.send_signal(signal.SIGKILL)
     monitor.wait()
 
@@ -316,20 +311,14 @@ def test_a_monitor_taking_over_commits_what_the_checkpoint_covers_beyond_the_gro
     monitor = services.start("monitor", world.bucket, **env)
     world.windows(2)
     world.wait_for_windows(2, monitor)
-    deadline = time.monotonic() + 60
-    while not _committed_past(world, world.prediction_messages):
-        assert time.monotonic() < deadline, monitor.log_path.read_text()[-3000:]
-        time.sleep(0.2)
+    _wait_committed_past(world, world.prediction_messages, monitor, timeout=60)
     monitor.send_signal(signal.SIGKILL)
     monitor.wait()
     _commit_start(world)  # as if the kill had come between the checkpoint and its commit
     assert not _committed_past(world, 1)
 
     restarted = services.start("monitor", world.bucket, **env)
-    deadline = time.monotonic() + 60
-    while not _committed_past(world, world.prediction_messages):
-        assert time.monotonic() < deadline, restarted.log_path.read_text()[-3000:]
-        time.sleep(0.5)
+    _wait_committed_past(world, world.prediction_messages, restarted, timeout=60)
     state = read_monitor_state(world.store, MODEL)
     assert len(state.window_reports) == 2, "what the checkpoint covered was judged again"
 
@@ -348,6 +337,14 @@ def _commit_start(world: World) -> None:
                         asynchronous=False)
     finally:
         consumer.close()
+
+
+def _wait_committed_past(world: World, offset: int, monitor, timeout: float) -> None:
+    """Until the monitor group has committed ``offset`` messages of predictions; its log if not in time."""
+    deadline = time.monotonic() + timeout
+    while not _committed_past(world, offset):
+        assert time.monotonic() < deadline, monitor.log_path.read_text()[-3000:]
+        time.sleep(0.2)
 
 
 def _committed_past(world: World, offset: int) -> bool:

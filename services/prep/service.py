@@ -47,11 +47,11 @@ from streamml.events import DataLanded, DatasetReady, DriftDetected, Event, stab
 from streamml.manifest import DatasetManifest
 from streamml.registry.datasets import latest_manifest
 from streamml.registry.drift_requests import DriftRequest, DriftWait, read_drift_request
-from streamml.registry.keys import RegistryError, drift_request_key
+from streamml.registry.keys import RegistryError, dataset_announced_key, drift_request_key
 from streamml.service import EventService, StartupError, run
 from streamml.settings import Group, ServiceSettings
 from streamml.specs import DatasetSpec, PrepEngine, PrepPolicy, SpecError, load_dataset_specs
-from streamml.store import ObjectConflict, StoreError
+from streamml.store import ObjectConflict, ObjectNotFound, StoreError
 
 log = logging.getLogger("streamml.prep")
 
@@ -163,6 +163,7 @@ class PrepService(EventService[PrepSettings]):
         self.marked: set[str] = set(self.specs)  # look at every dataset once after a start
         self.first_seen: dict[str, float] = {}
         self.waiting_on: dict[str, str] = {}  # dataset -> the attempt of another replica it waits for
+        self.announced: dict[str, int] = {}  # dataset -> the newest version whose dataset.ready was sent
         self.last_check = 0.0
 
     def close(self) -> None:
@@ -175,6 +176,7 @@ class PrepService(EventService[PrepSettings]):
         # The last owner of these partitions may have committed a dataset's data.landed and died
         # before building it; nothing would deliver those events again.
         self.marked.update(self.specs)
+        self.announced.clear()  # another replica may have built and announced meanwhile
 
     def handle_event(self, event: Event, context: dict) -> None:
         if event.dataset not in self.specs:
@@ -202,6 +204,11 @@ class PrepService(EventService[PrepSettings]):
         for name in sorted(self.marked):
             spec = self.specs[name]
             latest = latest_manifest(self.store, name)
+            if latest is not None and latest.version > self.announced.get(name, 0):
+                # Looked up again now: another replica may have announced it since this one looked.
+                self.announced[name] = self._stored_announced(name)
+                if latest.version > self.announced[name]:
+                    self._announce(latest)  # committed, then its builder died before announcing it
             request = self._drift_request(name, latest)
             if request is not None:
                 # Regular builds wait for the drift build: it supersedes them. Still marked, so
@@ -302,11 +309,27 @@ class PrepService(EventService[PrepSettings]):
             raise
         BUILDS.labels(spec.name, kind, "published").inc()
         BUILD_SECONDS.labels(spec.name).observe(time.monotonic() - started)
+        self._announce(manifest)
+        log.info("dataset ready", extra={"dataset": spec.name, "version": manifest.version, "rows": manifest.rows,
+                                         "trigger": trigger, "seconds": round(time.monotonic() - started, 1)})
+
+
+    def _announce(self, manifest: DatasetManifest) -> None:
+        """Send the version's dataset.ready, then note in the store that it was sent: a replica
+        that died in between leaves a version the next look announces (its id is stable, and
+        the trainer announces a version it trained before again instead of training it twice)."""
+        kind = manifest.trigger.split(":")[0]
         self.producer.send(DatasetReady.of(manifest, kind),
                            event_id=stable_id("dataset.ready", manifest.dataset, manifest.version))
         self.retry(self.producer.flush)
-        log.info("dataset ready", extra={"dataset": spec.name, "version": manifest.version, "rows": manifest.rows,
-                                         "trigger": trigger, "seconds": round(time.monotonic() - started, 1)})
+        self.retry(lambda: self.store.put(dataset_announced_key(manifest.dataset), str(manifest.version).encode()))
+        self.announced[manifest.dataset] = manifest.version
+
+    def _stored_announced(self, dataset: str) -> int:
+        try:
+            return int(self.store.get_bytes(dataset_announced_key(dataset)))
+        except (ObjectNotFound, ValueError):
+            return 0  # none yet, written before this note existed, or unreadable
 
 
 def main() -> None:

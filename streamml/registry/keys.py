@@ -56,6 +56,7 @@ MANIFEST_FILE = "manifest.json"
 ATTEMPTS_DIR = "attempts"
 CLAIM_FILE = "_claim.json"
 DRIFT_REQUEST_FILE = "_drift_request"
+ANNOUNCED_FILE = "_announced"  # the newest version whose dataset.ready prep has sent
 CARD_FILE = "card.json"
 STATE_DICT_FILE = "state_dict.pt"
 CHECKPOINT_FILE = "checkpoints/last.pt"
@@ -195,6 +196,10 @@ def claim_key(dataset: str, version: int) -> str:
 
 def drift_request_key(dataset: str) -> str:
     return dataset_root(dataset) + DRIFT_REQUEST_FILE
+
+
+def dataset_announced_key(dataset: str) -> str:
+    return dataset_root(dataset) + ANNOUNCED_FILE
 
 
 def parse_dataset_version(prefix: str) -> int | None:

@@ -104,9 +104,16 @@ def test_versions_from_landed_data_drift_and_a_crash_mid_build(world, services, 
     assert "drift build pending" in listed and "500 of min_rows_after 1200" in listed
 
     # The wait is kept in the store: a restarted prep goes on with it.
+    assert store.get_bytes("datasets/transactions/_announced") == b"2"
     prep.send_signal(signal.SIGKILL)
     prep.wait()
+    # As if the kill had come after v2 was committed and before it was announced: the restarted
+    # prep announces it (again, with the same event id), or the trainer would never hear of it.
+    store.put("datasets/transactions/_announced", b"1")
     prep = services.start("prep", bucket, **duckdb)
+    again = next_ready(ready)
+    assert (again.version, again.trigger, again.manifest_key) == (2, "rows", v2.manifest_key)
+    assert store.get_bytes("datasets/transactions/_announced") == b"2"
     publish(kafka, 6500, 700, shift=0.6)
     v3 = next_ready(ready)
     assert (v3.version, v3.trigger) == (3, "drift")

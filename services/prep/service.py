@@ -207,8 +207,10 @@ class PrepService(EventService[PrepSettings]):
             if latest is not None and latest.version > self.announced.get(name, 0):
                 # Looked up again now: another replica may have announced it since this one looked.
                 self.announced[name] = self._stored_announced(name)
-                if latest.version > self.announced[name]:
-                    self._announce(latest)  # committed, then its builder died before announcing it
+                if latest.version > self.announced[name]:  # committed, then its builder died before announcing it
+                    log.info("announcing a version its build left unannounced",
+                             extra={"dataset": name, "version": latest.version})
+                    self._announce(latest)
             request = self._drift_request(name, latest)
             if request is not None:
                 # Regular builds wait for the drift build: it supersedes them. Still marked, so

@@ -176,7 +176,6 @@ class PrepService(EventService[PrepSettings]):
         # The last owner of these partitions may have committed a dataset's data.landed and died
         # before building it; nothing would deliver those events again.
         self.marked.update(self.specs)
-        self.announced.clear()  # another replica may have built and announced meanwhile
 
     def handle_event(self, event: Event, context: dict) -> None:
         if event.dataset not in self.specs:
@@ -314,7 +313,6 @@ class PrepService(EventService[PrepSettings]):
         self._announce(manifest)
         log.info("dataset ready", extra={"dataset": spec.name, "version": manifest.version, "rows": manifest.rows,
                                          "trigger": trigger, "seconds": round(time.monotonic() - started, 1)})
-
 
     def _announce(self, manifest: DatasetManifest) -> None:
         """Send the version's dataset.ready, then note in the store that it was sent: a replica

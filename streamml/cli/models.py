@@ -125,7 +125,8 @@ def list_models(state_dir: StateDir = None, as_json: AsJson = False) -> None:
 def show(
     model: Annotated[str, typer.Argument(help="model name")],
     wait: Annotated[float, typer.Option(
-        "--wait", help="first wait up to this many seconds until a version of MODEL is judged")] = 0,
+        "--wait", help="first wait up to this many seconds until a version of MODEL is judged and the champion "
+                "pointer shows the decision")] = 0,
     state_dir: StateDir = None,
     as_json: AsJson = False,
 ) -> None:
@@ -211,23 +212,34 @@ def show(
 
 
 def _wait_for_a_decision(store: Any, model: str, seconds: float) -> None:
-    """Until the validator has judged some version of ``model`` (a fresh stack: data lands, prep builds, the
-    trainer trains); fail naming what exists after ``seconds``."""
+    """Until the validator has judged some version of ``model`` and followed its decision (a fresh stack: data
+    lands, prep builds, the trainer trains); fail naming what exists after ``seconds``."""
     import time
 
     from streamml.registry.decisions import read_decision
-    from streamml.registry.models import model_versions
+    from streamml.registry.models import model_versions, read_champion
 
     deadline = time.monotonic() + seconds
     while True:
         versions = model_versions(store, model)
-        if any(read_decision(store, model, version) is not None for version in versions):
+        decisions = [decision for version in versions if (decision := read_decision(store, model, version))]
+        if any(_followed(decision, read_champion(store, model)[0]) for decision in decisions):
             return
         if time.monotonic() >= deadline:
-            found = f"versions {', '.join(versions)}, none judged yet" if versions else "no version yet"
+            found = (f"versions {', '.join(versions)}, none judged yet" if not decisions else
+                     "a promotion the champion pointer does not show yet") if versions else "no version yet"
             fail(f"no version of {model!r} was judged within {seconds:g}s ({found}); the logs of prep, the trainer "
                  "and the validator are in the stack's logs/ folder", 1)
         time.sleep(2)
+
+
+def _followed(decision: Any, champion: Any) -> bool:
+    """Whether the champion pointer shows ``decision``: the validator records a decision before it moves the
+    pointer (services/validator/promote.py), so a promotion is done once the pointer left the champion it was
+    judged against."""
+    if not decision.promote:
+        return True
+    return (champion.version if champion else None) != decision.champion_version
 
 
 def _metrics(metrics: dict) -> str:

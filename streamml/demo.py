@@ -36,7 +36,7 @@ from streamml.events import (
     ModelTrained,
     decode,
 )
-from streamml.kafka import DeliveryError, EventProducer, TopicTail, transient_kafka_error
+from streamml.kafka import DeliveryError, EventProducer, TopicTail, publish_again
 from streamml.settings import ServiceSettings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -66,6 +66,7 @@ class Timeline:
     events: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     changed: threading.Condition = field(init=False)
+    stopped: str | None = None  # why a part of the demo itself stopped: nothing more will happen
 
     def __post_init__(self) -> None:
         self.changed = threading.Condition(self.lock)
@@ -80,12 +81,17 @@ class Timeline:
         if echo:
             echo(f"[dim]{at:7.1f}s[/dim]  [bold]{stage:<10}[/bold] {text}")
 
+    def stop(self, reason: str) -> None:
+        with self.changed:
+            self.stopped = reason
+            self.changed.notify_all()
+
     def wait_for(self, kind: type, timeout: float, after: float = 0.0, where=lambda e: True):
         deadline = time.monotonic() + timeout
         with self.changed:
             while True:
                 found = self.find(kind, after, where)
-                if found or time.monotonic() >= deadline:
+                if found or self.stopped or time.monotonic() >= deadline:
                     return found
                 self.changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
 
@@ -144,8 +150,9 @@ class EventWatcher(threading.Thread):
 class Publisher(threading.Thread):
     """Publishes transactions to ingest.transactions at a steady rate."""
 
-    def __init__(self, settings: ServiceSettings, plan: DemoPlan) -> None:
+    def __init__(self, settings: ServiceSettings, plan: DemoPlan, timeline: Timeline | None = None) -> None:
         super().__init__(daemon=True, name="demo-publisher")
+        self.timeline = timeline
         self.producer = EventProducer(settings.kafka, "streamml-demo", **{"linger.ms": 20})
         self.topic = settings.kafka.topic(f"ingest.{DATASET}")
         self.plan = plan
@@ -161,15 +168,24 @@ class Publisher(threading.Thread):
 
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         # A broker whose storage failed mid-write answers with an error the client does not
-        # retry by itself (Tansu: "Unknown broker error"); an application publishes again.
+        # retry by itself (Tansu: "Unknown broker error"), or fences the producer for good (the
+        # EventProducer replaces it); an application publishes again.
         if error is None:
             return
-        if error.code() == KafkaError.UNKNOWN or transient_kafka_error(error):
+        if publish_again(error):
             self.undelivered.append((message.value(), message.key()))
         else:
             self.refused = f"{message.topic()}: {error.str()}"
 
     def run(self) -> None:
+        try:
+            self._publish()
+        except Exception as error:  # the demo waits for nothing more: say why at once
+            if self.timeline is None:
+                raise
+            self.timeline.stop(f"publishing transactions stopped: {type(error).__name__}: {error}")
+
+    def _publish(self) -> None:
         started, chunk = time.monotonic(), 500
         while not self.stopping.is_set():
             if self.undelivered:
@@ -254,7 +270,7 @@ def run_demo(settings: ServiceSettings, plan: DemoPlan, console: Console) -> Tim
     except KafkaException as error:
         raise DemoFailed(f"the demo cannot follow the stack's events: {error}") from error
     watcher.start()
-    publisher = Publisher(settings, plan)
+    publisher = Publisher(settings, plan, timeline)
     publisher.start()
     app = None
     try:
@@ -299,6 +315,8 @@ def run_demo(settings: ServiceSettings, plan: DemoPlan, console: Console) -> Tim
 def _expect(timeline: Timeline, kind: type, plan: DemoPlan, what: str, after: float = 0.0, where=lambda e: True):
     remaining = plan.timeout_s - (time.monotonic() - timeline.started)
     found = timeline.wait_for(kind, max(1.0, remaining), after, where)
+    if found is None and timeline.stopped:
+        raise DemoFailed(f"no {what}: {timeline.stopped}")
     if found is None:
         raise DemoFailed(f"no {what} within the demo's {plan.timeout_s:.0f}s; see the services' logs")
     return found

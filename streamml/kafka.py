@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -108,12 +110,42 @@ def broker_errors(on_error: ErrorCallback | None) -> dict[str, Any]:
     return {"error_cb": on_error} if on_error is not None else {}
 
 
+# Delivery errors after which the message was not stored, or may not have been, and publishing it
+# again delivers it: the brokers away; a broker whose storage failed mid-write (Tansu answers
+# UNKNOWN_SERVER_ERROR); an idempotent producer fenced or otherwise failed for good by such a
+# write, whose queued messages are purged: only a new producer clears that state.
+AGAIN_CODES = frozenset({
+    KafkaError.UNKNOWN, KafkaError._FATAL, KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT,
+    KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    KafkaError.UNKNOWN_PRODUCER_ID,
+})
+# Errors after which an idempotent producer sends nothing more, fatal or not: the broker no longer
+# knows its producer id and epoch (Tansu, after its storage failed mid-write, fences it).
+REPLACE_CODES = frozenset({
+    KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    KafkaError.UNKNOWN_PRODUCER_ID,
+})
+# Between two tries of a message the brokers did not take: a storage that fails answers at once.
+AGAIN_PAUSE_S = 0.2
+
+
+def publish_again(error: KafkaError) -> bool:
+    """Whether a message that failed with ``error`` is delivered by publishing it again."""
+    return error.fatal() or error.code() in AGAIN_CODES or transient_kafka_error(error)
+
+
 class EventProducer:
     """Idempotent producer with acks=all; ``flush`` raises if anything is not delivered.
 
     Messages never expire in the local queue: while the brokers are away they
     wait there (``produce`` blocks once the queue is full) and ``flush`` raises
-    a transient DeliveryError, so retrying the flush later delivers them."""
+    a transient DeliveryError, so retrying the flush later delivers them. A
+    message the brokers failed in a way that publishing again mends (see
+    ``publish_again``) is published again by ``flush``; a producer librdkafka
+    declares failed for good, or that was fenced (it sends nothing more), is
+    replaced by a new one, which ``produce`` and ``flush`` use from then on. A
+    caller with its own ``on_delivery`` hears of such failures and publishes
+    again itself."""
 
     def __init__(
         self,
@@ -125,7 +157,8 @@ class EventProducer:
     ) -> None:
         self.settings = settings
         self.source = f"/streamml/{client_id}"
-        config = {
+        self._on_error = on_error
+        self._config = {
             **settings.client_config(),
             "client.id": client_id,
             "enable.idempotence": True,
@@ -133,20 +166,61 @@ class EventProducer:
             "linger.ms": 5,
             "compression.type": "lz4",
             "message.timeout.ms": 0,  # never: see the class doc
-            **broker_errors(on_error),
+            "error_cb": self._client_error,
             **overrides,
         }
-        self._producer = Producer(config)
+        self._producer = Producer(self._config)
+        self._failed_for_good = False  # set by librdkafka's thread: replace the producer
         self._errors: list[str] = []
         self._failed = 0
+        self._again: list[tuple[str, bytes | None, Any, Any]] = []  # (topic, value, key, headers)
         self._lock = threading.Lock()
+        self._replacing = threading.Lock()
+
+    def _client_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            self._failed_for_good = True
+        if self._on_error is not None:
+            self._on_error(error)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            return
+        self._heard(error)
+        with self._lock:
+            if publish_again(error):
+                self._again.append((message.topic(), message.value(), message.key(), message.headers()))
+                return
+            self._failed += 1
+            if len(self._errors) < KEPT_ERRORS:
+                self._errors.append(f"{message.topic()}: {error.str()}")
+
+    def _heard(self, error: KafkaError) -> None:
+        if error.fatal() or error.code() in REPLACE_CODES:
+            self._failed_for_good = True
+
+    def _tell(self, on_delivery: Callable[[KafkaError | None, Message], None], error: KafkaError | None,
+              message: Message) -> None:
+        """A caller's delivery callback, after this producer has heard of the error."""
         if error is not None:
-            with self._lock:
-                self._failed += 1
-                if len(self._errors) < KEPT_ERRORS:
-                    self._errors.append(f"{message.topic()}: {error.str()}")
+            self._heard(error)
+        on_delivery(error, message)
+
+    def _replace_if_failed(self) -> None:
+        """A new librdkafka producer in place of one failed for good; what the old one still held
+        is purged, and its delivery reports say to publish it again."""
+        if not self._failed_for_good:
+            return
+        with self._replacing:
+            if not self._failed_for_good:
+                return  # another thread replaced it
+            old, self._producer = self._producer, Producer(self._config)
+            self._failed_for_good = False
+        # The purged messages' delivery reports may publish them again: on the new producer.
+        old.purge()
+        old.flush(1)
+        log.warning("the Kafka producer failed for good (a broker lost its state); publishing on a new one",
+                    extra={"client_id": self._config["client.id"]})
 
     def produce(
         self,
@@ -164,17 +238,23 @@ class EventProducer:
         configured partitioner, by key. ``on_delivery(error, message)``, when
         given, hears of the message's acknowledgement or failure instead of
         ``flush``."""
+        self._replace_if_failed()
         while True:
             try:
                 self._producer.produce(
                     topic, value, key, partition=partition, headers=headers,
-                    on_delivery=on_delivery or self._on_delivery,
+                    on_delivery=self._on_delivery if on_delivery is None else partial(self._tell, on_delivery),
                 )
                 break
             except BufferError:
                 if not wait:
                     return False
                 self._producer.poll(0.1)
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError._FATAL:
+                    raise
+                self._failed_for_good = True  # error_cb may not have run yet
+                self._replace_if_failed()
         self._producer.poll(0)
         return True
 
@@ -193,18 +273,35 @@ class EventProducer:
 
     def pending(self) -> int:
         """Messages queued and not yet acknowledged."""
-        return len(self._producer)
+        return len(self._producer) + len(self._again)
 
     def flush(self, timeout: float = 60.0) -> None:
-        """Wait for every queued message; DeliveryError when one failed or some are still queued."""
-        remaining = self._producer.flush(timeout)
+        """Wait for every queued message, publishing again what the brokers failed to take and that
+        publishing again delivers; DeliveryError when one failed for good or some are still queued."""
+        deadline = time.monotonic() + timeout
+        again: list[tuple[str, bytes | None, Any, Any]] = []
+        while True:
+            self._producer.flush(max(0.0, deadline - time.monotonic()))
+            self._replace_if_failed()
+            with self._lock:
+                again, self._again = self._again, []
+            # Queued still: on a producer that replaced the one this flush began on.
+            if time.monotonic() >= deadline or not (again or len(self._producer)):
+                break
+            if again:
+                time.sleep(min(AGAIN_PAUSE_S, max(0.0, deadline - time.monotonic())))
+                for topic, value, key, headers in again:
+                    self.produce(topic, value, key, headers)
+                again = []
+        remaining = len(self._producer)
         with self._lock:
+            self._again = again + self._again  # out of time: the next flush publishes them
             errors, failed = self._errors, self._failed
             self._errors, self._failed = [], 0
         if failed:
             raise DeliveryError(f"{failed} message(s) not delivered: {errors[0]}", transient=False)
-        if remaining:
-            raise DeliveryError(f"{remaining} message(s) still unacknowledged after {timeout:g}s: "
+        if remaining or again:
+            raise DeliveryError(f"{remaining + len(again)} message(s) still unacknowledged after {timeout:g}s: "
                                 f"the brokers at {self.settings.bootstrap} do not answer", transient=True)
 
     def send_now(

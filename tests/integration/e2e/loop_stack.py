@@ -31,11 +31,16 @@ EVENT_TOPICS = ("dataset.ready", "model.trained", "model.promoted", "model.rejec
 
 
 def print_stack_logs(state_dir: Path, demo_log: Path, lines: int = 30) -> None:
-    """What the demo and the stack said last, for a failure seen only in CI's output."""
+    """What the demo and the stack said last, for a failure seen only in CI's output. The Kafka
+    client's own lines (a broker away, reconnecting) are counted, not shown: they would crowd
+    out what the services said."""
     for path in [demo_log, *sorted((state_dir / "logs").glob("*.log"))]:
         if path.exists():
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-            print(f"----- {path.name} (last {len(tail)} lines)", *tail, sep="\n")
+            every = path.read_text(errors="replace").splitlines()
+            said = [line for line in every if '"logger": "streamml.librdkafka"' not in line]
+            tail = [line[:600] for line in said[-lines:]]
+            client = f", {len(every) - len(said)} Kafka client lines left out" if len(said) < len(every) else ""
+            print(f"----- {path.name} (last {len(tail)} lines{client})", *tail, sep="\n")
 
 
 def loop_policies(folder: Path, p95_ms: float | None, shadow_s: float = SHADOW_S) -> Path:

@@ -60,17 +60,18 @@ class Chaos(threading.Thread):
         super().__init__(daemon=True, name="chaos")
         self.state_file, self.rng = state_file, random.Random(seed)
         self.order = self.rng.sample(VICTIMS, len(VICTIMS))
-        self.killed: list[tuple[str, int]] = []
+        self.killed: list[tuple[str, int, float]] = []  # victim, pid, seconds after the start
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        started = time.monotonic()
         for victim in self.order:
             if self.stopping.wait(self.rng.uniform(4, 10)):
                 return
             pid = self._wait_alive(victim)
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
-                self.killed.append((victim, pid))
+                self.killed.append((victim, pid, round(time.monotonic() - started, 1)))
 
     def _wait_alive(self, victim: str, timeout: float = 90) -> int | None:
         """The victim's PID once it runs, with every other component back too."""
@@ -147,11 +148,12 @@ def test_the_loop_survives_sigkill_of_every_component(tmp_path):
     try:
         try:
             timeline = run_demo(settings, CHAOS_PLAN, Console(file=open(tmp_path / "demo.log", "w"), width=200))
-        except DemoFailed:
+        except DemoFailed as failed:
             print_stack_logs(config.state_dir, tmp_path / "demo.log")
-            raise
+            kills = ", ".join(f"{victim} at {at:.0f}s" for victim, _, at in chaos.killed)
+            raise DemoFailed(f"{failed} (killed so far: {kills})") from failed
         chaos.join(timeout=240)  # the loop can finish before the last kill
-        assert [v for v, _ in chaos.killed] == chaos.order, f"not every victim was killed: {chaos.killed}"
+        assert [v for v, _, _ in chaos.killed] == chaos.order, f"not every victim was killed: {chaos.killed}"
         # The last victim may have died just now: look at the store once everything is back.
         stack = restarts_recorded(config.state_dir / "stack.json")
         store = store_once_back(settings)

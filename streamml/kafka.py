@@ -173,7 +173,7 @@ class EventProducer:
         self._failed_for_good = False  # set by librdkafka's thread: replace the producer
         self._errors: list[str] = []
         self._failed = 0
-        self._again: list[tuple[str, bytes | None, Any, Any]] = []  # (topic, value, key, headers)
+        self._again: list[tuple[str, bytes | None, Any, Any, int]] = []  # (topic, value, key, headers, partition)
         self._lock = threading.Lock()
         self._replacing = threading.Lock()
 
@@ -189,7 +189,8 @@ class EventProducer:
         self._heard(error)
         with self._lock:
             if publish_again(error):
-                self._again.append((message.topic(), message.value(), message.key(), message.headers()))
+                self._again.append((message.topic(), message.value(), message.key(), message.headers(),
+                                    message.partition()))
                 return
             self._failed += 1
             if len(self._errors) < KEPT_ERRORS:
@@ -279,7 +280,7 @@ class EventProducer:
         """Wait for every queued message, publishing again what the brokers failed to take and that
         publishing again delivers; DeliveryError when one failed for good or some are still queued."""
         deadline = time.monotonic() + timeout
-        again: list[tuple[str, bytes | None, Any, Any]] = []
+        again: list[tuple[str, bytes | None, Any, Any, int]] = []
         while True:
             self._producer.flush(max(0.0, deadline - time.monotonic()))
             self._replace_if_failed()
@@ -290,8 +291,8 @@ class EventProducer:
                 break
             if again:
                 time.sleep(min(AGAIN_PAUSE_S, max(0.0, deadline - time.monotonic())))
-                for topic, value, key, headers in again:
-                    self.produce(topic, value, key, headers)
+                for topic, value, key, headers, partition in again:
+                    self.produce(topic, value, key, headers, partition)
                 again = []
         remaining = len(self._producer)
         with self._lock:

@@ -31,6 +31,9 @@ class Message:
     def headers(self):
         return self._headers
 
+    def partition(self):
+        return -1  # not partitioned yet: the partitioner chooses again
+
 
 class Brokers:
     """Decides each delivery: ``answers`` is popped per message (None: stored), the default stores."""

@@ -139,9 +139,13 @@ class EventWatcher(threading.Thread):
                                 since=datetime.now(UTC))
 
     def run(self) -> None:
+        seen: set[str] = set()
         while not self.stopping.is_set():
             for message in self.events.poll(100, 0.5):
-                event, _ = decode(message.headers(), message.key(), message.value())
+                event, attributes = decode(message.headers(), message.key(), message.value())
+                if attributes["id"] in seen:
+                    continue  # announced again after a restart (delivery is at least once)
+                seen.add(attributes["id"])
                 stage, text = describe(event)
                 self.timeline.add(stage, text, event, self.echo)
         self.events.close()

@@ -2,7 +2,6 @@
 
 import json
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -11,19 +10,9 @@ from streamml.cli.app import app
 from streamml.registry.decisions import DecisionRecord, Evaluation, ShadowEvidence
 from streamml.registry.keys import decision_key
 from streamml.registry.shadow import ShadowState, start_shadow
-from streamml.store import ObjectStore
-from tests.memory_store import MemoryStore
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(monkeypatch) -> MemoryStore:
-    store = MemoryStore()
-    monkeypatch.setattr("streamml.cli.common.client_settings", lambda state_dir=None: SimpleNamespace(s3=None))
-    monkeypatch.setattr(ObjectStore, "connect", classmethod(lambda cls, settings: store))
-    return store
 
 
 def decision(version: str, promote: bool, shadow: ShadowEvidence | None = None) -> DecisionRecord:

@@ -5,7 +5,6 @@ decision alone printed "no champion yet" right after a promotion."""
 
 import threading
 from datetime import UTC, datetime
-from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -14,19 +13,9 @@ from streamml.cli.app import app
 from streamml.registry.champion import set_champion
 from streamml.registry.decisions import DecisionRecord, Evaluation
 from streamml.registry.keys import decision_key
-from streamml.store import ObjectStore
-from tests.memory_store import MemoryStore
 
 pytestmark = pytest.mark.unit
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(monkeypatch) -> MemoryStore:
-    store = MemoryStore()
-    monkeypatch.setattr("streamml.cli.common.client_settings", lambda state_dir=None: SimpleNamespace(s3=None))
-    monkeypatch.setattr(ObjectStore, "connect", classmethod(lambda cls, settings: store))
-    return store
 
 
 def record(version: str, promote: bool, champion_version: str | None) -> bytes:

@@ -110,21 +110,17 @@ def broker_errors(on_error: ErrorCallback | None) -> dict[str, Any]:
     return {"error_cb": on_error} if on_error is not None else {}
 
 
-# Delivery errors after which the message was not stored, or may not have been, and publishing it
-# again delivers it: the brokers away; a broker whose storage failed mid-write (Tansu answers
-# UNKNOWN_SERVER_ERROR); an idempotent producer fenced or otherwise failed for good by such a
-# write, whose queued messages are purged: only a new producer clears that state.
-AGAIN_CODES = frozenset({
-    KafkaError.UNKNOWN, KafkaError._FATAL, KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT,
-    KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
-    KafkaError.UNKNOWN_PRODUCER_ID,
-})
 # Errors after which an idempotent producer sends nothing more, fatal or not: the broker no longer
 # knows its producer id and epoch (Tansu, after its storage failed mid-write, fences it).
 REPLACE_CODES = frozenset({
     KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
     KafkaError.UNKNOWN_PRODUCER_ID,
 })
+# Delivery errors after which the message was not stored, or may not have been, and publishing it
+# again delivers it: a broker whose storage failed mid-write (Tansu answers UNKNOWN_SERVER_ERROR);
+# a producer to be replaced, and the messages purged from it (see also transient_kafka_error).
+AGAIN_CODES = REPLACE_CODES | {KafkaError.UNKNOWN, KafkaError._FATAL, KafkaError._PURGE_QUEUE,
+                               KafkaError._PURGE_INFLIGHT}
 # Between two tries of a message the brokers did not take: a storage that fails answers at once.
 AGAIN_PAUSE_S = 0.2
 

@@ -223,11 +223,16 @@ def _wait_for_a_decision(store: Any, model: str, seconds: float) -> None:
     while True:
         versions = model_versions(store, model)
         decisions = [decision for version in versions if (decision := read_decision(store, model, version))]
-        if any(_followed(decision, read_champion(store, model)[0]) for decision in decisions):
+        champion = read_champion(store, model)[0] if decisions else None
+        if any(_followed(decision, champion) for decision in decisions):
             return
         if time.monotonic() >= deadline:
-            found = (f"versions {', '.join(versions)}, none judged yet" if not decisions else
-                     "a promotion the champion pointer does not show yet") if versions else "no version yet"
+            if not versions:
+                found = "no version yet"
+            elif not decisions:
+                found = f"versions {', '.join(versions)}, none judged yet"
+            else:
+                found = "a promotion the champion pointer does not show yet"
             fail(f"no version of {model!r} was judged within {seconds:g}s ({found}); the logs of prep, the trainer "
                  "and the validator are in the stack's logs/ folder", 1)
         time.sleep(2)
